@@ -1,0 +1,143 @@
+/* backend.h: the one interface every compute backend implements (cpu in src/cpu_*.c, cuda in cuda/).
+ *
+ * Conventions, fixed here because every backend and every model depends on them:
+ * - All pointers passed to ops are backend memory (from ops->alloc), never host memory, unless
+ *   the parameter says "host".
+ * - Activations are Tensors with a logical shape (n, c, h, w). Their memory layout is the
+ *   backend's private choice: cpu and cuda both use NHWC (channels-last). What crosses to the host
+ *   goes through tensor_upload / tensor_download and is always NCHW float32 (PyTorch's layout).
+ * - Parameters are fp32 master copies in one contiguous block. Conv weights are stored K,R,S,C
+ *   ("channels-last" filters, what cuDNN's NHWC kernels want); checkpoints convert to PyTorch's
+ *   K,C,R,S. Linear weights are [out, in] as in PyTorch. A backend that computes in fp16/bf16
+ *   keeps its own cast copy of the weights and refreshes it in weights_updated().
+ * - Parameter gradient outputs (dw, dgamma, dbeta, db) are overwritten, never accumulated.
+ *   Input gradient outputs (dx) take `accumulate`: 0 = overwrite, 1 = add into dx. A value read
+ *   by two layers (a residual block's input) gets its gradient as overwrite + accumulate.
+ * - Ops are asynchronous on a device backend; sync() waits for all of them.
+ */
+#ifndef CNN_BACKEND_H
+#define CNN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { DT_F32 = 0, DT_F16, DT_BF16 } DType;
+
+typedef struct {
+    void *data;      /* backend memory, sized by the caller for the largest shape it will hold */
+    int n, c, h, w;  /* current logical shape */
+    DType dtype;
+} Tensor;
+
+static inline size_t tensor_numel(const Tensor *t) { return (size_t)t->n * t->c * t->h * t->w; }
+size_t dtype_size(DType dt);
+const char *dtype_name(DType dt);
+
+/* Square kernels; no bias, no groups, no dilation (a ResNet needs none). */
+typedef struct { int cin, cout, k, stride, pad; } ConvGeom;
+/* Pooling window. ceil_mode and the divisor follow PyTorch: padding counts in the average
+ * (count_include_pad), the part of a ceil-mode window past the padded input does not. */
+typedef struct { int k, stride, pad, ceil_mode; } PoolGeom;
+
+/* Output side of a conv or pool, PyTorch's formulas. Returns < 1 when the input is too small. */
+int conv_out_size(int in, int k, int stride, int pad);
+int pool_out_size(int in, const PoolGeom *g);
+
+typedef struct {
+    float lr, beta1, beta2, eps, wd; /* wd is decoupled: p -= lr*wd*p before the Adam step */
+    int step;                        /* 1-based, for the bias corrections */
+} AdamWArgs;
+
+typedef struct Backend Backend;
+
+typedef struct BackendOps {
+    const char *name;
+    void (*destroy)(Backend *);   /* frees the backend's own state; buffers must be released first */
+
+    /* memory */
+    void *(*alloc)(Backend *, size_t bytes);         /* zero-filled; exits with a message when out of memory */
+    void (*release)(Backend *, void *p);
+    void (*zero)(Backend *, void *p, size_t bytes);
+    void (*upload)(Backend *, void *dst, const void *host_src, size_t bytes);
+    void (*download)(Backend *, void *host_dst, const void *src, size_t bytes);
+    void (*copy)(Backend *, void *dst, const void *src, size_t bytes);
+    /* Activations: host NCHW float32 <-> the backend's layout and dtype. dst->data must be allocated;
+     * the shape of dst (upload) or src (download) says how much to move. */
+    void (*tensor_upload)(Backend *, Tensor *dst, const float *host_nchw);
+    void (*tensor_download)(Backend *, float *host_nchw, const Tensor *src);
+    void (*sync)(Backend *);
+    /* Called after the optimizer changed the fp32 weights in [w, w+count). */
+    void (*weights_updated)(Backend *, const float *w, size_t count);
+
+    /* convolution; w is [cout, k, k, cin] */
+    void (*conv_forward)(Backend *, const ConvGeom *, const Tensor *x, const float *w, Tensor *y);
+    void (*conv_backward_data)(Backend *, const ConvGeom *, const Tensor *dy, const float *w, Tensor *dx,
+                               int accumulate);
+    void (*conv_backward_filter)(Backend *, const ConvGeom *, const Tensor *x, const Tensor *dy, float *dw);
+
+    /* batch norm over (n, h, w) per channel. Training: normalise with the biased batch variance,
+     * running = (1-momentum)*running + momentum*batch with the unbiased variance; save_mean and
+     * save_invstd (c floats each) are kept for backward. */
+    void (*bn_forward_train)(Backend *, const Tensor *x, const float *gamma, const float *beta,
+                             float *running_mean, float *running_var, float momentum, float eps,
+                             float *save_mean, float *save_invstd, Tensor *y);
+    void (*bn_forward_infer)(Backend *, const Tensor *x, const float *gamma, const float *beta,
+                             const float *running_mean, const float *running_var, float eps, Tensor *y);
+    void (*bn_backward)(Backend *, const Tensor *x, const Tensor *dy, const float *gamma,
+                        const float *save_mean, const float *save_invstd, float *dgamma, float *dbeta,
+                        Tensor *dx, int accumulate);
+    /* backward through a batch norm that used its running statistics (frozen, FixRes) */
+    void (*bn_backward_infer)(Backend *, const Tensor *x, const Tensor *dy, const float *gamma,
+                              const float *running_mean, const float *running_var, float eps,
+                              float *dgamma, float *dbeta, Tensor *dx, int accumulate);
+
+    /* y may alias x */
+    void (*relu_forward)(Backend *, const Tensor *x, Tensor *y);
+    void (*relu_backward)(Backend *, const Tensor *y, const Tensor *dy, Tensor *dx, int accumulate);
+
+    void (*maxpool_forward)(Backend *, const PoolGeom *, const Tensor *x, Tensor *y);
+    void (*maxpool_backward)(Backend *, const PoolGeom *, const Tensor *x, const Tensor *y, const Tensor *dy,
+                             Tensor *dx, int accumulate);
+    void (*avgpool_forward)(Backend *, const PoolGeom *, const Tensor *x, Tensor *y);
+    void (*avgpool_backward)(Backend *, const PoolGeom *, const Tensor *dy, Tensor *dx, int accumulate);
+
+    /* y: (n, c, 1, 1) */
+    void (*global_avgpool_forward)(Backend *, const Tensor *x, Tensor *y);
+    void (*global_avgpool_backward)(Backend *, const Tensor *dy, Tensor *dx, int accumulate);
+
+    /* x: (n, in, 1, 1), w: [out, in], b: [out] or NULL, y: (n, out, 1, 1) */
+    void (*linear_forward)(Backend *, const Tensor *x, const float *w, const float *b, Tensor *y);
+    void (*linear_backward)(Backend *, const Tensor *x, const Tensor *dy, const float *w, float *dw, float *db,
+                            Tensor *dx, int accumulate);
+
+    /* y = a + b (y may alias a or b); dst = src or dst += src */
+    void (*add)(Backend *, const Tensor *a, const Tensor *b, Tensor *y);
+    void (*accumulate)(Backend *, const Tensor *src, Tensor *dst, int accumulate);
+
+    /* Mean softmax cross-entropy over the batch, with label smoothing eps and mixup:
+     * per sample, target = lam*onehot(a) + (1-lam)*onehot(b), smoothed as (1-eps)*target + eps/classes.
+     * labels_b and lam may be NULL (no mixup). logits and dlogits are (n, classes, 1, 1); loss is one
+     * float of backend memory; dlogits = d(loss)/d(logits). */
+    void (*softmax_xent)(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
+                         const float *lam, float smoothing, float *loss, Tensor *dlogits);
+
+    /* One AdamW step over count contiguous parameters. */
+    void (*adamw)(Backend *, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a);
+} BackendOps;
+
+struct Backend {
+    const BackendOps *ops;
+    void *impl;        /* the backend's private state */
+    DType compute;     /* activation dtype this backend computes in */
+    int threads;       /* host threads the backend may use */
+    size_t bytes_in_use, peak_bytes;  /* device memory through ops->alloc, for the benchmarks */
+};
+
+/* Create a backend by name: "cpu", "cuda", or "auto" (cuda when built in and a GPU is present,
+ * else cpu). Returns NULL with a message in err when the name is unknown or the device is missing. */
+Backend *backend_create(const char *name, char *err, size_t errlen);
+void backend_destroy(Backend *);
+/* Names of the backends compiled into this binary, e.g. "cpu cuda". */
+const char *backend_list(void);
+
+#endif

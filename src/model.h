@@ -1,0 +1,125 @@
+/* model.h: a network as data. A builder in models/ fills the node list and the parameter table;
+ * the same code then runs it forward and backward on any backend (src/model.c).
+ *
+ * Values are numbered activations: value 0 is the input image batch, every node writes one new
+ * value. Parameters live in one contiguous fp32 block (params), with gradients, Adam moments and
+ * batch-norm running statistics in blocks of their own, so the optimizer, freezing, weight decay
+ * and checkpoints are loops over the Param table.
+ */
+#ifndef CNN_MODEL_H
+#define CNN_MODEL_H
+
+#include "backend.h"
+
+typedef enum { OP_CONV, OP_BN, OP_RELU, OP_MAXPOOL, OP_AVGPOOL, OP_GAP, OP_LINEAR, OP_ADD, OP_COUNT } OpKind;
+
+typedef enum { P_CONV_WEIGHT, P_BN_WEIGHT, P_BN_BIAS, P_LINEAR_WEIGHT, P_LINEAR_BIAS } ParamKind;
+
+#define NAME_LEN 96
+
+typedef struct {
+    OpKind op;
+    char name[NAME_LEN];  /* PyTorch module path: "layer1.0.conv1", "4.0.convpath.0.0", "" for ops without state */
+    int in0, in1;         /* input value ids; in1 only for OP_ADD, else -1 */
+    int out;              /* output value id */
+    ConvGeom conv;        /* OP_CONV */
+    PoolGeom pool;        /* OP_MAXPOOL, OP_AVGPOOL */
+    int features;         /* OP_BN: channels; OP_LINEAR: out features (in features = the input's c) */
+    int has_bias;         /* OP_LINEAR */
+    int param;            /* index of the first Param of this node (weight), -1 if none */
+    int nparam;
+    size_t stat;          /* OP_BN: float offset of running_mean in the stats block; running_var follows */
+    int zero_gamma;       /* OP_BN: gamma starts at 0 (last BN of a residual branch) */
+    int frozen_stats;     /* OP_BN: use running statistics even when training (FixRes) */
+    int64_t batches_tracked; /* OP_BN: PyTorch's num_batches_tracked */
+    float *save_mean, *save_invstd; /* OP_BN: backend memory, per forward, for backward */
+} Node;
+
+typedef struct {
+    char name[NAME_LEN];  /* PyTorch state_dict key: "layer1.0.conv1.weight" */
+    ParamKind kind;
+    int ndim, shape[4];   /* PyTorch shape; conv K,C,R,S (stored K,R,S,C in the block) */
+    size_t offset, count; /* floats, within the params block */
+    int node;
+    int trainable;        /* gradients are computed and the optimizer updates it */
+    int decay;            /* weight decay applies (fastai: not for BN and bias when wd_bn_bias=0) */
+    int group;            /* parameter group for discriminative learning rates */
+} Param;
+
+typedef struct { int c, h, w; } Shape;
+
+typedef struct Model {
+    char arch[32];
+    int classes;
+    Node *nodes;
+    int nnodes, cap_nodes;
+    Param *params;
+    int nparams, cap_params;
+    size_t param_floats;   /* size of the params block */
+    size_t stat_floats;    /* size of the running-statistics block */
+    int nvalues;           /* value 0 = input */
+    int in_channels;
+
+    /* Set by model_attach: backend memory, sized for the largest shape of the run. */
+    Backend *be;
+    float *params_d, *grads_d, *adam_m, *adam_v, *stats_d;
+    Tensor *act;           /* nvalues activations */
+    Tensor *grad;          /* nvalues activation gradients (value 0's is unused) */
+    int max_batch, max_h, max_w;
+    int32_t *labels_d;     /* max_batch labels, for softmax_xent */
+    float *loss_d;
+} Model;
+
+/* ---- description (host only) ---- */
+Model *model_new(const char *arch, int classes, int in_channels);
+void model_free(Model *);
+/* Builder helpers: each adds one node reading value `in` and returns its output value id. */
+int net_conv(Model *, const char *name, int in, int cin, int cout, int k, int stride, int pad);
+int net_bn(Model *, const char *name, int in, int channels, int zero_gamma);
+int net_relu(Model *, int in);
+int net_maxpool(Model *, int in, int k, int stride, int pad);
+int net_avgpool(Model *, int in, int k, int stride, int ceil_mode);
+int net_gap(Model *, int in);
+int net_linear(Model *, const char *name, int in, int in_features, int out_features, int bias);
+int net_add(Model *, int a, int b);
+int model_value_channels(const Model *, int value);
+
+/* Shapes of every value for one input size. Returns 0, or -1 with a message in err when the
+ * input is too small for the network. shapes has nvalues entries. */
+int model_shapes(const Model *, int h, int w, Shape *shapes, char *err, size_t errlen);
+/* Forward multiply-adds x2 per image at this size, in FLOPs. */
+double model_flops(const Model *, int h, int w);
+size_t model_param_count(const Model *);  /* parameters, as PyTorch's sum(p.numel()) */
+
+/* Initialise weights into a host block of param_floats floats and stats into stat_floats
+ * (running_mean 0, running_var 1), with the builder's rules (see models/). */
+struct Rng;
+void model_init_host(const Model *, struct Rng *, float *params, float *stats);
+
+/* ---- running (backend) ---- */
+/* Allocate every buffer for batches up to max_batch of images up to max_h x max_w. */
+int model_attach(Model *, Backend *, int max_batch, int max_h, int max_w, char *err, size_t errlen);
+void model_detach(Model *);
+/* Upload host params/stats (e.g. from model_init_host or a checkpoint). */
+void model_set_weights(Model *, const float *params, const float *stats);
+void model_get_weights(Model *, float *params, float *stats);
+/* Forward pass of a host NCHW batch (n, in_channels, h, w); train selects batch statistics.
+ * Returns the logits tensor (n, classes, 1, 1) in backend memory. */
+const Tensor *model_forward(Model *, const float *host_nchw, int n, int h, int w, int train);
+/* Loss on the last forward's logits against host labels; fills the logits' gradient and returns
+ * the mean loss (synchronises). */
+float model_loss(Model *, const int32_t *host_labels, float smoothing);
+/* Backward from the logits' gradient: fills grads_d for trainable parameters. */
+void model_backward(Model *);
+
+/* ---- registry (models/registry.c) ---- */
+typedef struct {
+    const char *name;
+    const char *about;
+    Model *(*build)(const char *name, int classes);
+} ModelEntry;
+const ModelEntry *model_registry(int *count);
+/* Build a model by registry name; NULL with a message listing the valid names when unknown. */
+Model *model_build(const char *name, int classes, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,18 @@
+/* rng.h: the one random number generator. Explicit state, no globals, so a run is reproducible:
+ * every purpose (init, shuffle, augment, mixup, dropout) gets its own stream from rng_split. */
+#ifndef CNN_RNG_H
+#define CNN_RNG_H
+
+#include <stdint.h>
+
+typedef struct Rng { uint64_t s[4]; } Rng;   /* xoshiro256** */
+
+void rng_seed(Rng *, uint64_t seed);
+/* An independent stream for `purpose` (and e.g. an epoch or sample index) derived from a parent. */
+Rng rng_split(const Rng *parent, uint64_t purpose);
+uint64_t rng_u64(Rng *);
+uint32_t rng_below(Rng *, uint32_t n);   /* uniform in [0, n) */
+float rng_uniform(Rng *);                /* [0, 1) */
+float rng_normal(Rng *);                 /* standard normal */
+
+#endif

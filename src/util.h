@@ -1,0 +1,22 @@
+/* util.h: the few helpers everything uses: fatal errors, checked allocation, timing. */
+#ifndef CNN_UTIL_H
+#define CNN_UTIL_H
+
+#include <stddef.h>
+
+#if defined(__GNUC__)
+#define CNN_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define CNN_NORETURN __attribute__((noreturn))
+#else
+#define CNN_PRINTF(a, b)
+#define CNN_NORETURN
+#endif
+
+/* Print "cnntrain: <message>" to stderr and exit(1). */
+CNN_NORETURN void die(const char *fmt, ...) CNN_PRINTF(1, 2);
+void *xmalloc(size_t bytes);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t bytes);
+double now_seconds(void);   /* monotonic */
+
+#endif
