@@ -48,6 +48,11 @@ typedef struct {
 
 typedef struct { int c, h, w; } Shape;
 
+/* fastai's init_cnn: conv and linear weights Kaiming-normal (fan_in, gain sqrt 2), biases 0.
+ * torchvision's ResNet: conv Kaiming-normal (fan_out), linear PyTorch's default uniform(+-1/sqrt(fan_in)).
+ * Both: batch norm gamma 1 (0 where zero_gamma), beta 0, running mean 0, running var 1. */
+enum { INIT_FASTAI, INIT_TORCHVISION };
+
 typedef struct Model {
     char arch[32];
     int classes;
@@ -57,8 +62,9 @@ typedef struct Model {
     int nparams, cap_params;
     size_t param_floats;   /* size of the params block */
     size_t stat_floats;    /* size of the running-statistics block */
-    int nvalues;           /* value 0 = input */
+    int nvalues;           /* value 0 = input; node i writes value i+1 */
     int in_channels;
+    int init_style;        /* INIT_FASTAI or INIT_TORCHVISION: see model_init_host */
 
     /* Set by model_attach: backend memory, sized for the largest shape of the run. */
     Backend *be;
@@ -116,7 +122,6 @@ void model_backward(Model *);
 typedef struct {
     const char *name;
     const char *about;
-    Model *(*build)(const char *name, int classes);
 } ModelEntry;
 const ModelEntry *model_registry(int *count);
 /* Build a model by registry name; NULL with a message listing the valid names when unknown. */
