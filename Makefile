@@ -26,10 +26,11 @@ ifeq ($(CUDA),1)
   endif
 endif
 
+HASH := \#
 ifeq ($(origin BLAS),undefined)
-  BLAS := $(shell printf '\#include <cblas.h>\nint main(void){float a=1,b=1,c=0;cblas_sgemm(CblasRowMajor,CblasNoTrans,CblasNoTrans,1,1,1,1.f,&a,1,&b,1,0.f,&c,1);return c!=1;}\n' | $(CC) -x c - -o /dev/null -lopenblas 2>/dev/null && echo openblas || echo builtin)
+  BLAS := $(shell printf '$(HASH)include <cblas.h>\nint main(void){float a=1,b=1,c=0;cblas_sgemm(CblasRowMajor,CblasNoTrans,CblasNoTrans,1,1,1,1.f,&a,1,&b,1,0.f,&c,1);return c!=1;}\n' | $(CC) -x c - -o /dev/null -lopenblas 2>/dev/null && echo openblas || echo builtin)
 endif
-HAVE_CMOCKA := $(shell printf '\#include <stdarg.h>\n\#include <stddef.h>\n\#include <stdint.h>\n\#include <setjmp.h>\n\#include <cmocka.h>\nint main(void){return 0;}\n' | $(CC) -x c - -o /dev/null -lcmocka 2>/dev/null && echo 1 || echo 0)
+HAVE_CMOCKA := $(shell printf '$(HASH)include <stdarg.h>\n$(HASH)include <stddef.h>\n$(HASH)include <stdint.h>\n$(HASH)include <setjmp.h>\n$(HASH)include <cmocka.h>\nint main(void){return 0;}\n' | $(CC) -x c - -o /dev/null -lcmocka 2>/dev/null && echo 1 || echo 0)
 
 ifeq ($(BLAS),openblas)
   CFLAGS += -DHAVE_OPENBLAS
@@ -41,8 +42,10 @@ LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c)) $(wildcard models/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CUDA_CU  := $(wildcard cuda/*.cu)
 CUDA_OBJ :=
-NVFLAGS  ?= -O3 -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -Isrc -Imodels -arch=sm_90 \
-            -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+# Kernels for A100 (sm_80) and H100/H200 (sm_90), plus sm_90 PTX that newer GPUs JIT-compile.
+NVFLAGS  ?= -O3 -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -Isrc -Imodels \
+            -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+            -gencode arch=compute_90,code=compute_90
 ifeq ($(CUDA),1)
   CFLAGS   += -DHAVE_CUDA -I$(CUDA_HOME)/include
   CUDA_OBJ := $(CUDA_CU:%.cu=$(BUILD)/%.o)

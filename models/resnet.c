@@ -6,9 +6,9 @@
 static int conv_bn(Model *m, const char *prefix, const char *conv, const char *bn, int in, int cin, int cout,
                    int k, int stride, int relu) {
     char name[NAME_LEN];
-    snprintf(name, sizeof name, "%s%s", prefix, conv);
+    module_name(name, "%s%s", prefix, conv);
     int v = net_conv(m, name, in, cin, cout, k, stride, k / 2);
-    snprintf(name, sizeof name, "%s%s", prefix, bn);
+    module_name(name, "%s%s", prefix, bn);
     v = net_bn(m, name, v, cout, 0);
     return relu ? net_relu(m, v) : v;
 }
@@ -37,7 +37,7 @@ Model *resnet_build(const char *name, int classes, const ArchSpec *s) {
     char prefix[NAME_LEN];
     for (int l = 0; l < 4; l++) {
         for (int b = 0; b < s->layers[l]; b++) {
-            snprintf(prefix, sizeof prefix, "layer%d.%d.", l + 1, b);
+            module_name(prefix, "layer%d.%d.", l + 1, b);
             v = block(m, prefix, v, s->expansion, inplanes, s->widths[l], (l > 0 && b == 0) ? 2 : 1);
             inplanes = s->widths[l] * s->expansion;
         }

@@ -7,9 +7,9 @@
 static int conv_layer(Model *m, const char *prefix, int in, int cin, int cout, int k, int stride, int zero_gamma,
                       int relu) {
     char name[NAME_LEN];
-    snprintf(name, sizeof name, "%s.0", prefix);
+    module_name(name, "%s.0", prefix);
     int v = net_conv(m, name, in, cin, cout, k, stride, k / 2);
-    snprintf(name, sizeof name, "%s.1", prefix);
+    module_name(name, "%s.1", prefix);
     v = net_bn(m, name, v, cout, zero_gamma);
     return relu ? net_relu(m, v) : v;
 }
@@ -19,16 +19,16 @@ static int res_block(Model *m, const char *prefix, int in, int expansion, int ni
     char name[NAME_LEN];
     int v;
     if (expansion == 1) {
-        snprintf(name, sizeof name, "%s.convpath.0", prefix);
+        module_name(name, "%s.convpath.0", prefix);
         v = conv_layer(m, name, in, ni, nh, 3, stride, 0, 1);
-        snprintf(name, sizeof name, "%s.convpath.1", prefix);
+        module_name(name, "%s.convpath.1", prefix);
         v = conv_layer(m, name, v, nh, nf, 3, 1, 1, 0);
     } else {
-        snprintf(name, sizeof name, "%s.convpath.0", prefix);
+        module_name(name, "%s.convpath.0", prefix);
         v = conv_layer(m, name, in, ni, nh, 1, 1, 0, 1);
-        snprintf(name, sizeof name, "%s.convpath.1", prefix);
+        module_name(name, "%s.convpath.1", prefix);
         v = conv_layer(m, name, v, nh, nh, 3, stride, 0, 1);
-        snprintf(name, sizeof name, "%s.convpath.2", prefix);
+        module_name(name, "%s.convpath.2", prefix);
         v = conv_layer(m, name, v, nh, nf, 1, 1, 1, 0);
     }
     int id = in, pooled = 0;
@@ -37,7 +37,7 @@ static int res_block(Model *m, const char *prefix, int in, int expansion, int ni
         pooled = 1;
     }
     if (ni != nf) {
-        snprintf(name, sizeof name, "%s.idpath.%d", prefix, pooled);
+        module_name(name, "%s.idpath.%d", prefix, pooled);
         id = conv_layer(m, name, id, ni, nf, 1, 1, 0, 0);
     }
     return net_relu(m, net_add(m, v, id));
@@ -49,7 +49,7 @@ Model *xresnet_build(const char *name, int classes, const ArchSpec *s) {
     char prefix[NAME_LEN];
     int v = 0, cin = 3;
     for (int i = 0; i < 3; i++) {
-        snprintf(prefix, sizeof prefix, "%d", i);
+        module_name(prefix, "%d", i);
         v = conv_layer(m, prefix, v, cin, s->stem[i], 3, i == 0 ? 2 : 1, 0, 1);
         cin = s->stem[i];
     }
@@ -58,7 +58,7 @@ Model *xresnet_build(const char *name, int classes, const ArchSpec *s) {
     for (int l = 0; l < 4; l++) {
         int nf = s->widths[l] * s->expansion;
         for (int b = 0; b < s->layers[l]; b++) {
-            snprintf(prefix, sizeof prefix, "%d.%d", 4 + l, b);
+            module_name(prefix, "%d.%d", 4 + l, b);
             v = res_block(m, prefix, v, s->expansion, ni, s->widths[l], nf, (l > 0 && b == 0) ? 2 : 1);
             ni = nf;
         }

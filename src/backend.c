@@ -19,11 +19,11 @@ const char *dtype_name(DType dt) {
 int conv_out_size(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
 
 int pool_out_size(int in, const PoolGeom *g) {
-    int span = in + 2 * g->pad - g->k;
-    if (span < 0) return 0;
-    int out = (g->ceil_mode ? (span + g->stride - 1) / g->stride : span / g->stride) + 1;
-    /* PyTorch: a ceil-mode window must start inside the input or its left padding. */
-    if (g->ceil_mode && (out - 1) * g->stride >= in + g->pad) out--;
+    /* PyTorch's pooling_output_shape: floor division rounding towards minus infinity, and a
+     * ceil-mode window must start inside the input or its left padding. */
+    int num = in + 2 * g->pad - g->k + (g->ceil_mode ? g->stride - 1 : 0);
+    int out = (num >= 0 ? num / g->stride : -((-num + g->stride - 1) / g->stride)) + 1;
+    if (g->ceil_mode && out > 0 && (out - 1) * g->stride >= in + g->pad) out--;
     return out;
 }
 

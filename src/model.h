@@ -74,6 +74,11 @@ typedef struct Model {
     int max_batch, max_h, max_w;
     int32_t *labels_d;     /* max_batch labels, for softmax_xent */
     float *loss_d;
+    int last_forward_train;/* the mode of the last forward, which backward must follow */
+    Shape *shapes;         /* per value, at the current input size */
+    unsigned char *grad_written, *needs_grad; /* per value, scratch for backward */
+    void **buffers;        /* every backend allocation made by model_attach, for model_detach */
+    int nbuffers, cap_buffers;
 } Model;
 
 /* ---- description (host only) ---- */
@@ -89,6 +94,8 @@ int net_gap(Model *, int in);
 int net_linear(Model *, const char *name, int in, int in_features, int out_features, int bias);
 int net_add(Model *, int a, int b);
 int model_value_channels(const Model *, int value);
+/* Format a module name into dst (NAME_LEN bytes); a name too long for the table is a fatal error. */
+void module_name(char *dst, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Shapes of every value for one input size. Returns 0, or -1 with a message in err when the
  * input is too small for the network. shapes has nvalues entries. */

@@ -2,6 +2,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,14 @@ void model_free(Model *m) {
     free(m->nodes);
     free(m->params);
     free(m);
+}
+
+void module_name(char *dst, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(dst, NAME_LEN, fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= NAME_LEN) die("module name '%s...' is longer than %d characters", dst, NAME_LEN - 1);
 }
 
 int model_value_channels(const Model *m, int v) {
@@ -60,7 +69,7 @@ static void add_param(Model *m, Node *n, const char *suffix, ParamKind kind, int
     }
     Param *p = &m->params[m->nparams];
     memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%s.%s", n->name, suffix);
+    module_name(p->name, "%s.%s", n->name, suffix);
     p->kind = kind;
     p->ndim = ndim;
     p->count = 1;

@@ -38,13 +38,17 @@ size_t st_dtype_size(StDType);
 int st_read(const char *path, StFile *out, char *err, size_t errlen);
 /* Same, from memory (for tests and fuzzing); the buffer is copied. */
 int st_parse(const void *buf, size_t size, const char *label, StFile *out, char *err, size_t errlen);
+/* Read and validate only the header (names, shapes, metadata; offsets checked against the file's
+ * size): cheap for looking at metadata before loading. blob is NULL and every data NULL. */
+int st_read_header(const char *path, StFile *out, char *err, size_t errlen);
 const StTensor *st_find(const StFile *, const char *name);
 const char *st_meta(const StFile *, const char *key);   /* NULL when absent */
 void st_close(StFile *);
 
 typedef struct StWriter StWriter;
 StWriter *st_writer_new(void);
-/* data is referenced, not copied, until st_write; names must be unique. */
+/* data is referenced, not copied, until st_write (names and metadata are copied); names must be
+ * unique. A bad call (duplicate name, bad shape) is remembered and reported by st_write. */
 void st_add(StWriter *, const char *name, StDType dtype, int ndim, const int64_t *shape, const void *data);
 void st_add_meta(StWriter *, const char *key, const char *value);
 /* Write atomically. Returns 0, or -1 with a message naming the file in err (the old file, if

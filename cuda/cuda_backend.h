@@ -1,0 +1,110 @@
+/* cuda_backend.h: what the .cu files in cuda/ share: the backend's private state, its grow-only
+ * device buffers, launch helpers, and the op entry points the ops table in cuda_backend.cu holds.
+ * Not part of the program's interface (that is src/backend.h). */
+#ifndef CNN_CUDA_BACKEND_H
+#define CNN_CUDA_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+extern "C" {
+#include "backend.h"
+#include "util.h"
+}
+
+#include "check.h"
+
+/* A device buffer that only grows: scratch space whose contents do not outlive one op. Growing
+ * waits for the stream before freeing the old block, so no queued kernel still reads it. Not
+ * counted in Backend.bytes_in_use (that counts ops->alloc only). */
+typedef struct {
+    void *p;
+    size_t bytes;
+} CudaBuf;
+void *cuda_buf_reserve(cudaStream_t stream, CudaBuf *b, size_t bytes);
+void cuda_buf_free(CudaBuf *b);
+
+struct ConvCache; /* conv.cu */
+
+typedef struct {
+    void *p;
+    size_t bytes;
+} CudaAlloc;
+
+typedef struct {
+    int device;
+    cudaStream_t stream;      /* every op runs on this one stream, so ops are ordered */
+    cudnnHandle_t cudnn;
+    cublasHandle_t cublas;
+    CudaBuf workspace;        /* cuDNN convolution workspace, shared by every plan */
+    CudaBuf stage;            /* NCHW <-> NHWC staging for tensor_upload / tensor_download */
+    CudaBuf scratch;          /* small reductions (per-sample losses, partial channel sums) */
+    struct ConvCache *conv;   /* per-shape convolution plans */
+    CudaAlloc *allocs;        /* live ops->alloc blocks, to know their sizes on release */
+    int nallocs, cap_allocs;
+} CudaCtx;
+
+static inline CudaCtx *cuda_ctx(Backend *b) { return (CudaCtx *)b->impl; }
+
+/* Grid-stride launches: a fixed block size and enough blocks to cover n (capped; the kernels loop). */
+enum { CUDA_BLOCK = 256 };
+static inline unsigned cuda_grid(size_t n) {
+    size_t blocks = (n + CUDA_BLOCK - 1) / CUDA_BLOCK;
+    if (blocks < 1) blocks = 1;
+    return (unsigned)(blocks < 65536 ? blocks : 65536);
+}
+
+/* Shape checks shared by the op files: fp32 only in this build, and matching shapes. */
+void cuda_require_f32(const Tensor *t, const char *op);
+void cuda_require_same_shape(const Tensor *a, const Tensor *b, const char *op);
+static inline void cuda_set_shape(Tensor *t, int n, int c, int h, int w) {
+    t->n = n;
+    t->c = c;
+    t->h = h;
+    t->w = w;
+    t->dtype = DT_F32;
+}
+
+/* conv.cu */
+struct ConvCache *cuda_conv_cache_new(void);
+void cuda_conv_cache_free(struct ConvCache *);
+void cuda_conv_forward(Backend *, const ConvGeom *, const Tensor *x, const float *w, Tensor *y);
+void cuda_conv_backward_data(Backend *, const ConvGeom *, const Tensor *dy, const float *w, Tensor *dx, int accumulate);
+void cuda_conv_backward_filter(Backend *, const ConvGeom *, const Tensor *x, const Tensor *dy, float *dw);
+
+/* batchnorm.cu */
+void cuda_bn_forward_train(Backend *, const Tensor *x, const float *gamma, const float *beta, float *running_mean,
+                           float *running_var, float momentum, float eps, float *save_mean, float *save_invstd,
+                           Tensor *y);
+void cuda_bn_forward_infer(Backend *, const Tensor *x, const float *gamma, const float *beta,
+                           const float *running_mean, const float *running_var, float eps, Tensor *y);
+void cuda_bn_backward(Backend *, const Tensor *x, const Tensor *dy, const float *gamma, const float *save_mean,
+                      const float *save_invstd, float *dgamma, float *dbeta, Tensor *dx, int accumulate);
+void cuda_bn_backward_infer(Backend *, const Tensor *x, const Tensor *dy, const float *gamma,
+                            const float *running_mean, const float *running_var, float eps, float *dgamma,
+                            float *dbeta, Tensor *dx, int accumulate);
+
+/* pool.cu */
+void cuda_maxpool_forward(Backend *, const PoolGeom *, const Tensor *x, Tensor *y);
+void cuda_maxpool_backward(Backend *, const PoolGeom *, const Tensor *x, const Tensor *y, const Tensor *dy,
+                           Tensor *dx, int accumulate);
+void cuda_avgpool_forward(Backend *, const PoolGeom *, const Tensor *x, Tensor *y);
+void cuda_avgpool_backward(Backend *, const PoolGeom *, const Tensor *dy, Tensor *dx, int accumulate);
+void cuda_global_avgpool_forward(Backend *, const Tensor *x, Tensor *y);
+void cuda_global_avgpool_backward(Backend *, const Tensor *dy, Tensor *dx, int accumulate);
+
+/* linear.cu */
+void cuda_linear_forward(Backend *, const Tensor *x, const float *w, const float *b, Tensor *y);
+void cuda_linear_backward(Backend *, const Tensor *x, const Tensor *dy, const float *w, float *dw, float *db,
+                          Tensor *dx, int accumulate);
+
+/* elementwise.cu */
+void cuda_relu_forward(Backend *, const Tensor *x, Tensor *y);
+void cuda_relu_backward(Backend *, const Tensor *y, const Tensor *dy, Tensor *dx, int accumulate);
+void cuda_add(Backend *, const Tensor *a, const Tensor *b, Tensor *y);
+void cuda_accumulate(Backend *, const Tensor *src, Tensor *dst, int accumulate);
+void cuda_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
+                       const float *lam, float smoothing, float *loss, Tensor *dlogits);
+void cuda_adamw(Backend *, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a);
+
+#endif

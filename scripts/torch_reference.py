@@ -1,0 +1,478 @@
+#!/usr/bin/python3
+"""PyTorch reference files for cnntrain's parity tests (tests/test_parity.c).
+
+Run with Debian's PyTorch (torch 1.13, torchvision 0.14), from the repo root:
+
+    /usr/bin/python3 scripts/torch_reference.py
+
+It regenerates tests/ref/ bit for bit (fixed seeds, 2 threads, float64 maths). What it writes:
+  <case>.weights.safetensors   the model's state_dict, as a PyTorch user would save it (F32)
+  <case>.io.safetensors        input, labels, train-mode logits, loss, grad.<param> for every
+                               parameter, after.<bn>.running_mean/var, eval_logits; metadata
+                               arch, expansion, layers, stem, widths, classes, smoothing
+  op_<name>.safetensors        one layer at real width: inputs, weights, upstream dy, outputs and
+                               every gradient
+  param_counts.txt             "model classes params" for the registry's models
+
+The references are computed in float64 from the float32 weights and inputs and stored as F32, so
+the only error a test sees is its own fp32 rounding. The script also measures what float32
+PyTorch itself gets wrong against that, to show the noise floor under the tests' 1e-4 tolerance.
+
+It defines (a) fastai v2's XResNet / ResBlock / ConvLayer with fastai's module structure and
+state_dict names, and (b) torchvision's ResNet with torchvision's names, both generalised so the
+stem and stage widths are parameters; (b) is checked against torchvision.models at default widths.
+"""
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "tests", "ref")
+DEFAULT_WIDTHS = (64, 128, 256, 512)
+
+
+# ---------------------------------------------------------------- safetensors
+# Minimal writer (the format: u64 LE header length, JSON header padded with spaces to a multiple
+# of 8, raw little-endian data). Tensors are laid out 8-byte types first, then by name, as the
+# safetensors library does, so every tensor is aligned to its element size.
+_ST_DTYPES = {torch.float32: ("F32", "<f4"), torch.int64: ("I64", "<i8"), torch.int32: ("I32", "<i4")}
+
+
+def st_save(path, tensors, metadata=None):
+    items = []
+    for name, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        code, npdt = _ST_DTYPES[t.dtype]
+        items.append((-t.element_size(), name, code, list(t.shape), t.numpy().astype(npdt).tobytes()))
+    items.sort(key=lambda it: (it[0], it[1]))
+    header, blobs, off = {}, [], 0
+    for _, name, code, shape, raw in items:
+        header[name] = {"dtype": code, "shape": shape, "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    if metadata:
+        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for raw in blobs:
+            f.write(raw)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- fastai v2 XResNet
+class ConvLayer(nn.Sequential):
+    """fastai ConvLayer: conv (no bias, padding ks//2) -> BatchNorm -> optional ReLU; names .0 .1 .2."""
+
+    def __init__(self, ni, nf, ks=3, stride=1, zero_bn=False, act=True):
+        conv = nn.Conv2d(ni, nf, ks, stride=stride, padding=(ks - 1) // 2, bias=False)
+        nn.init.kaiming_normal_(conv.weight)
+        bn = nn.BatchNorm2d(nf)
+        bn.bias.data.fill_(1e-3)  # fastai's BatchNorm; init_cnn sets it to 0 afterwards
+        bn.weight.data.fill_(0.0 if zero_bn else 1.0)
+        layers = [conv, bn]
+        if act:
+            layers.append(nn.ReLU())
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    """fastai ResBlock: act(convpath(x) + idpath(x)). ni/nh/nf are actual channel counts (fastai
+    passes them unexpanded and multiplies by expansion; same modules either way)."""
+
+    def __init__(self, expansion, ni, nh, nf, stride=1):
+        super().__init__()
+        if expansion == 1:
+            path = [ConvLayer(ni, nh, 3, stride=stride),
+                    ConvLayer(nh, nf, 3, zero_bn=True, act=False)]
+        else:
+            path = [ConvLayer(ni, nh, 1),
+                    ConvLayer(nh, nh, 3, stride=stride),
+                    ConvLayer(nh, nf, 1, zero_bn=True, act=False)]
+        self.convpath = nn.Sequential(*path)
+        idpath = []
+        if ni != nf:
+            idpath.append(ConvLayer(ni, nf, 1, act=False))
+        if stride != 1:  # fastai's pool_first: the pool goes in front of the conv
+            idpath.insert(0, nn.AvgPool2d(stride, ceil_mode=True))
+        self.idpath = nn.Sequential(*idpath)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(self.convpath(x) + self.idpath(x))
+
+
+def init_cnn(m):
+    """fastai's init_cnn: every bias 0 (batch norm's too), conv/linear weights Kaiming-normal."""
+    if getattr(m, "bias", None) is not None:
+        nn.init.constant_(m.bias, 0)
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        nn.init.kaiming_normal_(m.weight)
+    for c in m.children():
+        init_cnn(c)
+
+
+class XResNet(nn.Sequential):
+    """fastai v2 XResNet: 0,1,2 stem ConvLayers, 3 MaxPool, 4..7 stages, 8 pool, 9 flatten,
+    10 dropout, 11 Linear. The first block's input is stem[-1] (fastai: 64 = stem default)."""
+
+    def __init__(self, expansion, layers, stem=(32, 32, 64), widths=DEFAULT_WIDTHS, n_out=1000, p=0.0):
+        szs = [3, *stem]
+        mods = [ConvLayer(szs[i], szs[i + 1], 3, stride=2 if i == 0 else 1) for i in range(3)]
+        mods.append(nn.MaxPool2d(3, 2, 1))
+        ni = stem[-1]
+        for i, n in enumerate(layers):
+            nf = widths[i] * expansion
+            blocks = []
+            for b in range(n):
+                blocks.append(ResBlock(expansion, ni, widths[i], nf, stride=2 if (i > 0 and b == 0) else 1))
+                ni = nf
+            mods.append(nn.Sequential(*blocks))
+        mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(p), nn.Linear(ni, n_out)]
+        super().__init__(*mods)
+        init_cnn(self)
+
+
+# ---------------------------------------------------------------- torchvision ResNet, generalised
+class TVBasic(nn.Module):
+    def __init__(self, inplanes, planes, stride, expansion=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return self.relu(y + idt)
+
+
+class TVBottleneck(nn.Module):
+    """v1.5: the stride is on the 3x3 conv."""
+
+    def __init__(self, inplanes, planes, stride, expansion=4):
+        super().__init__()
+        out = planes * expansion
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or inplanes != out:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+
+    def forward(self, x):
+        idt = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return self.relu(y + idt)
+
+
+class TVResNet(nn.Module):
+    def __init__(self, expansion, layers, stem=64, widths=DEFAULT_WIDTHS, num_classes=1000):
+        super().__init__()
+        block = TVBasic if expansion == 1 else TVBottleneck
+        self.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        inplanes = stem
+        for i, n in enumerate(layers):
+            blocks = []
+            for b in range(n):
+                blocks.append(block(inplanes, widths[i], 2 if (i > 0 and b == 0) else 1, expansion))
+                inplanes = widths[i] * expansion
+            setattr(self, "layer%d" % (i + 1), nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(inplanes, num_classes)
+        for m in self.modules():  # torchvision's init
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+STD_LAYERS = {18: (1, (2, 2, 2, 2)), 34: (1, (3, 4, 6, 3)), 50: (4, (3, 4, 6, 3)), 101: (4, (3, 4, 23, 3))}
+
+
+def check_against_torchvision():
+    """Our generalised ResNet at default widths = torchvision's: same keys in the same order, same
+    shapes, and the same outputs once torchvision's weights are loaded into it."""
+    torch.manual_seed(1)
+    for depth in (18, 50):
+        exp, layers = STD_LAYERS[depth]
+        tv = getattr(torchvision.models, "resnet%d" % depth)().eval()
+        ours = TVResNet(exp, layers).eval()
+        a = [(k, tuple(v.shape)) for k, v in tv.state_dict().items()]
+        b = [(k, tuple(v.shape)) for k, v in ours.state_dict().items()]
+        if a != b:
+            sys.exit("generalised ResNet-%d differs from torchvision's state_dict: %s" % (
+                depth, sorted(set(a) ^ set(b))[:5]))
+        ours.load_state_dict(tv.state_dict(), strict=True)
+        x = torch.randn(1, 3, 64, 64)
+        with torch.no_grad():
+            d = (ours(x) - tv(x)).abs().max().item()
+        if d != 0.0:
+            sys.exit("generalised ResNet-%d gives different outputs from torchvision's (max diff %g)" % (depth, d))
+    print("generalised ResNet matches torchvision resnet18/resnet50 (keys, shapes, outputs)")
+
+
+# ---------------------------------------------------------------- model cases
+CASES = [
+    # name, family, expansion, layers, stem, widths, input (n,c,h,w), smoothing
+    ("xresnet_basic", "xresnet", 1, (1, 1, 1, 1), (8, 8, 16), (8, 16, 32, 64), (4, 3, 40, 40), 0.0),
+    ("xresnet_bottleneck", "xresnet", 4, (1, 2, 1, 1), (8, 8, 16), (8, 16, 16, 32), (4, 3, 35, 35), 0.1),
+    ("resnet_bottleneck", "resnet", 4, (1, 2, 1, 1), (0, 0, 16), (8, 16, 16, 32), (4, 3, 35, 35), 0.0),
+    ("resnet_basic", "resnet", 1, (1, 1, 1, 1), (0, 0, 16), (8, 16, 32, 64), (3, 3, 33, 33), 0.0),
+]
+CLASSES = 10
+
+
+def randomise(model, g):
+    """Every path live: BN gamma away from 0, random beta and running statistics."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.num_batches_tracked.fill_(3)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / m.in_features ** 0.5
+                m.weight.copy_((torch.rand(m.weight.shape, generator=g) * 2 - 1) * bound)
+                m.bias.copy_((torch.rand(m.bias.shape, generator=g) * 2 - 1) * bound)
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def run_case(model, x, y, smoothing):
+    """Train-mode forward, loss, backward, then an eval-mode forward: everything the io file holds."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+    loss.backward()
+    out = {"logits": logits.detach(), "loss": loss.detach()}
+    for n, p in model.named_parameters():
+        out["grad." + n] = p.grad.detach()
+    for n, m in model.named_modules():
+        if isinstance(m, nn.BatchNorm2d):
+            out["after.%s.running_mean" % n] = m.running_mean.detach().clone()
+            out["after.%s.running_var" % n] = m.running_var.detach().clone()
+            out["after.%s.num_batches_tracked" % n] = m.num_batches_tracked.detach().clone()
+    model.eval()
+    with torch.no_grad():
+        out["eval_logits"] = model(x)
+    return out
+
+
+def f32(t):
+    return t.float() if t.is_floating_point() else t
+
+
+def model_cases():
+    sizes = {}
+    for idx, (name, fam, exp, layers, stem, widths, shape, smoothing) in enumerate(CASES):
+        g = torch.Generator().manual_seed(1000 + idx)
+        if fam == "xresnet":
+            model = XResNet(exp, layers, stem, widths, CLASSES)
+        else:
+            model = TVResNet(exp, layers, stem[2], widths, CLASSES)
+        randomise(model, g)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        x = torch.randn(shape, generator=g)
+        y = torch.randint(0, CLASSES, (shape[0],), generator=g)
+
+        ref = run_case(model.double(), x.double(), y, smoothing)
+        model.float().load_state_dict(state)  # and again in fp32, for the noise floor
+        got = run_case(model, x, y, smoothing)
+        floor = max(rel(got[k], ref[k]) for k in ref if ref[k].is_floating_point())
+
+        wpath = os.path.join(OUT, name + ".weights.safetensors")
+        st_save(wpath, state)
+        io = {"input": x, "labels": y}
+        io.update({k: f32(v) for k, v in ref.items()})
+        meta = {"arch": fam, "expansion": exp, "layers": ",".join(map(str, layers)),
+                "stem": ",".join(map(str, stem)), "widths": ",".join(map(str, widths)),
+                "classes": CLASSES, "smoothing": repr(smoothing)}
+        iopath = os.path.join(OUT, name + ".io.safetensors")
+        st_save(iopath, io, meta)
+        nparam = sum(p.numel() for p in model.parameters())
+        sizes[name] = os.path.getsize(wpath) + os.path.getsize(iopath)
+        print("%-20s %7d params, loss %.6f, fp32 torch vs fp64 worst rel err %.2e" % (
+            name, nparam, ref["loss"].item(), floor))
+    return sizes
+
+
+# ---------------------------------------------------------------- op cases
+def op_cases():
+    """One layer each at real widths. Tensors: x, w (PyTorch layout), b, dy, y, dx, dw, db; for
+    batch norm gamma, beta, running_mean/var before and *_after, dgamma, dbeta."""
+    cases = []
+
+    def conv(name, n, cin, h, cout, k, stride, pad):
+        def f(g):
+            x = torch.randn(n, cin, h, h, generator=g)
+            w = torch.randn(cout, cin, k, k, generator=g) * (2.0 / (cin * k * k)) ** 0.5
+            yd = F.conv2d(x.double(), w.double(), stride=stride, padding=pad)
+            dy = torch.randn(yd.shape, generator=g)
+            xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+            yd = F.conv2d(xd, wd, stride=stride, padding=pad)
+            yd.backward(dy.double())
+            t = {"x": x, "w": w, "dy": dy, "y": yd.detach(), "dx": xd.grad, "dw": wd.grad}
+            return t, {"op": "conv", "cin": cin, "cout": cout, "k": k, "stride": stride, "pad": pad}
+        cases.append((name, f))
+
+    conv("op_conv3x3", 2, 64, 7, 64, 3, 1, 1)
+    conv("op_conv7x7_stem", 2, 3, 17, 64, 7, 2, 3)
+    conv("op_conv1x1_s2", 2, 128, 7, 256, 1, 2, 0)
+
+    def bn(g):
+        c, mom, eps = 256, 0.1, 1e-5
+        x = torch.randn(2, c, 5, 5, generator=g) * 1.5 + 0.3
+        gamma = torch.rand(c, generator=g) + 0.5
+        beta = torch.randn(c, generator=g) * 0.1
+        rm = torch.randn(c, generator=g) * 0.1
+        rv = torch.rand(c, generator=g) + 0.5
+        dy = torch.randn(x.shape, generator=g)
+        xd, gd, bd = (t.double().requires_grad_() for t in (x, gamma, beta))
+        rmd, rvd = rm.double(), rv.double()
+        yd = F.batch_norm(xd, rmd, rvd, gd, bd, training=True, momentum=mom, eps=eps)
+        yd.backward(dy.double())
+        t = {"x": x, "gamma": gamma, "beta": beta, "running_mean": rm, "running_var": rv, "dy": dy,
+             "y": yd.detach(), "dx": xd.grad, "dgamma": gd.grad, "dbeta": bd.grad,
+             "running_mean_after": rmd, "running_var_after": rvd}
+        return t, {"op": "bn_train", "momentum": mom, "eps": eps}
+    cases.append(("op_bn_train", bn))
+
+    def pool(name, kind, n, c, h, k, stride, pad, ceil):
+        def f(g):
+            x = torch.randn(n, c, h, h, generator=g)
+            xd = x.double().requires_grad_()
+            if kind == "maxpool":
+                yd = F.max_pool2d(xd, k, stride, pad, ceil_mode=bool(ceil))
+            else:
+                yd = F.avg_pool2d(xd, k, stride, pad, ceil_mode=bool(ceil), count_include_pad=True)
+            dy = torch.randn(yd.shape, generator=g)
+            yd.backward(dy.double())
+            t = {"x": x, "dy": dy, "y": yd.detach(), "dx": xd.grad}
+            return t, {"op": kind, "k": k, "stride": stride, "pad": pad, "ceil_mode": ceil}
+        cases.append((name, f))
+
+    pool("op_avgpool_ceil", "avgpool", 2, 64, 7, 2, 2, 0, 1)
+    pool("op_maxpool", "maxpool", 2, 64, 9, 3, 2, 1, 0)
+
+    def linear(g):
+        n, fin, fout = 4, 2048, 10
+        x = torch.randn(n, fin, generator=g)
+        bound = 1.0 / fin ** 0.5
+        w = (torch.rand(fout, fin, generator=g) * 2 - 1) * bound
+        b = (torch.rand(fout, generator=g) * 2 - 1) * bound
+        dy = torch.randn(n, fout, generator=g)
+        xd, wd, bd = (t.double().requires_grad_() for t in (x, w, b))
+        yd = F.linear(xd, wd, bd)
+        yd.backward(dy.double())
+        t = {"x": x, "w": w, "b": b, "dy": dy, "y": yd.detach(), "dx": xd.grad, "dw": wd.grad, "db": bd.grad}
+        return t, {"op": "linear", "in": fin, "out": fout}
+    cases.append(("op_linear", linear))
+
+    def xent(g):
+        # Label smoothing with mixup: per sample target lam*onehot(a) + (1-lam)*onehot(b), smoothed.
+        n, classes, eps = 8, 10, 0.1
+        logits = torch.randn(n, classes, generator=g) * 2
+        la = torch.randint(0, classes, (n,), generator=g)
+        lb = torch.randint(0, classes, (n,), generator=g)
+        lam = torch.rand(n, generator=g) * 0.5 + 0.5
+        ld = logits.double().requires_grad_()
+        la_ = F.cross_entropy(ld, la, reduction="none", label_smoothing=eps)
+        lb_ = F.cross_entropy(ld, lb, reduction="none", label_smoothing=eps)
+        loss = (lam.double() * la_ + (1 - lam.double()) * lb_).mean()
+        loss.backward()
+        plain = F.cross_entropy(logits.double(), la, label_smoothing=eps)
+        dplain = torch.autograd.grad(F.cross_entropy(ld, la, label_smoothing=eps), ld)[0]
+        t = {"logits": logits, "labels_a": la.int(), "labels_b": lb.int(), "lam": lam,
+             "loss": loss.detach(), "dlogits": ld.grad,
+             "loss_plain": plain, "dlogits_plain": dplain}
+        return t, {"op": "softmax_xent", "classes": classes, "smoothing": eps}
+    cases.append(("op_xent_mixup", xent))
+
+    sizes = {}
+    for idx, (name, f) in enumerate(cases):
+        g = torch.Generator().manual_seed(2000 + idx)
+        t, meta = f(g)
+        path = os.path.join(OUT, name + ".safetensors")
+        st_save(path, {k: f32(v) for k, v in t.items()}, meta)
+        sizes[name] = os.path.getsize(path)
+    return sizes
+
+
+# ---------------------------------------------------------------- parameter counts
+def param_counts():
+    lines = ["# model classes parameters (torchvision's models for resnet*, the fastai replica for xresnet*)"]
+    for classes in (1000, 10):
+        for depth in (18, 34, 50, 101):
+            exp, layers = STD_LAYERS[depth]
+            m = XResNet(exp, layers, n_out=classes)
+            lines.append("xresnet%d %d %d" % (depth, classes, sum(p.numel() for p in m.parameters())))
+        for depth in (18, 34, 50, 101):
+            m = getattr(torchvision.models, "resnet%d" % depth)(num_classes=classes)
+            lines.append("resnet%d %d %d" % (depth, classes, sum(p.numel() for p in m.parameters())))
+    if "resnet50 1000 25557032" not in lines:
+        sys.exit("torchvision resnet50 should have 25,557,032 parameters")
+    path = os.path.join(OUT, "param_counts.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return {"param_counts.txt": os.path.getsize(path)}
+
+
+def main():
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    torch.use_deterministic_algorithms(True)
+    os.makedirs(OUT, exist_ok=True)
+    check_against_torchvision()
+    sizes = {}
+    sizes.update(model_cases())
+    sizes.update(op_cases())
+    sizes.update(param_counts())
+    total = sum(sizes.values())
+    for k, v in sizes.items():
+        print("  %-22s %9d bytes" % (k, v))
+    print("tests/ref: %.2f MB in all" % (total / 1e6))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+/* commands.h: the subcommands of ./train (one file each). */
+#ifndef CNN_COMMANDS_H
+#define CNN_COMMANDS_H
+
+int cmd_info(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_smoke(int argc, char **argv);
+
+#endif

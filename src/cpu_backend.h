@@ -1,0 +1,72 @@
+/* cpu_backend.h: private to the CPU backend (src/cpu_*.c): its state, scratch memory, and the ops
+ * each file provides to the table in cpu_backend.c. Activations are NHWC float32, so a tensor
+ * (n, c, h, w) is an (n*h*w, c) row-major matrix.
+ *
+ * Shapes: forward ops set their output's shape from the input. Backward ops set dx to x's shape
+ * where they are given x; where they are not (conv backward-data, avgpool, global avgpool) dx must
+ * already carry the input's shape, and it is checked against dy. linear_forward takes the output
+ * width from y->c (the weights do not say it). Optional outputs may be NULL: dgamma/dbeta, the
+ * linear layer's dw/db/dx, the running statistics, dlogits. */
+#ifndef CNN_CPU_BACKEND_H
+#define CNN_CPU_BACKEND_H
+
+#include "backend.h"
+
+/* Scratch buffers owned by the backend, grown on demand, never shrunk (counted in bytes_in_use). */
+enum { CPU_WS_COL, CPU_WS_STATS, CPU_WS_CHAN, CPU_WS_COUNT };
+
+typedef struct {
+    void *scratch[CPU_WS_COUNT];
+    size_t scratch_bytes[CPU_WS_COUNT];
+} CpuState;
+
+void *cpu_scratch(Backend *, int slot, size_t bytes);
+
+/* Loops shorter than this run on one thread: a fork/join costs more than it saves. */
+#define CPU_PAR_MIN 32768
+
+static inline void cpu_set_shape(Tensor *t, int n, int c, int h, int w) {
+    t->n = n;
+    t->c = c;
+    t->h = h;
+    t->w = w;
+}
+
+/* cpu_conv.c */
+void cpu_conv_forward(Backend *, const ConvGeom *, const Tensor *x, const float *w, Tensor *y);
+void cpu_conv_backward_data(Backend *, const ConvGeom *, const Tensor *dy, const float *w, Tensor *dx,
+                            int accumulate);
+void cpu_conv_backward_filter(Backend *, const ConvGeom *, const Tensor *x, const Tensor *dy, float *dw);
+
+/* cpu_norm.c */
+void cpu_bn_forward_train(Backend *, const Tensor *x, const float *gamma, const float *beta, float *running_mean,
+                          float *running_var, float momentum, float eps, float *save_mean, float *save_invstd,
+                          Tensor *y);
+void cpu_bn_forward_infer(Backend *, const Tensor *x, const float *gamma, const float *beta,
+                          const float *running_mean, const float *running_var, float eps, Tensor *y);
+void cpu_bn_backward(Backend *, const Tensor *x, const Tensor *dy, const float *gamma, const float *save_mean,
+                     const float *save_invstd, float *dgamma, float *dbeta, Tensor *dx, int accumulate);
+void cpu_bn_backward_infer(Backend *, const Tensor *x, const Tensor *dy, const float *gamma,
+                           const float *running_mean, const float *running_var, float eps, float *dgamma,
+                           float *dbeta, Tensor *dx, int accumulate);
+
+/* cpu_ops.c */
+void cpu_relu_forward(Backend *, const Tensor *x, Tensor *y);
+void cpu_relu_backward(Backend *, const Tensor *y, const Tensor *dy, Tensor *dx, int accumulate);
+void cpu_maxpool_forward(Backend *, const PoolGeom *, const Tensor *x, Tensor *y);
+void cpu_maxpool_backward(Backend *, const PoolGeom *, const Tensor *x, const Tensor *y, const Tensor *dy,
+                          Tensor *dx, int accumulate);
+void cpu_avgpool_forward(Backend *, const PoolGeom *, const Tensor *x, Tensor *y);
+void cpu_avgpool_backward(Backend *, const PoolGeom *, const Tensor *dy, Tensor *dx, int accumulate);
+void cpu_global_avgpool_forward(Backend *, const Tensor *x, Tensor *y);
+void cpu_global_avgpool_backward(Backend *, const Tensor *dy, Tensor *dx, int accumulate);
+void cpu_linear_forward(Backend *, const Tensor *x, const float *w, const float *b, Tensor *y);
+void cpu_linear_backward(Backend *, const Tensor *x, const Tensor *dy, const float *w, float *dw, float *db,
+                         Tensor *dx, int accumulate);
+void cpu_add(Backend *, const Tensor *a, const Tensor *b, Tensor *y);
+void cpu_accumulate(Backend *, const Tensor *src, Tensor *dst, int accumulate);
+void cpu_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
+                      const float *lam, float smoothing, float *loss, Tensor *dlogits);
+void cpu_adamw(Backend *, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a);
+
+#endif

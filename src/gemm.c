@@ -1,0 +1,276 @@
+/* gemm.c: sgemm: a portable blocked GEMM (the default), or OpenBLAS on request.
+ *
+ * The built-in GEMM follows the GotoBLAS/BLIS scheme: C is cut into NC-wide column blocks, k into
+ * KC-deep slices; a KC x NC slice of op(B) is packed (it lives in L3), then MC x KC blocks of op(A)
+ * (they live in L2), and an MR x NR micro-kernel keeps its tile of C in registers while streaming one
+ * packed A panel and one packed B panel (L1). Threads split the product (see sgemm_builtin).
+ * The micro-kernel is plain C (plus unroll/simd pragmas) that gcc unrolls over MR and vectorises over NR.
+ */
+#include "gemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+/* Register tile: MR rows x NR columns of C, sized to the vector registers: 12 x 32 floats is 24 of
+ * AVX-512's 32 registers; 6 x 16 is 12 of AVX2's 16 (more would spill). */
+#if defined(__AVX512F__)
+#define MR 12
+#define NR 32
+#else
+#define MR 6
+#define NR 16
+#endif
+#define KC 256   /* depth of a slice: an NR panel of B (<= 32 KB) stays in L1 */
+#define MC 192   /* rows of A per block, a multiple of MR: 192 KB in L2 */
+#define NC 4096  /* columns of B per block, a multiple of NR: 4 MB slice in L3 */
+
+/* gcc: -std=c11 turns off FMA contraction, which the micro-kernel needs; and gcc's znver tuning
+ * picks 256-bit vectors unless told to use the 512-bit registers the tile was sized for. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
+#define HOT __attribute__((optimize("O3", "fp-contract=fast"), target("prefer-vector-width=512")))
+#elif defined(__GNUC__) && !defined(__clang__)
+#define HOT __attribute__((optimize("O3", "fp-contract=fast")))
+#else
+#define HOT
+#endif
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
+
+/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) as MR-row panels: dst[panel][p][MR], zero padded. */
+static void pack_a(int transa, const float *a, int lda, int i0, int mc, int p0, int kc, float *restrict dst) {
+    for (int ir = 0; ir < mc; ir += MR) {
+        int mr = imin(MR, mc - ir);
+        float *d = dst + (size_t)ir * kc;
+        if (!transa) {
+            for (int i = 0; i < mr; i++) {
+                const float *src = a + (size_t)(i0 + ir + i) * lda + p0;
+                for (int p = 0; p < kc; p++) d[p * MR + i] = src[p];
+            }
+        } else {
+            for (int p = 0; p < kc; p++) {
+                const float *src = a + (size_t)(p0 + p) * lda + i0 + ir;
+                for (int i = 0; i < mr; i++) d[p * MR + i] = src[i];
+            }
+        }
+        if (mr < MR)
+            for (int p = 0; p < kc; p++)
+                for (int i = mr; i < MR; i++) d[p * MR + i] = 0.0f;
+    }
+}
+
+/* One NR-column panel of op(B): rows [p0, p0+kc), cols [j0, j0+nr): dst[p][NR], zero padded. */
+static void pack_b_panel(int transb, const float *b, int ldb, int p0, int kc, int j0, int nr, float *restrict dst) {
+    if (!transb) {
+        for (int p = 0; p < kc; p++) {
+            const float *src = b + (size_t)(p0 + p) * ldb + j0;
+            float *d = dst + (size_t)p * NR;
+            for (int j = 0; j < nr; j++) d[j] = src[j];
+            for (int j = nr; j < NR; j++) d[j] = 0.0f;
+        }
+    } else {
+        for (int j = 0; j < nr; j++) {
+            const float *src = b + (size_t)(j0 + j) * ldb + p0;
+            for (int p = 0; p < kc; p++) dst[(size_t)p * NR + j] = src[p];
+        }
+        for (int p = 0; p < kc; p++)
+            for (int j = nr; j < NR; j++) dst[(size_t)p * NR + j] = 0.0f;
+    }
+}
+
+/* C tile (mr, nr) = alpha * Apanel * Bpanel + beta * C; beta == 0 never reads C. */
+HOT static void micro_kernel(int kc, const float *restrict a, const float *restrict b, float *restrict c, int ldc,
+                             int mr, int nr, float alpha, float beta) {
+    float acc[MR][NR];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) acc[i][j] = 0.0f;
+    for (int p = 0; p < kc; p++) {
+        const float *ap = a + (size_t)p * MR, *bp = b + (size_t)p * NR;
+        /* unrolled rows, vector columns: without the pragmas gcc's SLP pass picks narrow vectors
+         * and spills the tile for AVX2 / SSE targets */
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            float ai = ap[i];
+#pragma omp simd
+            for (int j = 0; j < NR; j++) acc[i][j] += ai * bp[j];
+        }
+    }
+    if (mr == MR && nr == NR) {
+        for (int i = 0; i < MR; i++) {
+            float *ci = c + (size_t)i * ldc;
+            if (beta == 0.0f)
+                for (int j = 0; j < NR; j++) ci[j] = alpha * acc[i][j];
+            else
+                for (int j = 0; j < NR; j++) ci[j] = alpha * acc[i][j] + beta * ci[j];
+        }
+    } else {
+        for (int i = 0; i < mr; i++) {
+            float *ci = c + (size_t)i * ldc;
+            if (beta == 0.0f)
+                for (int j = 0; j < nr; j++) ci[j] = alpha * acc[i][j];
+            else
+                for (int j = 0; j < nr; j++) ci[j] = alpha * acc[i][j] + beta * ci[j];
+        }
+    }
+}
+
+static void scale_c(int m, int n, float beta, float *c, int ldc) {
+    for (int i = 0; i < m; i++) {
+        float *ci = c + (size_t)i * ldc;
+        if (beta == 0.0f)
+            memset(ci, 0, (size_t)n * sizeof(float));
+        else if (beta != 1.0f)
+            for (int j = 0; j < n; j++) ci[j] *= beta;
+    }
+}
+
+/* Per-thread buffers, reused across calls; OpenMP keeps its worker threads, so each keeps its own. */
+typedef struct {
+    float *p;
+    size_t cap;
+} Buf;
+static _Thread_local Buf tl_pack, tl_partial;
+
+static float *buf_get(Buf *b, size_t floats) {
+    if (floats > b->cap) {
+        free(b->p);
+        b->p = aligned_alloc(64, (floats * sizeof(float) + 63) & ~(size_t)63);
+        if (!b->p) die("out of memory allocating GEMM buffers (%zu floats)", floats);
+        b->cap = floats;
+    }
+    return b->p;
+}
+
+/* The blocked GEMM on the calling thread: jc (NC columns) > pc (KC deep, pack B) > ic (MC rows,
+ * pack A) > micro-tiles. */
+static void gemm_serial(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
+                        const float *b, int ldb, float beta, float *c, int ldc) {
+    int nc_max = imin(NC, (n + NR - 1) / NR * NR);
+    float *bpack = buf_get(&tl_pack, (size_t)KC * nc_max + (size_t)KC * MC);
+    float *apack = bpack + (size_t)KC * nc_max;
+    for (int jc = 0; jc < n; jc += NC) {
+        int nc = imin(NC, n - jc);
+        for (int pc = 0; pc < k; pc += KC) {
+            int kc = imin(KC, k - pc);
+            float beta_eff = pc == 0 ? beta : 1.0f; /* later slices add to the first */
+            for (int jr = 0; jr < nc; jr += NR)
+                pack_b_panel(transb, b, ldb, pc, kc, jc + jr, imin(NR, nc - jr), bpack + (size_t)jr * kc);
+            for (int ic = 0; ic < m; ic += MC) {
+                int mc = imin(MC, m - ic);
+                pack_a(transa, a, lda, ic, mc, pc, kc, apack);
+                for (int jr = 0; jr < nc; jr += NR)
+                    for (int ir = 0; ir < mc; ir += MR)
+                        micro_kernel(kc, apack + (size_t)ir * kc, bpack + (size_t)jr * kc,
+                                     c + (size_t)(ic + ir) * ldc + jc + jr, ldc, imin(MR, mc - ir),
+                                     imin(NR, nc - jr), alpha, beta_eff);
+            }
+        }
+    }
+}
+
+enum { SPLIT_ROWS, SPLIT_COLS, SPLIT_DEPTH };
+
+/* Threads work on independent sub-products (a band of rows, of columns, or a slice of k with
+ * private partial sums added at the end), so a call has one fork/join and at most one barrier:
+ * on a 2-core machine shared with other processes, per-block barriers cost far more than the
+ * duplicated packing of the small operand. */
+void sgemm_builtin(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
+                   const float *b, int ldb, float beta, float *c, int ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || alpha == 0.0f) {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    int nt = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel() && (double)m * n * k > 2e5) nt = omp_get_max_threads();
+#endif
+    if (nt == 1) {
+        gemm_serial(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    /* Rows or columns when they give every thread several register tiles (balance within a tile);
+     * else slices of k if the partial results are small; else the longer of rows and columns. */
+    int tm = (m + MR - 1) / MR, tn = (n + NR - 1) / NR, split;
+    if (tm >= 4 * nt)
+        split = SPLIT_ROWS;
+    else if (tn >= 4 * nt)
+        split = SPLIT_COLS;
+    else if (k >= 2 * KC * nt && (size_t)m * n <= ((size_t)1 << 20))
+        split = SPLIT_DEPTH;
+    else
+        split = (size_t)tm * MR >= (size_t)tn * NR ? SPLIT_ROWS : SPLIT_COLS;
+    float *partial = split == SPLIT_DEPTH ? buf_get(&tl_partial, (size_t)nt * m * n) : NULL;
+
+#pragma omp parallel num_threads(nt)
+    {
+        int t = 0, T = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num(), T = omp_get_num_threads();
+#endif
+        if (split == SPLIT_ROWS) {
+            int r0 = imin(m, (int)((long)tm * t / T) * MR), r1 = imin(m, (int)((long)tm * (t + 1) / T) * MR);
+            if (r1 > r0)
+                gemm_serial(transa, transb, r1 - r0, n, k, alpha, a + (transa ? (size_t)r0 : (size_t)r0 * lda), lda, b,
+                            ldb, beta, c + (size_t)r0 * ldc, ldc);
+        } else if (split == SPLIT_COLS) {
+            int c0 = imin(n, (int)((long)tn * t / T) * NR), c1 = imin(n, (int)((long)tn * (t + 1) / T) * NR);
+            if (c1 > c0)
+                gemm_serial(transa, transb, m, c1 - c0, k, alpha, a, lda, b + (transb ? (size_t)c0 * ldb : (size_t)c0),
+                            ldb, beta, c + c0, ldc);
+        } else {
+            int k0 = (int)((long)k * t / T), k1 = (int)((long)k * (t + 1) / T);
+            float *mine = partial + (size_t)t * m * n; // (m, n)
+            gemm_serial(transa, transb, m, n, k1 - k0, 1.0f, a + (transa ? (size_t)k0 * lda : (size_t)k0), lda,
+                        b + (transb ? (size_t)k0 : (size_t)k0 * ldb), ldb, 0.0f, mine, n);
+#pragma omp barrier
+            /* C = alpha * (sum of the partials, in thread order) + beta * C, rows split again */
+            for (int i = m * t / T; i < m * (t + 1) / T; i++) {
+                float *ci = c + (size_t)i * ldc;
+                for (int j = 0; j < n; j++) {
+                    float s = 0.0f;
+                    for (int u = 0; u < T; u++) s += partial[((size_t)u * m + i) * n + j];
+                    ci[j] = beta == 0.0f ? alpha * s : alpha * s + beta * ci[j];
+                }
+            }
+        }
+    }
+}
+
+#ifdef HAVE_OPENBLAS
+/* The built-in GEMM is the default even where OpenBLAS is linked. Measured on the 2-core AMD EPYC
+ * (Zen 5) dev box: OpenBLAS 0.3.21 does not know the CPU and runs its AVX2 Haswell kernels, and its
+ * pthreads pool fights libgomp's threads for the two cores (sched_yield storms), so a ResNet-50 step
+ * ran 3x slower than with the built-in GEMM. CNN_GEMM=openblas brings OpenBLAS back. */
+static int use_openblas(void) {
+    static int choice = -1; /* read once; a racing first read stores the same value */
+    if (choice < 0) {
+        const char *e = getenv("CNN_GEMM");
+        choice = e && !strcmp(e, "openblas");
+    }
+    return choice;
+}
+#endif
+
+void sgemm(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+           int ldb, float beta, float *c, int ldc) {
+#ifdef HAVE_OPENBLAS
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || !use_openblas()) { /* (BLAS also rejects lda < 1 when k = 0) */
+        sgemm_builtin(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans, m, n, k,
+                alpha, a, lda, b, ldb, beta, c, ldc);
+#else
+    sgemm_builtin(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#endif
+}

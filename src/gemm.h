@@ -1,0 +1,17 @@
+/* gemm.h: single-precision matrix multiply, row-major, BLAS semantics:
+ *   C (m, n) = alpha * op(A) (m, k) * op(B) (k, n) + beta * C
+ * op(X) is X (trans = 0) or X^T (trans != 0); lda/ldb/ldc are row strides of the stored matrices.
+ * beta == 0 overwrites C without reading it (NaNs in C do not leak through). */
+#ifndef CNN_GEMM_H
+#define CNN_GEMM_H
+
+/* sgemm_builtin; or OpenBLAS when built with -DHAVE_OPENBLAS and run with CNN_GEMM=openblas
+ * (see gemm.c for why the built-in one is the default). */
+void sgemm(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+           int ldb, float beta, float *c, int ldc);
+
+/* The portable cache-blocked, OpenMP-parallel GEMM; always compiled so tests can check it. */
+void sgemm_builtin(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
+                   const float *b, int ldb, float beta, float *c, int ldc);
+
+#endif

@@ -1,0 +1,47 @@
+/* main.c: ./train's entry point: dispatch to a subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "backend.h"
+#include "commands.h"
+
+#define CNNTRAIN_VERSION "0.1.0"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "cnntrain %s: train ResNet / xResNet image classifiers\n"
+            "usage:\n"
+            "  train smoke [--model M] [--steps N] ...   train on generated images (no download), save a checkpoint\n"
+            "  train info MODEL [--classes N] [--size S] layers, output shapes, parameters, GFLOPs\n"
+            "  train bench MODEL [--size S] [--batch B] training speed and peak memory\n"
+            "  train --version                          version and the backends built in\n"
+            "Each command takes --help.\n",
+            CNNTRAIN_VERSION);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+#ifdef HAVE_OPENBLAS
+        const char *blas = "OpenBLAS";
+#else
+        const char *blas = "built-in GEMM";
+#endif
+        printf("cnntrain %s\nbackends: %s\ncpu GEMM: %s\n", CNNTRAIN_VERSION, backend_list(), blas);
+        return 0;
+    }
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+    if (!strcmp(cmd, "smoke")) return cmd_smoke(argc, argv);
+    fprintf(stderr, "train: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,13 @@
+/* optim.h: the optimizer step over the parameter table. */
+#ifndef CNN_OPTIM_H
+#define CNN_OPTIM_H
+
+#include "model.h"
+
+/* One AdamW step over every trainable parameter; parameters with decay == 0 get no weight decay.
+ * Runs of neighbouring parameters with the same treatment go to the backend as one call. */
+void optim_adamw_step(Model *m, const AdamWArgs *args);
+/* Clear the Adam moments (fastai clears them on freeze and unfreeze). */
+void optim_reset(Model *m);
+
+#endif

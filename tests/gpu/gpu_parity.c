@@ -1,0 +1,677 @@
+/* gpu_parity.c: every op of the cuda backend against the cpu backend (the oracle), on random inputs
+ * and odd sizes, including the accumulate = 1 paths. Plain C, no cmocka and no OpenBLAS, because
+ * GPU machines may lack both. One line per case; exits non-zero if any case fails, 0 with a "skipped"
+ * line when no GPU is usable.
+ *
+ * Error measure: relative L2 norm, ||gpu - cpu|| / ||cpu|| (absolute when cpu is all zero), in double.
+ * Tolerances (fp32): 1e-5 for elementwise ops, pooling, the loss and AdamW; 1e-4 where long sums meet
+ * different summation orders (conv, batch norm, GEMM); 0 for pure data movement. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "rng.h"
+
+static const double TOL_EXACT = 0.0, TOL_ELEM = 1e-5, TOL_REDUCE = 1e-4;
+
+static Backend *cpu, *gpu;
+static Rng rng;
+static int ncases, nfailed;
+
+/* ---- reporting ---- */
+
+static void report(const char *name, double err, double tol, const char *why) {
+    int ok = !why && err <= tol; /* NaN fails */
+    ncases++;
+    if (!ok) nfailed++;
+    if (why)
+        printf("FAIL %-72s %s\n", name, why);
+    else
+        printf("%s %-72s err=%.2e tol=%.0e\n", ok ? "PASS" : "FAIL", name, err, tol);
+    fflush(stdout);
+}
+
+static double rel_err(const float *got, const float *want, size_t count) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < count; i++) {
+        double d = (double)got[i] - (double)want[i];
+        num += d * d;
+        den += (double)want[i] * want[i];
+    }
+    if (!isfinite(num) || !isfinite(den)) return NAN;
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static float *host_floats(size_t count) {
+    float *p = malloc((count ? count : 1) * sizeof(float));
+    if (!p) {
+        fprintf(stderr, "gpu_parity: out of host memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static void fill_normal(float *p, size_t count, float mean, float scale) {
+    for (size_t i = 0; i < count; i++) p[i] = mean + scale * rng_normal(&rng);
+}
+
+/* ---- a tensor held by both backends ---- */
+
+typedef struct {
+    Tensor c, g;
+} Pair;
+
+static Pair pair_new(int n, int c, int h, int w) {
+    Pair p;
+    Tensor t = {NULL, n, c, h, w, DT_F32};
+    size_t bytes = tensor_numel(&t) * sizeof(float);
+    p.c = t;
+    p.g = t;
+    p.c.data = cpu->ops->alloc(cpu, bytes);
+    p.g.data = gpu->ops->alloc(gpu, bytes);
+    return p;
+}
+
+static void pair_free(Pair *p) {
+    cpu->ops->release(cpu, p->c.data);
+    gpu->ops->release(gpu, p->g.data);
+}
+
+static void pair_set(Pair *p, const float *host) {
+    cpu->ops->tensor_upload(cpu, &p->c, host);
+    gpu->ops->tensor_upload(gpu, &p->g, host);
+}
+
+static void pair_random(Pair *p, float mean, float scale) {
+    size_t n = tensor_numel(&p->c);
+    float *h = host_floats(n);
+    fill_normal(h, n, mean, scale);
+    pair_set(p, h);
+    free(h);
+}
+
+static void cmp_pair(const char *name, const Pair *p, double tol) {
+    const Tensor *c = &p->c, *g = &p->g;
+    if (c->n != g->n || c->c != g->c || c->h != g->h || c->w != g->w) {
+        char why[160];
+        snprintf(why, sizeof why, "shape cuda %dx%dx%dx%d vs cpu %dx%dx%dx%d", g->n, g->c, g->h, g->w, c->n, c->c,
+                 c->h, c->w);
+        report(name, 0, tol, why);
+        return;
+    }
+    size_t n = tensor_numel(c);
+    float *hc = host_floats(n), *hg = host_floats(n);
+    cpu->ops->tensor_download(cpu, hc, c);
+    gpu->ops->tensor_download(gpu, hg, g);
+    report(name, rel_err(hg, hc, n), tol, NULL);
+    free(hc);
+    free(hg);
+}
+
+/* ---- a flat float array held by both backends (parameters, gradients, statistics) ---- */
+
+typedef struct {
+    float *c, *g;
+    size_t count;
+} Buf;
+
+static Buf buf_new(size_t count) {
+    Buf b = {cpu->ops->alloc(cpu, count * sizeof(float)), gpu->ops->alloc(gpu, count * sizeof(float)), count};
+    return b;
+}
+
+static void buf_free(Buf *b) {
+    cpu->ops->release(cpu, b->c);
+    gpu->ops->release(gpu, b->g);
+}
+
+static void buf_set(Buf *b, const float *host) {
+    cpu->ops->upload(cpu, b->c, host, b->count * sizeof(float));
+    gpu->ops->upload(gpu, b->g, host, b->count * sizeof(float));
+}
+
+static void buf_random(Buf *b, float mean, float scale) {
+    float *h = host_floats(b->count);
+    fill_normal(h, b->count, mean, scale);
+    buf_set(b, h);
+    free(h);
+}
+
+static void cmp_buf(const char *name, const Buf *b, double tol) {
+    float *hc = host_floats(b->count), *hg = host_floats(b->count);
+    cpu->ops->download(cpu, hc, b->c, b->count * sizeof(float));
+    gpu->ops->download(gpu, hg, b->g, b->count * sizeof(float));
+    report(name, rel_err(hg, hc, b->count), tol, NULL);
+    free(hc);
+    free(hg);
+}
+
+/* ---- memory and transfers (cuda alone: exact) ---- */
+
+static void test_memory(void) {
+    const size_t n = 1237;
+    float *h = host_floats(n), *back = host_floats(n);
+    fill_normal(h, n, 0, 1);
+
+    float *a = gpu->ops->alloc(gpu, n * sizeof(float)), *b = gpu->ops->alloc(gpu, n * sizeof(float));
+    gpu->ops->download(gpu, back, a, n * sizeof(float));
+    double e = 0;
+    for (size_t i = 0; i < n; i++) e += fabs(back[i]);
+    report("alloc is zero-filled (1237 floats)", e, TOL_EXACT, NULL);
+
+    gpu->ops->upload(gpu, a, h, n * sizeof(float));
+    gpu->ops->download(gpu, back, a, n * sizeof(float));
+    report("upload/download round trip (1237 floats)", rel_err(back, h, n), TOL_EXACT, NULL);
+
+    gpu->ops->copy(gpu, b, a, n * sizeof(float));
+    gpu->ops->download(gpu, back, b, n * sizeof(float));
+    report("copy (1237 floats)", rel_err(back, h, n), TOL_EXACT, NULL);
+
+    gpu->ops->zero(gpu, b, n * sizeof(float));
+    gpu->ops->sync(gpu);
+    gpu->ops->download(gpu, back, b, n * sizeof(float));
+    e = 0;
+    for (size_t i = 0; i < n; i++) e += fabs(back[i]);
+    report("zero (1237 floats)", e, TOL_EXACT, NULL);
+    gpu->ops->release(gpu, a);
+    gpu->ops->release(gpu, b);
+    free(h);
+    free(back);
+
+    /* NCHW round trip, and the same NHWC bytes on both backends (weights are shared as raw K,R,S,C). */
+    static const int shapes[][4] = {{3, 5, 7, 6}, {4, 10, 1, 1}, {2, 1, 5, 3}, {3, 65, 7, 7}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        char name[128];
+        Pair p = pair_new(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3]);
+        size_t cnt = tensor_numel(&p.c);
+        float *x = host_floats(cnt), *y = host_floats(cnt), *raw_c = host_floats(cnt), *raw_g = host_floats(cnt);
+        fill_normal(x, cnt, 0, 1);
+        pair_set(&p, x);
+        gpu->ops->tensor_download(gpu, y, &p.g);
+        snprintf(name, sizeof name, "tensor_upload/download round trip %dx%dx%dx%d", p.c.n, p.c.c, p.c.h, p.c.w);
+        report(name, rel_err(y, x, cnt), TOL_EXACT, NULL);
+        cpu->ops->download(cpu, raw_c, p.c.data, cnt * sizeof(float));
+        gpu->ops->download(gpu, raw_g, p.g.data, cnt * sizeof(float));
+        snprintf(name, sizeof name, "device layout equals cpu layout (NHWC) %dx%dx%dx%d", p.c.n, p.c.c, p.c.h, p.c.w);
+        report(name, rel_err(raw_g, raw_c, cnt), TOL_EXACT, NULL);
+        free(x);
+        free(y);
+        free(raw_c);
+        free(raw_g);
+        pair_free(&p);
+    }
+}
+
+/* ---- convolution ---- */
+
+static void test_conv(void) {
+    static const struct {
+        ConvGeom g;
+        int n, h, w;
+    } cases[] = {
+        {{3, 8, 3, 2, 1}, 3, 15, 13},   /* xresnet stem conv, odd sizes */
+        {{8, 16, 7, 2, 3}, 2, 11, 11},  /* torchvision stem */
+        {{65, 17, 1, 1, 0}, 3, 7, 7},   /* 1x1, odd channel counts */
+        {{16, 65, 3, 1, 1}, 2, 5, 5},   /* 3x3 same */
+        {{32, 64, 1, 2, 0}, 3, 7, 7},   /* strided 1x1 shortcut */
+        {{64, 64, 3, 2, 1}, 2, 8, 9},   /* strided 3x3 in a bottleneck */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const ConvGeom *g = &cases[i].g;
+        int n = cases[i].n, h = cases[i].h, w = cases[i].w;
+        int oh = conv_out_size(h, g->k, g->stride, g->pad), ow = conv_out_size(w, g->k, g->stride, g->pad);
+        char tag[96], name[160];
+        snprintf(tag, sizeof tag, "%d->%d k%d s%d p%d x=%dx%dx%dx%d", g->cin, g->cout, g->k, g->stride, g->pad, n,
+                 g->cin, h, w);
+        size_t wcount = (size_t)g->cout * g->k * g->k * g->cin;
+        Pair x = pair_new(n, g->cin, h, w), y = pair_new(n, g->cout, oh, ow), dy = pair_new(n, g->cout, oh, ow),
+             dx = pair_new(n, g->cin, h, w);
+        Buf wt = buf_new(wcount), dw = buf_new(wcount);
+        pair_random(&x, 0, 1);
+        buf_random(&wt, 0, 1.0f / sqrtf((float)(g->k * g->k * g->cin)));
+        pair_random(&dy, 0, 1);
+
+        cpu->ops->conv_forward(cpu, g, &x.c, wt.c, &y.c);
+        gpu->ops->conv_forward(gpu, g, &x.g, wt.g, &y.g);
+        snprintf(name, sizeof name, "conv_forward %s", tag);
+        cmp_pair(name, &y, TOL_REDUCE);
+
+        for (int acc = 0; acc <= 1; acc++) {
+            pair_random(&dx, 0, 1); /* overwritten (acc 0) or added to (acc 1) */
+            cpu->ops->conv_backward_data(cpu, g, &dy.c, wt.c, &dx.c, acc);
+            gpu->ops->conv_backward_data(gpu, g, &dy.g, wt.g, &dx.g, acc);
+            snprintf(name, sizeof name, "conv_backward_data acc=%d %s", acc, tag);
+            cmp_pair(name, &dx, TOL_REDUCE);
+        }
+
+        buf_random(&dw, 0, 1); /* must be overwritten */
+        cpu->ops->conv_backward_filter(cpu, g, &x.c, &dy.c, dw.c);
+        gpu->ops->conv_backward_filter(gpu, g, &x.g, &dy.g, dw.g);
+        snprintf(name, sizeof name, "conv_backward_filter %s", tag);
+        cmp_buf(name, &dw, TOL_REDUCE);
+
+        /* the same shape again goes through the cached plan */
+        cpu->ops->conv_forward(cpu, g, &x.c, wt.c, &y.c);
+        gpu->ops->conv_forward(gpu, g, &x.g, wt.g, &y.g);
+        snprintf(name, sizeof name, "conv_forward (cached plan) %s", tag);
+        cmp_pair(name, &y, TOL_REDUCE);
+
+        pair_free(&x);
+        pair_free(&y);
+        pair_free(&dy);
+        pair_free(&dx);
+        buf_free(&wt);
+        buf_free(&dw);
+    }
+}
+
+/* ---- batch norm ---- */
+
+static void test_bn(void) {
+    static const int shapes[][4] = {{3, 65, 5, 5}, {4, 3, 7, 7}, {8, 16, 1, 1}, {2, 32, 9, 9}};
+    const float momentum = 0.1f, eps = 1e-5f;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int n = shapes[s][0], c = shapes[s][1], h = shapes[s][2], w = shapes[s][3];
+        char tag[64], name[160];
+        snprintf(tag, sizeof tag, "%dx%dx%dx%d", n, c, h, w);
+        Pair x = pair_new(n, c, h, w), y = pair_new(n, c, h, w), dy = pair_new(n, c, h, w), dx = pair_new(n, c, h, w);
+        Buf gamma = buf_new(c), beta = buf_new(c), rmean = buf_new(c), rvar = buf_new(c), smean = buf_new(c),
+            sinv = buf_new(c), dgamma = buf_new(c), dbeta = buf_new(c);
+        float *stats_m = host_floats(c), *stats_v = host_floats(c);
+        for (int i = 0; i < c; i++) {
+            stats_m[i] = 0.1f * rng_normal(&rng);
+            stats_v[i] = 0.5f + rng_uniform(&rng);
+        }
+        pair_random(&x, 0.5f, 2.0f); /* a non-zero mean, as after a conv */
+        buf_random(&gamma, 1.0f, 0.2f);
+        buf_random(&beta, 0.0f, 0.2f);
+        buf_set(&rmean, stats_m);
+        buf_set(&rvar, stats_v);
+
+        cpu->ops->bn_forward_train(cpu, &x.c, gamma.c, beta.c, rmean.c, rvar.c, momentum, eps, smean.c, sinv.c, &y.c);
+        gpu->ops->bn_forward_train(gpu, &x.g, gamma.g, beta.g, rmean.g, rvar.g, momentum, eps, smean.g, sinv.g, &y.g);
+        snprintf(name, sizeof name, "bn_forward_train y %s", tag);
+        cmp_pair(name, &y, TOL_REDUCE);
+        snprintf(name, sizeof name, "bn_forward_train running_mean %s", tag);
+        cmp_buf(name, &rmean, TOL_REDUCE);
+        snprintf(name, sizeof name, "bn_forward_train running_var (unbiased update) %s", tag);
+        cmp_buf(name, &rvar, TOL_REDUCE);
+        snprintf(name, sizeof name, "bn_forward_train save_mean %s", tag);
+        cmp_buf(name, &smean, TOL_REDUCE);
+        snprintf(name, sizeof name, "bn_forward_train save_invstd %s", tag);
+        cmp_buf(name, &sinv, TOL_REDUCE);
+
+        pair_random(&dy, 0, 1);
+        for (int acc = 0; acc <= 1; acc++) {
+            pair_random(&dx, 0, 1);
+            cpu->ops->bn_backward(cpu, &x.c, &dy.c, gamma.c, smean.c, sinv.c, dgamma.c, dbeta.c, &dx.c, acc);
+            gpu->ops->bn_backward(gpu, &x.g, &dy.g, gamma.g, smean.g, sinv.g, dgamma.g, dbeta.g, &dx.g, acc);
+            snprintf(name, sizeof name, "bn_backward acc=%d dx %s", acc, tag);
+            cmp_pair(name, &dx, TOL_REDUCE);
+            snprintf(name, sizeof name, "bn_backward acc=%d dgamma %s", acc, tag);
+            cmp_buf(name, &dgamma, TOL_REDUCE);
+            snprintf(name, sizeof name, "bn_backward acc=%d dbeta %s", acc, tag);
+            cmp_buf(name, &dbeta, TOL_REDUCE);
+        }
+
+        /* inference and frozen-statistics backward from identical running statistics */
+        buf_set(&rmean, stats_m);
+        buf_set(&rvar, stats_v);
+        cpu->ops->bn_forward_infer(cpu, &x.c, gamma.c, beta.c, rmean.c, rvar.c, eps, &y.c);
+        gpu->ops->bn_forward_infer(gpu, &x.g, gamma.g, beta.g, rmean.g, rvar.g, eps, &y.g);
+        snprintf(name, sizeof name, "bn_forward_infer y %s", tag);
+        cmp_pair(name, &y, TOL_REDUCE);
+        for (int acc = 0; acc <= 1; acc++) {
+            pair_random(&dx, 0, 1);
+            cpu->ops->bn_backward_infer(cpu, &x.c, &dy.c, gamma.c, rmean.c, rvar.c, eps, dgamma.c, dbeta.c, &dx.c, acc);
+            gpu->ops->bn_backward_infer(gpu, &x.g, &dy.g, gamma.g, rmean.g, rvar.g, eps, dgamma.g, dbeta.g, &dx.g, acc);
+            snprintf(name, sizeof name, "bn_backward_infer acc=%d dx %s", acc, tag);
+            cmp_pair(name, &dx, TOL_REDUCE);
+            snprintf(name, sizeof name, "bn_backward_infer acc=%d dgamma %s", acc, tag);
+            cmp_buf(name, &dgamma, TOL_REDUCE);
+            snprintf(name, sizeof name, "bn_backward_infer acc=%d dbeta %s", acc, tag);
+            cmp_buf(name, &dbeta, TOL_REDUCE);
+        }
+
+        free(stats_m);
+        free(stats_v);
+        pair_free(&x);
+        pair_free(&y);
+        pair_free(&dy);
+        pair_free(&dx);
+        Buf *bufs[] = {&gamma, &beta, &rmean, &rvar, &smean, &sinv, &dgamma, &dbeta};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) buf_free(bufs[i]);
+    }
+}
+
+/* ---- ReLU, add, accumulate ---- */
+
+static void test_elementwise(void) {
+    static const int shapes[][4] = {{3, 65, 7, 7}, {2, 3, 5, 5}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int n = shapes[s][0], c = shapes[s][1], h = shapes[s][2], w = shapes[s][3];
+        char tag[64], name[160];
+        snprintf(tag, sizeof tag, "%dx%dx%dx%d", n, c, h, w);
+        size_t bytes = (size_t)n * c * h * w * sizeof(float);
+        Pair x = pair_new(n, c, h, w), y = pair_new(n, c, h, w), z = pair_new(n, c, h, w), dy = pair_new(n, c, h, w),
+             dx = pair_new(n, c, h, w);
+        pair_random(&x, 0, 1);
+
+        cpu->ops->relu_forward(cpu, &x.c, &y.c);
+        gpu->ops->relu_forward(gpu, &x.g, &y.g);
+        snprintf(name, sizeof name, "relu_forward %s", tag);
+        cmp_pair(name, &y, TOL_ELEM);
+
+        cpu->ops->copy(cpu, z.c.data, x.c.data, bytes);
+        gpu->ops->copy(gpu, z.g.data, x.g.data, bytes);
+        cpu->ops->relu_forward(cpu, &z.c, &z.c);
+        gpu->ops->relu_forward(gpu, &z.g, &z.g);
+        snprintf(name, sizeof name, "relu_forward in place %s", tag);
+        cmp_pair(name, &z, TOL_ELEM);
+
+        pair_random(&dy, 0, 1);
+        for (int acc = 0; acc <= 1; acc++) {
+            pair_random(&dx, 0, 1);
+            cpu->ops->relu_backward(cpu, &y.c, &dy.c, &dx.c, acc);
+            gpu->ops->relu_backward(gpu, &y.g, &dy.g, &dx.g, acc);
+            snprintf(name, sizeof name, "relu_backward acc=%d %s", acc, tag);
+            cmp_pair(name, &dx, TOL_ELEM);
+        }
+
+        pair_random(&z, 0, 1);
+        cpu->ops->add(cpu, &x.c, &z.c, &y.c);
+        gpu->ops->add(gpu, &x.g, &z.g, &y.g);
+        snprintf(name, sizeof name, "add %s", tag);
+        cmp_pair(name, &y, TOL_ELEM);
+
+        cpu->ops->add(cpu, &z.c, &x.c, &z.c);
+        gpu->ops->add(gpu, &z.g, &x.g, &z.g);
+        snprintf(name, sizeof name, "add in place (y = a) %s", tag);
+        cmp_pair(name, &z, TOL_ELEM);
+
+        for (int acc = 0; acc <= 1; acc++) {
+            pair_random(&dx, 0, 1);
+            cpu->ops->accumulate(cpu, &x.c, &dx.c, acc);
+            gpu->ops->accumulate(gpu, &x.g, &dx.g, acc);
+            snprintf(name, sizeof name, "accumulate acc=%d %s", acc, tag);
+            cmp_pair(name, &dx, TOL_ELEM);
+        }
+
+        pair_free(&x);
+        pair_free(&y);
+        pair_free(&z);
+        pair_free(&dy);
+        pair_free(&dx);
+    }
+}
+
+/* ---- pooling ---- */
+
+static void test_pool_case(const char *kind, const PoolGeom *g, int n, int c, int h, int w) {
+    int oh = pool_out_size(h, g), ow = pool_out_size(w, g);
+    int is_max = !strcmp(kind, "maxpool");
+    char tag[96], name[160];
+    snprintf(tag, sizeof tag, "k%d s%d p%d ceil=%d x=%dx%dx%dx%d -> %dx%d", g->k, g->stride, g->pad, g->ceil_mode, n,
+             c, h, w, oh, ow);
+    Pair x = pair_new(n, c, h, w), y = pair_new(n, c, oh, ow), dy = pair_new(n, c, oh, ow), dx = pair_new(n, c, h, w);
+    pair_random(&x, 0, 1);
+    if (is_max) {
+        cpu->ops->maxpool_forward(cpu, g, &x.c, &y.c);
+        gpu->ops->maxpool_forward(gpu, g, &x.g, &y.g);
+    } else {
+        cpu->ops->avgpool_forward(cpu, g, &x.c, &y.c);
+        gpu->ops->avgpool_forward(gpu, g, &x.g, &y.g);
+    }
+    snprintf(name, sizeof name, "%s_forward %s", kind, tag);
+    cmp_pair(name, &y, TOL_ELEM);
+    pair_random(&dy, 0, 1);
+    for (int acc = 0; acc <= 1; acc++) {
+        pair_random(&dx, 0, 1);
+        if (is_max) {
+            cpu->ops->maxpool_backward(cpu, g, &x.c, &y.c, &dy.c, &dx.c, acc);
+            gpu->ops->maxpool_backward(gpu, g, &x.g, &y.g, &dy.g, &dx.g, acc);
+        } else {
+            cpu->ops->avgpool_backward(cpu, g, &dy.c, &dx.c, acc);
+            gpu->ops->avgpool_backward(gpu, g, &dy.g, &dx.g, acc);
+        }
+        snprintf(name, sizeof name, "%s_backward acc=%d %s", kind, acc, tag);
+        cmp_pair(name, &dx, TOL_ELEM);
+    }
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&dy);
+    pair_free(&dx);
+}
+
+static void test_pool(void) {
+    const PoolGeom max3 = {3, 2, 1, 0};         /* the stem's MaxPool(3, 2, 1) */
+    const PoolGeom avg2ceil = {2, 2, 0, 1};     /* xresnet shortcut AvgPool2d(2, ceil_mode=True) */
+    const PoolGeom avg3pad = {3, 2, 1, 0};      /* padding counted in the divisor */
+    const PoolGeom avg3padceil = {3, 2, 1, 1};  /* ceil window clipped at the padded edge */
+    test_pool_case("maxpool", &max3, 3, 65, 7, 7);
+    test_pool_case("maxpool", &max3, 2, 3, 8, 8);
+    test_pool_case("maxpool", &max3, 2, 5, 6, 5);
+    test_pool_case("avgpool", &avg2ceil, 3, 65, 7, 7);
+    test_pool_case("avgpool", &avg2ceil, 3, 3, 5, 5);
+    test_pool_case("avgpool", &avg2ceil, 2, 16, 8, 6);
+    test_pool_case("avgpool", &avg3pad, 2, 3, 7, 7);
+    test_pool_case("avgpool", &avg3padceil, 2, 3, 6, 6);
+    test_pool_case("avgpool", &avg3padceil, 3, 65, 5, 5);
+
+    static const int shapes[][4] = {{3, 65, 7, 7}, {2, 3, 5, 5}, {2, 16, 1, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int n = shapes[s][0], c = shapes[s][1], h = shapes[s][2], w = shapes[s][3];
+        char name[160];
+        Pair x = pair_new(n, c, h, w), y = pair_new(n, c, 1, 1), dy = pair_new(n, c, 1, 1), dx = pair_new(n, c, h, w);
+        pair_random(&x, 0, 1);
+        cpu->ops->global_avgpool_forward(cpu, &x.c, &y.c);
+        gpu->ops->global_avgpool_forward(gpu, &x.g, &y.g);
+        snprintf(name, sizeof name, "global_avgpool_forward %dx%dx%dx%d", n, c, h, w);
+        cmp_pair(name, &y, TOL_ELEM);
+        pair_random(&dy, 0, 1);
+        for (int acc = 0; acc <= 1; acc++) {
+            pair_random(&dx, 0, 1);
+            cpu->ops->global_avgpool_backward(cpu, &dy.c, &dx.c, acc);
+            gpu->ops->global_avgpool_backward(gpu, &dy.g, &dx.g, acc);
+            snprintf(name, sizeof name, "global_avgpool_backward acc=%d %dx%dx%dx%d", acc, n, c, h, w);
+            cmp_pair(name, &dx, TOL_ELEM);
+        }
+        pair_free(&x);
+        pair_free(&y);
+        pair_free(&dy);
+        pair_free(&dx);
+    }
+}
+
+/* ---- linear ---- */
+
+static void test_linear(void) {
+    static const struct {
+        int n, in, out, bias;
+    } cases[] = {{3, 65, 10, 1}, {4, 2048, 1000, 1}, {5, 7, 3, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int n = cases[i].n, in = cases[i].in, out = cases[i].out, has_b = cases[i].bias;
+        char tag[96], name[160];
+        snprintf(tag, sizeof tag, "n=%d %d->%d%s", n, in, out, has_b ? " +bias" : "");
+        Pair x = pair_new(n, in, 1, 1), y = pair_new(n, out, 1, 1), dy = pair_new(n, out, 1, 1),
+             dx = pair_new(n, in, 1, 1);
+        Buf wt = buf_new((size_t)out * in), b = buf_new(out), dw = buf_new((size_t)out * in), db = buf_new(out);
+        pair_random(&x, 0, 1);
+        buf_random(&wt, 0, 1.0f / sqrtf((float)in));
+        buf_random(&b, 0, 0.5f);
+        cpu->ops->linear_forward(cpu, &x.c, wt.c, has_b ? b.c : NULL, &y.c);
+        gpu->ops->linear_forward(gpu, &x.g, wt.g, has_b ? b.g : NULL, &y.g);
+        snprintf(name, sizeof name, "linear_forward %s", tag);
+        cmp_pair(name, &y, TOL_REDUCE);
+
+        pair_random(&dy, 0, 1);
+        for (int acc = 0; acc <= 1; acc++) {
+            pair_random(&dx, 0, 1);
+            buf_random(&dw, 0, 1);
+            buf_random(&db, 0, 1);
+            cpu->ops->linear_backward(cpu, &x.c, &dy.c, wt.c, dw.c, has_b ? db.c : NULL, &dx.c, acc);
+            gpu->ops->linear_backward(gpu, &x.g, &dy.g, wt.g, dw.g, has_b ? db.g : NULL, &dx.g, acc);
+            snprintf(name, sizeof name, "linear_backward acc=%d dx %s", acc, tag);
+            cmp_pair(name, &dx, TOL_REDUCE);
+            snprintf(name, sizeof name, "linear_backward acc=%d dw %s", acc, tag);
+            cmp_buf(name, &dw, TOL_REDUCE);
+            if (has_b) {
+                snprintf(name, sizeof name, "linear_backward acc=%d db %s", acc, tag);
+                cmp_buf(name, &db, TOL_REDUCE);
+            }
+        }
+        pair_free(&x);
+        pair_free(&y);
+        pair_free(&dy);
+        pair_free(&dx);
+        buf_free(&wt);
+        buf_free(&b);
+        buf_free(&dw);
+        buf_free(&db);
+    }
+}
+
+/* ---- softmax cross-entropy ---- */
+
+static void test_xent(void) {
+    static const struct {
+        int n, classes, mixup;
+        float smoothing;
+    } cases[] = {{3, 10, 0, 0.0f}, {64, 10, 0, 0.1f}, {5, 1000, 1, 0.1f}, {7, 5, 1, 0.0f}, {2, 1000, 0, 0.1f}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int n = cases[i].n, k = cases[i].classes, mix = cases[i].mixup;
+        float eps = cases[i].smoothing;
+        char tag[96], name[160];
+        snprintf(tag, sizeof tag, "n=%d classes=%d smoothing=%.1f%s", n, k, eps, mix ? " mixup" : "");
+        Pair z = pair_new(n, k, 1, 1), dz = pair_new(n, k, 1, 1);
+        Buf loss = buf_new(1), lam = buf_new(n);
+        int32_t *la = malloc((size_t)n * sizeof *la), *lb = malloc((size_t)n * sizeof *lb);
+        float *hl = host_floats(n);
+        for (int j = 0; j < n; j++) {
+            la[j] = (int32_t)rng_below(&rng, (uint32_t)k);
+            lb[j] = (int32_t)rng_below(&rng, (uint32_t)k);
+            hl[j] = 0.5f + 0.5f * rng_uniform(&rng); /* mixup keeps lam >= 0.5 */
+        }
+        buf_set(&lam, hl);
+        size_t lbytes = (size_t)n * sizeof(int32_t);
+        int32_t *la_c = cpu->ops->alloc(cpu, lbytes), *lb_c = cpu->ops->alloc(cpu, lbytes);
+        int32_t *la_g = gpu->ops->alloc(gpu, lbytes), *lb_g = gpu->ops->alloc(gpu, lbytes);
+        cpu->ops->upload(cpu, la_c, la, lbytes);
+        cpu->ops->upload(cpu, lb_c, lb, lbytes);
+        gpu->ops->upload(gpu, la_g, la, lbytes);
+        gpu->ops->upload(gpu, lb_g, lb, lbytes);
+        pair_random(&z, 0, 3);
+
+        cpu->ops->softmax_xent(cpu, &z.c, la_c, mix ? lb_c : NULL, mix ? lam.c : NULL, eps, loss.c, &dz.c);
+        gpu->ops->softmax_xent(gpu, &z.g, la_g, mix ? lb_g : NULL, mix ? lam.g : NULL, eps, loss.g, &dz.g);
+        snprintf(name, sizeof name, "softmax_xent loss %s", tag);
+        cmp_buf(name, &loss, TOL_ELEM);
+        snprintf(name, sizeof name, "softmax_xent dlogits %s", tag);
+        cmp_pair(name, &dz, TOL_ELEM);
+
+        /* in place: dlogits aliasing logits */
+        pair_random(&z, 0, 3);
+        cpu->ops->softmax_xent(cpu, &z.c, la_c, mix ? lb_c : NULL, mix ? lam.c : NULL, eps, loss.c, &z.c);
+        gpu->ops->softmax_xent(gpu, &z.g, la_g, mix ? lb_g : NULL, mix ? lam.g : NULL, eps, loss.g, &z.g);
+        snprintf(name, sizeof name, "softmax_xent in place loss %s", tag);
+        cmp_buf(name, &loss, TOL_ELEM);
+        snprintf(name, sizeof name, "softmax_xent in place dlogits %s", tag);
+        cmp_pair(name, &z, TOL_ELEM);
+
+        cpu->ops->release(cpu, la_c);
+        cpu->ops->release(cpu, lb_c);
+        gpu->ops->release(gpu, la_g);
+        gpu->ops->release(gpu, lb_g);
+        free(la);
+        free(lb);
+        free(hl);
+        pair_free(&z);
+        pair_free(&dz);
+        buf_free(&loss);
+        buf_free(&lam);
+    }
+}
+
+/* ---- AdamW ---- */
+
+static void test_adamw(void) {
+    static const struct {
+        size_t count;
+        AdamWArgs a;
+    } cases[] = {
+        {1000, {3e-3f, 0.95f, 0.99f, 1e-5f, 0.01f, 1}},     /* fastai's Adam */
+        {12345, {1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 1}},     /* PyTorch AdamW, odd count */
+        {777, {1e-2f, 0.85f, 0.99f, 1e-5f, 0.0f, 1}},       /* no weight decay */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t count = cases[i].count;
+        AdamWArgs a = cases[i].a;
+        char tag[128], name[160];
+        snprintf(tag, sizeof tag, "count=%zu lr=%g b1=%g b2=%g eps=%g wd=%g, 3 steps", count, a.lr, a.beta1, a.beta2,
+                 a.eps, a.wd);
+        Buf p = buf_new(count), g = buf_new(count), m = buf_new(count), v = buf_new(count);
+        buf_random(&p, 0, 1);
+        for (int step = 1; step <= 3; step++) {
+            a.step = step;
+            buf_random(&g, 0, 1);
+            cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, count, &a);
+            gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, count, &a);
+        }
+        snprintf(name, sizeof name, "adamw p %s", tag);
+        cmp_buf(name, &p, TOL_ELEM);
+        snprintf(name, sizeof name, "adamw m %s", tag);
+        cmp_buf(name, &m, TOL_ELEM);
+        snprintf(name, sizeof name, "adamw v %s", tag);
+        cmp_buf(name, &v, TOL_ELEM);
+        buf_free(&p);
+        buf_free(&g);
+        buf_free(&m);
+        buf_free(&v);
+    }
+}
+
+int main(void) {
+    char err[512];
+    /* A binary without the CUDA backend (stale objects from a CUDA=0 build) would otherwise "skip"
+     * on a machine that has a GPU, and the suite would pass without testing anything. */
+    if (!strstr(backend_list(), "cuda")) {
+        printf("gpu_parity: FAIL: built without the CUDA backend (backends: %s); rebuild with make clean && make "
+               "test-gpu\n",
+               backend_list());
+        return 1;
+    }
+    gpu = backend_create("cuda", err, sizeof err);
+    if (!gpu) {
+        printf("gpu_parity: no usable GPU (%s); skipped\n", err);
+        return 0;
+    }
+    cpu = backend_create("cpu", err, sizeof err);
+    if (!cpu) {
+        fprintf(stderr, "gpu_parity: cannot create the cpu backend: %s\n", err);
+        backend_destroy(gpu);
+        return 1;
+    }
+    rng_seed(&rng, 20240607);
+
+    test_memory();
+    test_conv();
+    test_bn();
+    test_elementwise();
+    test_pool();
+    test_linear();
+    test_xent();
+    test_adamw();
+
+    gpu->ops->sync(gpu);
+    char why[96];
+    snprintf(why, sizeof why, "%zu bytes still counted as in use", gpu->bytes_in_use);
+    report("cuda bytes_in_use back to 0 after every release", 0, 0, gpu->bytes_in_use ? why : NULL);
+    report("cuda peak_bytes recorded", gpu->peak_bytes > 0 ? 0 : 1, 0, NULL);
+
+    printf("gpu_parity: %d cases, %d failed (cuda vs cpu)\n", ncases, nfailed);
+    backend_destroy(cpu);
+    backend_destroy(gpu);
+    return nfailed ? 1 : 0;
+}

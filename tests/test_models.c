@@ -1,0 +1,215 @@
+/* test_models.c: model builders and the graph executor on the CPU backend: parameter counts,
+ * shapes, FLOPs, freezing, training. Whole-model gradients are checked against PyTorch in
+ * test_parity.c (a finite-difference check of a whole ReLU net in fp32 is too noisy to be strict). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "models.h"
+#include "optim.h"
+#include "rng.h"
+#include "schedule.h"
+#include "synthetic.h"
+#include "util.h"
+
+static Model *build(const char *name, int classes) {
+    char err[256];
+    Model *m = model_build(name, classes, err, sizeof err);
+    if (!m) fail_msg("%s", err);
+    return m;
+}
+
+static void test_torchvision_param_counts(void **state) {
+    (void)state;
+    /* sum(p.numel() for p in torchvision.models.<name>().parameters()) */
+    const struct { const char *name; size_t count; } known[] = {
+        {"resnet18", 11689512}, {"resnet34", 21797672}, {"resnet50", 25557032}, {"resnet101", 44549160}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        Model *m = build(known[i].name, 1000);
+        assert_int_equal(model_param_count(m), known[i].count);
+        model_free(m);
+    }
+}
+
+static void test_unknown_model_lists_choices(void **state) {
+    (void)state;
+    char err[512];
+    assert_null(model_build("resnet51", 10, err, sizeof err));
+    assert_non_null(strstr(err, "resnet51"));
+    assert_non_null(strstr(err, "xresnet50"));
+    assert_null(model_build("resnet50", 0, err, sizeof err));
+    assert_non_null(strstr(err, "classes"));
+}
+
+static void test_shapes_and_flops(void **state) {
+    (void)state;
+    char err[256];
+    Model *m = build("resnet50", 1000);
+    Shape *s = xmalloc((size_t)m->nvalues * sizeof *s);
+    assert_int_equal(model_shapes(m, 224, 224, s, err, sizeof err), 0);
+    /* the value entering global pooling is 2048x7x7; the logits 1000x1x1 */
+    const Node *gap = NULL;
+    for (int i = 0; i < m->nnodes; i++)
+        if (m->nodes[i].op == OP_GAP) gap = &m->nodes[i];
+    assert_non_null(gap);
+    assert_int_equal(s[gap->in0].c, 2048);
+    assert_int_equal(s[gap->in0].h, 7);
+    assert_int_equal(s[m->nvalues - 1].c, 1000);
+    /* torchvision resnet50 at 224: 4.09 G multiply-adds (conv + fc) */
+    double macs = model_flops(m, 224, 224) / 2;
+    assert_true(fabs(macs - 4.0895e9) < 0.01e9);
+    free(s);
+    model_free(m);
+
+    /* Every input side from 17 to 130 must give residual joins of equal size (ceil-mode
+     * average pool on the xresnet shortcut, 1x1 stride-2 conv on torchvision's). */
+    const char *names[] = {"xresnet18", "xresnet50", "resnet18", "resnet50"};
+    for (int k = 0; k < 4; k++) {
+        m = build(names[k], 10);
+        s = xmalloc((size_t)m->nvalues * sizeof *s);
+        for (int side = 17; side <= 130; side++) {
+            if (model_shapes(m, side, side + 3, s, err, sizeof err)) fail_msg("%s at %d: %s", names[k], side, err);
+        }
+        free(s);
+        model_free(m);
+    }
+}
+
+/* A small bottleneck xresnet with every kind of node, gammas randomised (the zero-init ones
+ * would hide the gradient of everything before them). */
+static Model *tiny_model(Backend *be, int batch, int side, float **params_out) {
+    ArchSpec spec = {4, {1, 1, 1, 1}, {4, 4, 8}, {2, 4, 4, 6}};
+    Model *m = xresnet_build("tiny", 3, &spec);
+    char err[256];
+    if (model_attach(m, be, batch, side, side, err, sizeof err)) fail_msg("%s", err);
+    Rng rng;
+    rng_seed(&rng, 7);
+    float *params = xmalloc(m->param_floats * sizeof(float)), *stats = xmalloc(m->stat_floats * sizeof(float));
+    model_init_host(m, &rng, params, stats);
+    for (int i = 0; i < m->nparams; i++) {
+        const Param *p = &m->params[i];
+        if (p->kind == P_BN_WEIGHT || p->kind == P_BN_BIAS)
+            for (size_t j = 0; j < p->count; j++)
+                params[p->offset + j] = (p->kind == P_BN_WEIGHT ? 1.0f : 0.0f) + 0.3f * rng_normal(&rng);
+    }
+    model_set_weights(m, params, stats);
+    free(stats);
+    *params_out = params;
+    return m;
+}
+
+static double loss_at(Model *m, const float *x, const int32_t *y, int n, int side) {
+    model_forward(m, x, n, side, side, 1);
+    return model_loss(m, y, 0.1f);
+}
+
+static void test_frozen_body_gets_no_gradient(void **state) {
+    (void)state;
+    char err[256];
+    Backend *be = backend_create("cpu", err, sizeof err);
+    const int n = 2, side = 16;
+    float *params;
+    Model *m = tiny_model(be, n, side, &params);
+    Rng rng;
+    rng_seed(&rng, 5);
+    float *x = xmalloc((size_t)n * 3 * side * side * sizeof(float));
+    for (int i = 0; i < n * 3 * side * side; i++) x[i] = rng_normal(&rng);
+    int32_t y[2] = {1, 2};
+    size_t bytes = m->param_floats * sizeof(float);
+    float *full = xmalloc(bytes), *head_only = xmalloc(bytes);
+
+    loss_at(m, x, y, n, side);
+    model_backward(m);
+    be->ops->download(be, full, m->grads_d, bytes);
+
+    /* Freeze all but the linear head; poison the gradients to see which are written. */
+    for (int i = 0; i < m->nparams; i++) m->params[i].trainable = m->params[i].kind == P_LINEAR_WEIGHT || m->params[i].kind == P_LINEAR_BIAS;
+    for (size_t i = 0; i < m->param_floats; i++) head_only[i] = 1234.5f;
+    be->ops->upload(be, m->grads_d, head_only, bytes);
+    model_set_weights(m, params, NULL);
+    loss_at(m, x, y, n, side);
+    model_backward(m);
+    be->ops->download(be, head_only, m->grads_d, bytes);
+    for (int i = 0; i < m->nparams; i++) {
+        const Param *p = &m->params[i];
+        for (size_t j = 0; j < p->count; j++) {
+            float g = head_only[p->offset + j];
+            if (p->kind == P_CONV_WEIGHT) assert_true(g == 1234.5f); /* untouched: its backward was skipped */
+            if (p->trainable) assert_true(fabsf(g - full[p->offset + j]) <= 1e-5f * (1 + fabsf(full[p->offset + j])));
+        }
+    }
+    free(x);
+    free(full);
+    free(head_only);
+    free(params);
+    model_free(m);
+    backend_destroy(be);
+}
+
+static void test_training_learns_generated_shapes(void **state) {
+    (void)state;
+    char err[256];
+    Backend *be = backend_create("cpu", err, sizeof err);
+    ArchSpec spec = {1, {1, 1, 1, 1}, {8, 8, 16}, {16, 32, 64, 128}};
+    Model *m = xresnet_build("xresnet-small", SYNTH_CLASSES, &spec);
+    const int batch = 32, side = 32, steps = 160;
+    assert_int_equal(model_attach(m, be, batch, side, side, err, sizeof err), 0);
+    Rng rng;
+    rng_seed(&rng, 3);
+    float *params = xmalloc(m->param_floats * sizeof(float)), *stats = xmalloc(m->stat_floats * sizeof(float));
+    model_init_host(m, &rng, params, stats);
+    model_set_weights(m, params, stats);
+    float *x = xmalloc((size_t)batch * 3 * side * side * sizeof(float)), logits[32 * SYNTH_CLASSES];
+    int32_t y[32];
+    OneCycle sched = one_cycle_default(5e-3f);
+    float first = 0, last = 0;
+    for (int s = 0; s < steps; s++) {
+        float pos = (float)s / steps;
+        AdamWArgs a = {one_cycle_lr(&sched, pos), one_cycle_mom(&sched, pos), 0.99f, 1e-5f, 0.01f, s + 1};
+        synth_batch(&rng, batch, side, x, y);
+        model_forward(m, x, batch, side, side, 1);
+        float loss = model_loss(m, y, 0.0f);
+        if (s < 10) first += loss / 10;
+        if (s >= steps - 10) last += loss / 10;
+        model_backward(m);
+        optim_adamw_step(m, &a);
+    }
+    int correct = 0, total = 0;
+    for (int b = 0; b < 8; b++) {
+        synth_batch(&rng, batch, side, x, y);
+        be->ops->tensor_download(be, logits, model_forward(m, x, batch, side, side, 0));
+        for (int i = 0; i < batch; i++, total++) {
+            int best = 0;
+            for (int c = 1; c < SYNTH_CLASSES; c++)
+                if (logits[i * SYNTH_CLASSES + c] > logits[i * SYNTH_CLASSES + best]) best = c;
+            correct += best == y[i];
+        }
+    }
+    float acc = (float)correct / total;
+    printf("generated shapes: loss %.3f -> %.3f, held-out accuracy %.1f%%\n", first, last, 100 * acc);
+    assert_true(last < 0.5f * first);
+    assert_true(acc > 0.6f);
+    free(x);
+    free(params);
+    free(stats);
+    model_free(m);
+    backend_destroy(be);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_torchvision_param_counts),
+        cmocka_unit_test(test_unknown_model_lists_choices),
+        cmocka_unit_test(test_shapes_and_flops),
+        cmocka_unit_test(test_frozen_body_gets_no_gradient),
+        cmocka_unit_test(test_training_learns_generated_shapes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
