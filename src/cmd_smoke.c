@@ -1,10 +1,10 @@
 /* cmd_smoke.c: `train smoke`: a short one-cycle training run on generated images that needs no
  * download: the quickest proof that build, backend, model, optimizer and checkpoints work. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "checkpoint.h"
 #include "cli.h"
@@ -97,7 +97,7 @@ int cmd_smoke(int argc, char **argv) {
     float acc = evaluate(m, &valid_rng, valid, batch, size, x, labels, logits);
     printf("accuracy on %d held-out images: %.1f%% (chance %.0f%%)\n", valid, 100.0f * acc, 100.0f / SYNTH_CLASSES);
 
-    mkdir(out, 0777);
+    if (make_dirs(out)) die("smoke: cannot create the folder %s: %s", out, strerror(errno));
     char path[1024];
     snprintf(path, sizeof path, "%s/final.safetensors", out);
     model_get_weights(m, params, stats);

@@ -25,7 +25,7 @@ void cpu_relu_forward(Backend *b, const Tensor *x, Tensor *y) {
     float *yd = y->data;
     cpu_set_shape(y, x->n, x->c, x->h, x->w);
 #pragma omp parallel for schedule(static) if (n >= CPU_PAR_MIN)
-    for (size_t i = 0; i < n; i++) yd[i] = xd[i] > 0.0f ? xd[i] : 0.0f;
+    for (size_t i = 0; i < n; i++) yd[i] = xd[i] < 0.0f ? 0.0f : xd[i]; /* a NaN passes, as in PyTorch */
 }
 
 /* y > 0 exactly where x > 0, so the output is enough to gate the gradient (and y may alias x). */

@@ -274,3 +274,12 @@ void sgemm(int transa, int transb, int m, int n, int k, float alpha, const float
     sgemm_builtin(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #endif
 }
+
+const char *sgemm_name(void) {
+#ifdef HAVE_OPENBLAS
+    if (use_openblas()) return "OpenBLAS (CNN_GEMM=openblas)";
+    return "built-in (OpenBLAS linked; CNN_GEMM=openblas selects it)";
+#else
+    return "built-in";
+#endif
+}

@@ -10,6 +10,9 @@
 void sgemm(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
            int ldb, float beta, float *c, int ldc);
 
+/* Which GEMM sgemm uses: "built-in" or "OpenBLAS". */
+const char *sgemm_name(void);
+
 /* The portable cache-blocked, OpenMP-parallel GEMM; always compiled so tests can check it. */
 void sgemm_builtin(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
                    const float *b, int ldb, float beta, float *c, int ldc);

@@ -4,6 +4,7 @@
 
 #include "backend.h"
 #include "commands.h"
+#include "gemm.h"
 
 #define CNNTRAIN_VERSION "0.1.0"
 
@@ -26,12 +27,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-#ifdef HAVE_OPENBLAS
-        const char *blas = "OpenBLAS";
-#else
-        const char *blas = "built-in GEMM";
-#endif
-        printf("cnntrain %s\nbackends: %s\ncpu GEMM: %s\n", CNNTRAIN_VERSION, backend_list(), blas);
+        printf("cnntrain %s\nbackends: %s\ncpu GEMM: %s\n", CNNTRAIN_VERSION, backend_list(), sgemm_name());
         return 0;
     }
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "help")) {

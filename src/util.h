@@ -18,5 +18,7 @@ void *xmalloc(size_t bytes);
 void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t bytes);
 double now_seconds(void);   /* monotonic */
+/* mkdir -p: returns 0, or -1 with errno set (the failing component is left in path's prefix). */
+int make_dirs(const char *path);
 
 #endif
