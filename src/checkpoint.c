@@ -88,19 +88,6 @@ static Slots train_slots(const Model *m, float *adam_m, float *adam_v) {
     return l;
 }
 
-static int fail(char *err, size_t errlen, const char *label, const char *fmt, ...) CNN_PRINTF(4, 5);
-static int fail(char *err, size_t errlen, const char *label, const char *fmt, ...) {
-    if (!err || !errlen) return -1;
-    int k = snprintf(err, errlen, "%s: ", label);
-    if (k >= 0 && (size_t)k < errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 /* ---------------------------------------------------------------------------------------------- */
 /* Saving */
 
@@ -113,9 +100,9 @@ static const char *meta_get(const char *const *meta, const char *key) {
 static int save_slots(const char *path, const Model *m, const Slots *l, const char *format, const char *const *meta,
                       int need_id, char *err, size_t errlen) {
     for (int i = 0; meta && meta[i]; i += 2)
-        if (!meta[i + 1]) return fail(err, errlen, path, "not written: metadata \"%s\" has no value", meta[i]);
+        if (!meta[i + 1]) return error_at(err, errlen, path, "not written: metadata \"%s\" has no value", meta[i]);
     if (need_id && !meta_get(meta, CKPT_ID_KEY))
-        return fail(err, errlen, path, "not written: training state needs \"%s\" in its metadata (ckpt_new_id)",
+        return error_at(err, errlen, path, "not written: training state needs \"%s\" in its metadata (ckpt_new_id)",
                     CKPT_ID_KEY);
 
     /* st_add references the data until st_write: transposed conv weights need a home till then. */
@@ -276,12 +263,12 @@ static void to_f32(const StTensor *t, float *dst, size_t n) {
 static int load_slots(const StFile *f, const char *label, Model *m, Slots *l, int train, char *err, size_t errlen) {
     const char *fmt = st_meta(f, "format");
     if (train && (!fmt || strcmp(fmt, CKPT_TRAIN_FORMAT)))
-        return fail(err, errlen, label, "not a cnntrain training-state file (format \"%.40s\", expected \"%s\")",
+        return error_at(err, errlen, label, "not a cnntrain training-state file (format \"%.40s\", expected \"%s\")",
                     fmt ? fmt : "none", CKPT_TRAIN_FORMAT);
     if (!train && fmt && !strcmp(fmt, CKPT_TRAIN_FORMAT))
-        return fail(err, errlen, label, "this is a training-state file (Adam moments), not a model");
+        return error_at(err, errlen, label, "this is a training-state file (Adam moments), not a model");
     if (!train && fmt && !strncmp(fmt, "cnntrain", 8) && strcmp(fmt, CKPT_FORMAT))
-        return fail(err, errlen, label, "format \"%.40s\" is not one this build reads (\"%s\")", fmt, CKPT_FORMAT);
+        return error_at(err, errlen, label, "format \"%.40s\" is not one this build reads (\"%s\")", fmt, CKPT_FORMAT);
 
     /* Pass 1: check everything, so a bad file leaves the model untouched. */
     Problems p = {0};
@@ -404,13 +391,13 @@ int ckpt_check_pair(const char *model_path, const char *train_path, char *err, s
     const char *ia = st_meta(&a, CKPT_ID_KEY), *ib = st_meta(&b, CKPT_ID_KEY);
     int rc = 0;
     if (!ia)
-        rc = fail(err, errlen, model_path, "no \"%s\" in its metadata, so %s cannot be matched to it", CKPT_ID_KEY,
+        rc = error_at(err, errlen, model_path, "no \"%s\" in its metadata, so %s cannot be matched to it", CKPT_ID_KEY,
                   train_path);
     else if (!ib)
-        rc = fail(err, errlen, train_path, "no \"%s\" in its metadata, so it cannot be matched to %s", CKPT_ID_KEY,
+        rc = error_at(err, errlen, train_path, "no \"%s\" in its metadata, so it cannot be matched to %s", CKPT_ID_KEY,
                   model_path);
     else if (strcmp(ia, ib))
-        rc = fail(err, errlen, train_path, "%s %.64s does not match %s's %.64s: the files are from different saves",
+        rc = error_at(err, errlen, train_path, "%s %.64s does not match %s's %.64s: the files are from different saves",
                   CKPT_ID_KEY, ib, model_path, ia);
     st_close(&a);
     st_close(&b);

@@ -31,19 +31,6 @@ static const size_t dtype_sizes[ST_NTYPES] = {4, 2, 2, 8, 8, 4, 1, 1};
 const char *st_dtype_name(StDType t) { return (unsigned)t < ST_NTYPES ? dtype_names[t] : "?"; }
 size_t st_dtype_size(StDType t) { return (unsigned)t < ST_NTYPES ? dtype_sizes[t] : 0; }
 
-static int fail(char *err, size_t errlen, const char *label, const char *fmt, ...) CNN_PRINTF(4, 5);
-static int fail(char *err, size_t errlen, const char *label, const char *fmt, ...) {
-    if (!err || !errlen) return -1;
-    int k = snprintf(err, errlen, "%s: ", label);
-    if (k >= 0 && (size_t)k < errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 static void format_shape(char *buf, size_t n, int ndim, const int64_t *shape) {
     size_t k = (size_t)snprintf(buf, n, "[");
     for (int i = 0; i < ndim && k < n; i++)
@@ -281,7 +268,7 @@ static int parse_field(Parser *p, StTensor *t, const char *key, uint64_t off[2])
         if (parse_string(p, &val, "a dtype string")) return -1;
         int dt = dtype_from_name(val);
         if (dt < 0)
-            fail(p->err, p->errlen, p->label,
+            error_at(p->err, p->errlen, p->label,
                  "tensor \"%.100s\": unsupported dtype \"%.20s\" (known: F32 F16 BF16 F64 I64 I32 U8 BOOL)", t->name, val);
         free(val);
         t->dtype = (StDType)dt;
@@ -293,7 +280,7 @@ static int parse_field(Parser *p, StTensor *t, const char *key, uint64_t off[2])
         do {
             uint64_t d;
             if (t->ndim == ST_MAX_DIMS)
-                return fail(p->err, p->errlen, p->label, "tensor \"%.100s\": more than %d dimensions", t->name, ST_MAX_DIMS);
+                return error_at(p->err, p->errlen, p->label, "tensor \"%.100s\": more than %d dimensions", t->name, ST_MAX_DIMS);
             if (parse_uint(p, &d, "a shape")) return -1;
             t->shape[t->ndim++] = (int64_t)d;
         } while (accept(p, ','));
@@ -329,7 +316,7 @@ static int parse_tensor(Parser *p, StTensor *t, uint64_t off[2]) {
         if (expect(p, '}', "',' or '}' in a tensor entry")) return -1;
     }
     for (int f = 0; f < 3; f++)
-        if (!seen[f]) return fail(p->err, p->errlen, p->label, "tensor \"%.100s\": no \"%s\" field", t->name, fields[f]);
+        if (!seen[f]) return error_at(p->err, p->errlen, p->label, "tensor \"%.100s\": no \"%s\" field", t->name, fields[f]);
     return 0;
 }
 
@@ -398,15 +385,15 @@ static int check_coverage(Parser *p, const StFile *f, Range *r, uint64_t data_si
     uint64_t at = 0;
     for (int i = 0; i < f->count; i++) {
         if (r[i].begin < at)
-            return fail(p->err, p->errlen, p->label, "tensors \"%.100s\" and \"%.100s\" overlap in the data section",
+            return error_at(p->err, p->errlen, p->label, "tensors \"%.100s\" and \"%.100s\" overlap in the data section",
                         f->tensors[r[i - 1].index].name, f->tensors[r[i].index].name);
         if (r[i].begin > at)
-            return fail(p->err, p->errlen, p->label, "bytes %llu to %llu of the data section belong to no tensor",
+            return error_at(p->err, p->errlen, p->label, "bytes %llu to %llu of the data section belong to no tensor",
                         (unsigned long long)at, (unsigned long long)r[i].begin);
         at = r[i].end;
     }
     if (at != data_size)
-        return fail(p->err, p->errlen, p->label,
+        return error_at(p->err, p->errlen, p->label,
                     "%llu bytes after the last tensor's data (the data section is %llu bytes, the tensors hold %llu)",
                     (unsigned long long)(data_size - at), (unsigned long long)data_size, (unsigned long long)at);
     return 0;
@@ -446,22 +433,22 @@ static int parse_header(Parser *p, const unsigned char *data, uint64_t data_size
             uint64_t elems = 1, bytes;
             for (int d = 0; d < t->ndim; d++)
                 if (__builtin_mul_overflow(elems, (uint64_t)t->shape[d], &elems))
-                    return fail(p->err, p->errlen, p->label, "tensor \"%.100s\": shape %s has too many elements",
+                    return error_at(p->err, p->errlen, p->label, "tensor \"%.100s\": shape %s has too many elements",
                                 t->name, shp);
             if (__builtin_mul_overflow(elems, (uint64_t)dtype_sizes[t->dtype], &bytes) || bytes > SIZE_MAX)
-                return fail(p->err, p->errlen, p->label, "tensor \"%.100s\": shape %s of %s is too many bytes",
+                return error_at(p->err, p->errlen, p->label, "tensor \"%.100s\": shape %s of %s is too many bytes",
                             t->name, shp, dtype_names[t->dtype]);
             if (off[0] > off[1])
-                return fail(p->err, p->errlen, p->label, "tensor \"%.100s\": data_offsets [%llu, %llu] end before they begin",
+                return error_at(p->err, p->errlen, p->label, "tensor \"%.100s\": data_offsets [%llu, %llu] end before they begin",
                             t->name, (unsigned long long)off[0], (unsigned long long)off[1]);
             if (off[1] > data_size)
-                return fail(p->err, p->errlen, p->label,
+                return error_at(p->err, p->errlen, p->label,
                             "tensor \"%.100s\": data_offsets [%llu, %llu] run past the end of the data section "
                             "(%llu bytes; file truncated?)",
                             t->name, (unsigned long long)off[0], (unsigned long long)off[1],
                             (unsigned long long)data_size);
             if (off[1] - off[0] != bytes)
-                return fail(p->err, p->errlen, p->label,
+                return error_at(p->err, p->errlen, p->label,
                             "tensor \"%.100s\": shape %s of %s needs %llu bytes but data_offsets [%llu, %llu] hold %llu",
                             t->name, shp, dtype_names[t->dtype], (unsigned long long)bytes,
                             (unsigned long long)off[0], (unsigned long long)off[1],
@@ -478,11 +465,11 @@ static int parse_header(Parser *p, const unsigned char *data, uint64_t data_size
     char **names = xmalloc((n ? n : 1) * sizeof *names);
     for (int i = 0; i < f->count; i++) names[i] = f->tensors[i].name;
     const char *dup = find_duplicate(names, (size_t)f->count);
-    if (dup) fail(p->err, p->errlen, p->label, "tensor \"%.100s\" appears twice", dup);
+    if (dup) error_at(p->err, p->errlen, p->label, "tensor \"%.100s\" appears twice", dup);
     if (!dup && f->nmeta) {
         memcpy(names, f->meta_keys, (size_t)f->nmeta * sizeof *names);
         dup = find_duplicate(names, (size_t)f->nmeta);
-        if (dup) fail(p->err, p->errlen, p->label, "metadata key \"%.100s\" appears twice", dup);
+        if (dup) error_at(p->err, p->errlen, p->label, "metadata key \"%.100s\" appears twice", dup);
     }
     free(names);
     return dup ? -1 : check_coverage(p, f, *ranges, data_size);
@@ -499,20 +486,20 @@ static int parse_checked(Parser *p, const unsigned char *data, uint64_t data_siz
  * looking at anything else. */
 static int check_prefix(const unsigned char *first, uint64_t size, const char *label, uint64_t *hlen, char *err,
                         size_t errlen) {
-    if (size == 0) return fail(err, errlen, label, "the file is empty (not a safetensors file)");
+    if (size == 0) return error_at(err, errlen, label, "the file is empty (not a safetensors file)");
     if (size < 8)
-        return fail(err, errlen, label, "the file is %llu bytes, too short for a safetensors file (truncated?)",
+        return error_at(err, errlen, label, "the file is %llu bytes, too short for a safetensors file (truncated?)",
                     (unsigned long long)size);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = n << 8 | first[i];
     if (n > ST_HEADER_CAP)
-        return fail(err, errlen, label, "header length %llu is over the %llu-byte limit (not a safetensors file?)",
+        return error_at(err, errlen, label, "header length %llu is over the %llu-byte limit (not a safetensors file?)",
                     (unsigned long long)n, ST_HEADER_CAP);
     if (n > size - 8)
-        return fail(err, errlen, label,
+        return error_at(err, errlen, label,
                     "header length %llu runs past the end of the %llu-byte file (truncated, or not a safetensors file)",
                     (unsigned long long)n, (unsigned long long)size);
-    if (n < 2) return fail(err, errlen, label, "header length %llu is too small for a JSON object", (unsigned long long)n);
+    if (n < 2) return error_at(err, errlen, label, "header length %llu is too small for a JSON object", (unsigned long long)n);
     *hlen = n;
     return 0;
 }
@@ -552,7 +539,7 @@ static int parse_blob(unsigned char *buf, size_t size, const char *label, StFile
 int st_parse(const void *buf, size_t size, const char *label, StFile *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     unsigned char *copy = malloc(size ? size : 1);
-    if (!copy) return fail(err, errlen, label, "out of memory copying %zu bytes", size);
+    if (!copy) return error_at(err, errlen, label, "out of memory copying %zu bytes", size);
     if (size) memcpy(copy, buf, size);
     return parse_blob(copy, size, label, out, err, errlen);
 }
@@ -577,24 +564,24 @@ static int read_at(int fd, void *buf, size_t n, uint64_t off) {
 
 static int open_regular(const char *path, uint64_t *size, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(err, errlen, path, "cannot open: %s", strerror(errno));
+    if (fd < 0) return error_at(err, errlen, path, "cannot open: %s", strerror(errno));
     struct stat st;
     if (fstat(fd, &st)) {
         int e = errno;
         close(fd);
-        return fail(err, errlen, path, "cannot stat: %s", strerror(e));
+        return error_at(err, errlen, path, "cannot stat: %s", strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, path, "not a regular file");
+        return error_at(err, errlen, path, "not a regular file");
     }
     *size = (uint64_t)st.st_size;
     return fd;
 }
 
 static int read_error(const char *path, char *err, size_t errlen) {
-    if (errno == 0) return fail(err, errlen, path, "the file got shorter while being read");
-    return fail(err, errlen, path, "read failed: %s", strerror(errno));
+    if (errno == 0) return error_at(err, errlen, path, "the file got shorter while being read");
+    return error_at(err, errlen, path, "read failed: %s", strerror(errno));
 }
 
 int st_read(const char *path, StFile *out, char *err, size_t errlen) {
@@ -605,7 +592,7 @@ int st_read(const char *path, StFile *out, char *err, size_t errlen) {
     unsigned char *buf = size <= SIZE_MAX ? malloc(size ? (size_t)size : 1) : NULL;
     if (!buf) {
         close(fd);
-        return fail(err, errlen, path, "out of memory reading its %llu bytes", (unsigned long long)size);
+        return error_at(err, errlen, path, "out of memory reading its %llu bytes", (unsigned long long)size);
     }
     if (read_at(fd, buf, (size_t)size, 0)) {
         read_error(path, err, errlen);
@@ -836,8 +823,8 @@ static int sync_folder(const char *path) {
 }
 
 int st_write(StWriter *w, const char *path, char *err, size_t errlen) {
-    if (!path || !*path) return fail(err, errlen, "(no path)", "st_write needs a file name");
-    if (w->problem[0]) return fail(err, errlen, path, "not written: %s", w->problem);
+    if (!path || !*path) return error_at(err, errlen, "(no path)", "st_write needs a file name");
+    if (w->problem[0]) return error_at(err, errlen, path, "not written: %s", w->problem);
 
     /* Header: metadata first, then tensors in the order added, data back to back. */
     Buf h = {0};
@@ -873,7 +860,7 @@ int st_write(StWriter *w, const char *path, char *err, size_t errlen) {
     snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
-        fail(err, errlen, path, "cannot create the temporary file %s: %s", tmp, strerror(errno));
+        error_at(err, errlen, path, "cannot create the temporary file %s: %s", tmp, strerror(errno));
         free(tmp);
         free(h.p);
         return -1;
@@ -888,12 +875,12 @@ int st_write(StWriter *w, const char *path, char *err, size_t errlen) {
     free(h.p);
     if (!ok) {
         unlink(tmp);
-        fail(err, errlen, path, "%s %s failed: %s (the old file, if any, is unchanged)", step, tmp, strerror(e));
+        error_at(err, errlen, path, "%s %s failed: %s (the old file, if any, is unchanged)", step, tmp, strerror(e));
         free(tmp);
         return -1;
     }
     free(tmp);
     if (sync_folder(path))
-        return fail(err, errlen, path, "written, but syncing its folder failed: %s", strerror(errno));
+        return error_at(err, errlen, path, "written, but syncing its folder failed: %s", strerror(errno));
     return 0;
 }

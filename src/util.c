@@ -18,6 +18,18 @@ void die(const char *fmt, ...) {
     exit(1);
 }
 
+int error_at(char *err, size_t errlen, const char *label, const char *fmt, ...) {
+    if (!err || !errlen) return -1;
+    int k = snprintf(err, errlen, "%s: ", label);
+    if (k >= 0 && (size_t)k < errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
 void *xmalloc(size_t bytes) {
     void *p = malloc(bytes ? bytes : 1);
     if (!p) die("out of memory allocating %zu bytes", bytes);

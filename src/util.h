@@ -14,6 +14,9 @@
 
 /* Print "cnntrain: <message>" to stderr and exit(1). */
 CNN_NORETURN void die(const char *fmt, ...) CNN_PRINTF(1, 2);
+/* Write "label: message" into err (errlen bytes, always terminated) and return -1: the error
+ * convention of every function that reports instead of exiting. */
+int error_at(char *err, size_t errlen, const char *label, const char *fmt, ...) CNN_PRINTF(4, 5);
 void *xmalloc(size_t bytes);
 void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t bytes);
