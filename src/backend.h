@@ -13,6 +13,12 @@
  * - Parameter gradient outputs (dw, dgamma, dbeta, db) are overwritten, never accumulated.
  *   Input gradient outputs (dx) take `accumulate`: 0 = overwrite, 1 = add into dx. A value read
  *   by two layers (a residual block's input) gets its gradient as overwrite + accumulate.
+ * - Shapes: forward ops set their output's shape from the input and the geometry (linear reads its
+ *   output width from y->c). Backward ops whose input size cannot be recovered from dy (conv
+ *   backward-data, average-pool and global-pool backward: stride 2 maps two sizes to one) need dx
+ *   to carry the input's shape already; model.c sets every shape before a pass.
+ * - Outputs are never NULL, except a linear layer's b/db (no bias) and softmax_xent's labels_b/lam
+ *   (no mixup).
  * - Ops are asynchronous on a device backend; sync() waits for all of them.
  */
 #ifndef CNN_BACKEND_H
