@@ -28,15 +28,17 @@ typedef struct {
     int train;          /* 1: random training version; 0: the deterministic validation version */
     /* fastai */
     int presize;        /* item Resize side (the Imagenette recipe: 460); 0 = no item resize */
-    float min_scale;    /* aug_transforms' RandomResizedCrop min_scale (recipe 0.75; fastai default 0.08) */
+    float min_scale;    /* aug_transforms' min_scale (recipe 0.75; aug_transforms' default 1.0 = no
+                         * RandomResizedCropGPU: the affine part then outputs size x size directly) */
     int flip;           /* p = 0.5 horizontal flip */
     float max_rotate;   /* degrees (10) */
     float max_zoom;     /* (1.1) */
     float max_warp;     /* perspective (0.2) */
     float max_lighting; /* brightness and contrast (0.2) */
     float p_affine, p_lighting; /* (0.75, 0.75) */
-    /* torchvision RandomResizedCrop */
-    float scale_min, scale_max, ratio_min, ratio_max; /* (0.08, 1, 3/4, 4/3) */
+    /* torchvision RandomResizedCrop: (0.08, 1, 3/4, 4/3). TF_FASTAI uses ratio_min/max as the
+     * ratio of its RandomResizedCropGPU: aug_transforms passes (1, 1), square crops. */
+    float scale_min, scale_max, ratio_min, ratio_max;
     /* Resize + CenterCrop */
     float resize_ratio; /* short side = resize_ratio * size (FixRes test: 1.25; 1.0 = plain resize) */
 } TransformSpec;
@@ -44,16 +46,47 @@ typedef struct {
 /* The library defaults of each kind (fastai's / torchvision's), for output side `size`. */
 TransformSpec transform_defaults(TransformKind kind, int size, int train);
 
+/* Coordinates are continuous with pixel i covering [i, i+1), its centre at i+0.5 (PyTorch's
+ * align_corners=False convention); fastai's align_corners=True grids are converted into it. */
+typedef enum {
+    WARP_PAD_REFLECT = 0, /* item coords outside the item reflect about the centres of its border
+                           * pixels (grid_sample's reflection with align_corners=True: fastai) */
+    WARP_PAD_ZEROS = 1,   /* outside the item the value is 0 (torchvision CenterCrop's fill) */
+} WarpPad;
+
 typedef struct {
     float a[6];           /* item -> source pixel coordinates: sx = a0*u + a1*v + a2, sy = a3*u + a4*v + a5 */
     int item_w, item_h;   /* item image size (reflection borders) */
-    float h[9];           /* output pixel centre (x+0.5, y+0.5, 1) -> item coords (u, v, w), row-major */
+    int pad;              /* WarpPad */
+    int clip[4];          /* source box x0, y0, x1, y1 (exclusive) the item is cut from: the bilinear
+                           * taps clamp to it, as PIL/torch crop first and then resize */
+    float h[9];           /* output pixel centre (x+0.5, y+0.5, 1) -> item coords (u, v, w), row-major;
+                           * affine when h6 = h7 = 0 */
     float brightness;     /* fastai lighting in logit space: 0.5 = unchanged */
     float contrast;       /* 1 = unchanged */
 } Warp;
 
-/* Draw the parameters for one image of src_w x src_h. */
+/* Draw the parameters for one image of src_w x src_h. The Rng is untouched (may be NULL) for the
+ * deterministic versions: train = 0, TF_CENTER_CROP, TF_RESIZE_CENTER_CROP. */
 void transform_draw(const TransformSpec *, int src_w, int src_h, Rng *, Warp *out);
+
+/* fastai's drawn parameters, separate from their composition so tests and tools can build a
+ * chosen transform. transform_draw(TF_FASTAI) = fastai_draw + fastai_warp. */
+typedef struct {
+    float item_pct_x, item_pct_y;  /* Resize(presize) crop position in [0, 1) (0.5 = valid's centre) */
+    int flip;                      /* Flip: x -> -x in the normalised grid */
+    float rotate_deg;              /* rotate_mat's angle (0 = not applied) */
+    float zoom, zoom_col, zoom_row; /* zoom_mat's factor (1 = not applied) and centre fractions */
+    float warp_x, warp_y;          /* _WarpCoord's x_t, y_t (0 = not applied) */
+    int crop_x, crop_y, crop_w, crop_h; /* RandomResizedCropGPU's box in the affine output, which
+                                    * is item-sized; used only when min_scale != 1 */
+    float brightness, contrast;    /* 0.5, 1 = unchanged */
+} FastaiParams;
+void fastai_draw(const TransformSpec *, int src_w, int src_h, Rng *, FastaiParams *out);
+void fastai_warp(const TransformSpec *, int src_w, int src_h, const FastaiParams *, Warp *out);
+/* torchvision resized_crop(top, left, h, w -> size x size), then hflip when flip. */
+void warp_resized_crop(int src_w, int src_h, int left, int top, int w, int h, int size, int flip, Warp *out);
+
 /* The smallest source short side that keeps full detail for this transform, to choose the JPEG
  * DCT scale (JpegOptions.min_short_side) before the image's size is known; 0 = full size. */
 int transform_min_source_side(const TransformSpec *);

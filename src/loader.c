@@ -1,0 +1,253 @@
+/* loader.c: worker threads decode and augment single images into a ring of batch buffers;
+ * the consumer takes batches strictly in epoch order. Work is handed out image by image, so
+ * all threads help with the next batch, and a batch buffer is reused only after the consumer
+ * has given it back (by asking for the next batch). */
+#include "loader.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "image.h"
+#include "util.h"
+
+typedef struct {
+    Batch b;
+    int filled, expected;   /* images finished / images belonging to this batch */
+    unsigned char *ok;      /* per position: decoded and written */
+} Slot;
+
+struct Loader {
+    LoaderSpec spec;
+    int nthreads, nslots;
+    size_t image_floats;     /* 3 * size * size */
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv, done_cv;
+    Slot *slots;
+    unsigned char *bad;      /* per sample: known to be bad */
+    int nbad;
+    int *order, norder;      /* this epoch's samples, known-bad ones left out */
+    Rng epoch_rng;
+    int nbatches;
+    int next_item, end_item; /* positions in the epoch handed to workers / to hand out */
+    int released;            /* lowest batch still occupying a slot */
+    int consumed;            /* next batch to give the consumer */
+    int holding;             /* the consumer holds batch consumed-1 */
+    int inflight;            /* items being processed outside the lock */
+    int stop;
+    char fatal[512];         /* strict mode: the first bad image */
+};
+
+static Slot *slot_of(Loader *L, int batch) { return &L->slots[batch % L->nslots]; }
+
+/* Decode and augment the image at position `item` of the epoch into its batch slot. */
+static void process_item(Loader *L, int item, int *sample_out, int *ok_out, char *err, size_t errlen) {
+    const LoaderSpec *s = &L->spec;
+    int sample = L->order[item], batch = item / s->batch, pos = item % s->batch;
+    Slot *slot = slot_of(L, batch);
+    Rng rng = rng_split(&L->epoch_rng, (uint64_t)item);
+    JpegOptions jo = {transform_min_source_side(&s->tf), s->max_pixels};
+    Image img;
+    *sample_out = sample;
+    *ok_out = jpeg_decode_file(s->samples[sample].path, &jo, &img, NULL, err, errlen) == 0;
+    if (!*ok_out) return;
+    Warp warp;
+    transform_draw(&s->tf, img.w, img.h, &rng, &warp);
+    size_t px = (size_t)s->tf.size * s->tf.size;
+    if (s->format == BATCH_F32)
+        warp_apply_f32(&warp, &img, s->tf.size, slot->b.x + (size_t)pos * 3 * px);
+    else
+        warp_apply_u8(&warp, &img, s->tf.size, slot->b.u8 + (size_t)pos * 3 * px);
+    slot->b.labels[pos] = s->samples[sample].label;
+    image_free(&img);
+}
+
+static void *worker(void *arg) {
+    Loader *L = arg;
+    char err[512];
+    pthread_mutex_lock(&L->mu);
+    for (;;) {
+        while (!L->stop && !(L->next_item < L->end_item && L->next_item / L->spec.batch < L->released + L->nslots))
+            pthread_cond_wait(&L->work_cv, &L->mu);
+        if (L->stop) break;
+        int item = L->next_item++, sample, ok;
+        L->inflight++;
+        pthread_mutex_unlock(&L->mu);
+        process_item(L, item, &sample, &ok, err, sizeof err);
+        pthread_mutex_lock(&L->mu);
+        L->inflight--;
+        Slot *slot = slot_of(L, item / L->spec.batch);
+        slot->ok[item % L->spec.batch] = (unsigned char)ok;
+        if (!ok && !L->bad[sample]) {
+            L->bad[sample] = 1;
+            L->nbad++;
+            fprintf(stderr, "cnntrain: skipped a bad image: %s\n", err);
+            if (L->spec.strict && !L->fatal[0]) snprintf(L->fatal, sizeof L->fatal, "%s", err);
+        }
+        if (++slot->filled == slot->expected || L->inflight == 0 || L->fatal[0]) pthread_cond_broadcast(&L->done_cv);
+    }
+    pthread_mutex_unlock(&L->mu);
+    return NULL;
+}
+
+Loader *loader_create(const LoaderSpec *spec, char *err, size_t errlen) {
+    if (spec->count < 1) {
+        error_at(err, errlen, "loader", "no images to load");
+        return NULL;
+    }
+    if (spec->batch < 1 || spec->tf.size < 1) {
+        error_at(err, errlen, "loader", "batch (%d) and image size (%d) must be positive", spec->batch, spec->tf.size);
+        return NULL;
+    }
+    Loader *L = xcalloc(1, sizeof *L);
+    L->spec = *spec;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    L->nthreads = spec->threads > 0 ? spec->threads : (cores > 0 ? (int)cores : 1);
+    L->nslots = spec->prefetch > 0 ? spec->prefetch : 3;
+    if (L->nslots < 2) L->nslots = 2; /* one for the consumer, at least one being filled */
+    L->image_floats = 3 * (size_t)spec->tf.size * spec->tf.size;
+    L->slots = xcalloc((size_t)L->nslots, sizeof *L->slots);
+    for (int i = 0; i < L->nslots; i++) {
+        Slot *s = &L->slots[i];
+        if (spec->format == BATCH_F32)
+            s->b.x = xmalloc((size_t)spec->batch * L->image_floats * sizeof(float));
+        else
+            s->b.u8 = xmalloc((size_t)spec->batch * L->image_floats);
+        s->b.labels = xmalloc((size_t)spec->batch * sizeof(int32_t));
+        s->ok = xcalloc((size_t)spec->batch, 1);
+    }
+    L->bad = xcalloc((size_t)spec->count, 1);
+    L->order = xmalloc((size_t)spec->count * sizeof *L->order);
+    pthread_mutex_init(&L->mu, NULL);
+    pthread_cond_init(&L->work_cv, NULL);
+    pthread_cond_init(&L->done_cv, NULL);
+    L->threads = xcalloc((size_t)L->nthreads, sizeof *L->threads);
+    for (int i = 0; i < L->nthreads; i++)
+        if (pthread_create(&L->threads[i], NULL, worker, L)) die("loader: cannot start worker thread %d", i);
+    return L;
+}
+
+int loader_batches(const Loader *L) {
+    int n = L->spec.count, b = L->spec.batch;
+    return L->spec.drop_last ? n / b : (n + b - 1) / b;
+}
+
+void loader_start_epoch(Loader *L, int epoch, int first_batch) {
+    pthread_mutex_lock(&L->mu);
+    /* Stop handing out the old epoch's work and wait for what is in flight: its slots are reused. */
+    L->end_item = L->next_item;
+    while (L->inflight > 0) pthread_cond_wait(&L->done_cv, &L->mu);
+
+    Rng root;
+    rng_seed(&root, L->spec.seed);
+    L->epoch_rng = rng_split(&root, (uint64_t)epoch);
+    L->norder = 0;
+    for (int i = 0; i < L->spec.count; i++)
+        if (!L->bad[i]) L->order[L->norder++] = i;
+    if (L->spec.shuffle) {
+        Rng shuffle = rng_split(&L->epoch_rng, UINT64_MAX); /* not an item index */
+        for (int i = L->norder - 1; i > 0; i--) {
+            int j = (int)rng_below(&shuffle, (uint32_t)i + 1), t = L->order[i];
+            L->order[i] = L->order[j];
+            L->order[j] = t;
+        }
+    }
+    int B = L->spec.batch;
+    L->nbatches = L->spec.drop_last ? L->norder / B : (L->norder + B - 1) / B;
+    if (first_batch > L->nbatches) first_batch = L->nbatches;
+    L->end_item = L->nbatches * B < L->norder ? L->nbatches * B : L->norder;
+    L->next_item = first_batch * B;
+    L->released = L->consumed = first_batch;
+    L->holding = 0;
+    for (int b = first_batch; b < first_batch + L->nslots && b < L->nbatches; b++) {
+        Slot *s = slot_of(L, b);
+        s->filled = 0;
+        s->expected = (b + 1) * B <= L->end_item ? B : L->end_item - b * B;
+    }
+    pthread_cond_broadcast(&L->work_cv);
+    pthread_mutex_unlock(&L->mu);
+}
+
+/* Move the good images of a finished slot to the front; returns how many there are. */
+static int compact(Loader *L, Slot *s) {
+    int n = 0;
+    size_t item_bytes = L->image_floats * (L->spec.format == BATCH_F32 ? sizeof(float) : 1);
+    uint8_t *data = L->spec.format == BATCH_F32 ? (uint8_t *)s->b.x : s->b.u8;
+    for (int i = 0; i < s->expected; i++) {
+        if (!s->ok[i]) continue;
+        if (i != n) {
+            memmove(data + (size_t)n * item_bytes, data + (size_t)i * item_bytes, item_bytes);
+            s->b.labels[n] = s->b.labels[i];
+        }
+        n++;
+    }
+    return n;
+}
+
+const Batch *loader_next(Loader *L) {
+    pthread_mutex_lock(&L->mu);
+    const Batch *out = NULL;
+    for (;;) {
+        if (L->holding) {
+            /* Give the consumer's previous slot back, ready for the batch nslots further on. */
+            int reuse = L->released + L->nslots;
+            L->released++;
+            L->holding = 0;
+            if (reuse < L->nbatches) {
+                Slot *s = slot_of(L, reuse);
+                s->filled = 0;
+                s->expected = (reuse + 1) * L->spec.batch <= L->end_item ? L->spec.batch : L->end_item - reuse * L->spec.batch;
+            }
+            pthread_cond_broadcast(&L->work_cv);
+        }
+        if (L->consumed >= L->nbatches) break;
+        int b = L->consumed;
+        Slot *s = slot_of(L, b);
+        while (s->filled < s->expected && !L->fatal[0]) pthread_cond_wait(&L->done_cv, &L->mu);
+        if (L->fatal[0]) {
+            pthread_mutex_unlock(&L->mu);
+            die("a bad image stopped the run (on_bad_image = fail): %s", L->fatal);
+        }
+        L->consumed++;
+        L->holding = 1;
+        s->b.n = compact(L, s);
+        s->b.size = L->spec.tf.size;
+        s->b.index = b;
+        if (s->b.n > 0) {
+            out = &s->b;
+            break;
+        }
+    }
+    int nothing_usable = !out && L->nbad >= L->spec.count;
+    pthread_mutex_unlock(&L->mu);
+    if (nothing_usable) die("loader: every one of the %d images was bad; nothing usable is left", L->spec.count);
+    return out;
+}
+
+int loader_bad_images(const Loader *L) { return L->nbad; }
+
+void loader_destroy(Loader *L) {
+    if (!L) return;
+    pthread_mutex_lock(&L->mu);
+    L->stop = 1;
+    pthread_cond_broadcast(&L->work_cv);
+    pthread_mutex_unlock(&L->mu);
+    for (int i = 0; i < L->nthreads; i++) pthread_join(L->threads[i], NULL);
+    for (int i = 0; i < L->nslots; i++) {
+        free(L->slots[i].b.x);
+        free(L->slots[i].b.u8);
+        free(L->slots[i].b.labels);
+        free(L->slots[i].ok);
+    }
+    pthread_mutex_destroy(&L->mu);
+    pthread_cond_destroy(&L->work_cv);
+    pthread_cond_destroy(&L->done_cv);
+    free(L->slots);
+    free(L->threads);
+    free(L->bad);
+    free(L->order);
+    free(L);
+}

@@ -1,0 +1,55 @@
+/* loader.h: batches of decoded, augmented images from a fixed pool of worker threads through a
+ * bounded queue. Deterministic: every image's augmentation comes from a generator derived from
+ * (seed, epoch, position in the epoch), and batches come out in epoch order, so the same seed
+ * gives the same batches whatever the number of threads. */
+#ifndef CNN_LOADER_H
+#define CNN_LOADER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "augment.h"
+#include "dataset.h"
+
+typedef enum { BATCH_F32, BATCH_U8 } BatchFormat;
+
+typedef struct {
+    const Sample *samples;  /* not copied: must outlive the loader */
+    int count;
+    TransformSpec tf;
+    int batch;
+    int shuffle;            /* a new seeded permutation every epoch */
+    int drop_last;          /* leave out the last partial batch */
+    int threads;            /* worker threads; 0 = the number of online cores */
+    int prefetch;           /* batch buffers (the one being used + those being filled); 0 = 3 */
+    uint64_t seed;
+    BatchFormat format;     /* F32: normalised (n,3,s,s); U8: (n,s,s,3) without lighting */
+    int strict;             /* on_bad_image = fail: the first bad image stops the run */
+    long max_pixels;        /* JPEG size limit; 0 = the default */
+} LoaderSpec;
+
+typedef struct {
+    int n;                  /* images in this batch (fewer than the batch size when some were bad) */
+    int size;
+    int index;              /* batch number within the epoch */
+    float *x;               /* BATCH_F32 */
+    uint8_t *u8;            /* BATCH_U8 */
+    int32_t *labels;
+} Batch;
+
+typedef struct Loader Loader;
+
+Loader *loader_create(const LoaderSpec *, char *err, size_t errlen);
+/* Batches per epoch (before any bad image is left out). */
+int loader_batches(const Loader *);
+/* Start an epoch at batch first_batch (0, or later when resuming). */
+void loader_start_epoch(Loader *, int epoch, int first_batch);
+/* The next batch in order, or NULL at the end of the epoch. The batch stays valid until the next
+ * call. Exits with a message naming the file when strict and an image is bad, or when every image
+ * of the epoch was bad. */
+const Batch *loader_next(Loader *);
+/* Images found bad so far (each reported once on stderr with its path and reason). */
+int loader_bad_images(const Loader *);
+void loader_destroy(Loader *);
+
+#endif

@@ -1,0 +1,800 @@
+/* test_augment.c: the transforms' geometry on hand-computed cases, the draws' ranges and
+ * probabilities, and parity with torchvision / fastai's formulas in tests/ref/aug_ref.safetensors
+ * (regenerate with `/usr/bin/python3 scripts/augment_reference.py`).
+ *
+ * Parity tolerances, in 0..255 units: exact-in-principle cases (one bilinear pass in both, float
+ * here and float64 in torch) must agree within 0.05 (1/5000 of the range); PIL's fixed-point
+ * resize within 1 (one uint8 step); fastai's two resampling passes, which we fuse into one, are
+ * compared on linear gradients (where bilinear is exact): within 3 at worst and 0.05 on average,
+ * the difference coming only from the second pass interpolating across the reflection's kinks
+ * (the worst pixels are next to reflected ones). The worst error of each case is printed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "augment.h"
+#include "image.h"
+#include "rng.h"
+#include "safetensors.h"
+#include "util.h"
+
+#define REF_PATH "tests/ref/aug_ref.safetensors"
+
+static const double MEAN[3] = {0.485, 0.456, 0.406}, STD[3] = {0.229, 0.224, 0.225};
+
+/* ---------------------------------------------------------------- helpers */
+
+static Image image_new(int w, int h) {
+    Image im = {w, h, xcalloc((size_t)w * h * 3, 1)};
+    return im;
+}
+
+static Image image_random(int w, int h, uint64_t seed) {
+    Image im = image_new(w, h);
+    Rng r;
+    rng_seed(&r, seed);
+    for (size_t i = 0; i < (size_t)w * h * 3; i++) im.rgb[i] = (uint8_t)rng_below(&r, 256);
+    return im;
+}
+
+static uint8_t px(const Image *im, int x, int y, int c) { return im->rgb[((size_t)y * im->w + x) * 3 + c]; }
+
+/* An output value of warp_apply_f32 back in 0..255 units. */
+static double denorm(float v, int c) { return ((double)v * STD[c] + MEAN[c]) * 255.0; }
+
+static Warp warp_identity(int w, int h) {
+    Warp wp = {{1, 0, 0, 0, 1, 0}, w, h, WARP_PAD_REFLECT, {0, 0, w, h}, {1, 0, 0, 0, 1, 0, 0, 0, 1}, 0.5f, 1.0f};
+    return wp;
+}
+
+static FastaiParams fastai_neutral(void) {
+    FastaiParams p;
+    memset(&p, 0, sizeof p);
+    p.item_pct_x = p.item_pct_y = 0.5f;
+    p.zoom = 1, p.zoom_col = p.zoom_row = 0.5f;
+    p.brightness = 0.5f, p.contrast = 1;
+    return p;
+}
+
+static TransformSpec fastai_spec(int size, int presize, float min_scale, int train) {
+    TransformSpec s = transform_defaults(TF_FASTAI, size, train);
+    s.presize = presize;
+    s.min_scale = min_scale;
+    return s;
+}
+
+/* Both outputs of a warp: u8 HWC and f32 CHW. */
+typedef struct {
+    int size;
+    uint8_t *u8;
+    float *f32;
+} Out;
+
+static Out run(const Warp *w, const Image *src, int size) {
+    Out o = {size, xmalloc((size_t)size * size * 3), xmalloc(sizeof(float) * 3 * (size_t)size * size)};
+    warp_apply_u8(w, src, size, o.u8);
+    warp_apply_f32(w, src, size, o.f32);
+    return o;
+}
+
+static void out_free(Out *o) {
+    free(o->u8);
+    free(o->f32);
+}
+
+/* Output pixel (x, y) must be source pixel (sx, sy), exactly, in both outputs. */
+static void expect_pixel(const Out *o, int x, int y, const Image *src, int sx, int sy) {
+    size_t plane = (size_t)o->size * o->size;
+    for (int c = 0; c < 3; c++) {
+        uint8_t want = px(src, sx, sy, c);
+        uint8_t got = o->u8[((size_t)y * o->size + x) * 3 + c];
+        if (got != want) fail_msg("pixel (%d,%d) channel %d: %d, want source (%d,%d) = %d", x, y, c, got, sx, sy, want);
+        double g = denorm(o->f32[c * plane + (size_t)y * o->size + x], c);
+        if (fabs(g - want) > 1e-3) fail_msg("pixel (%d,%d) channel %d: f32 %.5f, want %d", x, y, c, g, want);
+    }
+}
+
+/* Python's round() of k/2 for an integer k: half to even. */
+static int round_half_even_half(int k) {
+    int q = k >= 0 ? k / 2 : -((-k + 1) / 2);
+    if (k % 2 == 0) return q;
+    return (q % 2 == 0) ? q : q + 1;
+}
+
+/* ---------------------------------------------------------------- geometry */
+
+static void test_identity(void **state) {
+    (void)state;
+    Image src = image_random(9, 9, 1);
+    Warp w = warp_identity(9, 9);
+    Out o = run(&w, &src, 9);
+    for (int y = 0; y < 9; y++)
+        for (int x = 0; x < 9; x++) expect_pixel(&o, x, y, &src, x, y);
+    out_free(&o);
+    image_free(&src);
+}
+
+static void test_downscale_2x(void **state) {
+    (void)state;
+    /* Linear values: a 2x downscale with align_corners=False samples halfway between pixel pairs,
+     * which is the 2x2 block mean. */
+    Image src = image_new(8, 8);
+    for (int y = 0; y < 8; y++)
+        for (int x = 0; x < 8; x++) {
+            src.rgb[(y * 8 + x) * 3 + 0] = (uint8_t)(16 * x + 2 * y);
+            src.rgb[(y * 8 + x) * 3 + 1] = (uint8_t)(255 - 30 * y);
+            src.rgb[(y * 8 + x) * 3 + 2] = (uint8_t)(7 * x * y);
+        }
+    Warp w;
+    warp_resized_crop(8, 8, 0, 0, 8, 8, 4, 0, &w);
+    Out o = run(&w, &src, 4);
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 4; x++)
+            for (int c = 0; c < 3; c++) {
+                double mean = (px(&src, 2 * x, 2 * y, c) + px(&src, 2 * x + 1, 2 * y, c) + px(&src, 2 * x, 2 * y + 1, c) +
+                               px(&src, 2 * x + 1, 2 * y + 1, c)) / 4.0;
+                assert_true(fabs(denorm(o.f32[c * 16 + y * 4 + x], c) - mean) < 1e-3);
+                assert_int_equal(o.u8[(y * 4 + x) * 3 + c], (int)floor(mean + 0.5));
+            }
+    out_free(&o);
+    image_free(&src);
+}
+
+static void test_center_crop_offsets(void **state) {
+    (void)state;
+    /* torchvision: int(round((dim - size) / 2)) (half to even), or minus (size - dim) // 2 of
+     * zero padding when the crop is larger. */
+    const int cases[][3] = {{9, 7, 4}, {10, 8, 5}, {11, 11, 6}, {13, 13, 6}, {12, 12, 5}, {10, 10, 4},
+                            {4, 6, 8}, {5, 8, 8}, {40, 30, 33}, {224, 224, 224}, {500, 375, 224}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int W = cases[i][0], H = cases[i][1], S = cases[i][2];
+        int ox = S > W ? -((S - W) / 2) : round_half_even_half(W - S);
+        int oy = S > H ? -((S - H) / 2) : round_half_even_half(H - S);
+        TransformSpec s = transform_defaults(TF_CENTER_CROP, S, 0);
+        Warp w;
+        transform_draw(&s, W, H, NULL, &w);
+        assert_int_equal(w.item_w, W);
+        assert_int_equal(w.item_h, H);
+        assert_int_equal(w.pad, WARP_PAD_ZEROS);
+        assert_true(w.h[0] == 1 && w.h[4] == 1 && w.h[1] == 0 && w.h[3] == 0);
+        if (w.h[2] != ox || w.h[5] != oy)
+            fail_msg("CenterCrop(%d) of %dx%d: offsets (%g, %g), want (%d, %d)", S, W, H, w.h[2], w.h[5], ox, oy);
+        if (W * H <= 200) { /* pixels: a copy with zero padding */
+            Image src = image_random(W, H, 7 + i);
+            Out o = run(&w, &src, S);
+            for (int y = 0; y < S; y++)
+                for (int x = 0; x < S; x++) {
+                    int sx = x + ox, sy = y + oy;
+                    if (sx >= 0 && sx < W && sy >= 0 && sy < H) {
+                        expect_pixel(&o, x, y, &src, sx, sy);
+                    } else {
+                        for (int c = 0; c < 3; c++) {
+                            assert_int_equal(o.u8[(y * S + x) * 3 + c], 0);
+                            assert_true(fabs(o.f32[c * S * S + y * S + x] + MEAN[c] / STD[c]) < 1e-5);
+                        }
+                    }
+                }
+            out_free(&o);
+            image_free(&src);
+        }
+    }
+}
+
+static void test_resize_center_crop_sizes(void **state) {
+    (void)state;
+    /* torchvision Resize(r): short side r = round(ratio * size) (half to even), long side
+     * int(r * long / short); then CenterCrop. {W, H, size, ratio*4, new_w, new_h, ox, oy} */
+    const int cases[][8] = {
+        {40, 30, 16, 5, 26, 20, 5, 2},        /* r = 20, 26.67 -> 26 */
+        {30, 40, 15, 6, 22, 29, 4, 7},        /* r = round(22.5) = 22, 29.33 -> 29, round(3.5) = 4 */
+        {1000, 750, 224, 5, 373, 280, 74, 28}, /* r = 280, round(74.5) = 74 */
+        {500, 375, 224, 4, 298, 224, 37, 0},  /* r = 224: 298.67 -> 298 */
+        {375, 500, 128, 4, 128, 170, 0, 21},  /* 170.67 -> 170 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int *c = cases[i];
+        TransformSpec s = transform_defaults(TF_RESIZE_CENTER_CROP, c[2], 0);
+        s.resize_ratio = c[3] / 4.0f;
+        Warp w;
+        transform_draw(&s, c[0], c[1], NULL, &w);
+        if (w.item_w != c[4] || w.item_h != c[5] || w.h[2] != c[6] || w.h[5] != c[7])
+            fail_msg("Resize+CenterCrop %dx%d size %d ratio %g: item %dx%d offsets (%g, %g), want %dx%d (%d, %d)", c[0], c[1],
+                     c[2], c[3] / 4.0, w.item_w, w.item_h, w.h[2], w.h[5], c[4], c[5], c[6], c[7]);
+        assert_true(fabsf(w.a[0] - (float)c[0] / c[4]) < 1e-6f && fabsf(w.a[4] - (float)c[1] / c[5]) < 1e-6f);
+        assert_int_equal(transform_min_source_side(&s), (int)rint(c[3] / 4.0 * c[2]));
+    }
+}
+
+static void test_flip_and_rotations(void **state) {
+    (void)state;
+    /* fastai's grids use align_corners=True: on a square image flips and quarter turns permute
+     * pixels exactly. rotate_mat maps the grid by [[cos, sin], [-sin, cos]]. */
+    const int N = 6;
+    Image src = image_random(N, N, 3);
+    TransformSpec s = fastai_spec(N, 0, 1.0f, 1);
+    struct { int flip; float deg; } cases[] = {{1, 0}, {0, 90}, {0, 180}, {0, -90}, {1, 90}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        FastaiParams p = fastai_neutral();
+        p.flip = cases[k].flip;
+        p.rotate_deg = cases[k].deg;
+        Warp w;
+        fastai_warp(&s, N, N, &p, &w);
+        Out o = run(&w, &src, N);
+        for (int i = 0; i < N; i++) /* row */
+            for (int j = 0; j < N; j++) { /* column */
+                int m = N - 1, sx, sy;
+                /* grid (xn, yn) -> (cos xn + sin yn, -sin xn + cos yn), then x -> -x if flipped */
+                if (cases[k].deg == 0) sx = j, sy = i;
+                else if (cases[k].deg == 90) sx = i, sy = m - j;
+                else if (cases[k].deg == 180) sx = m - j, sy = m - i;
+                else sx = m - i, sy = j;
+                if (cases[k].flip) sx = m - sx;
+                expect_pixel(&o, j, i, &src, sx, sy);
+            }
+        out_free(&o);
+    }
+    /* torchvision's hflip after a whole-image resized_crop */
+    Warp w;
+    warp_resized_crop(N, N, 0, 0, N, N, N, 1, &w);
+    Out o = run(&w, &src, N);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) expect_pixel(&o, j, i, &src, N - 1 - j, i);
+    out_free(&o);
+    image_free(&src);
+}
+
+static int reflect_index(int k, int n) { /* about the centres of pixels 0 and n-1 */
+    int period = 2 * (n - 1), m = ((k % period) + period) % period;
+    return m <= n - 1 ? m : period - m;
+}
+
+static void test_reflection_padding(void **state) {
+    (void)state;
+    const int N = 6;
+    Image src = image_random(N, N, 4);
+    const int shifts[][2] = {{-2, -3}, {4, 1}, {-13, 17}, {0, -5}};
+    for (size_t k = 0; k < sizeof shifts / sizeof shifts[0]; k++) {
+        Warp w = warp_identity(N, N);
+        w.h[2] = (float)shifts[k][0];
+        w.h[5] = (float)shifts[k][1];
+        Out o = run(&w, &src, N);
+        for (int y = 0; y < N; y++)
+            for (int x = 0; x < N; x++)
+                expect_pixel(&o, x, y, &src, reflect_index(x + shifts[k][0], N), reflect_index(y + shifts[k][1], N));
+        out_free(&o);
+    }
+    /* The taps clamp to the clip box (the crop), not to the image: a 2x upscale of a 2x2 crop
+     * reads nothing outside it. */
+    Warp w;
+    warp_resized_crop(N, N, 2, 2, 2, 2, 4, 0, &w);
+    Out o = run(&w, &src, 4);
+    expect_pixel(&o, 0, 0, &src, 2, 2);
+    expect_pixel(&o, 3, 3, &src, 3, 3);
+    expect_pixel(&o, 3, 0, &src, 3, 2);
+    out_free(&o);
+    image_free(&src);
+}
+
+/* The Warp's meaning, written plainly in double: homography with its division, reflection about
+ * the border pixels' centres (or zeros), item affine, taps clamped to the clip box. */
+static double reflect_ref(double u, double lo, double hi) {
+    double span = hi - lo;
+    if (span <= 0) return lo;
+    double d = fabs(u - lo), flips = floor(d / span), extra = fmod(d, span);
+    double r = fmod(flips, 2) == 0 ? lo + extra : hi - extra;
+    return r < lo ? lo : (r > hi ? hi : r);
+}
+
+static void warp_reference(const Warp *w, const Image *src, int size, double *out) {
+    const float *h = w->h;
+    size_t plane = (size_t)size * size;
+    for (int y = 0; y < size; y++)
+        for (int x = 0; x < size; x++) {
+            double xc = x + 0.5, yc = y + 0.5, q = h[6] * xc + h[7] * yc + h[8];
+            double u = (h[0] * xc + h[1] * yc + h[2]) / q, v = (h[3] * xc + h[4] * yc + h[5]) / q;
+            size_t at = (size_t)y * size + x;
+            if (w->pad == WARP_PAD_ZEROS) {
+                if (u < 0 || u > w->item_w || v < 0 || v > w->item_h) {
+                    out[at] = out[plane + at] = out[2 * plane + at] = 0;
+                    continue;
+                }
+            } else {
+                if (u < 0.5 || u > w->item_w - 0.5) u = reflect_ref(u, 0.5, w->item_w - 0.5);
+                if (v < 0.5 || v > w->item_h - 0.5) v = reflect_ref(v, 0.5, w->item_h - 0.5);
+            }
+            double sx = w->a[0] * u + w->a[1] * v + w->a[2] - 0.5, sy = w->a[3] * u + w->a[4] * v + w->a[5] - 0.5;
+            sx = sx < w->clip[0] ? w->clip[0] : (sx > w->clip[2] - 1 ? w->clip[2] - 1 : sx);
+            sy = sy < w->clip[1] ? w->clip[1] : (sy > w->clip[3] - 1 ? w->clip[3] - 1 : sy);
+            int x0 = (int)floor(sx), y0 = (int)floor(sy);
+            int x1 = x0 + 1 < w->clip[2] ? x0 + 1 : x0, y1 = y0 + 1 < w->clip[3] ? y0 + 1 : y0;
+            double fx = sx - x0, fy = sy - y0;
+            for (int c = 0; c < 3; c++)
+                out[c * plane + at] = (1 - fy) * ((1 - fx) * px(src, x0, y0, c) + fx * px(src, x1, y0, c)) +
+                                      fy * ((1 - fx) * px(src, x0, y1, c) + fx * px(src, x1, y1, c));
+        }
+}
+
+/* Worst |warp_apply_f32 - reference| (0..255 units), and the u8 output within one step. */
+static double check_against_reference(const Warp *w, const Image *src, int size) {
+    size_t plane = (size_t)size * size;
+    double *want = xmalloc(sizeof(double) * 3 * plane);
+    warp_reference(w, src, size, want);
+    Warp plain = *w; /* the reference has no lighting */
+    plain.brightness = 0.5f, plain.contrast = 1;
+    Out o = run(&plain, src, size);
+    double worst = 0;
+    for (size_t i = 0; i < 3 * plane; i++) {
+        double e = fabs(denorm(o.f32[i], (int)(i / plane)) - want[i]);
+        worst = e > worst ? e : worst;
+        size_t pix = i % plane, c = i / plane;
+        int u8 = o.u8[pix * 3 + c];
+        if (fabs(u8 - want[i]) > 0.5 + 0.05) fail_msg("u8 output %d, reference %.4f", u8, want[i]);
+    }
+    out_free(&o);
+    free(want);
+    return worst;
+}
+
+static void test_against_reference(void **state) {
+    (void)state;
+    /* Random recipe warps at sizes across the sampler's 64-pixel blocks, from sources of every
+     * shape down to one pixel (the 4-byte tap loads must not read past the image). */
+    Rng r;
+    rng_seed(&r, 21);
+    const int srcs[][2] = {{460, 460}, {500, 375}, {97, 131}, {1, 1}, {1, 7}, {7, 1}, {2, 2}, {3, 5}};
+    const int sizes[] = {150, 65, 64, 31, 8};
+    double worst = 0;
+    for (size_t k = 0; k < sizeof srcs / sizeof srcs[0]; k++) {
+        Image src = image_random(srcs[k][0], srcs[k][1], 30 + k);
+        for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++) {
+            TransformSpec specs[4];
+            specs[0] = fastai_spec(sizes[j], 0, 0.75f, 1);
+            specs[1] = fastai_spec(sizes[j], 460, 0.35f, 1);
+            specs[1].max_warp = 0.4f, specs[1].max_rotate = 45, specs[1].p_affine = 1; /* reflect a lot */
+            specs[2] = transform_defaults(TF_RANDOM_RESIZED_CROP, sizes[j], 1);
+            specs[3] = transform_defaults(TF_RESIZE_CENTER_CROP, sizes[j], 0);
+            specs[3].resize_ratio = 0.75f; /* crop larger than the resized image: zeros */
+            for (int t = 0; t < 4; t++)
+                for (int rep = 0; rep < 2; rep++) {
+                    Warp w;
+                    transform_draw(&specs[t], src.w, src.h, &r, &w);
+                    double e = check_against_reference(&w, &src, sizes[j]);
+                    if (e > 0.05)
+                        fail_msg("source %dx%d size %d spec %d: worst %.4f", src.w, src.h, sizes[j], t, e);
+                    worst = e > worst ? e : worst;
+                }
+        }
+        image_free(&src);
+    }
+    printf("sampler against the double-precision reference: worst %.4f (0..255 units)\n", worst);
+}
+
+/* ---------------------------------------------------------------- values */
+
+static void test_normalisation(void **state) {
+    (void)state;
+    const int vals[] = {0, 128, 255};
+    for (int k = 0; k < 3; k++) {
+        Image src = image_new(4, 4);
+        memset(src.rgb, vals[k], 4 * 4 * 3);
+        Warp w = warp_identity(4, 4);
+        Out o = run(&w, &src, 4);
+        for (int c = 0; c < 3; c++) {
+            double want = (vals[k] / 255.0 - MEAN[c]) / STD[c];
+            for (int i = 0; i < 16; i++) assert_true(fabs(o.f32[c * 16 + i] - want) < 1e-5);
+        }
+        out_free(&o);
+        image_free(&src);
+    }
+    /* the constants themselves: ImageNet's mean and std */
+    Image src = image_new(2, 2);
+    Warp w = warp_identity(2, 2);
+    float out[12];
+    warp_apply_f32(&w, &src, 2, out);
+    assert_true(fabs(out[0] - (-0.485 / 0.229)) < 1e-5 && fabs(out[4] - (-0.456 / 0.224)) < 1e-5 &&
+                fabs(out[8] - (-0.406 / 0.225)) < 1e-5);
+    image_free(&src);
+}
+
+static double fastai_lighting(double x, double b, double c) {
+    x = x < 1e-7 ? 1e-7 : (x > 1 - 1e-7 ? 1 - 1e-7 : x);
+    double z = c * (-log(1 / x - 1) + log(b / (1 - b)));
+    return 1 / (1 + exp(-z));
+}
+
+static void test_lighting(void **state) {
+    (void)state;
+    /* every uint8 value once, through fastai's brightness then contrast in logit space */
+    Image src = image_new(16, 16);
+    for (int i = 0; i < 256; i++) src.rgb[i * 3] = src.rgb[i * 3 + 1] = src.rgb[i * 3 + 2] = (uint8_t)i;
+    const float cases[][2] = {{0.6f, 1.2f}, {0.4f, 0.8f}, {0.6f, 1.25f}, {0.4f, 1.0f}, {0.5f, 0.8f}, {0.55f, 1.1f}};
+    double worst = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        Warp w = warp_identity(16, 16);
+        w.brightness = cases[k][0];
+        w.contrast = cases[k][1];
+        Out o = run(&w, &src, 16);
+        for (int i = 0; i < 256; i++)
+            for (int c = 0; c < 3; c++) {
+                double want = fastai_lighting(i / 255.0, cases[k][0], cases[k][1]);
+                double got = denorm(o.f32[c * 256 + i], c) / 255.0;
+                double e = fabs(got - want);
+                worst = e > worst ? e : worst;
+                assert_int_equal(o.u8[i * 3 + c], i); /* the u8 output carries no lighting */
+            }
+        out_free(&o);
+    }
+    printf("lighting: worst error %.2e (in 0..1 units) against fastai's formula\n", worst);
+    assert_true(worst < 1e-5);
+    image_free(&src);
+}
+
+/* ---------------------------------------------------------------- draws */
+
+typedef struct { int left, top, w, h, flip; } Box;
+
+static Box box_of(const Warp *w, int size) { /* recover warp_resized_crop's arguments */
+    Box b = {(int)lrintf(w->a[2]), (int)lrintf(w->a[5]), (int)lrintf(w->a[0] * size), (int)lrintf(w->a[4] * size),
+             w->h[0] < 0};
+    return b;
+}
+
+static void test_rrc_distribution(void **state) {
+    (void)state;
+    const int W = 500, H = 375, S = 224, n = 20000;
+    TransformSpec s = transform_defaults(TF_RANDOM_RESIZED_CROP, S, 1);
+    Rng r;
+    rng_seed(&r, 11);
+    double fmin = 1e9, fmax = 0, rmin = 1e9, rmax = 0;
+    int flips = 0;
+    for (int i = 0; i < n; i++) {
+        Warp w;
+        transform_draw(&s, W, H, &r, &w);
+        Box b = box_of(&w, S);
+        assert_true(b.w > 0 && b.w <= W && b.h > 0 && b.h <= H);
+        assert_true(b.left >= 0 && b.left <= W - b.w && b.top >= 0 && b.top <= H - b.h);
+        assert_true(w.clip[0] == b.left && w.clip[1] == b.top && w.clip[2] == b.left + b.w && w.clip[3] == b.top + b.h);
+        assert_int_equal(w.item_w, S);
+        /* the drawn area and ratio are in range; the box's are, up to rounding each side */
+        assert_true((b.w + 0.5) * (b.h + 0.5) >= s.scale_min * W * H && (b.w - 0.5) * (b.h - 0.5) <= s.scale_max * W * H);
+        assert_true((b.w + 0.5) / (b.h - 0.5) >= s.ratio_min && (b.w - 0.5) / (b.h + 0.5) <= s.ratio_max);
+        double f = (double)b.w * b.h / (W * H), q = (double)b.w / b.h;
+        fmin = f < fmin ? f : fmin, fmax = f > fmax ? f : fmax;
+        rmin = q < rmin ? q : rmin, rmax = q > rmax ? q : rmax;
+        flips += b.flip;
+    }
+    printf("RandomResizedCrop: area fraction %.3f..%.3f, ratio %.3f..%.3f, flipped %.4f\n", fmin, fmax, rmin, rmax,
+           (double)flips / n);
+    assert_true(fmin < 0.085 && fmax > 0.97 && rmin < 0.76 && rmax > 1.31);
+    assert_true(fabs((double)flips / n - 0.5) < 0.015);
+}
+
+static void test_rrc_fallback(void **state) {
+    (void)state;
+    Rng r;
+    rng_seed(&r, 12);
+    TransformSpec s = transform_defaults(TF_RANDOM_RESIZED_CROP, 32, 1);
+    s.flip = 0;
+    /* too wide or too tall for any crop of at least 8%: the centre crop of the extreme ratio */
+    const int cases[][6] = {{1000, 10, 493, 0, 13, 10}, {10, 1000, 0, 493, 10, 13}};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 50; i++) {
+            Warp w;
+            transform_draw(&s, cases[k][0], cases[k][1], &r, &w);
+            Box b = box_of(&w, 32);
+            assert_true(b.left == cases[k][2] && b.top == cases[k][3] && b.w == cases[k][4] && b.h == cases[k][5]);
+        }
+    /* areas larger than the image never fit: the whole image when its ratio is in range, else
+     * the in-range centre crop (round(100 / (3/4)) = 133) */
+    s.scale_min = 1.5f, s.scale_max = 2.0f;
+    Warp w;
+    transform_draw(&s, 100, 80, &r, &w);
+    Box b = box_of(&w, 32);
+    assert_true(b.left == 0 && b.top == 0 && b.w == 100 && b.h == 80);
+    transform_draw(&s, 100, 200, &r, &w);
+    b = box_of(&w, 32);
+    assert_true(b.left == 0 && b.top == 33 && b.w == 100 && b.h == 133);
+}
+
+static void test_fastai_draws(void **state) {
+    (void)state;
+    const int n = 20000, P = 460;
+    TransformSpec s = fastai_spec(224, P, 0.75f, 1);
+    Rng r;
+    rng_seed(&r, 13);
+    int flip = 0, rot = 0, zoom = 0, wx = 0, wy = 0, bri = 0, con = 0;
+    double logc = 0, minf = 1;
+    for (int i = 0; i < n; i++) {
+        FastaiParams p;
+        fastai_draw(&s, 500, 375, &r, &p);
+        assert_true(p.item_pct_x >= 0 && p.item_pct_x < 1 && p.item_pct_y >= 0 && p.item_pct_y < 1);
+        assert_true(fabsf(p.rotate_deg) <= 10 && p.zoom >= 1 && p.zoom <= 1.1f);
+        assert_true(p.zoom_col >= 0 && p.zoom_col < 1 && p.zoom_row >= 0 && p.zoom_row < 1);
+        assert_true(fabsf(p.warp_x) <= 0.2f && fabsf(p.warp_y) <= 0.2f);
+        assert_true(p.brightness >= 0.4f && p.brightness <= 0.6f && p.contrast >= 0.8f - 1e-6f && p.contrast <= 1.25f + 1e-6f);
+        /* RandomResizedCropGPU with aug_transforms' ratio (1, 1): squares of 75..100% of the item */
+        assert_int_equal(p.crop_w, p.crop_h);
+        assert_true(p.crop_x >= 0 && p.crop_x + p.crop_w <= P && p.crop_y >= 0 && p.crop_y + p.crop_h <= P);
+        double f = (double)p.crop_w * p.crop_h / (P * P);
+        assert_true((p.crop_w + 0.5) * (p.crop_w + 0.5) >= 0.75 * P * P && f <= 1);
+        minf = f < minf ? f : minf;
+        flip += p.flip, rot += p.rotate_deg != 0, zoom += p.zoom != 1, wx += p.warp_x != 0, wy += p.warp_y != 0;
+        bri += p.brightness != 0.5f, con += p.contrast != 1;
+        logc += log(p.contrast);
+    }
+    printf("fastai: flip %.3f rotate %.3f zoom %.3f warp %.3f/%.3f brightness %.3f contrast %.3f, min crop area %.3f\n",
+           (double)flip / n, (double)rot / n, (double)zoom / n, (double)wx / n, (double)wy / n, (double)bri / n, (double)con / n,
+           minf);
+    assert_true(fabs((double)flip / n - 0.5) < 0.015);
+    const int parts[] = {rot, zoom, wx, wy, bri, con};
+    for (int k = 0; k < 6; k++) assert_true(fabs((double)parts[k] / n - 0.75) < 0.015);
+    assert_true(fabs(logc / n) < 0.01 && minf < 0.76);
+
+    /* transform_draw is fastai_draw + fastai_warp */
+    Rng r1, r2;
+    rng_seed(&r1, 99);
+    r2 = r1;
+    Warp w1, w2;
+    FastaiParams p;
+    transform_draw(&s, 500, 375, &r1, &w1);
+    fastai_draw(&s, 500, 375, &r2, &p);
+    fastai_warp(&s, 500, 375, &p, &w2);
+    assert_memory_equal(&w1, &w2, sizeof w1);
+
+    /* validation: centre square of the short side, the whole item resized with align_corners=True */
+    s.train = 0;
+    fastai_draw(&s, 500, 375, &r, &p);
+    assert_true(p.item_pct_x == 0.5f && !p.flip && p.rotate_deg == 0 && p.zoom == 1 && p.warp_x == 0 && p.warp_y == 0);
+    assert_true(p.brightness == 0.5f && p.contrast == 1 && p.crop_x == 0 && p.crop_y == 0 && p.crop_w == P && p.crop_h == P);
+    Warp w;
+    fastai_warp(&s, 500, 375, &p, &w);
+    assert_true(w.item_w == P && w.clip[0] == 62 && w.clip[2] == 437 && w.clip[1] == 0 && w.clip[3] == 375);
+    assert_true(fabsf(w.a[0] - 375.0f / P) < 1e-6f && w.a[2] == 62);
+    double k = (P - 1.0) / (224 - 1.0);
+    assert_true(fabs(w.h[0] - k) < 1e-5 && fabs(w.h[2] - (0.5 - 0.5 * k)) < 1e-4 && w.h[1] == 0 && w.h[6] == 0);
+}
+
+static void test_min_source_side(void **state) {
+    (void)state;
+    TransformSpec s = fastai_spec(224, 460, 0.75f, 1);
+    assert_int_equal(transform_min_source_side(&s), 460);
+    s.presize = 0;
+    assert_int_equal(transform_min_source_side(&s), 0);
+    s = transform_defaults(TF_RANDOM_RESIZED_CROP, 224, 1);
+    assert_int_equal(transform_min_source_side(&s), 0);
+    s = transform_defaults(TF_CENTER_CROP, 224, 0);
+    assert_int_equal(transform_min_source_side(&s), 0);
+    s = transform_defaults(TF_RESIZE_CENTER_CROP, 224, 0);
+    s.resize_ratio = 1.25f;
+    assert_int_equal(transform_min_source_side(&s), 280);
+}
+
+static void test_defaults(void **state) {
+    (void)state;
+    TransformSpec f = transform_defaults(TF_FASTAI, 224, 1);
+    assert_true(f.min_scale == 1 && f.presize == 0 && f.flip && f.max_rotate == 10 && f.max_zoom == 1.1f &&
+                f.max_warp == 0.2f && f.max_lighting == 0.2f && f.p_affine == 0.75f && f.p_lighting == 0.75f &&
+                f.ratio_min == 1 && f.ratio_max == 1);
+    TransformSpec t = transform_defaults(TF_RANDOM_RESIZED_CROP, 224, 1);
+    assert_true(t.scale_min == 0.08f && t.scale_max == 1 && t.ratio_min == 0.75f && t.ratio_max == 4.0f / 3 && t.flip);
+}
+
+/* ---------------------------------------------------------------- parity with torch */
+
+static StFile ref;
+
+static int ref_setup(void **state) {
+    (void)state;
+    char err[256];
+    if (st_read(REF_PATH, &ref, err, sizeof err) != 0) {
+        fprintf(stderr, "%s (regenerate with /usr/bin/python3 scripts/augment_reference.py)\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int ref_teardown(void **state) {
+    (void)state;
+    st_close(&ref);
+    return 0;
+}
+
+static const StTensor *ref_get(const char *fmt, int i, const char *field) {
+    char name[64];
+    snprintf(name, sizeof name, fmt, i);
+    strncat(name, field, sizeof name - strlen(name) - 1);
+    return st_find(&ref, name);
+}
+
+static Image ref_image(const char *name) {
+    const StTensor *t = st_find(&ref, name);
+    assert_non_null(t);
+    assert_true(t->dtype == ST_U8 && t->ndim == 3 && t->shape[2] == 3);
+    Image im = image_new((int)t->shape[1], (int)t->shape[0]);
+    memcpy(im.rgb, t->data, t->bytes);
+    return im;
+}
+
+/* Largest and mean |ours - torch| over an output, in 0..255 units; fails past tol or mean_tol. */
+static void compare(const char *label, const Warp *w, const Image *src, int size, const StTensor *want, double tol,
+                    double mean_tol) {
+    assert_non_null(want);
+    assert_true(want->dtype == ST_F32 && want->ndim == 3 && want->shape[0] == 3 && want->shape[1] == size &&
+                want->shape[2] == size);
+    float *out = xmalloc(sizeof(float) * 3 * (size_t)size * size);
+    warp_apply_f32(w, src, size, out);
+    const float *ref_v = want->data;
+    double worst = 0, sum = 0;
+    size_t plane = (size_t)size * size, at = 0;
+    for (size_t i = 0; i < 3 * plane; i++) {
+        double e = fabs(denorm(out[i], (int)(i / plane)) - ref_v[i]);
+        sum += e;
+        if (e > worst) worst = e, at = i;
+    }
+    printf("%-6s %2dx%-2d  worst %.4f (at c%zu y%zu x%zu)  mean %.5f\n", label, size, size, worst, at / plane,
+           (at % plane) / size, at % size, sum / (3 * plane));
+    free(out);
+    if (!(worst <= tol)) fail_msg("%s: worst error %.4f over the tolerance %.4f", label, worst, tol);
+    if (!(sum / (3 * plane) <= mean_tol)) fail_msg("%s: mean error %.4f over %.4f", label, sum / (3 * plane), mean_tol);
+}
+
+static void test_parity_torchvision(void **state) {
+    (void)state;
+    Image src = ref_image("src"), tall = ref_image("tall");
+    char label[16];
+    for (int i = 0; ref_get("rc%d", i, ".params"); i++) { /* resized_crop (+ hflip) */
+        const int32_t *p = ref_get("rc%d", i, ".params")->data;
+        Warp w;
+        warp_resized_crop(src.w, src.h, p[0], p[1], p[2], p[3], p[4], p[5], &w);
+        snprintf(label, sizeof label, "rc%d", i);
+        compare(label, &w, &src, p[4], ref_get("rc%d", i, ".out"), 0.05, 0.01);
+    }
+    for (int i = 0; ref_get("rcc%d", i, ".params"); i++) { /* Resize + CenterCrop */
+        const int32_t *p = ref_get("rcc%d", i, ".params")->data;
+        const Image *im = p[1] ? &tall : &src;
+        TransformSpec s = transform_defaults(TF_RESIZE_CENTER_CROP, p[0], 0);
+        s.resize_ratio = *(const float *)ref_get("rcc%d", i, ".ratio")->data;
+        Warp w;
+        transform_draw(&s, im->w, im->h, NULL, &w);
+        snprintf(label, sizeof label, "rcc%d", i);
+        compare(label, &w, im, p[0], ref_get("rcc%d", i, ".out"), 0.05, 0.01);
+    }
+    for (int i = 0; ref_get("cc%d", i, ".params"); i++) { /* CenterCrop, zero padding */
+        const int32_t *p = ref_get("cc%d", i, ".params")->data;
+        const Image *im = p[1] ? &tall : &src;
+        TransformSpec s = transform_defaults(TF_CENTER_CROP, p[0], 0);
+        Warp w;
+        transform_draw(&s, im->w, im->h, NULL, &w);
+        snprintf(label, sizeof label, "cc%d", i);
+        compare(label, &w, im, p[0], ref_get("cc%d", i, ".out"), 1e-3, 1e-3);
+    }
+    image_free(&src);
+    image_free(&tall);
+}
+
+static FastaiParams params_from(const float *v) {
+    FastaiParams p = fastai_neutral();
+    p.flip = v[0] != 0;
+    p.rotate_deg = v[1], p.zoom = v[2], p.zoom_col = v[3], p.zoom_row = v[4], p.warp_x = v[5], p.warp_y = v[6];
+    return p;
+}
+
+static void test_parity_fastai(void **state) {
+    (void)state;
+    Image src = ref_image("src"), tall = ref_image("tall"), grad = ref_image("grad");
+    char label[16];
+    for (int i = 0; ref_get("fa%d", i, ".params"); i++) { /* one grid_sample: exact */
+        FastaiParams p = params_from(ref_get("fa%d", i, ".params")->data);
+        const int32_t *sz = ref_get("fa%d", i, ".size")->data;
+        const Image *im = sz[1] ? &tall : &src;
+        TransformSpec s = fastai_spec(sz[0], 0, 1.0f, 1);
+        Warp w;
+        fastai_warp(&s, im->w, im->h, &p, &w);
+        snprintf(label, sizeof label, "fa%d", i);
+        compare(label, &w, im, sz[0], ref_get("fa%d", i, ".out"), 0.05, 0.01);
+    }
+    for (int i = 0; ref_get("fr%d", i, ".params"); i++) { /* two passes vs our one */
+        FastaiParams p = params_from(ref_get("fr%d", i, ".params")->data);
+        const int32_t *c = ref_get("fr%d", i, ".crop")->data;
+        p.crop_x = c[0], p.crop_y = c[1], p.crop_w = c[2], p.crop_h = c[3];
+        TransformSpec s = fastai_spec(c[4], 0, 0.75f, 1);
+        Warp w;
+        fastai_warp(&s, grad.w, grad.h, &p, &w);
+        snprintf(label, sizeof label, "fr%d", i);
+        compare(label, &w, &grad, c[4], ref_get("fr%d", i, ".out"), 3.0, 0.05);
+    }
+    for (int i = 0; ref_get("pil%d", i, ".params"); i++) { /* item Resize(presize) against PIL */
+        const float *v = ref_get("pil%d", i, ".params")->data;
+        const Image *im = v[3] != 0 ? &tall : &src;
+        int P = (int)v[0];
+        TransformSpec s = fastai_spec(P, P, 1.0f, 0);
+        FastaiParams p = fastai_neutral();
+        p.item_pct_x = v[1], p.item_pct_y = v[2];
+        Warp w;
+        fastai_warp(&s, im->w, im->h, &p, &w);
+        uint8_t *out = xmalloc((size_t)P * P * 3);
+        warp_apply_u8(&w, im, P, out);
+        const StTensor *want = ref_get("pil%d", i, ".out");
+        assert_true(want && want->dtype == ST_U8 && want->shape[0] == P && want->shape[1] == P);
+        int worst = 0;
+        for (size_t k = 0; k < (size_t)P * P * 3; k++) {
+            int e = abs((int)out[k] - (int)((const uint8_t *)want->data)[k]);
+            worst = e > worst ? e : worst;
+        }
+        printf("pil%d   %2dx%-2d  worst %d (uint8, PIL's fixed-point bilinear)\n", i, P, P, worst);
+        assert_true(worst <= 1);
+        free(out);
+    }
+    image_free(&src);
+    image_free(&tall);
+    image_free(&grad);
+}
+
+/* ---------------------------------------------------------------- speed */
+
+static void bench(int src_side, int size, double seconds) {
+    Image src = image_random(src_side, src_side, 5);
+    TransformSpec s = fastai_spec(size, 0, 0.75f, 1); /* the recipe's warps, item = the source */
+    Rng r;
+    rng_seed(&r, 6);
+    enum { NW = 64 };
+    Warp w[NW];
+    int persp = 0;
+    for (int i = 0; i < NW; i++) {
+        transform_draw(&s, src.w, src.h, &r, &w[i]);
+        persp += w[i].h[6] != 0 || w[i].h[7] != 0;
+    }
+    float *out = xmalloc(sizeof(float) * 3 * (size_t)size * size);
+    long n = 0;
+    double t0 = now_seconds(), t;
+    do {
+        for (int i = 0; i < 16; i++, n++) warp_apply_f32(&w[n % NW], &src, size, out);
+        t = now_seconds() - t0;
+    } while (t < seconds);
+    printf("warp_apply_f32: %3dx%-3d from %3dx%-3d: %6.0f images/s on one core (%d/%d warps perspective)\n", size, size,
+           src_side, src_side, n / t, persp, NW);
+    free(out);
+    image_free(&src);
+}
+
+static void test_speed(void **state) {
+    (void)state;
+    /* A figure, not a check: AUGMENT_BENCH=1 runs it long enough to quote. */
+    double sec = getenv("AUGMENT_BENCH") ? 2.0 : 0.1;
+    const int sides[][2] = {{224, 128}, {224, 224}, {460, 128}, {460, 224}};
+    for (int i = 0; i < 4; i++) bench(sides[i][0], sides[i][1], sec);
+}
+
+int main(void) {
+    const struct CMUnitTest geometry[] = {
+        cmocka_unit_test(test_identity),
+        cmocka_unit_test(test_downscale_2x),
+        cmocka_unit_test(test_center_crop_offsets),
+        cmocka_unit_test(test_resize_center_crop_sizes),
+        cmocka_unit_test(test_flip_and_rotations),
+        cmocka_unit_test(test_reflection_padding),
+        cmocka_unit_test(test_against_reference),
+        cmocka_unit_test(test_normalisation),
+        cmocka_unit_test(test_lighting),
+        cmocka_unit_test(test_rrc_distribution),
+        cmocka_unit_test(test_rrc_fallback),
+        cmocka_unit_test(test_fastai_draws),
+        cmocka_unit_test(test_min_source_side),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_speed),
+    };
+    const struct CMUnitTest parity[] = {
+        cmocka_unit_test(test_parity_torchvision),
+        cmocka_unit_test(test_parity_fastai),
+    };
+    int failed = cmocka_run_group_tests_name("augment", geometry, NULL, NULL);
+    failed += cmocka_run_group_tests_name("augment parity", parity, ref_setup, ref_teardown);
+    return failed ? 1 : 0;
+}
