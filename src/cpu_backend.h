@@ -13,7 +13,7 @@
 #include "backend.h"
 
 /* Scratch buffers owned by the backend, grown on demand, never shrunk (counted in bytes_in_use). */
-enum { CPU_WS_COL, CPU_WS_STATS, CPU_WS_CHAN, CPU_WS_COUNT };
+enum { CPU_WS_COL, CPU_WS_STATS, CPU_WS_CHAN, CPU_WS_ROWS, CPU_WS_WFLIP, CPU_WS_COUNT };
 
 typedef struct {
     void *scratch[CPU_WS_COUNT];

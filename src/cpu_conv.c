@@ -7,8 +7,15 @@
  *   backward-data    dcol (rows, kkc)    = dY (rows, cout) * W, then col2im
  *   backward-filter  dW (cout, kkc)      = dY^T * col
  * where rows = n*oh*ow. A 1x1 stride-1 unpadded conv needs no im2col: x is already (n*h*w, cin).
- * The column buffer is the backend's scratch, filled a chunk of whole images at a time so it stays
- * under COL_BUDGET; whole images keep col2im a race-free gather.
+ *
+ * Mostly the column matrix is never built (implicit GEMM): a row of it is K runs of K*cin floats of
+ * the zero-padded input, one per kernel row, so the GEMM reads them through row pointers
+ * (sgemm_rowa / sgemm_rowb). That saves the 9x-sized copy and its memory traffic. Backward-data at
+ * stride 1 is the forward conv of dY (padded by K-1-pad) with the spatially flipped weights, cin
+ * and cout swapped, so it needs no col2im either. Left on im2col: inputs with so few channels that
+ * the K*cin runs are too short for the micro-kernel (the RGB stem), and strided backward-data.
+ * The column and padded buffers are the backend's scratch, filled a chunk of whole images at a
+ * time so they stay under budget; whole images keep col2im a race-free gather.
  */
 #include <string.h>
 
@@ -16,7 +23,11 @@
 #include "gemm.h"
 #include "util.h"
 
-#define COL_BUDGET ((size_t)64 << 20)
+#define COL_BUDGET ((size_t)16 << 20)
+#define PAD_BUDGET ((size_t)32 << 20)
+/* Shortest K*cin run worth reading in place: each run is one k slice of the GEMM, and a short
+ * slice spends more on loading and storing the C tile than on multiplying. */
+#define MIN_RUN 64
 
 typedef struct {
     int n, h, w, c;    /* input */
@@ -104,6 +115,68 @@ static void col2im(const ConvShape *s, const float *dcol, int n0, int n1, float 
     }
 }
 
+/* dst (images [n0, n1) of x, h+2*pad, w+2*pad, c): x with a zero border. */
+static void pad_images(const float *x, int n0, int n1, int h, int w, int c, int pad, float *dst) {
+    const int hp = h + 2 * pad, wp = w + 2 * pad;
+    const size_t prow = (size_t)wp * c, rows = (size_t)(n1 - n0) * hp;
+#pragma omp parallel for schedule(static) if (rows * prow >= CPU_PAR_MIN)
+    for (size_t r = 0; r < rows; r++) {
+        int y = (int)(r % hp) - pad;
+        size_t n = n0 + r / hp;
+        float *d = dst + r * prow;
+        if (y < 0 || y >= h) {
+            memset(d, 0, prow * sizeof(float));
+            continue;
+        }
+        memset(d, 0, (size_t)pad * c * sizeof(float));
+        memcpy(d + (size_t)pad * c, x + ((n * h + y) * w) * c, (size_t)w * c * sizeof(float));
+        memset(d + (size_t)(pad + w) * c, 0, (size_t)pad * c * sizeof(float));
+    }
+}
+
+/* rows[r] = the top-left corner in xp (nimg, hp, wp, c) of output pixel r's window. */
+static void window_rows(const float *xp, int nimg, int hp, int wp, int c, int oh, int ow, int stride,
+                        const float **rows) {
+    const size_t total = (size_t)nimg * oh * ow;
+#pragma omp parallel for schedule(static) if (total >= CPU_PAR_MIN)
+    for (size_t r = 0; r < total; r++) {
+        int ox = (int)(r % ow);
+        size_t t = r / ow;
+        int oy = (int)(t % oh);
+        size_t n = t / oh;
+        rows[r] = xp + ((n * hp + (size_t)oy * stride) * wp + (size_t)ox * stride) * c;
+    }
+}
+
+/* Images per chunk so a padded copy of (h, w, c) images stays under budget, or all of them when
+ * there is no padding (the windows are read from x itself). */
+static int pad_chunk(int n, int h, int w, int c, int pad) {
+    if (pad == 0) return n;
+    size_t per = (size_t)(h + 2 * pad) * (w + 2 * pad) * c * sizeof(float);
+    size_t k = PAD_BUDGET / per;
+    if (k < 1) k = 1;
+    return k < (size_t)n ? (int)k : n;
+}
+
+/* Y (images of x, oh*ow, cout) = conv of x (n, h, w, c) read in place, with weights as a GEMM
+ * operand: op(B) (K*K*c, cout). beta 0 overwrites, 1 adds. Used for forward and backward-data. */
+static void conv_implicit(Backend *b, const float *x, int n, int h, int w, int c, int k, int stride, int pad,
+                          int oh, int ow, int cout, int transb, const float *wb, int ldb, float beta, float *y) {
+    const int hp = h + 2 * pad, wp = w + 2 * pad, chunk = pad_chunk(n, h, w, c, pad);
+    const size_t img_rows = (size_t)oh * ow;
+    float *xp = pad ? cpu_scratch(b, CPU_WS_COL, (size_t)chunk * hp * wp * c * sizeof(float)) : NULL;
+    const float **rows = cpu_scratch(b, CPU_WS_ROWS, chunk * img_rows * sizeof(float *));
+    for (int n0 = 0; n0 < n; n0 += chunk) {
+        int n1 = n0 + chunk < n ? n0 + chunk : n;
+        const float *src = x + (size_t)n0 * h * w * c;
+        if (pad) pad_images(x, n0, n1, h, w, c, pad, xp), src = xp;
+        window_rows(src, n1 - n0, hp, wp, c, oh, ow, stride, rows);
+        RowMat a = {rows, k * c, (long)wp * c};
+        sgemm_rowa((int)((n1 - n0) * img_rows), cout, k * k * c, &a, transb, wb, ldb, beta,
+                   y + n0 * img_rows * cout, cout);
+    }
+}
+
 void cpu_conv_forward(Backend *b, const ConvGeom *g, const Tensor *x, const float *w, Tensor *y) {
     if (x->c != g->cin) die("conv_forward: input has %d channels, conv expects %d", x->c, g->cin);
     ConvShape s = conv_shape(g, x->n, x->h, x->w, "conv_forward");
@@ -112,6 +185,10 @@ void cpu_conv_forward(Backend *b, const ConvGeom *g, const Tensor *x, const floa
     float *yd = y->data;       // (n*oh*ow, cout)
     if (is_pointwise(&s)) {
         sgemm(0, 1, s.n * s.h * s.w, s.cout, s.c, 1.0f, xd, s.c, w, s.c, 0.0f, yd, s.cout);
+        return;
+    }
+    if (s.k * s.c >= MIN_RUN) {
+        conv_implicit(b, xd, s.n, s.h, s.w, s.c, s.k, s.stride, s.pad, s.oh, s.ow, s.cout, 1, w, s.kkc, 0.0f, yd);
         return;
     }
     int chunk = chunk_images(&s);
@@ -140,6 +217,20 @@ void cpu_conv_backward_data(Backend *b, const ConvGeom *g, const Tensor *dy, con
         sgemm(0, 0, s.n * s.h * s.w, s.c, s.cout, 1.0f, dyd, s.cout, w, s.c, accumulate ? 1.0f : 0.0f, dxd, s.c);
         return;
     }
+    if (s.stride == 1 && s.pad <= s.k - 1 && s.k * s.cout >= MIN_RUN) {
+        /* dx = conv(dY padded by K-1-pad, W') with W' as a (K*K*cout, cin) matrix:
+         * W'[kr][ks][k][c] = W[k][K-1-kr][K-1-ks][c] */
+        const int K = s.k;
+        float *wf = cpu_scratch(b, CPU_WS_WFLIP, (size_t)s.cout * s.kkc * sizeof(float));
+        for (int kr = 0; kr < K; kr++)
+            for (int ks = 0; ks < K; ks++)
+                for (int k = 0; k < s.cout; k++)
+                    memcpy(wf + (((size_t)kr * K + ks) * s.cout + k) * s.c,
+                           w + (((size_t)k * K + (K - 1 - kr)) * K + (K - 1 - ks)) * s.c, (size_t)s.c * sizeof(float));
+        conv_implicit(b, dyd, s.n, s.oh, s.ow, s.cout, K, 1, K - 1 - s.pad, s.h, s.w, s.c, 0, wf, s.c,
+                      accumulate ? 1.0f : 0.0f, dxd);
+        return;
+    }
     int chunk = chunk_images(&s);
     size_t img_rows = (size_t)s.oh * s.ow;
     float *dcol = cpu_scratch(b, CPU_WS_COL, chunk * img_rows * s.kkc * sizeof(float)); // (chunk*oh*ow, kkc)
@@ -163,14 +254,18 @@ void cpu_conv_backward_filter(Backend *b, const ConvGeom *g, const Tensor *x, co
         sgemm(1, 0, s.cout, s.c, s.n * s.h * s.w, 1.0f, dyd, s.cout, xd, s.c, 0.0f, dw, s.c);
         return;
     }
-    int chunk = chunk_images(&s);
-    size_t img_rows = (size_t)s.oh * s.ow;
-    float *col = cpu_scratch(b, CPU_WS_COL, chunk * img_rows * s.kkc * sizeof(float));
+    /* dW = dY^T * col with col's rows read in place from the padded input */
+    const int hp = s.h + 2 * s.pad, wp = s.w + 2 * s.pad, chunk = pad_chunk(s.n, s.h, s.w, s.c, s.pad);
+    const size_t img_rows = (size_t)s.oh * s.ow;
+    float *xp = s.pad ? cpu_scratch(b, CPU_WS_COL, (size_t)chunk * hp * wp * s.c * sizeof(float)) : NULL;
+    const float **rows = cpu_scratch(b, CPU_WS_ROWS, chunk * img_rows * sizeof(float *));
     for (int n0 = 0; n0 < s.n; n0 += chunk) {
         int n1 = n0 + chunk < s.n ? n0 + chunk : s.n;
-        im2col(&s, xd, n0, n1, col);
-        int rows = (int)((n1 - n0) * img_rows);
-        sgemm(1, 0, s.cout, s.kkc, rows, 1.0f, dyd + n0 * img_rows * s.cout, s.cout, col, s.kkc,
-              n0 == 0 ? 0.0f : 1.0f, dw, s.kkc);
+        const float *src = xd + (size_t)n0 * s.h * s.w * s.c;
+        if (s.pad) pad_images(xd, n0, n1, s.h, s.w, s.c, s.pad, xp), src = xp;
+        window_rows(src, n1 - n0, hp, wp, s.c, s.oh, s.ow, s.stride, rows);
+        RowMat bm = {rows, s.k * s.c, (long)wp * s.c};
+        sgemm_rowb(1, s.cout, s.kkc, (int)((n1 - n0) * img_rows), dyd + n0 * img_rows * s.cout, s.cout, &bm,
+                   n0 == 0 ? 0.0f : 1.0f, dw, s.kkc);
     }
 }

@@ -45,40 +45,74 @@
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
-/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) as MR-row panels: dst[panel][p][MR], zero padded. */
-static void pack_a(int transa, const float *a, int lda, int i0, int mc, int p0, int kc, float *restrict dst) {
+/* An operand: dense (rows == NULL; element (i, p) at p[i*ld + p], or p[p*ld + i] when trans) or
+ * read through row pointers (a RowMat, with q0 added to the segmented index). For A the pointers
+ * run over m and the segments over k; for B over k and n. */
+typedef struct {
+    const float *p;
+    int ld, trans;
+    const float *const *rows;
+    int seg_len, q0;
+    long seg_stride;
+} Mat;
+
+static inline long seg_off(const Mat *x, int q) {
+    q += x->q0;
+    return (long)(q / x->seg_len) * x->seg_stride + q % x->seg_len;
+}
+
+/* Pack rows [i0, i0+mc) x cols [p0, p0+kc) of a transposed dense A as MR-row panels:
+ * dst[panel][p][MR], zero padded. (Untransposed and row-pointer A are read in place.) */
+static void pack_a_trans(const float *a, int lda, int i0, int mc, int p0, int kc, float *restrict dst) {
     for (int ir = 0; ir < mc; ir += MR) {
         int mr = imin(MR, mc - ir);
         float *d = dst + (size_t)ir * kc;
-        if (!transa) {
-            for (int i = 0; i < mr; i++) {
-                const float *src = a + (size_t)(i0 + ir + i) * lda + p0;
-                for (int p = 0; p < kc; p++) d[p * MR + i] = src[p];
-            }
-        } else {
-            for (int p = 0; p < kc; p++) {
-                const float *src = a + (size_t)(p0 + p) * lda + i0 + ir;
-                for (int i = 0; i < mr; i++) d[p * MR + i] = src[i];
-            }
+        for (int p = 0; p < kc; p++) {
+            const float *src = a + (size_t)(p0 + p) * lda + i0 + ir;
+            if (mr == MR)
+                for (int i = 0; i < MR; i++) d[p * MR + i] = src[i];
+            else
+                for (int i = 0; i < MR; i++) d[p * MR + i] = i < mr ? src[i] : 0.0f;
         }
-        if (mr < MR)
-            for (int p = 0; p < kc; p++)
-                for (int i = mr; i < MR; i++) d[p * MR + i] = 0.0f;
     }
 }
 
-/* One NR-column panel of op(B): rows [p0, p0+kc), cols [j0, j0+nr): dst[p][NR], zero padded. */
-static void pack_b_panel(int transb, const float *b, int ldb, int p0, int kc, int j0, int nr, float *restrict dst) {
-    if (!transb) {
+/* One NR-column panel of op(B): rows [p0, p0+kc), cols [j0, j0+nr): dst[p][NR], zero padded.
+ * Full-width rows copy a constant NR floats so gcc emits vector moves, not a memcpy call per row. */
+static void pack_b_panel(const Mat *B, int p0, int kc, int j0, int nr, float *restrict dst) {
+    if (B->rows) {
+        int q = B->q0 + j0;
+        if (q % B->seg_len + nr <= B->seg_len) { /* the panel lies in one segment of every row */
+            long off = seg_off(B, j0);
+            for (int p = 0; p < kc; p++) {
+                const float *src = B->rows[p0 + p] + off;
+                float *d = dst + (size_t)p * NR;
+                if (nr == NR)
+                    for (int j = 0; j < NR; j++) d[j] = src[j];
+                else
+                    for (int j = 0; j < NR; j++) d[j] = j < nr ? src[j] : 0.0f;
+            }
+        } else {
+            long off[NR];
+            for (int j = 0; j < nr; j++) off[j] = seg_off(B, j0 + j);
+            for (int p = 0; p < kc; p++) {
+                const float *src = B->rows[p0 + p];
+                float *d = dst + (size_t)p * NR;
+                for (int j = 0; j < NR; j++) d[j] = j < nr ? src[off[j]] : 0.0f;
+            }
+        }
+    } else if (!B->trans) {
         for (int p = 0; p < kc; p++) {
-            const float *src = b + (size_t)(p0 + p) * ldb + j0;
+            const float *src = B->p + (size_t)(p0 + p) * B->ld + j0;
             float *d = dst + (size_t)p * NR;
-            for (int j = 0; j < nr; j++) d[j] = src[j];
-            for (int j = nr; j < NR; j++) d[j] = 0.0f;
+            if (nr == NR)
+                for (int j = 0; j < NR; j++) d[j] = src[j];
+            else
+                for (int j = 0; j < NR; j++) d[j] = j < nr ? src[j] : 0.0f;
         }
     } else {
         for (int j = 0; j < nr; j++) {
-            const float *src = b + (size_t)(j0 + j) * ldb + p0;
+            const float *src = B->p + (size_t)(j0 + j) * B->ld + p0;
             for (int p = 0; p < kc; p++) dst[(size_t)p * NR + j] = src[p];
         }
         for (int p = 0; p < kc; p++)
@@ -86,23 +120,9 @@ static void pack_b_panel(int transb, const float *b, int ldb, int p0, int kc, in
     }
 }
 
-/* C tile (mr, nr) = alpha * Apanel * Bpanel + beta * C; beta == 0 never reads C. */
-HOT static void micro_kernel(int kc, const float *restrict a, const float *restrict b, float *restrict c, int ldc,
-                             int mr, int nr, float alpha, float beta) {
-    float acc[MR][NR];
-    for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NR; j++) acc[i][j] = 0.0f;
-    for (int p = 0; p < kc; p++) {
-        const float *ap = a + (size_t)p * MR, *bp = b + (size_t)p * NR;
-        /* unrolled rows, vector columns: without the pragmas gcc's SLP pass picks narrow vectors
-         * and spills the tile for AVX2 / SSE targets */
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; i++) {
-            float ai = ap[i];
-#pragma omp simd
-            for (int j = 0; j < NR; j++) acc[i][j] += ai * bp[j];
-        }
-    }
+/* C tile (mr, nr) = alpha * acc + beta * C; beta == 0 never reads C. */
+static inline __attribute__((always_inline)) void store_tile(float acc[MR][NR], float *restrict c, int ldc, int mr,
+                                                             int nr, float alpha, float beta) {
     if (mr == MR && nr == NR) {
         for (int i = 0; i < MR; i++) {
             float *ci = c + (size_t)i * ldc;
@@ -122,6 +142,47 @@ HOT static void micro_kernel(int kc, const float *restrict a, const float *restr
     }
 }
 
+/* C tile = alpha * Apanel * Bpanel + beta * C, A packed as [p][MR]. */
+HOT static void micro_kernel(int kc, const float *restrict a, const float *restrict b, float *restrict c, int ldc,
+                             int mr, int nr, float alpha, float beta) {
+    float acc[MR][NR];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) acc[i][j] = 0.0f;
+    for (int p = 0; p < kc; p++) {
+        const float *ap = a + (size_t)p * MR, *bp = b + (size_t)p * NR;
+        /* unrolled rows, vector columns: without the pragmas gcc's SLP pass picks narrow vectors
+         * and spills the tile for AVX2 / SSE targets */
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            float ai = ap[i];
+#pragma omp simd
+            for (int j = 0; j < NR; j++) acc[i][j] += ai * bp[j];
+        }
+    }
+    store_tile(acc, c, ldc, mr, nr, alpha, beta);
+}
+
+/* The same with A read in place: row i of the tile is ap[i][0..kc). The a values are broadcast,
+ * so they need no packing; rows past mr repeat row 0 and are not stored. */
+HOT static void micro_kernel_rows(int kc, const float *const *arows, const float *restrict b, float *restrict c,
+                                  int ldc, int mr, int nr, float alpha, float beta) {
+    const float *ap[MR];
+    for (int i = 0; i < MR; i++) ap[i] = arows[i < mr ? i : 0];
+    float acc[MR][NR];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) acc[i][j] = 0.0f;
+    for (int p = 0; p < kc; p++) {
+        const float *bp = b + (size_t)p * NR;
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            float ai = ap[i][p];
+#pragma omp simd
+            for (int j = 0; j < NR; j++) acc[i][j] += ai * bp[j];
+        }
+    }
+    store_tile(acc, c, ldc, mr, nr, alpha, beta);
+}
+
 static void scale_c(int m, int n, float beta, float *c, int ldc) {
     for (int i = 0; i < m; i++) {
         float *ci = c + (size_t)i * ldc;
@@ -134,44 +195,84 @@ static void scale_c(int m, int n, float beta, float *c, int ldc) {
 
 /* Per-thread buffers, reused across calls; OpenMP keeps its worker threads, so each keeps its own. */
 typedef struct {
-    float *p;
+    void *p;
     size_t cap;
 } Buf;
-static _Thread_local Buf tl_pack, tl_partial;
+static _Thread_local Buf tl_pack, tl_partial, tl_arows;
 
-static float *buf_get(Buf *b, size_t floats) {
-    if (floats > b->cap) {
+static void *buf_get(Buf *b, size_t bytes) {
+    if (bytes > b->cap) {
         free(b->p);
-        b->p = aligned_alloc(64, (floats * sizeof(float) + 63) & ~(size_t)63);
-        if (!b->p) die("out of memory allocating GEMM buffers (%zu floats)", floats);
-        b->cap = floats;
+        b->p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        if (!b->p) die("out of memory allocating GEMM buffers (%zu bytes)", bytes);
+        b->cap = bytes;
     }
     return b->p;
 }
 
+/* Sub-operands for the thread splits: rows [r0, ...) of A, columns [c0, ...) of B, and depth
+ * [k0, ...) of either. */
+static Mat a_rows_from(Mat A, int r0) {
+    if (A.rows) A.rows += r0;
+    else A.p += A.trans ? (size_t)r0 : (size_t)r0 * A.ld;
+    return A;
+}
+static Mat a_depth_from(Mat A, int k0) {
+    if (A.rows) A.q0 += k0;
+    else A.p += A.trans ? (size_t)k0 * A.ld : (size_t)k0;
+    return A;
+}
+static Mat b_cols_from(Mat B, int c0) {
+    if (B.rows) B.q0 += c0;
+    else B.p += B.trans ? (size_t)c0 * B.ld : (size_t)c0;
+    return B;
+}
+static Mat b_depth_from(Mat B, int k0) {
+    if (B.rows) B.rows += k0;
+    else B.p += B.trans ? (size_t)k0 : (size_t)k0 * B.ld;
+    return B;
+}
+
 /* The blocked GEMM on the calling thread: jc (NC columns) > pc (KC deep, pack B) > ic (MC rows,
- * pack A) > micro-tiles. */
-static void gemm_serial(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
-                        const float *b, int ldb, float beta, float *c, int ldc) {
+ * pack A or point at its rows) > micro-tiles. With row-pointer A a k slice never crosses a segment,
+ * so each row of the slice is contiguous. */
+static void gemm_serial(int m, int n, int k, float alpha, const Mat *A, const Mat *B, float beta, float *c, int ldc) {
     int nc_max = imin(NC, (n + NR - 1) / NR * NR);
-    float *bpack = buf_get(&tl_pack, (size_t)KC * nc_max + (size_t)KC * MC);
+    int packed_a = !A->rows && A->trans;
+    float *bpack = buf_get(&tl_pack, ((size_t)KC * nc_max + (size_t)KC * MC) * sizeof(float));
     float *apack = bpack + (size_t)KC * nc_max;
+    const float **arows = packed_a ? NULL : buf_get(&tl_arows, MC * sizeof(float *));
     for (int jc = 0; jc < n; jc += NC) {
         int nc = imin(NC, n - jc);
-        for (int pc = 0; pc < k; pc += KC) {
+        for (int pc = 0; pc < k;) {
             int kc = imin(KC, k - pc);
+            if (A->rows) kc = imin(kc, A->seg_len - (A->q0 + pc) % A->seg_len);
             float beta_eff = pc == 0 ? beta : 1.0f; /* later slices add to the first */
             for (int jr = 0; jr < nc; jr += NR)
-                pack_b_panel(transb, b, ldb, pc, kc, jc + jr, imin(NR, nc - jr), bpack + (size_t)jr * kc);
+                pack_b_panel(B, pc, kc, jc + jr, imin(NR, nc - jr), bpack + (size_t)jr * kc);
             for (int ic = 0; ic < m; ic += MC) {
                 int mc = imin(MC, m - ic);
-                pack_a(transa, a, lda, ic, mc, pc, kc, apack);
+                if (packed_a) {
+                    pack_a_trans(A->p, A->ld, ic, mc, pc, kc, apack);
+                } else if (A->rows) {
+                    long off = seg_off(A, pc);
+                    for (int i = 0; i < mc; i++) arows[i] = A->rows[ic + i] + off;
+                } else {
+                    for (int i = 0; i < mc; i++) arows[i] = A->p + (size_t)(ic + i) * A->ld + pc;
+                }
                 for (int jr = 0; jr < nc; jr += NR)
-                    for (int ir = 0; ir < mc; ir += MR)
-                        micro_kernel(kc, apack + (size_t)ir * kc, bpack + (size_t)jr * kc,
-                                     c + (size_t)(ic + ir) * ldc + jc + jr, ldc, imin(MR, mc - ir),
-                                     imin(NR, nc - jr), alpha, beta_eff);
+                    for (int ir = 0; ir < mc; ir += MR) {
+                        float *ct = c + (size_t)(ic + ir) * ldc + jc + jr;
+                        int mr = imin(MR, mc - ir), nr = imin(NR, nc - jr);
+                        if (packed_a)
+                            micro_kernel(kc, apack + (size_t)ir * kc, bpack + (size_t)jr * kc, ct, ldc, mr, nr, alpha,
+                                         beta_eff);
+                        else
+                            micro_kernel_rows(kc, arows + ir, bpack + (size_t)jr * kc, ct, ldc, mr, nr, alpha,
+                                              beta_eff);
+                    }
             }
+            pc += kc;
         }
     }
 }
@@ -182,8 +283,7 @@ enum { SPLIT_ROWS, SPLIT_COLS, SPLIT_DEPTH };
  * private partial sums added at the end), so a call has one fork/join and at most one barrier:
  * on a 2-core machine shared with other processes, per-block barriers cost far more than the
  * duplicated packing of the small operand. */
-void sgemm_builtin(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
-                   const float *b, int ldb, float beta, float *c, int ldc) {
+static void gemm_driver(int m, int n, int k, float alpha, const Mat *A, const Mat *B, float beta, float *c, int ldc) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0 || alpha == 0.0f) {
         scale_c(m, n, beta, c, ldc);
@@ -194,7 +294,7 @@ void sgemm_builtin(int transa, int transb, int m, int n, int k, float alpha, con
     if (!omp_in_parallel() && (double)m * n * k > 2e5) nt = omp_get_max_threads();
 #endif
     if (nt == 1) {
-        gemm_serial(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        gemm_serial(m, n, k, alpha, A, B, beta, c, ldc);
         return;
     }
     /* Rows or columns when they give every thread several register tiles (balance within a tile);
@@ -208,7 +308,7 @@ void sgemm_builtin(int transa, int transb, int m, int n, int k, float alpha, con
         split = SPLIT_DEPTH;
     else
         split = (size_t)tm * MR >= (size_t)tn * NR ? SPLIT_ROWS : SPLIT_COLS;
-    float *partial = split == SPLIT_DEPTH ? buf_get(&tl_partial, (size_t)nt * m * n) : NULL;
+    float *partial = split == SPLIT_DEPTH ? buf_get(&tl_partial, (size_t)nt * m * n * sizeof(float)) : NULL;
 
 #pragma omp parallel num_threads(nt)
     {
@@ -218,19 +318,17 @@ void sgemm_builtin(int transa, int transb, int m, int n, int k, float alpha, con
 #endif
         if (split == SPLIT_ROWS) {
             int r0 = imin(m, (int)((long)tm * t / T) * MR), r1 = imin(m, (int)((long)tm * (t + 1) / T) * MR);
-            if (r1 > r0)
-                gemm_serial(transa, transb, r1 - r0, n, k, alpha, a + (transa ? (size_t)r0 : (size_t)r0 * lda), lda, b,
-                            ldb, beta, c + (size_t)r0 * ldc, ldc);
+            Mat As = a_rows_from(*A, r0);
+            if (r1 > r0) gemm_serial(r1 - r0, n, k, alpha, &As, B, beta, c + (size_t)r0 * ldc, ldc);
         } else if (split == SPLIT_COLS) {
             int c0 = imin(n, (int)((long)tn * t / T) * NR), c1 = imin(n, (int)((long)tn * (t + 1) / T) * NR);
-            if (c1 > c0)
-                gemm_serial(transa, transb, m, c1 - c0, k, alpha, a, lda, b + (transb ? (size_t)c0 * ldb : (size_t)c0),
-                            ldb, beta, c + c0, ldc);
+            Mat Bs = b_cols_from(*B, c0);
+            if (c1 > c0) gemm_serial(m, c1 - c0, k, alpha, A, &Bs, beta, c + c0, ldc);
         } else {
             int k0 = (int)((long)k * t / T), k1 = (int)((long)k * (t + 1) / T);
             float *mine = partial + (size_t)t * m * n; // (m, n)
-            gemm_serial(transa, transb, m, n, k1 - k0, 1.0f, a + (transa ? (size_t)k0 * lda : (size_t)k0), lda,
-                        b + (transb ? (size_t)k0 : (size_t)k0 * ldb), ldb, 0.0f, mine, n);
+            Mat As = a_depth_from(*A, k0), Bs = b_depth_from(*B, k0);
+            gemm_serial(m, n, k1 - k0, 1.0f, &As, &Bs, 0.0f, mine, n);
 #pragma omp barrier
             /* C = alpha * (sum of the partials, in thread order) + beta * C, rows split again */
             for (int i = m * t / T; i < m * (t + 1) / T; i++) {
@@ -243,6 +341,24 @@ void sgemm_builtin(int transa, int transb, int m, int n, int k, float alpha, con
             }
         }
     }
+}
+
+void sgemm_builtin(int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
+                   const float *b, int ldb, float beta, float *c, int ldc) {
+    Mat A = {a, lda, transa, NULL, 1, 0, 0}, B = {b, ldb, transb, NULL, 1, 0, 0};
+    gemm_driver(m, n, k, alpha, &A, &B, beta, c, ldc);
+}
+
+void sgemm_rowa(int m, int n, int k, const RowMat *a, int transb, const float *b, int ldb, float beta, float *c,
+                int ldc) {
+    Mat A = {NULL, 0, 0, a->rows, a->seg_len, 0, a->seg_stride}, B = {b, ldb, transb, NULL, 1, 0, 0};
+    gemm_driver(m, n, k, 1.0f, &A, &B, beta, c, ldc);
+}
+
+void sgemm_rowb(int transa, int m, int n, int k, const float *a, int lda, const RowMat *b, float beta, float *c,
+                int ldc) {
+    Mat A = {a, lda, transa, NULL, 1, 0, 0}, B = {NULL, 0, 0, b->rows, b->seg_len, 0, b->seg_stride};
+    gemm_driver(m, n, k, 1.0f, &A, &B, beta, c, ldc);
 }
 
 #ifdef HAVE_OPENBLAS

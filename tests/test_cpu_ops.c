@@ -217,12 +217,16 @@ static void test_conv_3x3_s1_p0(void **s) { (void)s, conv_case(3, 3, 5, 6, 4, 3,
 static void test_conv_1x1_s2(void **s) { (void)s, conv_case(2, 6, 7, 9, 4, 1, 2, 0); }
 static void test_conv_1x1_s1(void **s) { (void)s, conv_case(2, 6, 5, 5, 7, 1, 1, 0); }
 static void test_conv_5x5_s3_p2(void **s) { (void)s, conv_case(1, 3, 10, 8, 3, 5, 3, 2); }
+/* Enough channels that K*cin (and K*cout) reach the implicit-GEMM paths: windows read in place from
+ * a padded copy, from x itself (no padding), strided, and backward-data through flipped weights. */
+static void test_conv_implicit_3x3_s1_p1(void **s) { (void)s, conv_case(2, 32, 7, 6, 24, 3, 1, 1); }
+static void test_conv_implicit_3x3_s2_p1(void **s) { (void)s, conv_case(2, 24, 9, 7, 33, 3, 2, 1); }
+static void test_conv_implicit_3x3_s1_p0(void **s) { (void)s, conv_case(2, 22, 6, 7, 30, 3, 1, 0); }
+static void test_conv_implicit_5x5_s1_p2(void **s) { (void)s, conv_case(1, 16, 8, 9, 13, 5, 1, 2); }
 
-/* Big enough that im2col runs in several chunks of images (the column buffer is capped at 64 MB,
- * here 21 MB per image): sampled outputs and gradients against direct sums. */
-static void test_conv_chunked(void **state) {
-    (void)state;
-    const int n = 4, h = 96, w = 96, cin = 64, cout = 8;
+/* A 3x3 pad 1 conv big enough to run in several chunks of images: sampled outputs and gradients
+ * against direct sums. */
+static void conv_chunked_case(int n, int h, int w, int cin, int cout) {
     ConvCtx c = {{cin, cout, 3, 1, 1}, {0}, {0}, {0}, NULL};
     c.x = tnew(n, cin, h, w);
     c.y = tnew(n, cout, h, w);
@@ -275,6 +279,11 @@ static void test_conv_chunked(void **state) {
     }
     tfree(&c.x), tfree(&c.y), tfree(&c.dy), tfree(&dx), ffree(c.w), ffree(dw);
 }
+
+/* im2col (few channels; the column buffer is capped at 16 MB, here 5.3 MB per image) */
+static void test_conv_chunked(void **s) { (void)s, conv_chunked_case(4, 96, 96, 16, 8); }
+/* implicit GEMM (the padded copy is capped at 32 MB, here 10 MB per image) */
+static void test_conv_chunked_implicit(void **s) { (void)s, conv_chunked_case(4, 160, 160, 96, 32); }
 
 /* ---- batch norm ---- */
 
@@ -820,7 +829,12 @@ int main(void) {
         cmocka_unit_test(test_conv_1x1_s2),
         cmocka_unit_test(test_conv_1x1_s1),
         cmocka_unit_test(test_conv_5x5_s3_p2),
+        cmocka_unit_test(test_conv_implicit_3x3_s1_p1),
+        cmocka_unit_test(test_conv_implicit_3x3_s2_p1),
+        cmocka_unit_test(test_conv_implicit_3x3_s1_p0),
+        cmocka_unit_test(test_conv_implicit_5x5_s1_p2),
         cmocka_unit_test(test_conv_chunked),
+        cmocka_unit_test(test_conv_chunked_implicit),
         cmocka_unit_test(test_bn_backward_small),
         cmocka_unit_test(test_bn_backward_parallel),
         cmocka_unit_test(test_bn_backward_infer),

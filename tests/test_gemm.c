@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gemm.h"
 #include "rng.h"
@@ -123,6 +124,60 @@ static void test_builtin_blocking(void **state) {
     assert_int_equal(fails, 0);
 }
 
+/* sgemm_rowa / sgemm_rowb: the row-pointer operand is a dense matrix scattered into segments of
+ * seg_len floats seg_stride apart, at rows in shuffled order; the result must equal sgemm_builtin on
+ * the dense matrix. m, n, k pick the thread split (rows, columns, k slices), and segments that do
+ * not divide the register panels and k slices make both cross them. */
+static int check_rows(int which, int m, int n, int k, int seg_len, int trans, float beta) {
+    int rrows = which == 0 ? m : k, rlen = which == 0 ? k : n; /* the row-pointer operand */
+    int nseg = (rlen + seg_len - 1) / seg_len;
+    long seg_stride = seg_len + 5;
+    size_t row_span = (size_t)nseg * seg_stride;
+    float *store = rand_matrix((size_t)rrows * row_span), *dense = malloc((size_t)rrows * rlen * sizeof(float));
+    const float **rows = malloc((size_t)rrows * sizeof *rows);
+    for (int r = 0; r < rrows; r++) {
+        rows[r] = store + (size_t)((r * 7919) % rrows) * row_span; /* any order */
+        for (int q = 0; q < rlen; q++) dense[(size_t)r * rlen + q] = rows[r][(q / seg_len) * seg_stride + q % seg_len];
+    }
+    RowMat rm = {rows, seg_len, seg_stride};
+    int olen = which == 0 ? n : m, ok_ = k; /* the dense operand op(X) is (k, n) for rowa, (m, k) for rowb */
+    float *x = rand_matrix((size_t)olen * ok_);
+    float *c = rand_matrix((size_t)m * n), *c2 = malloc((size_t)m * n * sizeof(float));
+    memcpy(c2, c, (size_t)m * n * sizeof(float));
+    if (which == 0) {
+        int ldx = trans ? k : n; /* B stored (n, k) when transposed */
+        sgemm_rowa(m, n, k, &rm, trans, x, ldx, beta, c, n);
+        sgemm_builtin(0, trans, m, n, k, 1.0f, dense, k, x, ldx, beta, c2, n);
+    } else {
+        int ldx = trans ? m : k; /* A stored (k, m) when transposed */
+        sgemm_rowb(trans, m, n, k, x, ldx, &rm, beta, c, n);
+        sgemm_builtin(trans, 0, m, n, k, 1.0f, x, ldx, dense, n, beta, c2, n);
+    }
+    int fails = 0;
+    for (size_t i = 0; i < (size_t)m * n; i++)
+        if (!(fabs(c[i] - c2[i]) <= 1e-4 * (fabs(c2[i]) + 1.0)) && fails++ < 3)
+            print_error("sgemm_row%c m=%d n=%d k=%d seg=%d: C[%zu] = %.7g, want %.7g\n", which ? 'b' : 'a', m, n, k,
+                        seg_len, i, c[i], c2[i]);
+    free(store), free(dense), free(rows), free(x), free(c), free(c2);
+    return fails;
+}
+
+static void test_row_operands(void **state) {
+    (void)state;
+    int fails = 0;
+    for (int t = 0; t < 2; t++) {
+        fails += check_rows(0, 301, 70, 300, 96, t, 0.0f);  /* rows split */
+        fails += check_rows(0, 13, 300, 290, 100, t, 1.0f); /* columns split */
+        fails += check_rows(0, 7, 20, 1500, 70, t, 0.0f);   /* k slices */
+        fails += check_rows(0, 5, 3, 27, 9, t, 0.5f);       /* tiny, one thread */
+        fails += check_rows(1, 200, 70, 300, 96, t, 0.0f);
+        fails += check_rows(1, 20, 300, 400, 27, t, 1.0f);
+        fails += check_rows(1, 9, 27, 3000, 9, t, 0.0f);
+        fails += check_rows(1, 32, 576, 5000, 192, t, 0.0f);
+    }
+    assert_int_equal(fails, 0);
+}
+
 int main(void) {
     rng_seed(&rng, 20240611);
     const struct CMUnitTest tests[] = {
@@ -130,6 +185,7 @@ int main(void) {
         cmocka_unit_test(test_sgemm_sizes),
         cmocka_unit_test(test_beta_zero_and_degenerate),
         cmocka_unit_test(test_builtin_blocking),
+        cmocka_unit_test(test_row_operands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
