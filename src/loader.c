@@ -229,6 +229,8 @@ const Batch *loader_next(Loader *L) {
 
 int loader_bad_images(const Loader *L) { return L->nbad; }
 
+int loader_threads(const Loader *L) { return L->nthreads; }
+
 void loader_destroy(Loader *L) {
     if (!L) return;
     pthread_mutex_lock(&L->mu);

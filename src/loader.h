@@ -50,6 +50,8 @@ void loader_start_epoch(Loader *, int epoch, int first_batch);
 const Batch *loader_next(Loader *);
 /* Images found bad so far (each reported once on stderr with its path and reason). */
 int loader_bad_images(const Loader *);
+/* Worker threads in use. */
+int loader_threads(const Loader *);
 void loader_destroy(Loader *);
 
 #endif

@@ -15,6 +15,8 @@ static void usage(FILE *f) {
             "  train smoke [--model M] [--steps N] ...   train on generated images (no download), save a checkpoint\n"
             "  train info MODEL [--classes N] [--size S] layers, output shapes, parameters, GFLOPs\n"
             "  train bench MODEL [--size S] [--batch B] training speed and peak memory\n"
+            "  train bench-loader --data PATH [--size S] [--threads N]\n"
+            "                                           images/s decoded and augmented, per thread\n"
             "  train demo-data [--out DIR] [--train N] [--valid N] [--size S]\n"
             "                                           write a small JPEG data set of generated shapes\n"
             "  train --version                          version and the backends built in\n"
@@ -40,6 +42,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "smoke")) return cmd_smoke(argc, argv);
     if (!strcmp(cmd, "demo-data")) return cmd_demo_data(argc, argv);
+    if (!strcmp(cmd, "bench-loader")) return cmd_bench_loader(argc, argv);
     fprintf(stderr, "train: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
