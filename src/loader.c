@@ -28,7 +28,7 @@ struct Loader {
     pthread_cond_t work_cv, done_cv;
     Slot *slots;
     unsigned char *bad;      /* per sample: known to be bad */
-    int nbad;
+    int nbad, reported_bad; /* bad images found / already summarised at an epoch's end */
     int *order, norder;      /* this epoch's samples, known-bad ones left out */
     Rng epoch_rng;
     int nbatches;
@@ -203,7 +203,12 @@ const Batch *loader_next(Loader *L) {
             }
             pthread_cond_broadcast(&L->work_cv);
         }
-        if (L->consumed >= L->nbatches) break;
+        if (L->consumed >= L->nbatches) {
+            if (L->nbad > L->reported_bad)
+                fprintf(stderr, "cnntrain: %d of %d images are bad and were skipped (listed above)\n", L->nbad, L->spec.count);
+            L->reported_bad = L->nbad;
+            break;
+        }
         int b = L->consumed;
         Slot *s = slot_of(L, b);
         while (s->filled < s->expected && !L->fatal[0]) pthread_cond_wait(&L->done_cv, &L->mu);
