@@ -97,6 +97,8 @@ int model_attach(Model *m, Backend *be, int max_batch, int max_h, int max_w, cha
     m->adam_v = attach_alloc(m, pbytes);
     m->stats_d = attach_alloc(m, m->stat_floats * sizeof(float));
     m->labels_d = attach_alloc(m, (size_t)max_batch * sizeof(int32_t));
+    m->labels_b_d = attach_alloc(m, (size_t)max_batch * sizeof(int32_t));
+    m->lam_d = attach_alloc(m, (size_t)max_batch * sizeof(float));
     m->loss_d = attach_alloc(m, sizeof(float));
 
     m->act = xcalloc((size_t)m->nvalues, sizeof *m->act);
@@ -143,7 +145,8 @@ void model_detach(Model *m) {
     m->grad_written = m->needs_grad = NULL;
     m->shapes = NULL;
     m->params_d = m->grads_d = m->adam_m = m->adam_v = m->stats_d = NULL;
-    m->labels_d = NULL;
+    m->labels_d = m->labels_b_d = NULL;
+    m->lam_d = NULL;
     m->loss_d = NULL;
     m->be = NULL;
 }
@@ -219,11 +222,21 @@ const Tensor *model_forward(Model *m, const float *host_nchw, int n, int h, int 
 }
 
 float model_loss(Model *m, const int32_t *host_labels, float smoothing) {
+    return model_loss_mixup(m, host_labels, NULL, NULL, smoothing);
+}
+
+float model_loss_mixup(Model *m, const int32_t *labels_a, const int32_t *labels_b, const float *lam, float smoothing) {
     Backend *be = m->be;
     int last = m->nvalues - 1;
     const Tensor *logits = &m->act[last];
-    be->ops->upload(be, m->labels_d, host_labels, (size_t)logits->n * sizeof(int32_t));
-    be->ops->softmax_xent(be, logits, m->labels_d, NULL, NULL, smoothing, m->loss_d, &m->grad[last]);
+    size_t n = (size_t)logits->n;
+    be->ops->upload(be, m->labels_d, labels_a, n * sizeof(int32_t));
+    if (labels_b) {
+        be->ops->upload(be, m->labels_b_d, labels_b, n * sizeof(int32_t));
+        be->ops->upload(be, m->lam_d, lam, n * sizeof(float));
+    }
+    be->ops->softmax_xent(be, logits, m->labels_d, labels_b ? m->labels_b_d : NULL, labels_b ? m->lam_d : NULL,
+                          smoothing, m->loss_d, &m->grad[last]);
     float loss;
     be->ops->download(be, &loss, m->loss_d, sizeof loss);
     memset(m->grad_written, 0, (size_t)m->nvalues);

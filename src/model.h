@@ -72,7 +72,8 @@ typedef struct Model {
     Tensor *act;           /* nvalues activations */
     Tensor *grad;          /* nvalues activation gradients (value 0's is unused) */
     int max_batch, max_h, max_w;
-    int32_t *labels_d;     /* max_batch labels, for softmax_xent */
+    int32_t *labels_d, *labels_b_d; /* max_batch labels (and mixup partners), for softmax_xent */
+    float *lam_d;          /* max_batch mixup weights */
     float *loss_d;
     int last_forward_train;/* the mode of the last forward, which backward must follow */
     Shape *shapes;         /* per value, at the current input size */
@@ -122,6 +123,8 @@ const Tensor *model_forward(Model *, const float *host_nchw, int n, int h, int w
 /* Loss on the last forward's logits against host labels; fills the logits' gradient and returns
  * the mean loss (synchronises). */
 float model_loss(Model *, const int32_t *host_labels, float smoothing);
+/* The same with mixup: per sample, target = lam*onehot(a) + (1-lam)*onehot(b). */
+float model_loss_mixup(Model *, const int32_t *labels_a, const int32_t *labels_b, const float *lam, float smoothing);
 /* Backward from the logits' gradient: fills grads_d for trainable parameters. */
 void model_backward(Model *);
 

@@ -60,3 +60,25 @@ float rng_normal(Rng *r) {
     double u2 = (double)(rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
+
+float rng_gamma(Rng *r, float shape) {
+    /* Marsaglia and Tsang's method; shape < 1 through Gamma(shape + 1) * U^(1/shape). */
+    if (shape < 1.0f) {
+        float u = rng_uniform(r);
+        return rng_gamma(r, shape + 1.0f) * powf(u > 0 ? u : 1e-30f, 1.0f / shape);
+    }
+    double d = shape - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
+    for (;;) {
+        double x = rng_normal(r), v = 1.0 + c * x;
+        if (v <= 0) continue;
+        v = v * v * v;
+        double u = rng_uniform(r);
+        if (u < 1.0 - 0.0331 * x * x * x * x) return (float)(d * v);
+        if (u > 0 && log(u) < 0.5 * x * x + d * (1.0 - v + log(v))) return (float)(d * v);
+    }
+}
+
+float rng_beta(Rng *r, float a, float b) {
+    float x = rng_gamma(r, a), y = rng_gamma(r, b);
+    return x + y > 0 ? x / (x + y) : 0.5f;
+}

@@ -14,5 +14,7 @@ uint64_t rng_u64(Rng *);
 uint32_t rng_below(Rng *, uint32_t n);   /* uniform in [0, n) */
 float rng_uniform(Rng *);                /* [0, 1) */
 float rng_normal(Rng *);                 /* standard normal */
+float rng_gamma(Rng *, float shape);     /* Gamma(shape, 1), shape > 0 */
+float rng_beta(Rng *, float a, float b); /* Beta(a, b) */
 
 #endif
