@@ -7,5 +7,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_smoke(int argc, char **argv);
 int cmd_demo_data(int argc, char **argv);
 int cmd_bench_loader(int argc, char **argv);
+int cmd_show_batch(int argc, char **argv);
 
 #endif
