@@ -4,6 +4,7 @@
 
 #include "backend.h"
 #include "commands.h"
+#include "config.h"
 #include "gemm.h"
 
 #define CNNTRAIN_VERSION "0.1.0"
@@ -12,6 +13,9 @@ static void usage(FILE *f) {
     fprintf(f,
             "cnntrain %s: train ResNet / xResNet image classifiers\n"
             "usage:\n"
+            "  train CONFIG.ini [--set section.key=value ...]\n"
+            "                                           train and evaluate as the config's stages say\n"
+            "  train --help-config                      every config section and key\n"
             "  train smoke [--model M] [--steps N] ...   train on generated images (no download), save a checkpoint\n"
             "  train info MODEL [--classes N] [--size S] layers, output shapes, parameters, GFLOPs\n"
             "  train bench MODEL [--size S] [--batch B] training speed and peak memory\n"
@@ -40,6 +44,12 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
+    if (!strcmp(cmd, "--help-config")) {
+        config_help(stdout);
+        return 0;
+    }
+    size_t len = strlen(cmd);
+    if (len > 4 && !strcmp(cmd + len - 4, ".ini")) return cmd_train(argc, argv);
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "smoke")) return cmd_smoke(argc, argv);

@@ -1,0 +1,99 @@
+/* test_train.c: the whole program path on generated JPEGs: a config with a one-cycle stage, TTA and
+ * multi-size evaluation trains, lowers the loss, beats chance clearly, and leaves a run folder with
+ * its resolved config, metrics and loadable checkpoints. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "checkpoint.h"
+#include "config.h"
+#include "demo_data.h"
+#include "model.h"
+#include "train.h"
+#include "util.h"
+
+static void test_config_trains_and_writes_a_run_folder(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_train_XXXXXX", path[1200], err[1024], run_dir[1024];
+    assert_non_null(mkdtemp(root));
+    snprintf(path, sizeof path, "%s/data", root);
+    if (demo_data_write(path, 50, 20, 32, 7, err, sizeof err)) fail_msg("%s", err);
+    snprintf(path, sizeof path, "%s/t.ini", root);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[data]\npath = %s/data\n[model]\narch = xresnet18\n[run]\ndevice = cpu\nseed = 3\nout_dir = %s/runs\n"
+            "[stage small]\ntype = fit_one_cycle\nepochs = 5\nsize = 32\nbatch = 32\nlr = 5e-3\n"
+            "transform = fastai\nmin_scale = 0.75\n"
+            "[stage tta]\ntype = tta\nn = 2\n"
+            "[stage sizes]\ntype = eval\nsizes = 24,32\n",
+            root, root);
+    fclose(f);
+    Config cfg;
+    if (config_load(path, NULL, 0, &cfg, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(train_run(&cfg, run_dir, sizeof run_dir), 0);
+    config_free(&cfg);
+
+    /* metrics.csv: 5 epochs, the loss going down, accuracy well above chance (10%) */
+    snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    char line[512];
+    float first_loss = 0, last_loss = 0, last_acc = 0;
+    int epochs = 0;
+    assert_non_null(fgets(line, sizeof line, f)); /* header */
+    while (fgets(line, sizeof line, f)) {
+        char stage[64];
+        int epoch, stage_epoch;
+        float tl, vl, acc;
+        if (sscanf(line, "%63[^,],%d,%d,%f,%f,%f", stage, &epoch, &stage_epoch, &tl, &vl, &acc) == 6 && !strcmp(stage, "small")) {
+            if (epochs == 0) first_loss = tl;
+            last_loss = tl;
+            last_acc = acc;
+            epochs++;
+        }
+    }
+    fclose(f);
+    printf("train loss %.3f -> %.3f, valid accuracy %.1f%%\n", first_loss, last_loss, 100 * last_acc);
+    assert_int_equal(epochs, 5);
+    assert_true(last_loss < 0.8f * first_loss);
+    assert_true(last_acc > 0.35f);
+
+    /* the eval stage's table, the resolved config, and a checkpoint that loads into the model */
+    snprintf(path, sizeof path, "%s/eval-sizes.csv", run_dir);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    int rows = 0;
+    while (fgets(line, sizeof line, f)) rows++;
+    fclose(f);
+    assert_int_equal(rows, 3);
+    snprintf(path, sizeof path, "%s/config.ini", run_dir);
+    if (config_load(path, NULL, 0, &cfg, err, sizeof err)) fail_msg("resolved config: %s", err);
+    config_free(&cfg);
+    Model *m = model_build("xresnet18", 10, err, sizeof err);
+    float *params = xmalloc(m->param_floats * sizeof(float)), *stats = xmalloc(m->stat_floats * sizeof(float));
+    snprintf(path, sizeof path, "%s/final.safetensors", run_dir);
+    if (ckpt_load(path, m, params, stats, err, sizeof err)) fail_msg("%s", err);
+    char train_path[1300];
+    assert_int_equal(ckpt_train_path(path, train_path, sizeof train_path), 0);
+    if (ckpt_check_pair(path, train_path, err, sizeof err)) fail_msg("%s", err);
+    free(params);
+    free(stats);
+    model_free(m);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_trains_and_writes_a_run_folder),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
