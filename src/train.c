@@ -15,6 +15,7 @@
 #include "loader.h"
 #include "model.h"
 #include "optim.h"
+#include "progressive.h"
 #include "schedule.h"
 #include "util.h"
 
@@ -30,6 +31,7 @@ typedef struct {
     FILE *log, *metrics;
     int32_t *labels_b;      /* mixup partners */
     float *lam, *mix;       /* mixup weights, and a copy of the batch to mix from */
+    float *small;           /* a progressive stage's batch at its current side */
     float *logits;          /* host copy, max_batch x classes */
 } Trainer;
 
@@ -153,20 +155,21 @@ typedef enum { LR_ONE_CYCLE, LR_CONSTANT } LrShape;
 
 /* One fit call: fastai's fit_one_cycle or a constant-lr fit, epochs x batches, then validation
  * after each epoch, printed as fastai's table. */
-static void fit(Trainer *T, const StageConfig *st, const char *label, int epochs, LrShape shape, const OneCycle *cycle) {
+static void fit(Trainer *T, const StageConfig *st, const char *label, int epochs, LrShape shape, const OneCycle *cycle,
+                const ProgressiveSchedule *prog) {
     Model *m = T->model;
     Loader *train = make_loader(T, &st->train_tf, st->batch, 1), *valid = make_loader(T, &st->valid_tf, st->batch, 0);
     int per_epoch = loader_batches(train);
     if (per_epoch < 1) die("stage %s: %d training images make no batch of %d", st->name, T->data.ntrain, st->batch);
     long total = (long)epochs * per_epoch, step = 0;
-    size_t per_image = 3 * (size_t)st->size * st->size;
     set_decay(m, st->wd_bn_bias);
     say(T, "stage %s: %s, %d epochs of %d batches of %d at %dpx\n", st->name, label, epochs, per_epoch, st->batch, st->size);
     say(T, "%-6s %-11s %-11s %-9s %s\n", "epoch", "train_loss", "valid_loss", "accuracy", "time");
-    Rng mix_rng = rng_split(&T->root, 100 + (uint64_t)T->epoch);
+    Rng mix_rng = rng_split(&T->root, 100 + (uint64_t)T->epoch), crop_rng = rng_split(&T->root, 200 + (uint64_t)T->epoch);
     for (int e = 0; e < epochs; e++) {
         double t0 = now_seconds(), sum = 0;
         long seen = 0;
+        int last_side = st->size; /* the side of the epoch's last batch: the schedule, for metrics.csv */
         loader_start_epoch(train, T->epoch, 0);
         for (const Batch *b; (b = loader_next(train)); step++) {
             float pos = (float)step / (float)total;
@@ -176,8 +179,16 @@ static void fit(Trainer *T, const StageConfig *st, const char *label, int epochs
                 a.beta1 = one_cycle_mom(cycle, pos);
             }
             float *x = b->x; /* the loader's buffer is ours until the next batch: mixup writes into it */
+            int side = prog ? progressive_side(prog, b->size, pos) : b->size;
+            if (side < b->size) {
+                if (st->resize_crop) batch_crop(b->x, b->n, b->size, T->small, side, &crop_rng);
+                else batch_resize(b->x, b->n, b->size, T->small, side);
+                x = T->small;
+            }
+            size_t per_image = 3 * (size_t)side * side;
+            last_side = side;
             if (st->mixup_alpha > 0) mixup(T, &mix_rng, st->mixup_alpha, x, b->n, per_image, b->labels);
-            model_forward(m, x, b->n, b->size, b->size, 1);
+            model_forward(m, x, b->n, side, side, 1);
             float loss = st->mixup_alpha > 0 ? model_loss_mixup(m, b->labels, T->labels_b, T->lam, st->label_smoothing)
                                              : model_loss(m, b->labels, st->label_smoothing);
             if (!isfinite(loss))
@@ -201,7 +212,7 @@ static void fit(Trainer *T, const StageConfig *st, const char *label, int epochs
         float acc = v.count ? (float)v.correct / v.count : 0;
         say(T, "%-6d %-11.6f %-11.6f %-9.6f %02d:%02d\n", e, sum / (seen ? seen : 1), v.loss, acc, (int)dt / 60, (int)dt % 60);
         fprintf(T->metrics, "%s,%d,%d,%.6f,%.6f,%.6f,%.2f,%d\n", st->name, T->epoch, e, sum / (seen ? seen : 1), v.loss, acc,
-                dt, st->size);
+                dt, last_side);
         fflush(T->metrics);
         T->epoch++;
     }
@@ -296,11 +307,39 @@ static void save_checkpoint(Trainer *T, const char *name, const char *stage) {
     free(av);
 }
 
+/* FixRes fine-tuning at a new size: only the classifier (and, with train_final_bn, the last batch
+ * norm before pooling) learns; every other batch norm runs on its running statistics, while the
+ * last one stays in training mode so its statistics adapt to the new size. Constant lr, fresh moments. */
+static void fixres(Trainer *T, const StageConfig *st) {
+    Model *m = T->model;
+    int last_bn = -1;
+    for (int i = 0; i < m->nnodes; i++)
+        if (m->nodes[i].op == OP_BN) last_bn = i;
+    for (int i = 0; i < m->nnodes; i++)
+        if (m->nodes[i].op == OP_BN) m->nodes[i].frozen_stats = i != last_bn;
+    for (int i = 0; i < m->nparams; i++) {
+        const Param *p = &m->params[i];
+        m->params[i].trainable = p->kind == P_LINEAR_WEIGHT || p->kind == P_LINEAR_BIAS || (st->train_final_bn && p->node == last_bn);
+    }
+    reset_optimizer(T);
+    fit(T, st, st->train_final_bn ? "fixres (head + final batch norm)" : "fixres (head; final batch norm adapts)", st->epochs,
+        LR_CONSTANT, NULL, NULL);
+    for (int i = 0; i < m->nnodes; i++) m->nodes[i].frozen_stats = 0;
+    for (int i = 0; i < m->nparams; i++) m->params[i].trainable = 1;
+    reset_optimizer(T);
+}
+
 static void run_stage(Trainer *T, const StageConfig *st) {
     OneCycle c = {st->lr, st->pct_start, st->div, st->div_final, st->mom_max, st->mom_min};
     switch (st->type) {
-    case STAGE_FIT_ONE_CYCLE: fit(T, st, "fit_one_cycle", st->epochs, LR_ONE_CYCLE, &c); break;
-    case STAGE_FIT: fit(T, st, "fit (constant lr)", st->epochs, LR_CONSTANT, NULL); break;
+    case STAGE_FIT_ONE_CYCLE: fit(T, st, "fit_one_cycle", st->epochs, LR_ONE_CYCLE, &c, NULL); break;
+    case STAGE_FIT: fit(T, st, "fit (constant lr)", st->epochs, LR_CONSTANT, NULL, NULL); break;
+    case STAGE_PROGRESSIVE: {
+        ProgressiveSchedule p = {st->initial_scale, st->delay_fraction, st->finetune_fraction, st->size_increment};
+        fit(T, st, "progressive resizing (one-cycle)", st->epochs, LR_ONE_CYCLE, &c, &p);
+        break;
+    }
+    case STAGE_FIXRES: fixres(T, st); break;
     case STAGE_FINE_TUNE: {
         /* fastai: freeze, fit_one_cycle(freeze_epochs, lr, pct_start=0.99), unfreeze,
          * fit_one_cycle(epochs, lr/2, pct_start, div). A model trained from scratch is one
@@ -310,15 +349,15 @@ static void run_stage(Trainer *T, const StageConfig *st) {
         frozen.pct_start = 0.99f;
         frozen.mom_max = st->mom_max;
         frozen.mom_min = st->mom_min;
-        if (st->freeze_epochs > 0) fit(T, st, "fine_tune, frozen", st->freeze_epochs, LR_ONE_CYCLE, &frozen);
+        if (st->freeze_epochs > 0) fit(T, st, "fine_tune, frozen", st->freeze_epochs, LR_ONE_CYCLE, &frozen, NULL);
         reset_optimizer(T);
         c.lr_max = st->lr / 2;
-        fit(T, st, "fine_tune, unfrozen", st->epochs, LR_ONE_CYCLE, &c);
+        fit(T, st, "fine_tune, unfrozen", st->epochs, LR_ONE_CYCLE, &c, NULL);
         break;
     }
     case STAGE_EVAL: eval_sizes(T, st); return;
     case STAGE_TTA: tta(T, st); return;
-    default: die("stage %s: this stage type is not implemented yet", st->name);
+    default: die("stage %s: unknown stage type %d", st->name, (int)st->type);
     }
     save_checkpoint(T, st->name, st->name);
 }
@@ -336,10 +375,6 @@ static void largest_shape(const Config *cfg, int *batch, int *side) {
 }
 
 int train_run(const Config *cfg, char *run_dir, size_t run_dir_len) {
-    for (int i = 0; i < cfg->nstages; i++)
-        if (cfg->stages[i].type == STAGE_PROGRESSIVE || cfg->stages[i].type == STAGE_FIXRES)
-            die("%s:%d: stage %s: progressive and fixres stages are not implemented yet", cfg->path,
-                cfg->stages[i].line, cfg->stages[i].name);
     Trainer T = {0};
     T.cfg = cfg;
     char err[1024];
@@ -394,6 +429,7 @@ int train_run(const Config *cfg, char *run_dir, size_t run_dir_len) {
 
     size_t per_image = 3 * (size_t)max_side * max_side;
     T.mix = xmalloc((size_t)max_batch * per_image * sizeof(float));
+    T.small = xmalloc((size_t)max_batch * per_image * sizeof(float));
     T.lam = xmalloc((size_t)max_batch * sizeof(float));
     T.labels_b = xmalloc((size_t)max_batch * sizeof(int32_t));
     T.logits = xmalloc((size_t)max_batch * classes * sizeof(float));
@@ -405,6 +441,7 @@ int train_run(const Config *cfg, char *run_dir, size_t run_dir_len) {
     fclose(T.log);
     fclose(T.metrics);
     free(T.mix);
+    free(T.small);
     free(T.lam);
     free(T.labels_b);
     free(T.logits);

@@ -91,9 +91,90 @@ static void test_config_trains_and_writes_a_run_folder(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+static float *load_weights(const char *path, Model *m, float **stats) {
+    char err[1024];
+    float *params = xmalloc(m->param_floats * sizeof(float));
+    *stats = xmalloc(m->stat_floats * sizeof(float));
+    if (ckpt_load(path, m, params, *stats, err, sizeof err)) fail_msg("%s", err);
+    return params;
+}
+
+/* A progressive stage runs at growing sides; a FixRes stage then changes only the classifier and
+ * the last batch norm's running statistics (trainable = head), nothing else. */
+static void test_progressive_then_fixres(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_train_XXXXXX", path[1200], err[1024], run_dir[1024];
+    assert_non_null(mkdtemp(root));
+    snprintf(path, sizeof path, "%s/data", root);
+    if (demo_data_write(path, 12, 6, 48, 8, err, sizeof err)) fail_msg("%s", err);
+    snprintf(path, sizeof path, "%s/p.ini", root);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[data]\npath = %s/data\n[model]\narch = xresnet18\n[run]\ndevice = cpu\nout_dir = %s/runs\n"
+            "[stage grow]\ntype = progressive\nepochs = 2\nsize = 48\nbatch = 16\nlr = 3e-3\n"
+            "initial_scale = 0.5\ndelay_fraction = 0.25\nfinetune_fraction = 0.25\nsize_increment = 8\n"
+            "[stage fix]\ntype = fixres\nepochs = 1\nsize = 40\nbatch = 16\nlr = 1e-3\ntrainable = head\n",
+            root, root);
+    fclose(f);
+    Config cfg;
+    if (config_load(path, NULL, 0, &cfg, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(train_run(&cfg, run_dir, sizeof run_dir), 0);
+    config_free(&cfg);
+
+    /* metrics.csv's size column: the side of each epoch's last batch grows to the full 48 */
+    snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    char line[512];
+    int sides[2] = {0, 0}, k = 0;
+    while (fgets(line, sizeof line, f)) {
+        char stage[64];
+        int a, b, side;
+        float x, y, z, t;
+        if (sscanf(line, "%63[^,],%d,%d,%f,%f,%f,%f,%d", stage, &a, &b, &x, &y, &z, &t, &side) == 8 && !strcmp(stage, "grow") && k < 2)
+            sides[k++] = side;
+    }
+    fclose(f);
+    assert_int_equal(sides[0], 32);
+    assert_int_equal(sides[1], 48);
+
+    Model *m = model_build("xresnet18", 10, err, sizeof err);
+    float *s0, *s1;
+    snprintf(path, sizeof path, "%s/grow.safetensors", run_dir);
+    float *p0 = load_weights(path, m, &s0);
+    snprintf(path, sizeof path, "%s/fix.safetensors", run_dir);
+    float *p1 = load_weights(path, m, &s1);
+    int last_bn = -1;
+    for (int i = 0; i < m->nnodes; i++)
+        if (m->nodes[i].op == OP_BN) last_bn = i;
+    for (int i = 0; i < m->nparams; i++) {
+        const Param *p = &m->params[i];
+        int head = p->kind == P_LINEAR_WEIGHT || p->kind == P_LINEAR_BIAS;
+        int same = !memcmp(p0 + p->offset, p1 + p->offset, p->count * sizeof(float));
+        if (head ? same : !same) fail_msg("%s %s in the FixRes stage", p->name, head ? "did not change" : "changed");
+    }
+    for (int i = 0; i < m->nnodes; i++) {
+        const Node *n = &m->nodes[i];
+        if (n->op != OP_BN) continue;
+        int same = !memcmp(s0 + n->stat, s1 + n->stat, 2 * (size_t)n->features * sizeof(float));
+        if (i == last_bn ? same : !same)
+            fail_msg("running statistics of %s %s", n->name, i == last_bn ? "did not adapt" : "changed");
+    }
+    free(p0);
+    free(p1);
+    free(s0);
+    free(s1);
+    model_free(m);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_trains_and_writes_a_run_folder),
+        cmocka_unit_test(test_progressive_then_fixres),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

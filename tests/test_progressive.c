@@ -1,0 +1,63 @@
+/* test_progressive.c: Composer's progressive-resizing schedule and the batch resize/crop. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "progressive.h"
+
+static void test_schedule(void **state) {
+    (void)state;
+    ProgressiveSchedule p = {0.5f, 0.5f, 0.2f, 4}; /* Composer's ResNet-50 defaults */
+    assert_true(progressive_scale(&p, 0.0f) == 0.5f);
+    assert_true(progressive_scale(&p, 0.49f) == 0.5f);
+    assert_true(fabsf(progressive_scale(&p, 0.65f) - 0.75f) < 1e-6f); /* halfway through the ramp */
+    assert_true(progressive_scale(&p, 0.81f) == 1.0f);
+    assert_int_equal(progressive_side(&p, 224, 0.0f), 112);
+    assert_int_equal(progressive_side(&p, 224, 0.65f), 168);
+    assert_int_equal(progressive_side(&p, 224, 0.6f), 148); /* scale 2/3: 149.3 -> 148 */
+    assert_int_equal(progressive_side(&p, 224, 1.0f), 224);
+    assert_int_equal(progressive_side(&p, 10, 0.0f), 4);  /* 5 rounded down to a multiple of 4 */
+    ProgressiveSchedule tiny = {0.01f, 0.5f, 0.2f, 8};
+    assert_int_equal(progressive_side(&tiny, 64, 0.0f), 8); /* never below one increment */
+}
+
+static void test_resize_and_crop(void **state) {
+    (void)state;
+    /* a horizontal ramp x on a 4x4 plane: halving with align_corners=False averages pixel pairs */
+    float src[2 * 3 * 16], dst[2 * 3 * 4], crop[2 * 3 * 4];
+    for (int p = 0; p < 6; p++)
+        for (int y = 0; y < 4; y++)
+            for (int x = 0; x < 4; x++) src[p * 16 + y * 4 + x] = (float)(x + 10 * y + 100 * p);
+    batch_resize(src, 2, 4, dst, 2);
+    for (int p = 0; p < 6; p++) {
+        assert_true(fabsf(dst[p * 4 + 0] - (0.5f + 5.0f + 100 * p)) < 1e-4f);
+        assert_true(fabsf(dst[p * 4 + 3] - (2.5f + 25.0f + 100 * p)) < 1e-4f);
+    }
+    /* same size: identity */
+    float same[2 * 3 * 16];
+    batch_resize(src, 2, 4, same, 4);
+    for (int i = 0; i < 96; i++) assert_true(same[i] == src[i]);
+    Rng rng;
+    rng_seed(&rng, 1);
+    batch_crop(src, 2, 4, crop, 2, &rng);
+    /* one offset for the whole batch: every plane's window starts at the same (oy, ox) */
+    float ox = crop[0] - 0.0f;
+    for (int p = 0; p < 6; p++) {
+        float origin = crop[p * 4] - 100 * p;
+        assert_true(origin == ox);
+        assert_true(crop[p * 4 + 1] == crop[p * 4] + 1);
+        assert_true(crop[p * 4 + 2] == crop[p * 4] + 10);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_schedule),
+        cmocka_unit_test(test_resize_and_crop),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
