@@ -15,6 +15,27 @@
 static const float IMAGENET_MEAN[3] = {0.485f, 0.456f, 0.406f};
 static const float IMAGENET_STD[3] = {0.229f, 0.224f, 0.225f};
 
+static const char *const transform_kind_names[] = {
+    [TF_FASTAI] = "fastai",
+    [TF_RANDOM_RESIZED_CROP] = "rrc",
+    [TF_CENTER_CROP] = "center",
+    [TF_RESIZE_CENTER_CROP] = "resize",
+};
+#define N_TRANSFORM_KINDS (int)(sizeof transform_kind_names / sizeof transform_kind_names[0])
+
+int transform_kind_parse(const char *name, TransformKind *out) {
+    for (int k = 0; k < N_TRANSFORM_KINDS; k++)
+        if (!strcmp(name, transform_kind_names[k])) {
+            *out = (TransformKind)k;
+            return 0;
+        }
+    return -1;
+}
+
+const char *transform_kind_name(TransformKind kind) {
+    return (unsigned)kind < (unsigned)N_TRANSFORM_KINDS ? transform_kind_names[kind] : "?";
+}
+
 TransformSpec transform_defaults(TransformKind kind, int size, int train) {
     TransformSpec s;
     memset(&s, 0, sizeof s);

@@ -22,6 +22,12 @@ typedef enum {
     TF_RESIZE_CENTER_CROP, /* torchvision Resize(round(resize_ratio*size), short side) + CenterCrop(size) */
 } TransformKind;
 
+/* The kinds' names on the command line and in configs: "fastai", "rrc", "center", "resize".
+ * transform_kind_parse: 0 and the kind in *out, or -1 (*out untouched) for any other name.
+ * transform_kind_name: the name, or "?" for a value that is not a TransformKind. */
+int transform_kind_parse(const char *name, TransformKind *out);
+const char *transform_kind_name(TransformKind kind);
+
 typedef struct {
     TransformKind kind;
     int size;           /* output side */

@@ -9,17 +9,6 @@
 #include "loader.h"
 #include "util.h"
 
-static int parse_transform(const char *name, TransformKind *kind) {
-    static const struct { const char *name; TransformKind kind; } kinds[] = {
-        {"fastai", TF_FASTAI}, {"rrc", TF_RANDOM_RESIZED_CROP}, {"center", TF_CENTER_CROP}, {"resize", TF_RESIZE_CENTER_CROP}};
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (!strcmp(name, kinds[i].name)) {
-            *kind = kinds[i].kind;
-            return 0;
-        }
-    return -1;
-}
-
 int cmd_bench_loader(int argc, char **argv) {
     const char *data = NULL, *format = "folder", *transform = "fastai";
     int size = 224, presize = 460, threads = 0, batch = 64, batches = 30, epochs = 2;
@@ -41,7 +30,7 @@ int cmd_bench_loader(int argc, char **argv) {
     int npos;
     cli_parse("bench-loader", "--data PATH [options]", argc, argv, 2, flags, pos, 0, &npos);
     TransformKind kind;
-    if (!data || parse_transform(transform, &kind) || (strcmp(format, "folder") && strcmp(format, "csv")) || epochs < 2) {
+    if (!data || transform_kind_parse(transform, &kind) || (strcmp(format, "folder") && strcmp(format, "csv")) || epochs < 2) {
         fprintf(stderr, "train bench-loader: give --data, a known --format and --transform, and --epochs >= 2\n");
         return 2;
     }
@@ -79,7 +68,7 @@ int cmd_bench_loader(int argc, char **argv) {
     }
     int used = loader_threads(L);
     printf("bench-loader data=%s transform=%s size=%d threads=%d images=%ld img_per_s=%.0f img_per_s_per_thread=%.0f bad=%d\n",
-           data, transform, size, used, images, best, best / used, loader_bad_images(L));
+           data, transform_kind_name(kind), size, used, images, best, best / used, loader_bad_images(L));
     loader_destroy(L);
     dataset_free(&d);
     return 0;

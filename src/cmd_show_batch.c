@@ -13,20 +13,6 @@
 
 static const char USAGE[] = "--data PATH --out FILE.jpg [options]";
 
-static int transform_kind(const char *name, TransformKind *kind) {
-    static const struct {
-        const char *name;
-        TransformKind kind;
-    } kinds[] = {{"fastai", TF_FASTAI}, {"rrc", TF_RANDOM_RESIZED_CROP}, {"center", TF_CENTER_CROP},
-                 {"resize", TF_RESIZE_CENTER_CROP}};
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (!strcmp(name, kinds[i].name)) {
-            *kind = kinds[i].kind;
-            return 0;
-        }
-    return -1;
-}
-
 int cmd_show_batch(int argc, char **argv) {
     const char *data = NULL, *format = "folder", *train_dir = "train", *valid_dir = "val", *csv = "train.csv",
                *images = "train_images", *transform = "fastai", *split = "train", *out = NULL;
@@ -63,7 +49,7 @@ int cmd_show_batch(int argc, char **argv) {
     const char *bad = !data ? "--data is required"
                       : !out ? "--out is required"
                       : strcmp(format, "folder") && strcmp(format, "csv") ? "--format must be folder or csv"
-                      : transform_kind(transform, &kind) ? "--transform must be fastai, rrc, center or resize"
+                      : transform_kind_parse(transform, &kind) ? "--transform must be fastai, rrc, center or resize"
                       : !train && strcmp(split, "valid") ? "--split must be train or valid"
                       : size < 1 || n < 1 || cols < 1 ? "--size, --n and --cols must be positive"
                       : presize < 0 || !(min_scale > 0 && min_scale <= 1) ? "--presize must be >= 0 and --min-scale in (0, 1]"
@@ -111,7 +97,7 @@ int cmd_show_batch(int argc, char **argv) {
         } else {
             ShowBatchLayout lay = show_batch_layout(b->n, b->size, cols);
             printf("wrote %s: %d %s images of %dx%d (%s transform), %d x %d grid, %dx%d pixels\n", out, b->n,
-                   train ? "train" : "valid", b->size, b->size, transform, lay.rows, lay.cols, lay.width, lay.height);
+                   train ? "train" : "valid", b->size, b->size, transform_kind_name(kind), lay.rows, lay.cols, lay.width, lay.height);
             rc = 0;
         }
         loader_destroy(L);

@@ -225,43 +225,13 @@ int jpeg_decode_file(const char *path, const JpegOptions *opt, Image *out, int *
     out->w = out->h = 0;
     out->rgb = NULL;
     if (scale_out) *scale_out = 1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return error_at(err, errlen, path, "cannot open: %s", strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st)) {
-        int e = errno;
-        close(fd);
-        return error_at(err, errlen, path, "cannot stat: %s", strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return error_at(err, errlen, path, "not a regular file");
-    }
-    size_t size = (size_t)st.st_size;
+    uint8_t *buf;
+    size_t size;
+    if (read_whole_file(path, &buf, &size, err, errlen)) return -1;
     if (size == 0) {
-        close(fd);
+        free(buf);
         return error_at(err, errlen, path, "empty file");
     }
-    uint8_t *buf = malloc(size);
-    if (!buf) {
-        close(fd);
-        return error_at(err, errlen, path, "out of memory reading its %zu bytes", size);
-    }
-    /* One read() for a regular file, unless interrupted or the file system returns it in parts. */
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, buf + got, size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            int e = errno;
-            close(fd);
-            free(buf);
-            if (r == 0) return error_at(err, errlen, path, "the file got shorter while being read");
-            return error_at(err, errlen, path, "read failed: %s", strerror(e));
-        }
-        got += (size_t)r;
-    }
-    close(fd);
     int rc = jpeg_decode_mem(buf, size, path, opt, out, scale_out, err, errlen);
     free(buf);
     return rc;
@@ -294,37 +264,6 @@ static int encode_run(Encode *e, const Image *im, int quality) {
     }
     jpeg_finish_compress(ci);
     return 0;
-}
-
-static int write_all(int fd, const unsigned char *p, size_t n) {
-    while (n) {
-        ssize_t r = write(fd, p, n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            if (r == 0) errno = ENOSPC;
-            return -1;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-/* fsync the folder holding path, so the rename itself survives a crash. */
-static int sync_folder(const char *path) {
-    const char *slash = strrchr(path, '/');
-    size_t n = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
-    char *dir = xmalloc(n + 1);
-    memcpy(dir, slash ? path : ".", n);
-    dir[n] = 0;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-    free(dir);
-    if (fd < 0) return -1;
-    if (fsync(fd) && errno != EINVAL) rc = -1; /* some file systems cannot sync a folder */
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
 }
 
 int jpeg_write_file(const char *path, const Image *im, int quality, char *err, size_t errlen) {
@@ -362,22 +301,10 @@ int jpeg_write_file(const char *path, const Image *im, int quality, char *err, s
         free(e);
         return -1;
     }
-    const char *step = "writing";
-    int ok = !write_all(fd, e->buf, e->len);
-    if (ok && fsync(fd)) ok = 0, step = "syncing";
-    int en = errno;
-    if (close(fd) && ok) ok = 0, step = "closing", en = errno;
-    if (ok && rename(tmp, path)) ok = 0, step = "renaming", en = errno;
+    int ok = !write_full(fd, e->buf, e->len);
+    rc = commit_temp_file(fd, ok, tmp, path, err, errlen);
+    free(tmp);
     free(e->buf);
     free(e);
-    if (!ok) {
-        unlink(tmp);
-        error_at(err, errlen, path, "%s %s failed: %s (the old file, if any, is unchanged)", step, tmp, strerror(en));
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    if (sync_folder(path))
-        return error_at(err, errlen, path, "written, but syncing its folder failed: %s", strerror(errno));
-    return 0;
+    return rc;
 }

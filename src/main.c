@@ -21,6 +21,8 @@ static void usage(FILE *f) {
             "  train bench MODEL [--size S] [--batch B] training speed and peak memory\n"
             "  train bench-loader --data PATH [--size S] [--threads N]\n"
             "                                           images/s decoded and augmented, per thread\n"
+            "  train eval CKPT --data PATH --sizes 64,128,224 [--resize-ratio R | --center-crop] [--tta]\n"
+            "                                           loss and accuracy per test size: table, eval.csv, eval.png\n"
             "  train show-batch --data PATH --out FILE.jpg [--split train|valid] [--n N] [--cols C] ...\n"
             "                                           one augmented batch as a titled image grid\n"
             "  train demo-data [--out DIR] [--train N] [--valid N] [--size S]\n"
@@ -56,6 +58,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "demo-data")) return cmd_demo_data(argc, argv);
     if (!strcmp(cmd, "bench-loader")) return cmd_bench_loader(argc, argv);
     if (!strcmp(cmd, "show-batch")) return cmd_show_batch(argc, argv);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     fprintf(stderr, "train: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

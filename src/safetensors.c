@@ -544,64 +544,12 @@ int st_parse(const void *buf, size_t size, const char *label, StFile *out, char 
     return parse_blob(copy, size, label, out, err, errlen);
 }
 
-/* Read exactly n bytes at offset off (n may be large: read() moves at most ~2 GB per call). */
-static int read_at(int fd, void *buf, size_t n, uint64_t off) {
-    unsigned char *b = buf;
-    while (n) {
-        ssize_t r = pread(fd, b, n, (off_t)off);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return -1;
-        if (r == 0) {
-            errno = 0; /* the file shrank under us */
-            return -1;
-        }
-        b += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
-
-static int open_regular(const char *path, uint64_t *size, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return error_at(err, errlen, path, "cannot open: %s", strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st)) {
-        int e = errno;
-        close(fd);
-        return error_at(err, errlen, path, "cannot stat: %s", strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return error_at(err, errlen, path, "not a regular file");
-    }
-    *size = (uint64_t)st.st_size;
-    return fd;
-}
-
-static int read_error(const char *path, char *err, size_t errlen) {
-    if (errno == 0) return error_at(err, errlen, path, "the file got shorter while being read");
-    return error_at(err, errlen, path, "read failed: %s", strerror(errno));
-}
-
 int st_read(const char *path, StFile *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    uint64_t size;
-    int fd = open_regular(path, &size, err, errlen);
-    if (fd < 0) return -1;
-    unsigned char *buf = size <= SIZE_MAX ? malloc(size ? (size_t)size : 1) : NULL;
-    if (!buf) {
-        close(fd);
-        return error_at(err, errlen, path, "out of memory reading its %llu bytes", (unsigned long long)size);
-    }
-    if (read_at(fd, buf, (size_t)size, 0)) {
-        read_error(path, err, errlen);
-        close(fd);
-        free(buf);
-        return -1;
-    }
-    close(fd);
-    return parse_blob(buf, (size_t)size, path, out, err, errlen);
+    uint8_t *buf;
+    size_t size;
+    if (read_whole_file(path, &buf, &size, err, errlen)) return -1;
+    return parse_blob(buf, size, path, out, err, errlen);
 }
 
 int st_read_header(const char *path, StFile *out, char *err, size_t errlen) {
@@ -610,8 +558,7 @@ int st_read_header(const char *path, StFile *out, char *err, size_t errlen) {
     unsigned char first[8] = {0};
     int fd = open_regular(path, &size, err, errlen);
     if (fd < 0) return -1;
-    if (size >= 8 && read_at(fd, first, 8, 0)) {
-        read_error(path, err, errlen);
+    if (size >= 8 && read_full(fd, first, 8, 0, path, err, errlen)) {
         close(fd);
         return -1;
     }
@@ -620,8 +567,7 @@ int st_read_header(const char *path, StFile *out, char *err, size_t errlen) {
         return -1;
     }
     unsigned char *h = xmalloc((size_t)hlen);
-    if (read_at(fd, h, (size_t)hlen, 8)) {
-        read_error(path, err, errlen);
+    if (read_full(fd, h, (size_t)hlen, 8, path, err, errlen)) {
         close(fd);
         free(h);
         return -1;
@@ -790,38 +736,6 @@ static void buf_json_string(Buf *b, const char *s) {
     buf_put(b, "\"", 1);
 }
 
-static int write_all(int fd, const void *data, size_t n) {
-    const unsigned char *p = data;
-    while (n) {
-        ssize_t r = write(fd, p, n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return -1;
-        if (r == 0) {
-            errno = ENOSPC;
-            return -1;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-/* fsync the folder holding path, so the rename itself survives a crash. */
-static int sync_folder(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? xstrdup(path) : xstrdup(".");
-    if (slash) dir[slash == path ? 1 : slash - path] = 0;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-    free(dir);
-    if (fd < 0) return -1;
-    /* Some file systems cannot sync a folder (EINVAL); nothing more can be done there. */
-    if (fsync(fd) && errno != EINVAL) rc = -1;
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
-
 int st_write(StWriter *w, const char *path, char *err, size_t errlen) {
     if (!path || !*path) return error_at(err, errlen, "(no path)", "st_write needs a file name");
     if (w->problem[0]) return error_at(err, errlen, path, "not written: %s", w->problem);
@@ -865,22 +779,10 @@ int st_write(StWriter *w, const char *path, char *err, size_t errlen) {
         free(h.p);
         return -1;
     }
-    const char *step = "writing";
-    int ok = !write_all(fd, len8, 8) && !write_all(fd, h.p, h.len);
-    for (int i = 0; ok && i < w->n; i++) ok = !w->t[i].bytes || !write_all(fd, w->t[i].data, w->t[i].bytes);
-    if (ok && fsync(fd)) ok = 0, step = "syncing";
-    int e = errno;
-    if (close(fd) && ok) ok = 0, step = "closing", e = errno;
-    if (ok && rename(tmp, path)) ok = 0, step = "renaming", e = errno;
-    free(h.p);
-    if (!ok) {
-        unlink(tmp);
-        error_at(err, errlen, path, "%s %s failed: %s (the old file, if any, is unchanged)", step, tmp, strerror(e));
-        free(tmp);
-        return -1;
-    }
+    int ok = !write_full(fd, len8, 8) && !write_full(fd, h.p, h.len);
+    for (int i = 0; ok && i < w->n; i++) ok = !w->t[i].bytes || !write_full(fd, w->t[i].data, w->t[i].bytes);
+    int rc = commit_temp_file(fd, ok, tmp, path, err, errlen);
     free(tmp);
-    if (sync_folder(path))
-        return error_at(err, errlen, path, "written, but syncing its folder failed: %s", strerror(errno));
-    return 0;
+    free(h.p);
+    return rc;
 }

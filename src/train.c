@@ -15,6 +15,7 @@
 #include "loader.h"
 #include "model.h"
 #include "optim.h"
+#include "plot.h"
 #include "progressive.h"
 #include "schedule.h"
 #include "util.h"
@@ -440,6 +441,7 @@ int train_run(const Config *cfg, char *run_dir, size_t run_dir_len) {
 
     fclose(T.log);
     fclose(T.metrics);
+    plot_run(T.run_dir);
     free(T.mix);
     free(T.small);
     free(T.lam);

@@ -1,12 +1,14 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 void die(const char *fmt, ...) {
     va_list ap;
@@ -69,4 +71,105 @@ int make_dirs(const char *path) {
         *p = '/';
     }
     return mkdir(buf, 0777) && errno != EEXIST ? -1 : 0;
+}
+
+int open_regular(const char *path, uint64_t *size, char *err, size_t errlen) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return error_at(err, errlen, path, "cannot open: %s", strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st)) {
+        int e = errno;
+        close(fd);
+        return error_at(err, errlen, path, "cannot stat: %s", strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return error_at(err, errlen, path, "not a regular file");
+    }
+    *size = (uint64_t)st.st_size;
+    return fd;
+}
+
+int read_full(int fd, void *buf, size_t n, uint64_t off, const char *path, char *err, size_t errlen) {
+    unsigned char *b = buf;
+    while (n) {
+        ssize_t r = pread(fd, b, n, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return error_at(err, errlen, path, "read failed: %s", strerror(errno));
+        if (r == 0) return error_at(err, errlen, path, "the file got shorter while being read");
+        b += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int read_whole_file(const char *path, uint8_t **data, size_t *size, char *err, size_t errlen) {
+    *data = NULL;
+    *size = 0;
+    uint64_t n;
+    int fd = open_regular(path, &n, err, errlen);
+    if (fd < 0) return -1;
+    uint8_t *buf = n <= SIZE_MAX ? malloc(n ? (size_t)n : 1) : NULL;
+    if (!buf) {
+        close(fd);
+        return error_at(err, errlen, path, "out of memory reading its %llu bytes", (unsigned long long)n);
+    }
+    /* One read for a regular file, unless interrupted or the file system returns it in parts. */
+    if (read_full(fd, buf, (size_t)n, 0, path, err, errlen)) {
+        close(fd);
+        free(buf);
+        return -1;
+    }
+    close(fd);
+    *data = buf;
+    *size = (size_t)n;
+    return 0;
+}
+
+int write_full(int fd, const void *data, size_t n) {
+    const unsigned char *p = data;
+    while (n) {
+        ssize_t r = write(fd, p, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return -1;
+        if (r == 0) {
+            errno = ENOSPC;
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+int sync_parent_folder(const char *path) {
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
+    char *dir = xmalloc(n + 1);
+    memcpy(dir, slash ? path : ".", n);
+    dir[n] = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+    free(dir);
+    if (fd < 0) return -1;
+    if (fsync(fd) && errno != EINVAL) rc = -1; /* some file systems cannot sync a folder */
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+int commit_temp_file(int fd, int ok, const char *tmp, const char *path, char *err, size_t errlen) {
+    const char *step = "writing";
+    if (ok && fsync(fd)) ok = 0, step = "syncing";
+    int e = errno;
+    if (close(fd) && ok) ok = 0, step = "closing", e = errno;
+    if (ok && rename(tmp, path)) ok = 0, step = "renaming", e = errno;
+    if (!ok) {
+        unlink(tmp);
+        return error_at(err, errlen, path, "%s %s failed: %s (the old file, if any, is unchanged)", step, tmp, strerror(e));
+    }
+    if (sync_parent_folder(path))
+        return error_at(err, errlen, path, "written, but syncing its folder failed: %s", strerror(errno));
+    return 0;
 }

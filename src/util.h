@@ -3,6 +3,7 @@
 #define CNN_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(__GNUC__)
 #define CNN_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -23,5 +24,28 @@ void *xrealloc(void *p, size_t bytes);
 double now_seconds(void);   /* monotonic */
 /* mkdir -p: returns 0, or -1 with errno set (the failing component is left in path's prefix). */
 int make_dirs(const char *path);
+
+/* Reading files, with errors as "PATH: message" in err (error_at).
+ * open_regular: a read-only descriptor for path, which must be a regular file, and its size; or -1
+ * ("cannot open: ...", "cannot stat: ...", "not a regular file"). */
+int open_regular(const char *path, uint64_t *size, char *err, size_t errlen);
+/* Exactly n bytes of fd from offset off (any n: read() moves at most ~2 GB per call); or -1
+ * ("the file got shorter while being read", "read failed: ..."). path names the file in err. */
+int read_full(int fd, void *buf, size_t n, uint64_t off, const char *path, char *err, size_t errlen);
+/* The whole of the regular file path in a malloc'd buffer (*data, *size bytes; an empty file gives
+ * a 1-byte buffer and size 0); or -1 with the errors above or "out of memory reading its N bytes". */
+int read_whole_file(const char *path, uint8_t **data, size_t *size, char *err, size_t errlen);
+/* Writing: all n bytes to fd (retrying short writes), or -1 with errno set (ENOSPC where write()
+ * returns 0). */
+int write_full(int fd, const void *data, size_t n);
+/* fsync the folder holding path (".", or "/" for a top-level path), so a rename into it survives a
+ * crash: 0, or -1 with errno set. A file system that cannot sync a folder (EINVAL) counts as 0. */
+int sync_parent_folder(const char *path);
+/* The end of an atomic write: fd is open on tmp, and ok says whether all the data went into it (if
+ * not, errno still says why). fsync and close fd, rename tmp over path, sync path's folder. 0, or -1
+ * with "PATH: STEP TMP failed: ... (the old file, if any, is unchanged)" in err and tmp removed, or
+ * "PATH: written, but syncing its folder failed: ..." where only the last step failed. fd is closed
+ * either way; tmp (the name) stays the caller's. */
+int commit_temp_file(int fd, int ok, const char *tmp, const char *path, char *err, size_t errlen);
 
 #endif

@@ -7,9 +7,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,41 +23,8 @@
 #include "safetensors.h"
 #include "util.h"
 
-static char dir[256];
-
-static const char *in_dir(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *b = buf[k++ % 8];
-    snprintf(b, sizeof buf[0], "%s/%s", dir, name);
-    return b;
-}
-
-#define ASSERT_HAS(err, s)                                                                   \
-    do {                                                                                     \
-        if (!strstr((err), (s))) fail_msg("expected \"%s\" in the message: %s", (s), (err)); \
-    } while (0)
-#define ASSERT_STARTS(err, s)                                                                    \
-    do {                                                                                         \
-        if (strncmp((err), (s), strlen(s))) fail_msg("message should start with \"%s\": %s", (s), (err)); \
-    } while (0)
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    chmod(path, 0755);
-    return remove(path);
-}
-
-static int setup(void **state) {
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_ckpt_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
+#define TEST_DIR_TEMPLATE "/tmp/cnn_test_ckpt_XXXXXX"
+#include "testutil.h"
 
 static Model *build(const char *arch, int classes) {
     char err[256];
@@ -94,36 +59,6 @@ static float *sentinel_block(size_t n) {
     return p;
 }
 
-static int count_temp_files(void) {
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *e;
-    int n = 0;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) n++;
-    closedir(d);
-    return n;
-}
-
-static unsigned char *slurp(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = xmalloc(*size + 1);
-    assert_int_equal(fread(b, 1, *size, f), *size);
-    fclose(f);
-    return b;
-}
-
-static void spit(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
-
 static int bn_count(const Model *m) {
     int n = 0;
     for (int i = 0; i < m->nnodes; i++) n += m->nodes[i].op == OP_BN;
@@ -142,7 +77,7 @@ static void roundtrip(const char *arch, int classes) {
     const char *meta[] = {CKPT_ID_KEY, id, "epoch", "3", "note", "quote \" backslash \\ tab \t newline \n caf\xc3\xa9", NULL};
     const char *path = in_dir("rt.safetensors");
     if (ckpt_save(path, m, params, stats, meta, err, sizeof err)) fail_msg("%s", err);
-    assert_int_equal(count_temp_files(), 0);
+    assert_int_equal(count_temp_files(dir), 0);
 
     float *p2 = sentinel_block(m->param_floats), *s2 = sentinel_block(m->stat_floats);
     if (ckpt_load(path, m2, p2, s2, err, sizeof err)) fail_msg("%s", err);
@@ -759,7 +694,7 @@ static void test_atomic_write(void **state) {
     write_small(folder, 2, 0, err, sizeof err, 4);
     ASSERT_STARTS(err, folder);
     ASSERT_HAS(err, "renaming");
-    assert_int_equal(count_temp_files(), 0);
+    assert_int_equal(count_temp_files(dir), 0);
 
     /* A write that fails halfway (file size limit): old file intact, no temporary file left. */
     struct rlimit old;
@@ -773,7 +708,7 @@ static void test_atomic_write(void **state) {
     ASSERT_STARTS(err, path);
     ASSERT_HAS(err, "File too large");
     assert_holds(path, 1);
-    assert_int_equal(count_temp_files(), 0);
+    assert_int_equal(count_temp_files(dir), 0);
 
     /* A folder we may not write to. Root may write anywhere, so as root the write runs in a child
      * that drops to the unprivileged uid 65534. */
@@ -803,12 +738,12 @@ static void test_atomic_write(void **state) {
     }
     chmod(ro, 0755);
     assert_holds(rofile, 1);
-    assert_int_equal(count_temp_files(), 0);
+    assert_int_equal(count_temp_files(dir), 0);
 
     /* Success replaces the old file and leaves nothing behind. */
     write_small(path, 4, 1, err, sizeof err, 1000);
     assert_holds(path, 4);
-    assert_int_equal(count_temp_files(), 0);
+    assert_int_equal(count_temp_files(dir), 0);
 
     /* Bad writer calls are reported by st_write, and nothing is written. */
     StWriter *w = st_writer_new();
@@ -836,5 +771,5 @@ int main(void) {
         cmocka_unit_test(test_train_state),
         cmocka_unit_test(test_atomic_write),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

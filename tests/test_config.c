@@ -9,7 +9,6 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,36 +18,15 @@
 #include "config.h"
 #include "util.h"
 
-static char dir[256];
-
-static const char *in_dir(const char *name) {
-    static char buf[4][512];
-    static int k;
-    char *b = buf[k++ % 4];
-    snprintf(b, sizeof buf[0], "%s/%s", dir, name);
-    return b;
-}
-
-static const char *write_ini(const char *name, const char *text) {
-    const char *path = in_dir(name);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    return path;
-}
-
-#define ASSERT_HAS(text, s)                                                        \
-    do {                                                                           \
-        if (!strstr((text), (s))) fail_msg("expected \"%s\" in: %s", (s), (text)); \
-    } while (0)
+#define TEST_DIR_TEMPLATE "/tmp/test_config.XXXXXX"
+#include "testutil.h"
 
 /* Lines 1-4 of most test files; stages start on line 5. */
 #define HEAD "[data]\npath = data/x\n[model]\narch = xresnet18\n"
 
 static void load_ok(const char *text, const char *const *sets, int nsets, Config *c) {
     char err[4096];
-    const char *path = write_ini("ok.ini", text);
+    const char *path = write_text("ok.ini", text);
     if (config_load(path, sets, nsets, c, err, sizeof err)) fail_msg("config_load failed: %s\n--- file:\n%s", err, text);
 }
 
@@ -57,7 +35,7 @@ static void load_ok(const char *text, const char *const *sets, int nsets, Config
 static void expect_err_sets(const char *text, const char *const *sets, int nsets, const char *want, int exact) {
     char err[4096], expected[2048];
     Config c;
-    const char *path = write_ini("bad.ini", text);
+    const char *path = write_text("bad.ini", text);
     snprintf(expected, sizeof expected, want, path);
     if (!config_load(path, sets, nsets, &c, err, sizeof err)) {
         config_free(&c);
@@ -102,7 +80,7 @@ static void round_trip(const Config *c, const char *what) {
     FILE *m = open_memstream(&text1, &len1);
     config_write(c, m);
     fclose(m);
-    const char *path = write_ini("written.ini", text1);
+    const char *path = write_text("written.ini", text1);
     Config back;
     if (config_load(path, NULL, 0, &back, err, sizeof err)) fail_msg("%s: the written config does not load: %s\n%s", what, err, text1);
     assert_same_config(c, &back, what);
@@ -470,7 +448,7 @@ static void test_errors_keys(void **state) {
                "%s:7: unknown key 'epoch' in [stage small]; did you mean 'epochs'? keys: type, size, batch,");
     char err[4096];
     Config c;
-    const char *p = write_ini("k.ini", HEAD "[stage small]\ntype = tta\nbogus = 3\n");
+    const char *p = write_text("k.ini", HEAD "[stage small]\ntype = tta\nbogus = 3\n");
     assert_int_equal(config_load(p, NULL, 0, &c, err, sizeof err), -1);
     ASSERT_HAS(err, "unknown key 'bogus' in [stage small]; keys: type, size, batch, transform, presize");
     ASSERT_HAS(err, ", n, beta");
@@ -605,22 +583,6 @@ static void test_help(void **state) {
     free(written);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static int setup(void **state) {
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/test_config.XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    return nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_configs_load_and_round_trip),
@@ -635,5 +597,5 @@ int main(void) {
         cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_help),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

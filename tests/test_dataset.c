@@ -10,7 +10,6 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,15 +19,8 @@
 #include "dataset.h"
 #include "util.h"
 
-static char dir[256];
-
-static const char *in_dir(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *b = buf[k++ % 8];
-    snprintf(b, sizeof buf[0], "%s/%s", dir, name);
-    return b;
-}
+#define TEST_DIR_TEMPLATE "/tmp/cnn_test_dataset_XXXXXX"
+#include "testutil.h"
 
 /* A fake image (or any file) at dir/rel, its folders made as needed. */
 static void touch(const char *rel) {
@@ -45,38 +37,6 @@ static void touch(const char *rel) {
 }
 
 static void mkdir_rel(const char *rel) { assert_int_equal(make_dirs(in_dir(rel)), 0); }
-
-static void write_text(const char *rel, const char *text) {
-    FILE *f = fopen(in_dir(rel), "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-#define ASSERT_HAS(text, s)                                                                  \
-    do {                                                                                     \
-        if (!strstr((text), (s))) fail_msg("expected \"%s\" in: %s", (s), (text));           \
-    } while (0)
-#define ASSERT_LACKS(text, s)                                                                \
-    do {                                                                                     \
-        if (strstr((text), (s))) fail_msg("did not expect \"%s\" in: %s", (s), (text));      \
-    } while (0)
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static int setup(void **state) {
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_dataset_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* ---- stderr capture: what dataset_open reports goes to a file we read back ---- */
 
@@ -639,5 +599,5 @@ int main(void) {
         cmocka_unit_test(test_imagenette),
         cmocka_unit_test(test_cassava),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

@@ -11,7 +11,6 @@
 #include <cmocka.h>
 
 #include <dirent.h>
-#include <ftw.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -27,57 +26,10 @@
 #include "synthetic.h"
 #include "util.h"
 
+#define TEST_DIR_TEMPLATE "/tmp/cnn_test_jpeg_XXXXXX"
+#include "testutil.h"
+
 #define IMAGENETTE_CLASS "../shared/data/imagenette2-224/val/n01440764"
-
-static char dir[256];
-
-static const char *in_dir(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *b = buf[k++ % 8];
-    snprintf(b, sizeof buf[0], "%s/%s", dir, name);
-    return b;
-}
-
-#define ASSERT_HAS(err, s)                                                                   \
-    do {                                                                                     \
-        if (!strstr((err), (s))) fail_msg("expected \"%s\" in the message: %s", (s), (err)); \
-    } while (0)
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static int setup(void **state) {
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_jpeg_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void spit(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
-static unsigned char *slurp(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = xmalloc(*size + 1);
-    assert_int_equal(fread(b, 1, *size, f), *size);
-    fclose(f);
-    return b;
-}
 
 /* A photo-like test picture: smooth gradients, a hard-edged disc and a little noise. */
 static void pattern(int w, int h, unsigned seed, uint8_t *rgb) {
@@ -512,17 +464,6 @@ static void test_max_pixels(void **state) {
     free(b);
 }
 
-static int count_temp_files(const char *folder) {
-    DIR *d = opendir(folder);
-    assert_non_null(d);
-    struct dirent *e;
-    int n = 0;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) n++;
-    closedir(d);
-    return n;
-}
-
 /* A written JPEG is exactly what libjpeg's defaults make at that quality and decodes back close to the
  * original (mean error <= 5 levels at quality 95, <= 8 at 50, on a picture with per-channel noise
  * that 4:2:0 chroma cannot keep); the write replaces an existing file; no temporary file is left,
@@ -777,5 +718,5 @@ int main(void) {
         cmocka_unit_test(test_demo_data),
         cmocka_unit_test(test_imagenette_folder),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }
