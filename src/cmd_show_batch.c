@@ -5,21 +5,23 @@
 #include <string.h>
 
 #include "cli.h"
+#include "config.h"
 #include "commands.h"
 #include "dataset.h"
 #include "loader.h"
 #include "show_batch.h"
 #include "util.h"
 
-static const char USAGE[] = "--data PATH --out FILE.jpg [options]";
+static const char USAGE[] = "(CONFIG.ini [--stage NAME] | --data PATH [options]) --out FILE.jpg";
 
 int cmd_show_batch(int argc, char **argv) {
     const char *data = NULL, *format = "folder", *train_dir = "train", *valid_dir = "val", *csv = "train.csv",
-               *images = "train_images", *transform = "fastai", *split = "train", *out = NULL;
+               *images = "train_images", *transform = "fastai", *split = "train", *out = NULL, *stage = NULL;
     int size = 224, presize = 460, n = 16, cols = 4, seed = 1, shuffle = -1;
     float min_scale = 0.75f;
     const Flag flags[] = {
-        {"--data", FLAG_STR, &data, "data set folder (required)"},
+        {"--stage", FLAG_STR, &stage, "with a config: the stage whose transforms to show (default: the first)"},
+        {"--data", FLAG_STR, &data, "data set folder (without a config)"},
         {"--out", FLAG_STR, &out, "JPEG file to write (required)"},
         {"--format", FLAG_STR, &format, "folder or csv (default folder)"},
         {"--train-dir", FLAG_STR, &train_dir, "folder layout: training folder (default train)"},
@@ -40,13 +42,28 @@ int cmd_show_batch(int argc, char **argv) {
     const char *pos[1];
     int npos;
     cli_parse("show-batch", USAGE, argc, argv, 2, flags, pos, 1, &npos);
+    /* With a config, the data set and the stage's transforms come from it. */
+    Config cfg;
+    const StageConfig *st = NULL;
+    char err[2048];
     if (npos) {
-        fprintf(stderr, "train show-batch: '%s': config files are not supported yet; give --data\n", pos[0]);
-        return 2;
+        if (config_load(pos[0], NULL, 0, &cfg, err, sizeof err)) {
+            fprintf(stderr, "train show-batch: %s\n", err);
+            return 2;
+        }
+        for (int i = 0; i < cfg.nstages && !st; i++)
+            if (!stage || !strcmp(cfg.stages[i].name, stage)) st = &cfg.stages[i];
+        if (!st) {
+            fprintf(stderr, "train show-batch: %s has no stage '%s'\n", pos[0], stage ? stage : "");
+            config_free(&cfg);
+            return 2;
+        }
+        data = cfg.data.root;
+        transform = transform_kind_name(st->train_tf.kind);
     }
     TransformKind kind;
     int train = !strcmp(split, "train");
-    const char *bad = !data ? "--data is required"
+    const char *bad = !data ? "give a config or --data"
                       : !out ? "--out is required"
                       : strcmp(format, "folder") && strcmp(format, "csv") ? "--format must be folder or csv"
                       : transform_kind_parse(transform, &kind) ? "--transform must be fastai, rrc, center or resize"
@@ -62,8 +79,8 @@ int cmd_show_batch(int argc, char **argv) {
 
     DatasetSpec ds = {!strcmp(format, "csv") ? DATA_CSV : DATA_FOLDER, data, train_dir, valid_dir, csv, images, 0.2f,
                       (uint64_t)(unsigned)seed};
+    if (st) ds = cfg.data;
     Dataset d;
-    char err[512];
     if (dataset_open(&ds, 0, &d, err, sizeof err)) {
         fprintf(stderr, "train show-batch: %s\n", err);
         return 1;
@@ -77,6 +94,7 @@ int cmd_show_batch(int argc, char **argv) {
         ls.tf.presize = presize;
         ls.tf.min_scale = min_scale;
     }
+    if (st) ls.tf = train ? st->train_tf : st->valid_tf;
     ls.batch = n;
     ls.shuffle = shuffle < 0 ? train : shuffle != 0;
     ls.drop_last = 0;
@@ -103,5 +121,6 @@ int cmd_show_batch(int argc, char **argv) {
         loader_destroy(L);
     }
     dataset_free(&d);
+    if (st) config_free(&cfg);
     return rc;
 }

@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "commands.h"
+#include "demo_data.h"
 #include "font.h"
 #include "image.h"
 #include "loader.h"
@@ -375,9 +377,38 @@ static void test_odd_batches(void **state) {
     free(s);
 }
 
+/* show-batch CONFIG --stage NAME: the data set and the stage's transforms come from the config. */
+static void test_show_batch_from_config(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_show_XXXXXX", data[300], ini[300], out[300], err[512];
+    assert_non_null(mkdtemp(root));
+    snprintf(data, sizeof data, "%s/data", root);
+    if (demo_data_write(data, 3, 1, 32, 2, err, sizeof err)) fail_msg("%s", err);
+    snprintf(ini, sizeof ini, "%s/c.ini", root);
+    FILE *f = fopen(ini, "w");
+    assert_non_null(f);
+    fprintf(f, "[data]\npath = %s\n[model]\narch = xresnet18\n[stage a]\ntype = fit_one_cycle\nepochs = 1\nsize = 24\n"
+               "transform = rrc\n[stage b]\ntype = fit_one_cycle\nepochs = 1\nsize = 40\n", data);
+    fclose(f);
+    snprintf(out, sizeof out, "%s/grid.jpg", root);
+    char *argv[] = {"train", "show-batch", ini, "--stage", "b", "--n", "4", "--cols", "2", "--out", out, NULL};
+    assert_int_equal(cmd_show_batch(11, argv), 0);
+    Image img;
+    if (jpeg_decode_file(out, NULL, &img, NULL, err, sizeof err)) fail_msg("%s", err);
+    ShowBatchLayout lay = show_batch_layout(4, 40, 2); /* stage b's size, carried transform */
+    assert_int_equal(img.w, lay.width);
+    assert_int_equal(img.h, lay.height);
+    image_free(&img);
+    char *bad[] = {"train", "show-batch", ini, "--stage", "c", "--out", out, NULL};
+    assert_int_equal(cmd_show_batch(7, bad), 2);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_font_glyph_L),      cmocka_unit_test(test_font_glyph_I_scaled),
+        cmocka_unit_test(test_show_batch_from_config), cmocka_unit_test(test_font_glyph_L),      cmocka_unit_test(test_font_glyph_I_scaled),
         cmocka_unit_test(test_font_advance),      cmocka_unit_test(test_font_descender),
         cmocka_unit_test(test_font_unknown_is_box),
         cmocka_unit_test(test_font_width),        cmocka_unit_test(test_font_clipping),
