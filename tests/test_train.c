@@ -18,31 +18,45 @@
 #include "train.h"
 #include "util.h"
 
+/* Generated JPEGs in root/data, a config of `stages` on them (CPU, runs under root/runs), and
+ * the run: its folder comes back in run_dir. */
+static void train_on_demo(const char *root, int train_per_class, int valid_per_class, int side, uint64_t seed,
+                          const char *stages, char *run_dir, size_t run_dir_len) {
+    char path[1200], err[1024];
+    snprintf(path, sizeof path, "%s/data", root);
+    if (demo_data_write(path, train_per_class, valid_per_class, side, seed, err, sizeof err)) fail_msg("%s", err);
+    snprintf(path, sizeof path, "%s/run.ini", root);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "[data]\npath = %s/data\n[model]\narch = xresnet18\n[run]\ndevice = cpu\nseed = 3\nout_dir = %s/runs\n%s",
+            root, root, stages);
+    fclose(f);
+    Config cfg;
+    if (config_load(path, NULL, 0, &cfg, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(train_run(&cfg, run_dir, run_dir_len), 0);
+    config_free(&cfg);
+}
+
+static void remove_tree(const char *root) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_config_trains_and_writes_a_run_folder(void **state) {
     (void)state;
     char root[] = "/tmp/cnn_train_XXXXXX", path[1200], err[1024], run_dir[1024];
     assert_non_null(mkdtemp(root));
-    snprintf(path, sizeof path, "%s/data", root);
-    if (demo_data_write(path, 50, 20, 32, 7, err, sizeof err)) fail_msg("%s", err);
-    snprintf(path, sizeof path, "%s/t.ini", root);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "[data]\npath = %s/data\n[model]\narch = xresnet18\n[run]\ndevice = cpu\nseed = 3\nout_dir = %s/runs\n"
-            "[stage small]\ntype = fit_one_cycle\nepochs = 5\nsize = 32\nbatch = 32\nlr = 5e-3\n"
-            "transform = fastai\nmin_scale = 0.75\n"
-            "[stage tta]\ntype = tta\nn = 2\n"
-            "[stage sizes]\ntype = eval\nsizes = 24,32\n",
-            root, root);
-    fclose(f);
-    Config cfg;
-    if (config_load(path, NULL, 0, &cfg, err, sizeof err)) fail_msg("%s", err);
-    assert_int_equal(train_run(&cfg, run_dir, sizeof run_dir), 0);
-    config_free(&cfg);
+    train_on_demo(root, 50, 20, 32, 7,
+                  "[stage small]\ntype = fit_one_cycle\nepochs = 5\nsize = 32\nbatch = 32\nlr = 5e-3\n"
+                  "transform = fastai\nmin_scale = 0.75\n"
+                  "[stage tta]\ntype = tta\nn = 2\n"
+                  "[stage sizes]\ntype = eval\nsizes = 24,32\n",
+                  run_dir, sizeof run_dir);
 
     /* metrics.csv: 5 epochs, the loss going down, accuracy well above chance (10%) */
     snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
-    f = fopen(path, "r");
+    FILE *f = fopen(path, "r");
     assert_non_null(f);
     char line[512];
     float first_loss = 0, last_loss = 0, last_acc = 0;
@@ -74,6 +88,7 @@ static void test_config_trains_and_writes_a_run_folder(void **state) {
     fclose(f);
     assert_int_equal(rows, 3);
     snprintf(path, sizeof path, "%s/config.ini", run_dir);
+    Config cfg;
     if (config_load(path, NULL, 0, &cfg, err, sizeof err)) fail_msg("resolved config: %s", err);
     config_free(&cfg);
     Model *m = model_build("xresnet18", 10, err, sizeof err);
@@ -86,9 +101,7 @@ static void test_config_trains_and_writes_a_run_folder(void **state) {
     free(params);
     free(stats);
     model_free(m);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    assert_int_equal(system(cmd), 0);
+    remove_tree(root);
 }
 
 static float *load_weights(const char *path, Model *m, float **stats) {
@@ -105,26 +118,15 @@ static void test_progressive_then_fixres(void **state) {
     (void)state;
     char root[] = "/tmp/cnn_train_XXXXXX", path[1200], err[1024], run_dir[1024];
     assert_non_null(mkdtemp(root));
-    snprintf(path, sizeof path, "%s/data", root);
-    if (demo_data_write(path, 12, 6, 48, 8, err, sizeof err)) fail_msg("%s", err);
-    snprintf(path, sizeof path, "%s/p.ini", root);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "[data]\npath = %s/data\n[model]\narch = xresnet18\n[run]\ndevice = cpu\nout_dir = %s/runs\n"
-            "[stage grow]\ntype = progressive\nepochs = 2\nsize = 48\nbatch = 16\nlr = 3e-3\n"
-            "initial_scale = 0.5\ndelay_fraction = 0.25\nfinetune_fraction = 0.25\nsize_increment = 8\n"
-            "[stage fix]\ntype = fixres\nepochs = 1\nsize = 40\nbatch = 16\nlr = 1e-3\ntrainable = head\n",
-            root, root);
-    fclose(f);
-    Config cfg;
-    if (config_load(path, NULL, 0, &cfg, err, sizeof err)) fail_msg("%s", err);
-    assert_int_equal(train_run(&cfg, run_dir, sizeof run_dir), 0);
-    config_free(&cfg);
+    train_on_demo(root, 12, 6, 48, 8,
+                  "[stage grow]\ntype = progressive\nepochs = 2\nsize = 48\nbatch = 16\nlr = 3e-3\n"
+                  "initial_scale = 0.5\ndelay_fraction = 0.25\nfinetune_fraction = 0.25\nsize_increment = 8\n"
+                  "[stage fix]\ntype = fixres\nepochs = 1\nsize = 40\nbatch = 16\nlr = 1e-3\ntrainable = head\n",
+                  run_dir, sizeof run_dir);
 
     /* metrics.csv's size column: the side of each epoch's last batch grows to the full 48 */
     snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
-    f = fopen(path, "r");
+    FILE *f = fopen(path, "r");
     assert_non_null(f);
     char line[512];
     int sides[2] = {0, 0}, k = 0;
@@ -166,9 +168,7 @@ static void test_progressive_then_fixres(void **state) {
     free(s0);
     free(s1);
     model_free(m);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    assert_int_equal(system(cmd), 0);
+    remove_tree(root);
 }
 
 int main(void) {
