@@ -4,9 +4,11 @@
 
 OneCycle one_cycle_default(float lr_max) { return (OneCycle){lr_max, 0.25f, 25.0f, 1e5f, 0.95f, 0.85f}; }
 
-/* fastai's SchedCos: start + (1 + cos(pi * (1 - pos))) * (end - start) / 2 */
+/* fastai's SchedCos: start + (1 + cos(pi * (1 - pos))) * (end - start) / 2, as a weighted mean in
+ * double so the ends come out exact (1e-3 + (1e-8 - 1e-3) is not 1e-8 in float). */
 static float cosine(float start, float end, float pos) {
-    return start + (1.0f + cosf((float)M_PI * (1.0f - pos))) * (end - start) / 2.0f;
+    double w = (1.0 + cos(M_PI * (1.0 - (double)pos))) / 2.0;
+    return (float)((1.0 - w) * start + w * end);
 }
 
 float one_cycle_lr(const OneCycle *c, float pos) {
