@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <string.h>
 
-static const float IMAGENET_MEAN[3] = {0.485f, 0.456f, 0.406f};
-static const float IMAGENET_STD[3] = {0.229f, 0.224f, 0.225f};
+const float imagenet_mean[3] = {0.485f, 0.456f, 0.406f};
+const float imagenet_std[3] = {0.229f, 0.224f, 0.225f};
 
 static const char *const transform_kind_names[] = {
     [TF_FASTAI] = "fastai",
@@ -563,9 +563,9 @@ void warp_apply_f32(const Warp *w, const Image *src, int size, float *out_chw) {
             for (int c = 0; c < 3; c++) {
                 float *o = out_chw + c * plane + (size_t)y * size + x0;
                 const float *v = b.val[c];
-                float bias = -IMAGENET_MEAN[c] / IMAGENET_STD[c];
+                float bias = -imagenet_mean[c] / imagenet_std[c];
                 if (light) {
-                    float k = 1.0f / IMAGENET_STD[c];
+                    float k = 1.0f / imagenet_std[c];
                     /* v is a convex combination of bytes: in [0, 255] up to the last bit, which
                      * the table's guard entry absorbs, so the index needs no clamp. */
                     for (int i = 0; i < n; i++) {
@@ -575,7 +575,7 @@ void warp_apply_f32(const Warp *w, const Image *src, int size, float *out_chw) {
                         o[i] = f * k + bias;
                     }
                 } else {
-                    float k = 1.0f / (255.0f * IMAGENET_STD[c]);
+                    float k = 1.0f / (255.0f * imagenet_std[c]);
                     for (int i = 0; i < n; i++) o[i] = v[i] * k + bias;
                 }
             }

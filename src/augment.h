@@ -49,6 +49,9 @@ typedef struct {
     float resize_ratio; /* short side = resize_ratio * size (FixRes test: 1.25; 1.0 = plain resize) */
 } TransformSpec;
 
+/* ImageNet's channel statistics, as torchvision and fastai normalise (RGB, on 0..1 values). */
+extern const float imagenet_mean[3], imagenet_std[3];
+
 /* The library defaults of each kind (fastai's / torchvision's), for output side `size`. */
 TransformSpec transform_defaults(TransformKind kind, int size, int train);
 

@@ -17,6 +17,7 @@
 #include "plot.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "scores.h"
 #include "util.h"
 
 void eval_options_default(EvalOptions *o) {
@@ -117,17 +118,8 @@ static PassResult eval_pass(Model *m, Loader *L, int epoch, float *logits, int c
         m->be->ops->tensor_download(m->be, logits, out);
         for (int i = 0; i < b->n && r.count < cap; i++, r.count++) {
             const float *z = logits + (size_t)i * C;
-            float *p = probs + (size_t)r.count * C, mx = z[0];
-            int best = 0;
-            for (int c = 1; c < C; c++)
-                if (z[c] > z[best]) best = c;
-            mx = z[best];
-            double sum = 0;
-            for (int c = 0; c < C; c++) sum += p[c] = expf(z[c] - mx);
-            for (int c = 0; c < C; c++) p[c] = (float)(p[c] / sum);
-            /* log-sum-exp form: exact even where the label's probability underflows */
-            r.loss += log(sum) - (double)(z[b->labels[i]] - mx);
-            r.correct += best == b->labels[i];
+            r.loss += softmax_row(z, probs + (size_t)r.count * C, C) - (double)z[b->labels[i]];
+            r.correct += argmax(z, C) == b->labels[i];
             labels[r.count] = b->labels[i];
         }
     }
@@ -317,12 +309,8 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
             for (int i = 0; i < n; i++) {
                 float *q = aug + (size_t)i * C;
                 const float *p = plain + (size_t)i * C;
-                int best = 0;
-                for (int c = 0; c < C; c++) {
-                    q[c] += o->tta_beta * (p[c] - q[c]);
-                    if (q[c] > q[best]) best = c;
-                }
-                hits += best == labels[i];
+                for (int c = 0; c < C; c++) q[c] += o->tta_beta * (p[c] - q[c]);
+                hits += argmax(q, C) == labels[i];
                 /* the loss of averaged probabilities: -log p, kept finite where p underflowed */
                 tl -= log(fmax((double)q[labels[i]], 1e-30));
             }

@@ -13,6 +13,7 @@
 #include "optim.h"
 #include "rng.h"
 #include "schedule.h"
+#include "scores.h"
 #include "synthetic.h"
 #include "util.h"
 
@@ -24,12 +25,7 @@ static float evaluate(Model *m, Rng *rng, int n, int batch, int size, float *x, 
         synth_batch(rng, b, size, x, labels);
         const Tensor *out = model_forward(m, x, b, size, size, 0);
         m->be->ops->tensor_download(m->be, logits, out);
-        for (int i = 0; i < b; i++) {
-            int best = 0;
-            for (int c = 1; c < m->classes; c++)
-                if (logits[i * m->classes + c] > logits[i * m->classes + best]) best = c;
-            correct += best == labels[i];
-        }
+        for (int i = 0; i < b; i++) correct += argmax(logits + (size_t)i * m->classes, m->classes) == labels[i];
     }
     return (float)correct / (float)n;
 }

@@ -5,12 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "augment.h"
 #include "font.h"
 #include "util.h"
 
-/* Undo the loader's normalisation (augment.c's constants: torchvision's ImageNet statistics). */
-static const float MEAN[3] = {0.485f, 0.456f, 0.406f};
-static const float STD[3] = {0.229f, 0.224f, 0.225f};
 static const uint8_t WHITE = 255;
 static const uint8_t TEXT_RGB[3] = {0, 0, 0};
 
@@ -55,7 +53,7 @@ static void blit(const Batch *b, int i, Image *g, int x0, int y0) {
         if (b->x) {
             const float *src = b->x + (size_t)i * 3 * plane + (size_t)y * s;
             for (int x = 0; x < s; x++)
-                for (int c = 0; c < 3; c++) o[3 * x + c] = to_byte(src[c * plane + x] * STD[c] + MEAN[c]);
+                for (int c = 0; c < 3; c++) o[3 * x + c] = to_byte(src[c * plane + x] * imagenet_std[c] + imagenet_mean[c]);
         } else {
             memcpy(o, b->u8 + ((size_t)i * plane + (size_t)y * s) * 3, (size_t)s * 3);
         }

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "augment.h"
 #include "util.h"
 
 const char *const synth_class_names[SYNTH_CLASSES] = {"disc", "square", "triangle", "hstripes", "vstripes",
@@ -52,7 +53,6 @@ void synth_image(Rng *rng, int cls, int size, uint8_t *rgb) {
 }
 
 void synth_batch(Rng *rng, int n, int size, float *nchw, int32_t *labels) {
-    static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
     uint8_t *rgb = xmalloc((size_t)size * size * 3);
     size_t plane = (size_t)size * size;
     for (int i = 0; i < n; i++) {
@@ -60,7 +60,7 @@ void synth_batch(Rng *rng, int n, int size, float *nchw, int32_t *labels) {
         synth_image(rng, labels[i], size, rgb);
         for (int c = 0; c < 3; c++)
             for (size_t p = 0; p < plane; p++)
-                nchw[((size_t)i * 3 + c) * plane + p] = ((float)rgb[p * 3 + c] / 255.0f - mean[c]) / std[c];
+                nchw[((size_t)i * 3 + c) * plane + p] = ((float)rgb[p * 3 + c] / 255.0f - imagenet_mean[c]) / imagenet_std[c];
     }
     free(rgb);
 }

@@ -18,6 +18,7 @@
 #include "plot.h"
 #include "progressive.h"
 #include "schedule.h"
+#include "scores.h"
 #include "util.h"
 
 typedef struct {
@@ -115,13 +116,7 @@ typedef struct {
 /* Count argmax hits of host logits (n x classes). */
 static int count_correct(const float *logits, const int32_t *labels, int n, int classes) {
     int correct = 0;
-    for (int i = 0; i < n; i++) {
-        const float *row = logits + (size_t)i * classes;
-        int best = 0;
-        for (int c = 1; c < classes; c++)
-            if (row[c] > row[best]) best = c;
-        correct += best == labels[i];
-    }
+    for (int i = 0; i < n; i++) correct += argmax(logits + (size_t)i * classes, classes) == labels[i];
     return correct;
 }
 
@@ -139,13 +134,8 @@ static EvalResult evaluate(Trainer *T, Loader *L, int epoch, float smoothing, fl
         r.correct += count_correct(T->logits, b->labels, b->n, m->classes);
         if (labels) memcpy(labels + r.count, b->labels, (size_t)b->n * sizeof(int32_t));
         if (probs)
-            for (int i = 0; i < b->n; i++) {
-                const float *z = T->logits + (size_t)i * m->classes;
-                float *p = probs + (size_t)(r.count + i) * m->classes, mx = z[0], sum = 0;
-                for (int c = 1; c < m->classes; c++) mx = z[c] > mx ? z[c] : mx;
-                for (int c = 0; c < m->classes; c++) sum += p[c] = expf(z[c] - mx);
-                for (int c = 0; c < m->classes; c++) p[c] /= sum;
-            }
+            for (int i = 0; i < b->n; i++)
+                softmax_row(T->logits + (size_t)i * m->classes, probs + (size_t)(r.count + i) * m->classes, m->classes);
         r.count += b->n;
     }
     if (r.count) r.loss /= r.count;
