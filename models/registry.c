@@ -17,6 +17,9 @@ static const struct {
     {{"xresnet34", "fastai v2 XResNet-34 (basic blocks 3-4-6-3)"}, 0, {1, {3, 4, 6, 3}, STEM_X, WIDTHS}},
     {{"xresnet50", "fastai v2 XResNet-50 (bottlenecks 3-4-6-3)"}, 0, {4, {3, 4, 6, 3}, STEM_X, WIDTHS}},
     {{"xresnet101", "fastai v2 XResNet-101 (bottlenecks 3-4-23-3)"}, 0, {4, {3, 4, 23, 3}, STEM_X, WIDTHS}},
+    /* for tests, smoke runs and soak runs: fastai's structure at an eighth of the width, one block per stage */
+    {{"xresnet_tiny", "XResNet with blocks 1-1-1-1 and widths 16-128 (tests and quick runs)"}, 0,
+     {1, {1, 1, 1, 1}, {8, 8, 16}, {16, 32, 64, 128}}},
     {{"resnet18", "torchvision ResNet-18"}, 1, {1, {2, 2, 2, 2}, STEM_TV, WIDTHS}},
     {{"resnet34", "torchvision ResNet-34"}, 1, {1, {3, 4, 6, 3}, STEM_TV, WIDTHS}},
     {{"resnet50", "torchvision ResNet-50 v1.5"}, 1, {4, {3, 4, 6, 3}, STEM_TV, WIDTHS}},

@@ -450,6 +450,8 @@ def param_counts():
         for depth in (18, 34, 50, 101):
             m = getattr(torchvision.models, "resnet%d" % depth)(num_classes=classes)
             lines.append("resnet%d %d %d" % (depth, classes, sum(p.numel() for p in m.parameters())))
+        m = XResNet(1, [1, 1, 1, 1], stem=(8, 8, 16), widths=(16, 32, 64, 128), n_out=classes)
+        lines.append("xresnet_tiny %d %d" % (classes, sum(p.numel() for p in m.parameters())))
     if "resnet50 1000 25557032" not in lines:
         sys.exit("torchvision resnet50 should have 25,557,032 parameters")
     path = os.path.join(OUT, "param_counts.txt")

@@ -159,6 +159,25 @@ int ckpt_save_train(const char *path, const Model *m, const float *adam_m, const
     return rc;
 }
 
+/* The resume file: the model's slots followed by the training state's, in one file. */
+static Slots resume_slots(Model *m, float *params, float *stats, float *adam_m, float *adam_v) {
+    Slots l = model_slots(m, params, stats), t = train_slots(m, adam_m, adam_v);
+    l.s = xrealloc(l.s, (size_t)(l.n + t.n) * sizeof *l.s);
+    memcpy(l.s + l.n, t.s, (size_t)t.n * sizeof *t.s);
+    l.n += t.n;
+    l.cap = l.n;
+    free(t.s);
+    return l;
+}
+
+int ckpt_save_resume(const char *path, const Model *m, const float *params, const float *stats, const float *adam_m,
+                     const float *adam_v, const char *const *meta, char *err, size_t errlen) {
+    Slots l = resume_slots((Model *)m, (float *)params, (float *)stats, (float *)adam_m, (float *)adam_v);
+    int rc = save_slots(path, m, &l, CKPT_RESUME_FORMAT, meta, 0, err, errlen);
+    free(l.s);
+    return rc;
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Loading */
 
@@ -260,14 +279,17 @@ static void to_f32(const StTensor *t, float *dst, size_t n) {
     }
 }
 
-static int load_slots(const StFile *f, const char *label, Model *m, Slots *l, int train, char *err, size_t errlen) {
+/* want: the format a training-state or resume file must declare; NULL for a model file, which may
+ * also come from elsewhere (a torchvision state dict has no format). */
+static int load_slots(const StFile *f, const char *label, Model *m, Slots *l, const char *want, char *err,
+                      size_t errlen) {
     const char *fmt = st_meta(f, "format");
-    if (train && (!fmt || strcmp(fmt, CKPT_TRAIN_FORMAT)))
-        return error_at(err, errlen, label, "not a cnntrain training-state file (format \"%.40s\", expected \"%s\")",
-                    fmt ? fmt : "none", CKPT_TRAIN_FORMAT);
-    if (!train && fmt && !strcmp(fmt, CKPT_TRAIN_FORMAT))
+    if (want && (!fmt || strcmp(fmt, want)))
+        return error_at(err, errlen, label, "not a cnntrain %s file (format \"%.40s\", expected \"%s\")",
+                        strcmp(want, CKPT_RESUME_FORMAT) ? "training-state" : "resume", fmt ? fmt : "none", want);
+    if (!want && fmt && !strcmp(fmt, CKPT_TRAIN_FORMAT))
         return error_at(err, errlen, label, "this is a training-state file (Adam moments), not a model");
-    if (!train && fmt && !strncmp(fmt, "cnntrain", 8) && strcmp(fmt, CKPT_FORMAT))
+    if (!want && fmt && !strncmp(fmt, "cnntrain", 8) && strcmp(fmt, CKPT_FORMAT))
         return error_at(err, errlen, label, "format \"%.40s\" is not one this build reads (\"%s\")", fmt, CKPT_FORMAT);
 
     /* Pass 1: check everything, so a bad file leaves the model untouched. */
@@ -348,7 +370,7 @@ static int load_slots(const StFile *f, const char *label, Model *m, Slots *l, in
 int ckpt_load_st(const StFile *f, const char *label, Model *m, float *params, float *stats, char *err,
                  size_t errlen) {
     Slots l = model_slots(m, params, stats);
-    int rc = load_slots(f, label, m, &l, 0, err, errlen);
+    int rc = load_slots(f, label, m, &l, NULL, err, errlen);
     free(l.s);
     return rc;
 }
@@ -361,14 +383,13 @@ int ckpt_load(const char *path, Model *m, float *params, float *stats, char *err
     return rc;
 }
 
-int ckpt_load_train(const char *path, Model *m, float *adam_m, float *adam_v, StFile *meta_out, char *err,
-                    size_t errlen) {
+/* Loads the slots of a training-state or resume file; meta_out as ckpt_load_train says. */
+static int load_with_meta(const char *path, Model *m, Slots *l, const char *format, StFile *meta_out, char *err,
+                          size_t errlen) {
     if (meta_out) memset(meta_out, 0, sizeof *meta_out);
     StFile f;
     if (st_read(path, &f, err, errlen)) return -1;
-    Slots l = train_slots(m, adam_m, adam_v);
-    int rc = load_slots(&f, path, m, &l, 1, err, errlen);
-    free(l.s);
+    int rc = load_slots(&f, path, m, l, format, err, errlen);
     if (rc || !meta_out) {
         st_close(&f);
         return rc;
@@ -379,6 +400,22 @@ int ckpt_load_train(const char *path, Model *m, float *adam_m, float *adam_v, St
     for (int i = 0; i < f.count; i++) f.tensors[i].data = NULL;
     *meta_out = f;
     return 0;
+}
+
+int ckpt_load_train(const char *path, Model *m, float *adam_m, float *adam_v, StFile *meta_out, char *err,
+                    size_t errlen) {
+    Slots l = train_slots(m, adam_m, adam_v);
+    int rc = load_with_meta(path, m, &l, CKPT_TRAIN_FORMAT, meta_out, err, errlen);
+    free(l.s);
+    return rc;
+}
+
+int ckpt_load_resume(const char *path, Model *m, float *params, float *stats, float *adam_m, float *adam_v,
+                     StFile *meta_out, char *err, size_t errlen) {
+    Slots l = resume_slots(m, params, stats, adam_m, adam_v);
+    int rc = load_with_meta(path, m, &l, CKPT_RESUME_FORMAT, meta_out, err, errlen);
+    free(l.s);
+    return rc;
 }
 
 int ckpt_check_pair(const char *model_path, const char *train_path, char *err, size_t errlen) {

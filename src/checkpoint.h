@@ -27,6 +27,7 @@
 
 #define CKPT_FORMAT "cnntrain/1"
 #define CKPT_TRAIN_FORMAT "cnntrain-train/1"
+#define CKPT_RESUME_FORMAT "cnntrain-resume/1"
 #define CKPT_ID_KEY "checkpoint_id"
 #define CKPT_ID_CHARS 32   /* hex digits of a checkpoint id (128 random bits) */
 
@@ -59,6 +60,15 @@ int ckpt_save_train(const char *path, const Model *m, const float *adam_m, const
  * (st_meta(meta_out, "epoch") ...) and tensor list, without the data (blob NULL); st_close it. */
 int ckpt_load_train(const char *path, Model *m, float *adam_m, float *adam_v, StFile *meta_out, char *err,
                     size_t errlen);
+
+/* A run's resume point: model and training state in ONE file (format "cnntrain-resume/1"), so a
+ * single atomic rename replaces it whole and a crash at any moment leaves the previous one or the
+ * new one, never half of each. meta: where the run stands (stage, epoch, step, ...). */
+int ckpt_save_resume(const char *path, const Model *m, const float *params, const float *stats, const float *adam_m,
+                     const float *adam_v, const char *const *meta, char *err, size_t errlen);
+/* Strict like ckpt_load; meta_out as for ckpt_load_train. */
+int ckpt_load_resume(const char *path, Model *m, float *params, float *stats, float *adam_m, float *adam_v,
+                     StFile *meta_out, char *err, size_t errlen);
 
 /* Checks that the two files are one save: both carry a checkpoint_id and the ids are equal.
  * Reads only the headers. */

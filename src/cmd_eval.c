@@ -304,17 +304,7 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
                 for (size_t i = 0; i < (size_t)n * C; i++) aug[i] += pass[i] / (float)o->tta_n;
             }
             loader_destroy(A);
-            double tl = 0;
-            int hits = 0;
-            for (int i = 0; i < n; i++) {
-                float *q = aug + (size_t)i * C;
-                const float *p = plain + (size_t)i * C;
-                for (int c = 0; c < C; c++) q[c] += o->tta_beta * (p[c] - q[c]);
-                hits += argmax(q, C) == labels[i];
-                /* the loss of averaged probabilities: -log p, kept finite where p underflowed */
-                tl -= log(fmax((double)q[labels[i]], 1e-30));
-            }
-            tloss = tl / n;
+            int hits = tta_combine(aug, plain, labels, n, C, o->tta_beta, &tloss);
             tacc = (double)hits / n;
         }
         printf("%-6d %-10.6f %-9.6f", s, loss, acc);

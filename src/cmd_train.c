@@ -1,4 +1,5 @@
-/* cmd_train.c: `train CONFIG [--set section.key=value ...]`: run a configuration's stages. */
+/* cmd_train.c: `train CONFIG [--set section.key=value ...]`: run a configuration's stages, and
+ * `train --resume RUN_FOLDER [--set run.key=value ...]`: go on with a stopped run. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,17 +10,35 @@
 #include "util.h"
 
 int cmd_train(int argc, char **argv) {
-    const char *path = argv[1];
+    int resume = !strcmp(argv[1], "--resume");
+    if (resume && argc < 3) {
+        fprintf(stderr, "usage: train --resume RUN_FOLDER [--set run.key=value ...]\n");
+        return 2;
+    }
+    const char *target = argv[resume ? 2 : 1];
     const char **sets = xcalloc((size_t)argc, sizeof *sets);
     int nsets = 0;
-    for (int i = 2; i < argc; i++) {
+    for (int i = resume ? 3 : 2; i < argc; i++) {
         if (!strcmp(argv[i], "--set") && i + 1 < argc) {
-            sets[nsets++] = argv[++i];
+            sets[nsets] = argv[++i];
+            /* a resumed run is the same experiment: only how it runs may change */
+            if (resume && strncmp(sets[nsets], "run.", 4)) {
+                fprintf(stderr, "train: --resume takes only [run] overrides (run.threads, run.stop_after, ...), not '%s'\n",
+                        sets[nsets]);
+                free(sets);
+                return 2;
+            }
+            nsets++;
         } else {
-            fprintf(stderr, "train: unexpected argument '%s' (usage: train CONFIG [--set section.key=value ...])\n", argv[i]);
+            fprintf(stderr, "train: unexpected argument '%s' (usage: train CONFIG [--set section.key=value ...] or "
+                            "train --resume RUN_FOLDER [--set run.key=value ...])\n", argv[i]);
+            free(sets);
             return 2;
         }
     }
+    char path[1200];
+    if (resume) snprintf(path, sizeof path, "%s/config.ini", target);
+    else snprintf(path, sizeof path, "%s", target);
     Config cfg;
     char err[2048], run_dir[1024];
     if (config_load(path, sets, nsets, &cfg, err, sizeof err)) {
@@ -27,8 +46,8 @@ int cmd_train(int argc, char **argv) {
         free(sets);
         return 2;
     }
-    int rc = train_run(&cfg, run_dir, sizeof run_dir);
+    int rc = train_run(&cfg, resume ? target : NULL, run_dir, sizeof run_dir);
     config_free(&cfg);
     free(sets);
-    return rc;
+    return rc == TRAIN_STOPPED ? 0 : rc;
 }

@@ -141,6 +141,9 @@ static const Key keys[] = {
      .help = "parent of the run folders (<out_dir>/<config name>-<time>/)"},
     {.sec = SEC_RUN, .name = "threads", .type = T_INT, CF(threads), RANGE(0, 1024), .def = "0",
      .help = "loader threads; 0 = one per core"},
+    {.sec = SEC_RUN, .name = "stop_after", .type = T_INT, CF(stop_after), RANGE(0, 2000000000), .def = "0",
+     .help = "stop as Ctrl-C does (resume checkpoint, clean exit) after this many training steps of this "
+             "process; 0 = never. For time-boxed runs: ./train --resume RUN goes on"},
     /* [stage NAME] */
     {.sec = SEC_STAGE, .name = "type", ENUM(stage_types), SF(type), .flags = K_REQ,
      .help = "fit_one_cycle, fine_tune (fastai's), fit (constant lr, PyTorch's AdamW), progressive (Composer's "

@@ -58,6 +58,7 @@ typedef struct {
     uint64_t seed;
     char out_dir[512];         /* parent of run folders */
     int threads;               /* loader threads; 0 = cores */
+    int stop_after;            /* training steps of this process before stopping as Ctrl-C does; 0 = never */
     StageConfig *stages;
     int nstages;
     char storage[8][512];      /* backing store for the data strings */

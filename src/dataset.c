@@ -18,13 +18,6 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-static char *xstrdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *p = xmalloc(n);
-    memcpy(p, s, n);
-    return p;
-}
-
 static char *join(const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
     int slash = a > 0 && dir[a - 1] != '/';
@@ -173,7 +166,7 @@ static int read_dir(const char *path, Entry **out, int *count) {
         errno = saved;
         return -1;
     }
-    qsort(v, (size_t)n, sizeof *v, cmp_entry);
+    if (n > 1) qsort(v, (size_t)n, sizeof *v, cmp_entry);   /* v is NULL for an empty folder */
     *out = v;
     *count = n;
     return 0;

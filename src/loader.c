@@ -28,6 +28,7 @@ struct Loader {
     pthread_cond_t work_cv, done_cv;
     Slot *slots;
     unsigned char *bad;      /* per sample: known to be bad */
+    unsigned char *bad_at_start; /* the same when this epoch's order was drawn (for resume files) */
     int nbad, reported_bad; /* bad images found / already summarised at an epoch's end */
     int *order, norder;      /* this epoch's samples, known-bad ones left out */
     Rng epoch_rng;
@@ -120,6 +121,7 @@ Loader *loader_create(const LoaderSpec *spec, char *err, size_t errlen) {
         s->ok = xcalloc((size_t)spec->batch, 1);
     }
     L->bad = xcalloc((size_t)spec->count, 1);
+    L->bad_at_start = xcalloc((size_t)spec->count, 1);
     L->order = xmalloc((size_t)spec->count * sizeof *L->order);
     pthread_mutex_init(&L->mu, NULL);
     pthread_cond_init(&L->work_cv, NULL);
@@ -145,6 +147,7 @@ void loader_start_epoch(Loader *L, int epoch, int first_batch) {
     rng_seed(&root, L->spec.seed);
     L->epoch_rng = rng_split(&root, (uint64_t)epoch);
     L->norder = 0;
+    memcpy(L->bad_at_start, L->bad, (size_t)L->spec.count);
     for (int i = 0; i < L->spec.count; i++)
         if (!L->bad[i]) L->order[L->norder++] = i;
     if (L->spec.shuffle) {
@@ -234,6 +237,38 @@ const Batch *loader_next(Loader *L) {
 
 int loader_bad_images(const Loader *L) { return L->nbad; }
 
+char *loader_bad_list(Loader *L, int at_epoch_start) {
+    pthread_mutex_lock(&L->mu);
+    const unsigned char *bad = at_epoch_start ? L->bad_at_start : L->bad;
+    size_t len = 1, used = 0;
+    for (int i = 0; i < L->spec.count; i++) len += bad[i] ? 12 : 0;
+    char *s = xmalloc(len);
+    s[0] = 0;
+    for (int i = 0; i < L->spec.count; i++)
+        if (bad[i]) used += (size_t)snprintf(s + used, len - used, "%s%d", used ? "," : "", i);
+    pthread_mutex_unlock(&L->mu);
+    return s;
+}
+
+int loader_mark_bad(Loader *L, const char *list) {
+    pthread_mutex_lock(&L->mu);
+    int rc = 0;
+    for (const char *p = list; *p && !rc;) {
+        char *end;
+        long i = strtol(p, &end, 10);
+        if (end == p || i < 0 || i >= L->spec.count || (*end && *end != ',')) {
+            rc = -1;
+            break;
+        }
+        if (!L->bad[i]) L->nbad++;
+        L->bad[i] = 1;
+        p = *end ? end + 1 : end;
+    }
+    L->reported_bad = L->nbad; /* reported by the run that found them */
+    pthread_mutex_unlock(&L->mu);
+    return rc;
+}
+
 int loader_threads(const Loader *L) { return L->nthreads; }
 
 void loader_destroy(Loader *L) {
@@ -255,6 +290,7 @@ void loader_destroy(Loader *L) {
     free(L->slots);
     free(L->threads);
     free(L->bad);
+    free(L->bad_at_start);
     free(L->order);
     free(L);
 }

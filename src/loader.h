@@ -50,6 +50,12 @@ void loader_start_epoch(Loader *, int epoch, int first_batch);
 const Batch *loader_next(Loader *);
 /* Images found bad so far (each reported once on stderr with its path and reason). */
 int loader_bad_images(const Loader *);
+/* The samples known to be bad as "i,j,k" (indices into spec.samples; "" when none), now or as they
+ * were when the current epoch's order was drawn; for resume files. The caller frees it. */
+char *loader_bad_list(Loader *, int at_epoch_start);
+/* Marks a loader_bad_list() list bad, before loader_start_epoch, when a run resumes: the order
+ * then leaves them out as the interrupted run did. Returns -1 on a malformed list. */
+int loader_mark_bad(Loader *, const char *list);
 /* Worker threads in use. */
 int loader_threads(const Loader *);
 void loader_destroy(Loader *);

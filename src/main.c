@@ -15,6 +15,8 @@ static void usage(FILE *f) {
             "usage:\n"
             "  train CONFIG.ini [--set section.key=value ...]\n"
             "                                           train and evaluate as the config's stages say\n"
+            "  train --resume RUN_FOLDER [--set run.key=value ...]\n"
+            "                                           go on with a stopped run (Ctrl-C, SIGTERM, run.stop_after)\n"
             "  train --help-config                      every config section and key\n"
             "  train smoke [--model M] [--steps N] ...   train on generated images (no download), save a checkpoint\n"
             "  train info MODEL [--classes N] [--size S] layers, output shapes, parameters, GFLOPs\n"
@@ -51,7 +53,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     size_t len = strlen(cmd);
-    if (len > 4 && !strcmp(cmd + len - 4, ".ini")) return cmd_train(argc, argv);
+    if ((len > 4 && !strcmp(cmd + len - 4, ".ini")) || !strcmp(cmd, "--resume")) return cmd_train(argc, argv);
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "smoke")) return cmd_smoke(argc, argv);

@@ -381,7 +381,7 @@ static int cmp_range(const void *a, const void *b) {
 /* As the reference implementation requires: the tensors tile the data section exactly, no gap,
  * no overlap, nothing after the last one. Sorts r. */
 static int check_coverage(Parser *p, const StFile *f, Range *r, uint64_t data_size) {
-    qsort(r, (size_t)f->count, sizeof *r, cmp_range);
+    if (f->count > 1) qsort(r, (size_t)f->count, sizeof *r, cmp_range);   /* r is NULL without tensors */
     uint64_t at = 0;
     for (int i = 0; i < f->count; i++) {
         if (r[i].begin < at)
@@ -629,11 +629,6 @@ void st_writer_free(StWriter *w) {
     free(w->mk);
     free(w->mv);
     free(w);
-}
-
-static char *xstrdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    return memcpy(xmalloc(n), s, n);
 }
 
 void st_add(StWriter *w, const char *name, StDType dtype, int ndim, const int64_t *shape, const void *data) {

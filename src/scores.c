@@ -1,6 +1,7 @@
 #include "scores.h"
 
 #include <math.h>
+#include <stddef.h>
 
 int argmax(const float *v, int n) {
     int best = 0;
@@ -15,4 +16,18 @@ double softmax_row(const float *z, float *p, int n) {
     for (int c = 0; c < n; c++) sum += p[c] = expf(z[c] - mx);
     for (int c = 0; c < n; c++) p[c] = (float)(p[c] / sum);
     return log(sum) + mx;
+}
+
+int tta_combine(float *aug, const float *plain, const int32_t *labels, int n, int C, float beta, double *loss) {
+    double nll = 0;
+    int hits = 0;
+    for (int i = 0; i < n; i++) {
+        float *q = aug + (size_t)i * C;
+        const float *p = plain + (size_t)i * C;
+        for (int c = 0; c < C; c++) q[c] += beta * (p[c] - q[c]);
+        hits += argmax(q, C) == labels[i];
+        nll -= log(fmax((double)q[labels[i]], 1e-30));
+    }
+    *loss = n ? nll / n : 0;
+    return hits;
 }

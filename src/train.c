@@ -3,11 +3,14 @@
 #include "train.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +23,16 @@
 #include "schedule.h"
 #include "scores.h"
 #include "util.h"
+
+/* Where a run stands; a resume checkpoint records it. */
+typedef struct {
+    int stage;              /* index of the stage being run (nstages once the run is done) */
+    int phase;              /* fit call within the stage: fine_tune's frozen (0) and unfrozen (1) parts */
+    int epoch;              /* epochs of that fit done */
+    int batch;              /* batches of the current epoch done */
+    double loss_sum;        /* the current epoch's training loss so far, summed over images */
+    long seen;              /* images in loss_sum */
+} Position;
 
 typedef struct {
     const Config *cfg;
@@ -35,7 +48,26 @@ typedef struct {
     float *lam, *mix;       /* mixup weights, and a copy of the batch to mix from */
     float *small;           /* a progressive stage's batch at its current side */
     float *logits;          /* host copy, max_batch x classes */
+    Position at;            /* where the run stands, for the next resume checkpoint */
+    Position from;          /* a resumed run: where the checkpoint stopped */
+    int resuming;           /* the fit that `from` stopped inside has not been reached yet */
+    char *from_bad[2];      /* its loader's bad images: at that epoch's start, and all */
+    Loader *train_loader;   /* the running fit's, for its bad-image lists */
+    long steps;             /* training steps of this process (run.stop_after) */
+    long nan_step;          /* fault injection for tests: CNNTRAIN_INJECT_NAN=N poisons step N's batch */
+    int stopped;            /* why the run stopped early: a signal number, or -1 for stop_after */
 } Trainer;
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+/* Ctrl-C, SIGTERM or run.stop_after: finish the step, write a resume checkpoint, exit cleanly. */
+static int stop_requested(Trainer *T) {
+    if (stop_signal) T->stopped = stop_signal;
+    else if (T->cfg->stop_after && T->steps >= T->cfg->stop_after) T->stopped = -1;
+    return T->stopped != 0;
+}
 
 /* Print to stdout and to the run's log. */
 static void say(Trainer *T, const char *fmt, ...) CNN_PRINTF(2, 3);
@@ -111,6 +143,7 @@ static void mixup(Trainer *T, Rng *rng, float alpha, float *x, int n, size_t per
 typedef struct {
     double loss;
     int correct, count;
+    int interrupted;        /* a stop signal came: the pass is incomplete */
 } EvalResult;
 
 /* Count argmax hits of host logits (n x classes). */
@@ -124,10 +157,14 @@ static int count_correct(const float *logits, const int32_t *labels, int n, int 
  * valid_loss) and accuracy. probs and labels, when not NULL, receive each image's softmax
  * probabilities and label. */
 static EvalResult evaluate(Trainer *T, Loader *L, int epoch, float smoothing, float *probs, int32_t *labels) {
-    EvalResult r = {0, 0, 0};
+    EvalResult r = {0, 0, 0, 0};
     Model *m = T->model;
     loader_start_epoch(L, epoch, 0);
     for (const Batch *b; (b = loader_next(L));) {
+        if (stop_signal) {
+            r.interrupted = 1;
+            break;
+        }
         const Tensor *out = model_forward(m, b->x, b->n, b->size, b->size, 0);
         r.loss += (double)model_loss(m, b->labels, smoothing) * b->n;
         T->be->ops->tensor_download(T->be, T->logits, out);
@@ -142,126 +179,6 @@ static EvalResult evaluate(Trainer *T, Loader *L, int epoch, float smoothing, fl
     return r;
 }
 
-typedef enum { LR_ONE_CYCLE, LR_CONSTANT } LrShape;
-
-/* One fit call: fastai's fit_one_cycle or a constant-lr fit, epochs x batches, then validation
- * after each epoch, printed as fastai's table. */
-static void fit(Trainer *T, const StageConfig *st, const char *label, int epochs, LrShape shape, const OneCycle *cycle,
-                const ProgressiveSchedule *prog) {
-    Model *m = T->model;
-    Loader *train = make_loader(T, &st->train_tf, st->batch, 1), *valid = make_loader(T, &st->valid_tf, st->batch, 0);
-    int per_epoch = loader_batches(train);
-    if (per_epoch < 1) die("stage %s: %d training images make no batch of %d", st->name, T->data.ntrain, st->batch);
-    long total = (long)epochs * per_epoch, step = 0;
-    set_decay(m, st->wd_bn_bias);
-    say(T, "stage %s: %s, %d epochs of %d batches of %d at %dpx\n", st->name, label, epochs, per_epoch, st->batch, st->size);
-    say(T, "%-6s %-11s %-11s %-9s %s\n", "epoch", "train_loss", "valid_loss", "accuracy", "time");
-    Rng mix_rng = rng_split(&T->root, 100 + (uint64_t)T->epoch), crop_rng = rng_split(&T->root, 200 + (uint64_t)T->epoch);
-    for (int e = 0; e < epochs; e++) {
-        double t0 = now_seconds(), sum = 0;
-        long seen = 0;
-        int last_side = st->size; /* the side of the epoch's last batch: the schedule, for metrics.csv */
-        loader_start_epoch(train, T->epoch, 0);
-        for (const Batch *b; (b = loader_next(train)); step++) {
-            float pos = (float)step / (float)total;
-            AdamWArgs a = {st->lr, st->mom_max, st->beta2, st->eps, st->wd, ++T->adam_step};
-            if (shape == LR_ONE_CYCLE) {
-                a.lr = one_cycle_lr(cycle, pos);
-                a.beta1 = one_cycle_mom(cycle, pos);
-            }
-            float *x = b->x; /* the loader's buffer is ours until the next batch: mixup writes into it */
-            int side = prog ? progressive_side(prog, b->size, pos) : b->size;
-            if (side < b->size) {
-                if (st->resize_crop) batch_crop(b->x, b->n, b->size, T->small, side, &crop_rng);
-                else batch_resize(b->x, b->n, b->size, T->small, side);
-                x = T->small;
-            }
-            size_t per_image = 3 * (size_t)side * side;
-            last_side = side;
-            if (st->mixup_alpha > 0) mixup(T, &mix_rng, st->mixup_alpha, x, b->n, per_image, b->labels);
-            model_forward(m, x, b->n, side, side, 1);
-            float loss = st->mixup_alpha > 0 ? model_loss_mixup(m, b->labels, T->labels_b, T->lam, st->label_smoothing)
-                                             : model_loss(m, b->labels, st->label_smoothing);
-            if (!isfinite(loss))
-                die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?)", st->name, e,
-                    step, loss);
-            model_backward(m);
-            optim_adamw_step(m, &a);
-            sum += (double)loss * b->n;
-            seen += b->n;
-            if (isatty(STDOUT_FILENO)) {
-                double dt = now_seconds() - t0;
-                int done = (int)(step % per_epoch) + 1;
-                printf("\r  epoch %d: %d/%d batches, %.0f img/s, loss %.4f, eta %.0fs   ", e, done, per_epoch, seen / dt,
-                       sum / seen, dt / done * (per_epoch - done));
-                fflush(stdout);
-            }
-        }
-        if (isatty(STDOUT_FILENO)) printf("\r%80s\r", "");
-        EvalResult v = evaluate(T, valid, T->epoch, st->label_smoothing, NULL, NULL);
-        double dt = now_seconds() - t0;
-        float acc = v.count ? (float)v.correct / v.count : 0;
-        say(T, "%-6d %-11.6f %-11.6f %-9.6f %02d:%02d\n", e, sum / (seen ? seen : 1), v.loss, acc, (int)dt / 60, (int)dt % 60);
-        fprintf(T->metrics, "%s,%d,%d,%.6f,%.6f,%.6f,%.2f,%d\n", st->name, T->epoch, e, sum / (seen ? seen : 1), v.loss, acc,
-                dt, last_side);
-        fflush(T->metrics);
-        T->epoch++;
-    }
-    loader_destroy(train);
-    loader_destroy(valid);
-}
-
-/* Multi-resolution evaluation: the valid transform at each size. Writes eval-<stage>.csv. */
-static void eval_sizes(Trainer *T, const StageConfig *st) {
-    char path[1200];
-    snprintf(path, sizeof path, "%s/eval-%s.csv", T->run_dir, st->name);
-    FILE *csv = fopen(path, "w");
-    if (!csv) die("cannot write %s: %s", path, strerror(errno));
-    fprintf(csv, "size,loss,accuracy,images\n");
-    say(T, "stage %s: evaluation at %d sizes\n%-6s %-11s %-9s\n", st->name, st->nsizes, "size", "loss", "accuracy");
-    for (int i = 0; i < st->nsizes; i++) {
-        TransformSpec tf = st->valid_tf;
-        tf.size = st->sizes[i];
-        Loader *L = make_loader(T, &tf, st->batch, 0);
-        EvalResult r = evaluate(T, L, 0, 0.0f, NULL, NULL);
-        loader_destroy(L);
-        float acc = r.count ? (float)r.correct / r.count : 0;
-        say(T, "%-6d %-11.6f %-9.6f\n", tf.size, r.loss, acc);
-        fprintf(csv, "%d,%.6f,%.6f,%d\n", tf.size, r.loss, acc, r.count);
-    }
-    fclose(csv);
-}
-
-/* fastai's tta(n, beta): n passes with the training transforms, averaged, then
- * lerp(mean_aug, plain, beta) on the softmax probabilities. */
-static void tta(Trainer *T, const StageConfig *st) {
-    int classes = T->model->classes;
-    size_t cells = (size_t)T->data.nvalid * classes;
-    float *plain = xcalloc(cells, sizeof(float)), *aug = xcalloc(cells, sizeof(float)), *pass = xcalloc(cells, sizeof(float));
-    int32_t *labels = xmalloc((size_t)T->data.nvalid * sizeof(int32_t));
-    /* The plain pass first: it finds any bad image, so every later pass lists the same images. */
-    Loader *L = make_loader(T, &st->valid_tf, st->batch, 0);
-    EvalResult r = evaluate(T, L, 0, 0.0f, plain, labels);
-    int n = r.count;
-    loader_destroy(L);
-    Loader *A = make_loader(T, &st->train_tf, st->batch, 0);
-    for (int p = 0; p < st->tta_n; p++) {
-        evaluate(T, A, 1000 + p, 0.0f, pass, NULL);
-        for (size_t i = 0; i < (size_t)n * classes; i++) aug[i] += pass[i] / (float)st->tta_n;
-    }
-    loader_destroy(A);
-    for (size_t i = 0; i < (size_t)n * classes; i++) aug[i] += st->tta_beta * (plain[i] - aug[i]);
-    int correct = count_correct(aug, labels, n, classes);
-    say(T, "stage %s: TTA (n=%d, beta=%.2f): accuracy %.6f (without TTA %.6f) on %d images\n", st->name, st->tta_n,
-        st->tta_beta, n ? (float)correct / n : 0, r.count ? (float)r.correct / r.count : 0, n);
-    fprintf(T->metrics, "%s,%d,tta,,,%.6f,,%d\n", st->name, T->epoch, n ? (float)correct / n : 0, st->size);
-    fflush(T->metrics);
-    free(plain);
-    free(aug);
-    free(pass);
-    free(labels);
-}
-
 /* The class list as one metadata string: names joined by newlines (names never hold one). */
 static char *class_list(const Dataset *d) {
     size_t len = 1;
@@ -272,13 +189,31 @@ static char *class_list(const Dataset *d) {
     return s;
 }
 
+/* The model's weights, statistics and Adam moments on the host, for a checkpoint. */
+typedef struct {
+    float *params, *stats, *adam_m, *adam_v;
+} HostState;
+
+static HostState host_state(Model *m) {
+    HostState h = {xmalloc(m->param_floats * sizeof(float)), xmalloc((m->stat_floats + 1) * sizeof(float)),
+                   xmalloc(m->param_floats * sizeof(float)), xmalloc(m->param_floats * sizeof(float))};
+    model_get_weights(m, h.params, h.stats);
+    m->be->ops->download(m->be, h.adam_m, m->adam_m, m->param_floats * sizeof(float));
+    m->be->ops->download(m->be, h.adam_v, m->adam_v, m->param_floats * sizeof(float));
+    return h;
+}
+
+static void host_state_free(HostState *h) {
+    free(h->params);
+    free(h->stats);
+    free(h->adam_m);
+    free(h->adam_v);
+}
+
+/* A stage's (or the final) checkpoint: a plain PyTorch state dict plus its training state. */
 static void save_checkpoint(Trainer *T, const char *name, const char *stage) {
     Model *m = T->model;
-    float *params = xmalloc(m->param_floats * sizeof(float)), *stats = xmalloc((m->stat_floats + 1) * sizeof(float));
-    float *am = xmalloc(m->param_floats * sizeof(float)), *av = xmalloc(m->param_floats * sizeof(float));
-    model_get_weights(m, params, stats);
-    m->be->ops->download(m->be, am, m->adam_m, m->param_floats * sizeof(float));
-    m->be->ops->download(m->be, av, m->adam_v, m->param_floats * sizeof(float));
+    HostState h = host_state(m);
     char id[CKPT_ID_CHARS + 1], epoch[16], step[16], path[1200], train_path[1300], err[1024];
     ckpt_new_id(id);
     snprintf(epoch, sizeof epoch, "%d", T->epoch);
@@ -288,20 +223,229 @@ static void save_checkpoint(Trainer *T, const char *name, const char *stage) {
     snprintf(path, sizeof path, "%s/%s.safetensors", T->run_dir, name);
     if (ckpt_train_path(path, train_path, sizeof train_path)) die("checkpoint path too long: %s", path);
     /* the training state first: a crash between the two leaves ids that do not match */
-    if (ckpt_save_train(train_path, m, am, av, meta, err, sizeof err) || ckpt_save(path, m, params, stats, meta, err, sizeof err))
+    if (ckpt_save_train(train_path, m, h.adam_m, h.adam_v, meta, err, sizeof err) ||
+        ckpt_save(path, m, h.params, h.stats, meta, err, sizeof err))
         die("%s", err);
     say(T, "checkpoint: %s\n", path);
     free(classes);
-    free(params);
-    free(stats);
-    free(am);
-    free(av);
+    host_state_free(&h);
+}
+
+/* RUN/resume.safetensors: everything `./train --resume RUN` needs to go on from T->at as if the
+ * run had never stopped. Rewritten whole (one atomic rename) after every epoch and stage. */
+static void save_resume(Trainer *T) {
+    Model *m = T->model;
+    HostState h = host_state(m);
+    const Position *p = &T->at;
+    char path[1200], err[1024], stage[16], phase[16], epoch[16], batch[16], done[16], step[16], sum[64], seen[32],
+        bytes[32];
+    snprintf(stage, sizeof stage, "%d", p->stage);
+    snprintf(phase, sizeof phase, "%d", p->phase);
+    snprintf(epoch, sizeof epoch, "%d", p->epoch);
+    snprintf(batch, sizeof batch, "%d", p->batch);
+    snprintf(done, sizeof done, "%d", T->epoch);
+    snprintf(step, sizeof step, "%d", T->adam_step);
+    snprintf(sum, sizeof sum, "%a", p->loss_sum); /* hexadecimal: exact */
+    snprintf(seen, sizeof seen, "%ld", p->seen);
+    fflush(T->metrics);
+    snprintf(bytes, sizeof bytes, "%ld", ftell(T->metrics));
+    /* Mid-epoch, the epoch's order was drawn without the bad images known when it began. */
+    char *bad = T->train_loader ? loader_bad_list(T->train_loader, 0) : xcalloc(1, 1);
+    char *bad_start = T->train_loader && p->batch ? loader_bad_list(T->train_loader, 1) : xstrdup(bad);
+    char *classes = class_list(&T->data);
+    const char *name = p->stage < T->cfg->nstages ? T->cfg->stages[p->stage].name : "(done)";
+    const char *meta[] = {"class_names", classes, "stage", name, "stage_index", stage, "phase", phase, "stage_epoch", epoch,
+                          "batch", batch, "epochs_done", done, "adam_step", step, "loss_sum", sum, "seen", seen,
+                          "metrics_bytes", bytes, "bad_images", bad, "bad_images_at_epoch_start", bad_start, NULL};
+    snprintf(path, sizeof path, "%s/resume.safetensors", T->run_dir);
+    if (ckpt_save_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, meta, err, sizeof err)) die("%s", err);
+    free(classes);
+    free(bad);
+    free(bad_start);
+    host_state_free(&h);
+}
+
+typedef enum { LR_ONE_CYCLE, LR_CONSTANT } LrShape;
+
+/* One fit call (phase `phase` of its stage): fastai's fit_one_cycle or a constant-lr fit, epochs x
+ * batches, then validation after each epoch, printed as fastai's table. A resume checkpoint follows
+ * every epoch. Returns 1 when the run was asked to stop (the checkpoint is written), else 0. */
+static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, int epochs, LrShape shape,
+               const OneCycle *cycle, const ProgressiveSchedule *prog) {
+    Model *m = T->model;
+    Loader *train = make_loader(T, &st->train_tf, st->batch, 1), *valid = make_loader(T, &st->valid_tf, st->batch, 0);
+    int per_epoch = loader_batches(train);
+    if (per_epoch < 1) die("stage %s: %d training images make no batch of %d", st->name, T->data.ntrain, st->batch);
+    long total = (long)epochs * per_epoch;
+    set_decay(m, st->wd_bn_bias);
+    T->train_loader = train;
+    Position start = {T->at.stage, phase, 0, 0, 0, 0};
+    if (T->resuming) { /* this is the fit the checkpoint stopped in */
+        start = T->from;
+        if (loader_mark_bad(train, T->from_bad[0])) die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
+        T->resuming = 0;
+        say(T, "stage %s: resuming at epoch %d, batch %d\n", st->name, start.epoch, start.batch);
+    } else {
+        say(T, "stage %s: %s, %d epochs of %d batches of %d at %dpx\n", st->name, label, epochs, per_epoch, st->batch,
+            st->size);
+    }
+    say(T, "%-6s %-11s %-11s %-9s %s\n", "epoch", "train_loss", "valid_loss", "accuracy", "time");
+    /* mixup and progressive crops draw from a stream per batch, so a resumed run draws the same */
+    Rng mix_base = rng_split(&T->root, 100), crop_base = rng_split(&T->root, 200);
+    int stopped = 0;
+    for (int e = start.epoch; e < epochs && !stopped; e++) {
+        int first = e == start.epoch;
+        double t0 = now_seconds(), sum = first ? start.loss_sum : 0;
+        long seen = first ? start.seen : 0;
+        int last_side = st->size; /* the side of the epoch's last batch: the schedule, for metrics.csv */
+        loader_start_epoch(train, T->epoch, first ? start.batch : 0);
+        if (first && T->from_bad[1] && loader_mark_bad(train, T->from_bad[1]))
+            die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
+        for (const Batch *b; (b = loader_next(train));) {
+            long step = (long)e * per_epoch + b->index;
+            float pos = (float)step / (float)total;
+            AdamWArgs a = {st->lr, st->mom_max, st->beta2, st->eps, st->wd, ++T->adam_step};
+            if (shape == LR_ONE_CYCLE) {
+                a.lr = one_cycle_lr(cycle, pos);
+                a.beta1 = one_cycle_mom(cycle, pos);
+            }
+            uint64_t batch_id = (uint64_t)T->epoch << 32 | (uint64_t)b->index;
+            float *x = b->x; /* the loader's buffer is ours until the next batch: mixup writes into it */
+            int side = prog ? progressive_side(prog, b->size, pos) : b->size;
+            if (side < b->size) {
+                Rng crop_rng = rng_split(&crop_base, batch_id);
+                if (st->resize_crop) batch_crop(b->x, b->n, b->size, T->small, side, &crop_rng);
+                else batch_resize(b->x, b->n, b->size, T->small, side);
+                x = T->small;
+            }
+            size_t per_image = 3 * (size_t)side * side;
+            last_side = side;
+            if (T->steps + 1 == T->nan_step) x[0] = NAN;
+            if (st->mixup_alpha > 0) {
+                Rng mix_rng = rng_split(&mix_base, batch_id);
+                mixup(T, &mix_rng, st->mixup_alpha, x, b->n, per_image, b->labels);
+            }
+            model_forward(m, x, b->n, side, side, 1);
+            float loss = st->mixup_alpha > 0 ? model_loss_mixup(m, b->labels, T->labels_b, T->lam, st->label_smoothing)
+                                             : model_loss(m, b->labels, st->label_smoothing);
+            if (!isfinite(loss))
+                die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). The last good "
+                    "checkpoint is %s/resume.safetensors (stage %d, epoch %d, batch %d)",
+                    st->name, e, step, loss, T->run_dir, T->at.stage, T->at.epoch, T->at.batch);
+            model_backward(m);
+            optim_adamw_step(m, &a);
+            sum += (double)loss * b->n;
+            seen += b->n;
+            T->steps++;
+            if (isatty(STDOUT_FILENO)) {
+                double dt = now_seconds() - t0;
+                int done = b->index + 1;
+                printf("\r  epoch %d: %d/%d batches, %.0f img/s, loss %.4f, eta %.0fs   ", e, done, per_epoch, seen / dt,
+                       sum / seen, dt / done * (per_epoch - done));
+                fflush(stdout);
+            }
+            if (stop_requested(T)) {
+                T->at = (Position){T->at.stage, phase, e, b->index + 1, sum, seen};
+                stopped = 1;
+                break;
+            }
+        }
+        if (isatty(STDOUT_FILENO)) printf("\r%80s\r", "");
+        if (stopped) break;
+        EvalResult v = evaluate(T, valid, T->epoch, st->label_smoothing, NULL, NULL);
+        if (v.interrupted) { /* the epoch's training is done; its validation runs again on resume */
+            stop_requested(T);
+            T->at = (Position){T->at.stage, phase, e, per_epoch, sum, seen};
+            stopped = 1;
+            break;
+        }
+        double dt = now_seconds() - t0;
+        float acc = v.count ? (float)v.correct / v.count : 0;
+        say(T, "%-6d %-11.6f %-11.6f %-9.6f %02d:%02d\n", e, sum / (seen ? seen : 1), v.loss, acc, (int)dt / 60, (int)dt % 60);
+        fprintf(T->metrics, "%s,%d,%d,%.6f,%.6f,%.6f,%.2f,%d\n", st->name, T->epoch, e, sum / (seen ? seen : 1), v.loss, acc,
+                dt, last_side);
+        T->epoch++;
+        T->at = (Position){T->at.stage, phase, e + 1, 0, 0, 0};
+        save_resume(T);
+    }
+    if (stopped) save_resume(T);
+    T->train_loader = NULL;
+    loader_destroy(train);
+    loader_destroy(valid);
+    return stopped;
+}
+
+/* Multi-resolution evaluation: the valid transform at each size. Writes eval-<stage>.csv.
+ * Returns 1 when a stop signal interrupted it (the stage runs again on resume). */
+static int eval_sizes(Trainer *T, const StageConfig *st) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/eval-%s.csv", T->run_dir, st->name);
+    FILE *csv = fopen(path, "w");
+    if (!csv) die("cannot write %s: %s", path, strerror(errno));
+    fprintf(csv, "size,loss,accuracy,images\n");
+    say(T, "stage %s: evaluation at %d sizes\n%-6s %-11s %-9s\n", st->name, st->nsizes, "size", "loss", "accuracy");
+    int interrupted = 0;
+    for (int i = 0; i < st->nsizes && !interrupted; i++) {
+        TransformSpec tf = st->valid_tf;
+        tf.size = st->sizes[i];
+        Loader *L = make_loader(T, &tf, st->batch, 0);
+        EvalResult r = evaluate(T, L, 0, 0.0f, NULL, NULL);
+        loader_destroy(L);
+        interrupted = r.interrupted;
+        if (interrupted) break;
+        float acc = r.count ? (float)r.correct / r.count : 0;
+        say(T, "%-6d %-11.6f %-9.6f\n", tf.size, r.loss, acc);
+        fprintf(csv, "%d,%.6f,%.6f,%d\n", tf.size, r.loss, acc, r.count);
+    }
+    fclose(csv);
+    return interrupted;
+}
+
+/* fastai's tta(n, beta): n passes with the training transforms, averaged, then
+ * lerp(mean_aug, plain, beta) on the softmax probabilities. Returns 1 when interrupted. */
+static int tta(Trainer *T, const StageConfig *st) {
+    int classes = T->model->classes;
+    size_t cells = (size_t)T->data.nvalid * classes;
+    float *plain = xcalloc(cells, sizeof(float)), *aug = xcalloc(cells, sizeof(float)), *pass = xcalloc(cells, sizeof(float));
+    int32_t *labels = xmalloc((size_t)T->data.nvalid * sizeof(int32_t));
+    /* The plain pass first: it finds any bad image, so every later pass lists the same images. */
+    Loader *L = make_loader(T, &st->valid_tf, st->batch, 0);
+    EvalResult r = evaluate(T, L, 0, 0.0f, plain, labels);
+    int n = r.count, interrupted = r.interrupted;
+    loader_destroy(L);
+    Loader *A = make_loader(T, &st->train_tf, st->batch, 0);
+    for (int p = 0; p < st->tta_n && !interrupted; p++) {
+        interrupted = evaluate(T, A, 1000 + p, 0.0f, pass, NULL).interrupted;
+        for (size_t i = 0; i < (size_t)n * classes; i++) aug[i] += pass[i] / (float)st->tta_n;
+    }
+    loader_destroy(A);
+    if (!interrupted) {
+        double loss;
+        int correct = tta_combine(aug, plain, labels, n, classes, st->tta_beta, &loss);
+        say(T, "stage %s: TTA (n=%d, beta=%.2f): accuracy %.6f (without TTA %.6f) on %d images\n", st->name, st->tta_n,
+            st->tta_beta, n ? (float)correct / n : 0, r.count ? (float)r.correct / r.count : 0, n);
+        fprintf(T->metrics, "%s,%d,tta,,%.6f,%.6f,,%d\n", st->name, T->epoch, loss, n ? (float)correct / n : 0, st->size);
+        fflush(T->metrics);
+    }
+    free(plain);
+    free(aug);
+    free(pass);
+    free(labels);
+    return interrupted;
+}
+
+/* Resuming inside a stage: its parts before the checkpoint's phase are done already, and the
+ * optimizer state to go on with is the checkpoint's, not a cleared one. */
+static int phase_done(const Trainer *T, int phase) { return T->resuming && phase < T->from.phase; }
+
+static void reset_optimizer_unless_resuming(Trainer *T) {
+    if (!T->resuming) reset_optimizer(T);
 }
 
 /* FixRes fine-tuning at a new size: only the classifier (and, with train_final_bn, the last batch
  * norm before pooling) learns; every other batch norm runs on its running statistics, while the
  * last one stays in training mode so its statistics adapt to the new size. Constant lr, fresh moments. */
-static void fixres(Trainer *T, const StageConfig *st) {
+static int fixres(Trainer *T, const StageConfig *st) {
     Model *m = T->model;
     int last_bn = -1;
     for (int i = 0; i < m->nnodes; i++)
@@ -312,45 +456,54 @@ static void fixres(Trainer *T, const StageConfig *st) {
         const Param *p = &m->params[i];
         m->params[i].trainable = p->kind == P_LINEAR_WEIGHT || p->kind == P_LINEAR_BIAS || (st->train_final_bn && p->node == last_bn);
     }
-    reset_optimizer(T);
-    fit(T, st, st->train_final_bn ? "fixres (head + final batch norm)" : "fixres (head; final batch norm adapts)", st->epochs,
-        LR_CONSTANT, NULL, NULL);
+    reset_optimizer_unless_resuming(T);
+    int stopped = fit(T, st, 0, st->train_final_bn ? "fixres (head + final batch norm)" : "fixres (head; final batch norm adapts)",
+                      st->epochs, LR_CONSTANT, NULL, NULL);
     for (int i = 0; i < m->nnodes; i++) m->nodes[i].frozen_stats = 0;
     for (int i = 0; i < m->nparams; i++) m->params[i].trainable = 1;
-    reset_optimizer(T);
+    if (!stopped) reset_optimizer(T);
+    return stopped;
 }
 
-static void run_stage(Trainer *T, const StageConfig *st) {
+/* Runs one stage; returns 1 when the run was asked to stop inside it (a resume checkpoint says
+ * where), else 0 once its checkpoint (training stages) is written. */
+static int run_stage(Trainer *T, const StageConfig *st) {
     OneCycle c = {st->lr, st->pct_start, st->div, st->div_final, st->mom_max, st->mom_min};
+    int stopped = 0;
     switch (st->type) {
-    case STAGE_FIT_ONE_CYCLE: fit(T, st, "fit_one_cycle", st->epochs, LR_ONE_CYCLE, &c, NULL); break;
-    case STAGE_FIT: fit(T, st, "fit (constant lr)", st->epochs, LR_CONSTANT, NULL, NULL); break;
+    case STAGE_FIT_ONE_CYCLE: stopped = fit(T, st, 0, "fit_one_cycle", st->epochs, LR_ONE_CYCLE, &c, NULL); break;
+    case STAGE_FIT: stopped = fit(T, st, 0, "fit (constant lr)", st->epochs, LR_CONSTANT, NULL, NULL); break;
     case STAGE_PROGRESSIVE: {
         ProgressiveSchedule p = {st->initial_scale, st->delay_fraction, st->finetune_fraction, st->size_increment};
-        fit(T, st, "progressive resizing (one-cycle)", st->epochs, LR_ONE_CYCLE, &c, &p);
+        stopped = fit(T, st, 0, "progressive resizing (one-cycle)", st->epochs, LR_ONE_CYCLE, &c, &p);
         break;
     }
-    case STAGE_FIXRES: fixres(T, st); break;
+    case STAGE_FIXRES: stopped = fixres(T, st); break;
     case STAGE_FINE_TUNE: {
         /* fastai: freeze, fit_one_cycle(freeze_epochs, lr, pct_start=0.99), unfreeze,
          * fit_one_cycle(epochs, lr/2, pct_start, div). A model trained from scratch is one
          * parameter group, so freezing leaves everything trainable; the moments are cleared twice. */
-        reset_optimizer(T);
-        OneCycle frozen = one_cycle_default(st->lr);
-        frozen.pct_start = 0.99f;
-        frozen.mom_max = st->mom_max;
-        frozen.mom_min = st->mom_min;
-        if (st->freeze_epochs > 0) fit(T, st, "fine_tune, frozen", st->freeze_epochs, LR_ONE_CYCLE, &frozen, NULL);
-        reset_optimizer(T);
+        if (!phase_done(T, 0) && st->freeze_epochs > 0) {
+            reset_optimizer_unless_resuming(T);
+            OneCycle frozen = one_cycle_default(st->lr);
+            frozen.pct_start = 0.99f;
+            frozen.mom_max = st->mom_max;
+            frozen.mom_min = st->mom_min;
+            stopped = fit(T, st, 0, "fine_tune, frozen", st->freeze_epochs, LR_ONE_CYCLE, &frozen, NULL);
+        }
+        if (stopped) break;
+        reset_optimizer_unless_resuming(T);
         c.lr_max = st->lr / 2;
-        fit(T, st, "fine_tune, unfrozen", st->epochs, LR_ONE_CYCLE, &c, NULL);
+        stopped = fit(T, st, 1, "fine_tune, unfrozen", st->epochs, LR_ONE_CYCLE, &c, NULL);
         break;
     }
-    case STAGE_EVAL: eval_sizes(T, st); return;
-    case STAGE_TTA: tta(T, st); return;
+    case STAGE_EVAL: stopped = eval_sizes(T, st); break;
+    case STAGE_TTA: stopped = tta(T, st); break;
     default: die("stage %s: unknown stage type %d", st->name, (int)st->type);
     }
-    save_checkpoint(T, st->name, st->name);
+    if (stopped) return 1;
+    if (st->type != STAGE_EVAL && st->type != STAGE_TTA) save_checkpoint(T, st->name, st->name);
+    return 0;
 }
 
 /* The size and batch the model must be sized for: the largest of any stage. */
@@ -365,9 +518,88 @@ static void largest_shape(const Config *cfg, int *batch, int *side) {
     }
 }
 
-int train_run(const Config *cfg, char *run_dir, size_t run_dir_len) {
+/* A resumed run: the checkpoint's weights, moments, counters and position, after checking that it
+ * belongs to this config and data. Truncates metrics.csv to what the checkpoint had seen. */
+static void load_resume(Trainer *T) {
+    Model *m = T->model;
+    char path[1200], err[2048];
+    snprintf(path, sizeof path, "%s/resume.safetensors", T->run_dir);
+    HostState h = {xmalloc(m->param_floats * sizeof(float)), xmalloc((m->stat_floats + 1) * sizeof(float)),
+                   xmalloc(m->param_floats * sizeof(float)), xmalloc(m->param_floats * sizeof(float))};
+    StFile meta;
+    if (access(path, F_OK))
+        die("%s: nothing to resume from (%s): the run stopped before its first epoch ended", path, strerror(errno));
+    if (ckpt_load_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, &meta, err, sizeof err)) die("%s", err);
+    char *classes = class_list(&T->data);
+    const char *names = st_meta(&meta, "class_names");
+    if (!names || strcmp(names, classes)) die("%s: the checkpoint's class list differs from the data's (%s)", path, T->cfg->data.root);
+    free(classes);
+    const char *keys[] = {"stage_index", "phase", "stage_epoch", "batch", "epochs_done", "adam_step", "seen", "metrics_bytes"};
+    long v[8];
+    for (int i = 0; i < 8; i++) {
+        const char *s = st_meta(&meta, keys[i]);
+        char *end = NULL;
+        v[i] = s ? strtol(s, &end, 10) : -1;
+        if (!s || *end || v[i] < 0 || v[i] > INT32_MAX) die("%s: metadata \"%s\" is missing or bad", path, keys[i]);
+    }
+    const char *sum = st_meta(&meta, "loss_sum"), *stage = st_meta(&meta, "stage");
+    char *end = NULL;
+    double loss_sum = sum ? strtod(sum, &end) : 0;
+    if (!sum || *end || !stage) die("%s: metadata \"loss_sum\" or \"stage\" is missing or bad", path);
+    T->from = (Position){(int)v[0], (int)v[1], (int)v[2], (int)v[3], loss_sum, v[6]};
+    if (T->from.stage < T->cfg->nstages ? strcmp(stage, T->cfg->stages[T->from.stage].name) : strcmp(stage, "(done)"))
+        die("%s: it stopped in stage \"%s\", which is not stage %d of %s", path, stage, T->from.stage + 1, T->cfg->path);
+    T->epoch = (int)v[4];
+    T->adam_step = (int)v[5];
+    T->from_bad[0] = xstrdup(st_meta(&meta, "bad_images_at_epoch_start") ? st_meta(&meta, "bad_images_at_epoch_start") : "");
+    T->from_bad[1] = xstrdup(st_meta(&meta, "bad_images") ? st_meta(&meta, "bad_images") : "");
+    /* A fresh stage (phase, epoch, batch all 0) starts as it would have: cleared moments and all. */
+    T->resuming = T->from.phase || T->from.epoch || T->from.batch;
+    T->at = T->from;
+    model_set_weights(m, h.params, h.stats);
+    m->be->ops->upload(m->be, m->adam_m, h.adam_m, m->param_floats * sizeof(float));
+    m->be->ops->upload(m->be, m->adam_v, h.adam_v, m->param_floats * sizeof(float));
+    host_state_free(&h);
+    st_close(&meta);
+    /* metrics.csv rows written after the checkpoint (a crash) come again */
+    snprintf(path, sizeof path, "%s/metrics.csv", T->run_dir);
+    if (truncate(path, (off_t)v[7])) die("cannot truncate %s for the resumed run: %s", path, strerror(errno));
+}
+
+/* A new run folder: runs/<config name>-<time>/ with the resolved config. */
+static void new_run_folder(Trainer *T) {
+    const Config *cfg = T->cfg;
+    const char *base = strrchr(cfg->path, '/');
+    base = base ? base + 1 : cfg->path;
+    char stem[512], stamp[32], path[1200];
+    snprintf(stem, sizeof stem, "%s", base);
+    char *dot = strrchr(stem, '.');
+    if (dot) *dot = 0;
+    time_t now = time(NULL);
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", localtime(&now));
+    if (make_dirs(cfg->out_dir)) die("cannot create %s: %s", cfg->out_dir, strerror(errno));
+    /* never into an existing run: two runs started in the same second get -2, -3, ... */
+    for (int k = 1;; k++) {
+        char suffix[16] = "";
+        if (k > 1) snprintf(suffix, sizeof suffix, "-%d", k);
+        if (snprintf(T->run_dir, sizeof T->run_dir, "%s/%s-%s%s", cfg->out_dir, stem, stamp, suffix) >= (int)sizeof T->run_dir)
+            die("%s: the run folder name under %s is too long", cfg->path, cfg->out_dir);
+        if (!mkdir(T->run_dir, 0777)) break;
+        if (errno != EEXIST || k == 1000) die("cannot create the run folder %s: %s", T->run_dir, strerror(errno));
+    }
+    snprintf(path, sizeof path, "%s/config.ini", T->run_dir);
+    FILE *f = fopen(path, "w");
+    if (!f) die("cannot write %s: %s", path, strerror(errno));
+    config_write(cfg, f);
+    if (fclose(f)) die("cannot write %s: %s", path, strerror(errno));
+}
+
+int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t run_dir_len) {
     Trainer T = {0};
     T.cfg = cfg;
+    stop_signal = 0;
+    const char *inject = getenv("CNNTRAIN_INJECT_NAN");
+    T.nan_step = inject ? atol(inject) : 0;
     char err[1024];
     if (dataset_open(&cfg->data, cfg->strict_images, &T.data, err, sizeof err)) die("%s", err);
     int classes = cfg->classes ? cfg->classes : T.data.nclasses;
@@ -385,38 +617,27 @@ int train_run(const Config *cfg, char *run_dir, size_t run_dir_len) {
     if (model_attach(T.model, T.be, max_batch, max_side, max_side, err, sizeof err)) die("%s: %s", cfg->path, err);
 
     rng_seed(&T.root, cfg->seed);
-    Rng init = rng_split(&T.root, 1);
-    float *params = xmalloc(T.model->param_floats * sizeof(float)), *stats = xmalloc((T.model->stat_floats + 1) * sizeof(float));
-    model_init_host(T.model, &init, params, stats);
-    model_set_weights(T.model, params, stats);
-    free(params);
-    free(stats);
-
-    /* runs/<config name>-<time>/ */
-    const char *base = strrchr(cfg->path, '/');
-    base = base ? base + 1 : cfg->path;
-    char stem[512], stamp[32];
-    snprintf(stem, sizeof stem, "%s", base);
-    char *dot = strrchr(stem, '.');
-    if (dot) *dot = 0;
-    time_t now = time(NULL);
-    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", localtime(&now));
-    if (snprintf(T.run_dir, sizeof T.run_dir, "%s/%s-%s", cfg->out_dir, stem, stamp) >= (int)sizeof T.run_dir)
-        die("%s: the run folder name under %s is too long", cfg->path, cfg->out_dir);
-    if (make_dirs(T.run_dir)) die("cannot create the run folder %s: %s", T.run_dir, strerror(errno));
+    if (resume_dir) {
+        if (snprintf(T.run_dir, sizeof T.run_dir, "%s", resume_dir) >= (int)sizeof T.run_dir)
+            die("%s: the run folder name is too long", resume_dir);
+        load_resume(&T);
+    } else {
+        Rng init = rng_split(&T.root, 1);
+        HostState h = {xmalloc(T.model->param_floats * sizeof(float)), xmalloc((T.model->stat_floats + 1) * sizeof(float)),
+                       NULL, NULL};
+        model_init_host(T.model, &init, h.params, h.stats);
+        model_set_weights(T.model, h.params, h.stats);
+        host_state_free(&h);
+        new_run_folder(&T);
+    }
     snprintf(run_dir, run_dir_len, "%s", T.run_dir);
     char path[1200];
-    snprintf(path, sizeof path, "%s/config.ini", T.run_dir);
-    FILE *f = fopen(path, "w");
-    if (!f) die("cannot write %s: %s", path, strerror(errno));
-    config_write(cfg, f);
-    fclose(f);
     snprintf(path, sizeof path, "%s/log.txt", T.run_dir);
-    T.log = fopen(path, "w");
+    T.log = fopen(path, resume_dir ? "a" : "w");
     snprintf(path, sizeof path, "%s/metrics.csv", T.run_dir);
-    T.metrics = fopen(path, "w");
+    T.metrics = fopen(path, resume_dir ? "a" : "w");
     if (!T.log || !T.metrics) die("cannot write in %s: %s", T.run_dir, strerror(errno));
-    fprintf(T.metrics, "stage,epoch,stage_epoch,train_loss,valid_loss,accuracy,seconds,size\n");
+    if (!resume_dir) fprintf(T.metrics, "stage,epoch,stage_epoch,train_loss,valid_loss,accuracy,seconds,size\n");
 
     size_t per_image = 3 * (size_t)max_side * max_side;
     T.mix = xmalloc((size_t)max_batch * per_image * sizeof(float));
@@ -424,21 +645,65 @@ int train_run(const Config *cfg, char *run_dir, size_t run_dir_len) {
     T.lam = xmalloc((size_t)max_batch * sizeof(float));
     T.labels_b = xmalloc((size_t)max_batch * sizeof(int32_t));
     T.logits = xmalloc((size_t)max_batch * classes * sizeof(float));
-    say(&T, "cnntrain: %s, %s (%d classes) on %s; %d train / %d valid images; run folder %s\n", cfg->path, cfg->arch,
-        classes, T.be->ops->name, T.data.ntrain, T.data.nvalid, T.run_dir);
-    for (int i = 0; i < cfg->nstages; i++) run_stage(&T, &cfg->stages[i]);
-    save_checkpoint(&T, "final", "final");
+    say(&T, "cnntrain: %s%s, %s (%d classes) on %s; %d train / %d valid images; run folder %s\n",
+        resume_dir ? "resuming " : "", cfg->path, cfg->arch, classes, T.be->ops->name, T.data.ntrain, T.data.nvalid,
+        T.run_dir);
+
+    /* Ctrl-C and SIGTERM stop at the next step with a checkpoint; a second one kills at once
+     * (SA_RESETHAND), still safely: every checkpoint is replaced by an atomic rename. A full disk
+     * quota must be an error we report (EFBIG), not SIGXFSZ's silent death. */
+    struct sigaction sa = {0}, old_int, old_term, old_xfsz;
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    sa.sa_handler = SIG_IGN;
+    sa.sa_flags = 0;
+    sigaction(SIGXFSZ, &sa, &old_xfsz);
+
+    int start = resume_dir ? T.from.stage : 0;
+    if (start >= cfg->nstages) say(&T, "the run had finished: nothing to resume\n");
+    for (int i = start; i < cfg->nstages && !T.stopped; i++) {
+        const StageConfig *st = &cfg->stages[i];
+        if (!T.resuming) T.at = (Position){i, 0, 0, 0, 0, 0};
+        if (run_stage(&T, st)) {
+            stop_requested(&T);
+            if (st->type == STAGE_EVAL || st->type == STAGE_TTA) save_resume(&T); /* it runs again */
+            break;
+        }
+        T.resuming = 0;
+        T.at = (Position){i + 1, 0, 0, 0, 0, 0};
+        save_resume(&T);
+    }
+    int rc = 0;
+    if (T.stopped) {
+        const Position *p = &T.at;
+        char why[64];
+        if (T.stopped > 0) snprintf(why, sizeof why, "%s", T.stopped == SIGINT ? "Ctrl-C" : "SIGTERM");
+        else snprintf(why, sizeof why, "run.stop_after = %d steps", cfg->stop_after);
+        say(&T, "stopped (%s) in stage %s, epoch %d, after batch %d; go on with: ./train --resume %s\n", why,
+            cfg->stages[p->stage].name, p->epoch, p->batch, T.run_dir);
+        rc = T.stopped > 0 ? 128 + T.stopped : TRAIN_STOPPED;
+    } else if (start < cfg->nstages) {
+        save_checkpoint(&T, "final", "final");
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGXFSZ, &old_xfsz, NULL);
 
     fclose(T.log);
     fclose(T.metrics);
-    plot_run(T.run_dir);
+    if (!T.stopped && start < cfg->nstages) plot_run(T.run_dir);
     free(T.mix);
     free(T.small);
     free(T.lam);
     free(T.labels_b);
     free(T.logits);
+    free(T.from_bad[0]);
+    free(T.from_bad[1]);
     model_free(T.model);
     backend_destroy(T.be);
     dataset_free(&T.data);
-    return 0;
+    return rc;
 }

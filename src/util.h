@@ -21,6 +21,7 @@ int error_at(char *err, size_t errlen, const char *label, const char *fmt, ...) 
 void *xmalloc(size_t bytes);
 void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t bytes);
+char *xstrdup(const char *s);
 double now_seconds(void);   /* monotonic */
 /* mkdir -p: returns 0, or -1 with errno set (the failing component is left in path's prefix). */
 int make_dirs(const char *path);

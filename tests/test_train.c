@@ -8,8 +8,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
+
+#define TEST_DIR_TEMPLATE "/tmp/cnn_train_XXXXXX"
+#include "testutil.h"
 
 #include "checkpoint.h"
 #include "config.h"
@@ -20,21 +28,55 @@
 
 /* Generated JPEGs in root/data, a config of `stages` on them (CPU, runs under root/runs), and
  * the run: its folder comes back in run_dir. */
-static void train_on_demo(const char *root, int train_per_class, int valid_per_class, int side, uint64_t seed,
-                          const char *stages, char *run_dir, size_t run_dir_len) {
+static void train_on_demo(const char *root, const char *arch, int train_per_class, int valid_per_class, int side,
+                          uint64_t seed, const char *stages, char *run_dir, size_t run_dir_len) {
     char path[1200], err[1024];
     snprintf(path, sizeof path, "%s/data", root);
     if (demo_data_write(path, train_per_class, valid_per_class, side, seed, err, sizeof err)) fail_msg("%s", err);
     snprintf(path, sizeof path, "%s/run.ini", root);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fprintf(f, "[data]\npath = %s/data\n[model]\narch = xresnet18\n[run]\ndevice = cpu\nseed = 3\nout_dir = %s/runs\n%s",
-            root, root, stages);
+    fprintf(f, "[data]\npath = %s/data\n[model]\narch = %s\n[run]\ndevice = cpu\nseed = 3\nout_dir = %s/runs\n%s",
+            root, arch, root, stages);
     fclose(f);
     Config cfg;
     if (config_load(path, NULL, 0, &cfg, err, sizeof err)) fail_msg("%s", err);
-    assert_int_equal(train_run(&cfg, run_dir, run_dir_len), 0);
+    assert_int_equal(train_run(&cfg, NULL, run_dir, run_dir_len), 0);
     config_free(&cfg);
+}
+
+/* Runs `config` (new run) or resumes run_dir (config NULL) with one [run] override. */
+static int run_with(const char *config, char *run_dir, size_t run_dir_len, const char *override) {
+    char path[1200], err[1024];
+    if (config) snprintf(path, sizeof path, "%s", config);
+    else snprintf(path, sizeof path, "%s/config.ini", run_dir);
+    const char *sets[] = {override};
+    Config cfg;
+    if (config_load(path, sets, override ? 1 : 0, &cfg, err, sizeof err)) fail_msg("%s", err);
+    char resume[1024];
+    snprintf(resume, sizeof resume, "%s", run_dir);
+    int rc = train_run(&cfg, config ? NULL : resume, run_dir, run_dir_len);
+    config_free(&cfg);
+    return rc;
+}
+
+/* metrics.csv without its seconds column (timing differs between runs). */
+static char *metrics_without_time(const char *run_dir) {
+    char path[1200], line[512];
+    snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t cap = 1 << 16, len = 0;
+    char *out = xcalloc(cap, 1);
+    while (fgets(line, sizeof line, f)) {
+        int col = 0;
+        for (char *p = line; *p && len + 2 < cap; p++) {
+            if (*p == ',') col++;
+            if (col != 6 || *p == ',') out[len++] = *p;
+        }
+    }
+    fclose(f);
+    return out;
 }
 
 static void remove_tree(const char *root) {
@@ -47,7 +89,7 @@ static void test_config_trains_and_writes_a_run_folder(void **state) {
     (void)state;
     char root[] = "/tmp/cnn_train_XXXXXX", path[1200], err[1024], run_dir[1024];
     assert_non_null(mkdtemp(root));
-    train_on_demo(root, 50, 20, 32, 7,
+    train_on_demo(root, "xresnet18", 50, 20, 32, 7,
                   "[stage small]\ntype = fit_one_cycle\nepochs = 5\nsize = 32\nbatch = 32\nlr = 5e-3\n"
                   "transform = fastai\nmin_scale = 0.75\n"
                   "[stage tta]\ntype = tta\nn = 2\n"
@@ -118,7 +160,7 @@ static void test_progressive_then_fixres(void **state) {
     (void)state;
     char root[] = "/tmp/cnn_train_XXXXXX", path[1200], err[1024], run_dir[1024];
     assert_non_null(mkdtemp(root));
-    train_on_demo(root, 12, 6, 48, 8,
+    train_on_demo(root, "xresnet18", 12, 6, 48, 8,
                   "[stage grow]\ntype = progressive\nepochs = 2\nsize = 48\nbatch = 16\nlr = 3e-3\n"
                   "initial_scale = 0.5\ndelay_fraction = 0.25\nfinetune_fraction = 0.25\nsize_increment = 8\n"
                   "[stage fix]\ntype = fixres\nepochs = 1\nsize = 40\nbatch = 16\nlr = 1e-3\ntrainable = head\n",
@@ -171,10 +213,203 @@ static void test_progressive_then_fixres(void **state) {
     remove_tree(root);
 }
 
+/* Resume: the same schedule run straight through, and stopped (run.stop_after) and resumed five
+ * times: mid-epoch, at an epoch's last batch (before its validation), inside fine_tune's frozen
+ * and unfrozen parts and inside FixRes, with mixup, label smoothing and a progressive stage's
+ * random crops: the final weights and every metrics.csv number must be bit for bit the same. */
+static void test_resume_is_bit_for_bit(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_train_XXXXXX", path[1200], err[1024], straight[1024], resumed[1024];
+    assert_non_null(mkdtemp(root));
+    /* 80 training images: 5 batches of 16 per epoch; 35 steps in all */
+    train_on_demo(root, "xresnet_tiny", 8, 3, 32, 9,
+                  "[stage one]\ntype = fit_one_cycle\nepochs = 2\nsize = 32\nbatch = 16\nlr = 3e-3\n"
+                  "label_smoothing = 0.1\nmixup = 0.4\n"
+                  "[stage grow]\ntype = progressive\nepochs = 2\ninitial_scale = 0.5\nsize_increment = 8\nmode = crop\n"
+                  "[stage tune]\ntype = fine_tune\nepochs = 1\nlr = 1e-3\n"
+                  "[stage fix]\ntype = fixres\nepochs = 1\nsize = 40\nlr = 1e-3\n"
+                  "[stage tta]\ntype = tta\nn = 1\n",
+                  straight, sizeof straight);
+    snprintf(path, sizeof path, "%s/run.ini", root);
+    /* steps 3 (mid-epoch), 10 (stage one's last batch), 22 (tune, frozen), 27 (unfrozen), 33 (fix) */
+    assert_int_equal(run_with(path, resumed, sizeof resumed, "run.stop_after=3"), TRAIN_STOPPED);
+    const char *stops[] = {"run.stop_after=7", "run.stop_after=12", "run.stop_after=5", "run.stop_after=6"};
+    for (int i = 0; i < 4; i++) {
+        if (i == 2) { /* a crash after a metrics row but before its checkpoint: the row must go */
+            snprintf(path, sizeof path, "%s/metrics.csv", resumed);
+            FILE *f = fopen(path, "a");
+            fprintf(f, "junk,99,99,1,1,1,1,1\n");
+            fclose(f);
+        }
+        assert_int_equal(run_with(NULL, resumed, sizeof resumed, stops[i]), TRAIN_STOPPED);
+    }
+    assert_int_equal(run_with(NULL, resumed, sizeof resumed, "run.stop_after=0"), 0);
+
+    char *ma = metrics_without_time(straight), *mb = metrics_without_time(resumed);
+    assert_string_equal(ma, mb);
+    free(ma);
+    free(mb);
+    StFile a, b;
+    snprintf(path, sizeof path, "%s/final.safetensors", straight);
+    if (st_read(path, &a, err, sizeof err)) fail_msg("%s", err);
+    snprintf(path, sizeof path, "%s/final.safetensors", resumed);
+    if (st_read(path, &b, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(a.count, b.count);
+    for (int i = 0; i < a.count; i++) {
+        const StTensor *t = st_find(&b, a.tensors[i].name);
+        assert_non_null(t);
+        assert_int_equal(t->bytes, a.tensors[i].bytes);
+        if (memcmp(t->data, a.tensors[i].data, t->bytes)) fail_msg("%s differs after resuming", t->name);
+    }
+    st_close(&a);
+    st_close(&b);
+    /* a finished run has nothing left to do */
+    assert_int_equal(run_with(NULL, resumed, sizeof resumed, NULL), 0);
+    remove_tree(root);
+}
+
+/* Starts ./train (the program, built by `make test` beside the tests' working folder) on a config
+ * or with --resume, as a child process that may die as the program does. An exec, not just a fork:
+ * OpenMP's threads do not survive a fork. Its output goes to *fd (a temporary file). */
+static pid_t start_program(const char *config, const char *resume_dir, long fsize_limit, const char *inject_nan, int *fd) {
+    char log[] = "/tmp/cnn_train_err_XXXXXX", env[64];
+    *fd = mkstemp(log);
+    assert_true(*fd >= 0);
+    unlink(log);
+    assert_int_equal(access("./train", X_OK), 0);
+    snprintf(env, sizeof env, "CNNTRAIN_INJECT_NAN=%s", inject_nan ? inject_nan : "0");
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(*fd, 1);
+        dup2(*fd, 2);
+        if (fsize_limit) {
+            struct rlimit lim = {(rlim_t)fsize_limit, (rlim_t)fsize_limit};
+            setrlimit(RLIMIT_FSIZE, &lim);
+        }
+        char *envp[] = {env, "OMP_NUM_THREADS=2", NULL};
+        if (config) execle("./train", "./train", config, (char *)NULL, envp);
+        else execle("./train", "./train", "--resume", resume_dir, (char *)NULL, envp);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits for it; its output comes back in out. Returns the exit status (128 + a killing signal). */
+static int finish_program(pid_t pid, int fd, char *out, size_t outlen) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ssize_t n = pread(fd, out, outlen - 1, 0);
+    out[n > 0 ? n : 0] = 0;
+    close(fd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int run_program(const char *config, const char *resume_dir, long fsize_limit, const char *inject_nan, char *out,
+                       size_t outlen) {
+    int fd;
+    pid_t pid = start_program(config, resume_dir, fsize_limit, inject_nan, &fd);
+    return finish_program(pid, fd, out, outlen);
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) ? -1 : (long)st.st_size;
+}
+
+/* A NaN loss stops the run naming the stage, epoch and step, and the last good resume checkpoint
+ * stays; a full disk (a file size limit) while writing a checkpoint keeps the previous one, names
+ * the file, and the run resumes from it. */
+static void test_nan_and_full_disk_keep_the_last_checkpoint(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_train_XXXXXX", path[1200], err[4096], run_dir[1024], resume[1300];
+    assert_non_null(mkdtemp(root));
+    train_on_demo(root, "xresnet_tiny", 8, 3, 32, 5,
+                  "[stage a]\ntype = fit_one_cycle\nepochs = 2\nsize = 32\nbatch = 16\nlr = 3e-3\n",
+                  run_dir, sizeof run_dir);
+    snprintf(path, sizeof path, "%s/run.ini", root);
+
+    /* step 8 = epoch 1, batch 3 (5 batches an epoch) */
+    assert_int_equal(run_program(path, NULL, 0, "8", err, sizeof err), 1);
+    ASSERT_HAS(err, "stage a, epoch 1, step 7: the loss is nan");
+    ASSERT_HAS(err, "resume.safetensors (stage 0, epoch 1, batch 0)");
+    const char *runs = strstr(err, "checkpoint is ");
+    assert_non_null(runs);
+    runs += strlen("checkpoint is ");
+    /* the run folder is the one the message names */
+    snprintf(run_dir, sizeof run_dir, "%.*s", (int)(strstr(runs, "/resume.safetensors") - runs), runs);
+    snprintf(resume, sizeof resume, "%s/resume.safetensors", run_dir);
+    long before = file_size(resume);
+    assert_true(before > 0);
+
+    /* resume under a file size limit just below a checkpoint's size: the epoch's end cannot be saved */
+    assert_int_equal(run_program(NULL, run_dir, before / 2, NULL, err, sizeof err), 1);
+    ASSERT_HAS(err, resume);
+    ASSERT_HAS(err, "File too large");
+    ASSERT_HAS(err, "unchanged");
+    assert_int_equal(file_size(resume), before);
+    /* and without the limit it goes on from that checkpoint to the end */
+    assert_int_equal(run_with(NULL, run_dir, sizeof run_dir, NULL), 0);
+    snprintf(path, sizeof path, "%s/final.safetensors", run_dir);
+    assert_true(file_size(path) > 0);
+    remove_tree(root);
+}
+
+/* Ctrl-C during training: the step ends, a resume checkpoint is written, the program exits with
+ * 130 and says how to go on; --resume then finishes the run. */
+static void test_ctrl_c_checkpoints_and_resumes(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_train_XXXXXX", path[1200], out[16384], run_dir[1024];
+    assert_non_null(mkdtemp(root));
+    train_on_demo(root, "xresnet_tiny", 8, 3, 32, 6,
+                  "[stage a]\ntype = fit_one_cycle\nepochs = 1\nsize = 32\nbatch = 16\nlr = 3e-3\n", run_dir, sizeof run_dir);
+    /* the same data, a run long enough to be interrupted: 200 epochs */
+    snprintf(path, sizeof path, "%s/long.ini", root);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "[data]\npath = %s/data\n[model]\narch = xresnet_tiny\n[run]\ndevice = cpu\nout_dir = %s/runs\n"
+               "[stage a]\ntype = fit_one_cycle\nepochs = 200\nsize = 32\nbatch = 16\n", root, root);
+    fclose(f);
+    int fd;
+    pid_t pid = start_program(path, NULL, 0, NULL, &fd);
+    /* interrupt once the first epoch's row is out */
+    for (int tries = 0; tries < 600; tries++) {
+        ssize_t n = pread(fd, out, sizeof out - 1, 0);
+        out[n > 0 ? n : 0] = 0;
+        if (strstr(out, "\n0      ")) break;
+        usleep(100000);
+    }
+    kill(pid, SIGINT);
+    assert_int_equal(finish_program(pid, fd, out, sizeof out), 130);
+    ASSERT_HAS(out, "stopped (Ctrl-C) in stage a");
+    const char *go = strstr(out, "./train --resume ");
+    assert_non_null(go);
+    snprintf(run_dir, sizeof run_dir, "%.*s", (int)strcspn(go + 17, "\n"), go + 17);
+    snprintf(path, sizeof path, "%s/resume.safetensors", run_dir);
+    assert_int_equal(access(path, R_OK), 0);
+    /* go on, and stop again with SIGTERM once it trains: 143, with a checkpoint again */
+    pid = start_program(NULL, run_dir, 0, NULL, &fd);
+    for (int tries = 0; tries < 600; tries++) {
+        ssize_t n = pread(fd, out, sizeof out - 1, 0);
+        out[n > 0 ? n : 0] = 0;
+        if (strstr(out, "resuming at epoch")) break;
+        usleep(100000);
+    }
+    kill(pid, SIGTERM);
+    int rc = finish_program(pid, fd, out, sizeof out);
+    if (rc != 143) fail_msg("exit status %d after SIGTERM: %s", rc, out);
+    ASSERT_HAS(out, "stopped (SIGTERM) in stage a");
+    remove_tree(root);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_trains_and_writes_a_run_folder),
         cmocka_unit_test(test_progressive_then_fixres),
+        cmocka_unit_test(test_resume_is_bit_for_bit),
+        cmocka_unit_test(test_nan_and_full_disk_keep_the_last_checkpoint),
+        cmocka_unit_test(test_ctrl_c_checkpoints_and_resumes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
