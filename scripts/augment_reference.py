@@ -1,12 +1,16 @@
 """augment_reference.py: reference outputs for tests/test_augment.c, written once to
-tests/ref/aug_ref.safetensors (about 150 KB). Run with Debian's PyTorch:
+tests/ref/aug_ref.safetensors (about 200 KB). Run with Debian's PyTorch:
 
     /usr/bin/python3 scripts/augment_reference.py
 
 Every case stores its source image (uint8 HWC), its parameters and torch's output (float32 CHW in
 0..255 units, computed in float64):
-  rc*   torchvision F.resized_crop (tensor path, bilinear, antialias off), optionally F.hflip
-  rcc*  torchvision F.resize(short side, antialias off) + F.center_crop
+  rc*   torchvision F.resized_crop (tensor path, bilinear, antialias on: PIL's filter without its
+        uint8 rounding), optionally F.hflip
+  rcp*  the same cases with antialias off: plain bilinear, for the sampler with Warp.aa off
+  rcc*  torchvision F.resize(short side, antialias on) + F.center_crop
+  pilrc* torchvision's RandomResizedCrop on a PIL image, as the PyTorch peers run it: PIL crop +
+        resize(BILINEAR, antialiased) (+ FLIP_LEFT_RIGHT), uint8
   cc*   torchvision F.center_crop, including crops larger than the image (zero padding)
   fa*   fastai's batch affine+perspective in one pass: the grid of aug_transforms(size=...) with
         min_scale=1, written here from fastai's formulas: aff = flip @ rotate @ zoom with the
@@ -15,7 +19,8 @@ Every case stores its source image (uint8 HWC), its parameters and torch's outpu
   fr*   the same followed by RandomResizedCropGPU's second resampling (crop, identity grid to
         size): two bilinear passes, which cnntrain fuses into one; on a linear gradient the two
         agree up to the reflection's kinks
-  pil*  fastai's item Resize(presize, Crop): PIL crop + resize(BILINEAR), uint8
+  pil*  fastai's item Resize(presize, Crop): PIL crop + resize(BILINEAR), uint8, upscaling and
+        (antialiased) downscaling
 """
 import math
 import os
@@ -57,16 +62,17 @@ tensors["tall"] = torch.from_numpy(tall)
 for i, (left, top, w, h, size, flip) in enumerate([(5, 3, 25, 20, 16, 0), (0, 0, 40, 30, 16, 0),
                                                     (30, 10, 10, 8, 24, 0), (7, 2, 21, 27, 12, 1),
                                                     (1, 1, 37, 13, 20, 1)]):
-    y = TF.resized_crop(chw(src), top, left, h, w, [size, size], TF.InterpolationMode.BILINEAR, antialias=False)
-    if flip:
-        y = TF.hflip(y)
-    put(f"rc{i}", params=torch.tensor([left, top, w, h, size, flip], dtype=torch.int32), out=y)
+    for name, aa in (("rc", True), ("rcp", False)):
+        y = TF.resized_crop(chw(src), top, left, h, w, [size, size], TF.InterpolationMode.BILINEAR, antialias=aa)
+        if flip:
+            y = TF.hflip(y)
+        put(f"{name}{i}", params=torch.tensor([left, top, w, h, size, flip], dtype=torch.int32), out=y)
 
 # ---- torchvision Resize(round(ratio*size)) + CenterCrop(size): params size, tall; ratio f32
 for i, (size, ratio, use_tall) in enumerate([(16, 1.25, 0), (15, 1.0, 0), (17, 1.25, 0), (15, 1.5, 1), (22, 1.0, 1)]):
     img = tall if use_tall else src
     r = int(round(np.float32(ratio) * size))
-    y = TF.resize(chw(img), [r], TF.InterpolationMode.BILINEAR, antialias=False)
+    y = TF.resize(chw(img), [r], TF.InterpolationMode.BILINEAR, antialias=True)
     y = TF.center_crop(y, [size, size])
     put(f"rcc{i}", params=torch.tensor([size, use_tall], dtype=torch.int32),
         ratio=torch.tensor([ratio], dtype=torch.float32), out=y)
@@ -140,9 +146,11 @@ for i, (flip, rot, zoom, col, row, wx, wy, cx, cy, cw, ch, size) in enumerate(fr
     put(f"fr{i}", params=torch.tensor([flip, rot, zoom, col, row, wx, wy], dtype=torch.float32),
         crop=torch.tensor([cx, cy, cw, ch, size], dtype=torch.int32), out=y)
 
-# ---- fastai Resize(presize, ResizeMethod.Crop) on PIL: upscaling, where PIL's bilinear has no
-# antialiasing to differ by; params presize, pct_x, pct_y (f32), tall
-for i, (presize, px, py, use_tall) in enumerate([(40, 0.3, 0.5, 0), (37, 0.0, 0.99, 1), (33, 0.75, 0.0, 0)]):
+# ---- fastai Resize(presize, ResizeMethod.Crop) on PIL: upscaling (pil0-2), where PIL's bilinear
+# has no antialiasing to differ by, and downscaling (pil3-5), where it has; params presize, pct_x,
+# pct_y (f32), tall
+for i, (presize, px, py, use_tall) in enumerate([(40, 0.3, 0.5, 0), (37, 0.0, 0.99, 1), (33, 0.75, 0.0, 0),
+                                                 (12, 0.5, 0.5, 0), (19, 0.2, 0.7, 1), (8, 1.0, 0.0, 0)]):
     img = tall if use_tall else src
     h, w = img.shape[:2]
     px, py = float(np.float32(px)), float(np.float32(py))
@@ -151,6 +159,19 @@ for i, (presize, px, py, use_tall) in enumerate([(40, 0.3, 0.5, 0), (37, 0.0, 0.
     tl = (int(px * (w - cw)), int(py * (h - ch)))
     out = Image.fromarray(img).crop((tl[0], tl[1], tl[0] + cw, tl[1] + ch)).resize((presize, presize), Image.BILINEAR)
     put(f"pil{i}", params=torch.tensor([presize, px, py, use_tall], dtype=torch.float32),
+        out=torch.from_numpy(np.asarray(out).copy()))
+
+# ---- torchvision RandomResizedCrop's resized_crop on a PIL image (the peers' data pipeline):
+# PIL crops, then resizes with its antialiased bilinear filter, in two uint8 passes; params
+# left, top, w, h, size, flip, tall
+for i, (left, top, w, h, size, flip, use_tall) in enumerate([(0, 0, 40, 30, 11, 0, 0), (3, 2, 35, 27, 10, 1, 0),
+                                                              (5, 3, 25, 20, 16, 0, 0), (2, 1, 23, 37, 9, 1, 1),
+                                                              (1, 4, 28, 33, 20, 0, 1), (6, 0, 33, 30, 31, 1, 0)]):
+    img = Image.fromarray(tall if use_tall else src)
+    out = TF.resized_crop(img, top, left, h, w, [size, size], TF.InterpolationMode.BILINEAR)
+    if flip:
+        out = TF.hflip(out)
+    put(f"pilrc{i}", params=torch.tensor([left, top, w, h, size, flip, use_tall], dtype=torch.int32),
         out=torch.from_numpy(np.asarray(out).copy()))
 
 st_torch.save(tensors, OUT, metadata={"generator": "scripts/augment_reference.py",

@@ -1,5 +1,6 @@
 /* augment.c: drawing the transforms of fastai's and torchvision's recipes as two maps (item affine,
- * batch homography) and applying them with one bilinear sample of the source per output pixel.
+ * batch homography) and applying them with one bilinear sample of the source per output pixel,
+ * antialiased as PIL's resize where the item resize shrinks (see "antialiasing" below).
  *
  * Coordinates are continuous, pixel i covering [i, i+1) with its centre at i+0.5. fastai's grids
  * (affine_grid/grid_sample with align_corners=True: -1 and 1 are the centres of the border pixels)
@@ -10,7 +11,10 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "util.h"
 
 const float imagenet_mean[3] = {0.485f, 0.456f, 0.406f};
 const float imagenet_std[3] = {0.229f, 0.224f, 0.225f};
@@ -148,6 +152,10 @@ static void warp_store(Warp *w, const double *a, int item_w, int item_h, int pad
     for (int i = 0; i < 9; i++) w->h[i] = (float)(h[i] * s);
     w->brightness = brightness;
     w->contrast = contrast;
+    /* Every item map here is a crop + resize (a1 = a3 = 0) that PIL or torchvision-on-PIL
+     * performs with antialiasing; the batch map after it (fastai's grid_sample) has none. */
+    w->aa[0] = (float)fabs(a[0]);
+    w->aa[1] = (float)fabs(a[4]);
 }
 
 void warp_resized_crop(int src_w, int src_h, int left, int top, int w, int h, int size, int flip, Warp *out) {
@@ -365,12 +373,19 @@ void transform_draw(const TransformSpec *s, int src_w, int src_h, Rng *r, Warp *
     }
 }
 
+/* A DCT-scaled decode is a different low-pass from PIL's antialiased resize of the full image
+ * (libjpeg's 1/8 scale is the 8x8 block mean): decoding at 1/2 and resizing the remaining 1x-2x
+ * left outputs 1-3.5/255 from PIL's on average, at 1/8 down to ~36 px, 10/255. So the decode is
+ * scaled only as far as still leaves the resize after it a shrink of at least DCT_MARGIN, where
+ * the resize's own filter dominates (4x: 0.40/255, against 0.26 for PIL's own rounding). */
+#define DCT_MARGIN 4
+
 int transform_min_source_side(const TransformSpec *s) {
     switch (s->kind) {
-    case TF_FASTAI: return s->presize > 0 ? s->presize : 0;   /* the item is presize square */
-    case TF_RANDOM_RESIZED_CROP: return s->train ? 0 : resize_side(s); /* crops go down to 8% */
+    case TF_FASTAI: return s->presize > 0 ? DCT_MARGIN * s->presize : 0; /* the item is presize square */
+    case TF_RANDOM_RESIZED_CROP: return s->train ? 0 : DCT_MARGIN * resize_side(s); /* crops go down to 8% */
     case TF_CENTER_CROP: return 0;                               /* source pixels, unresized */
-    case TF_RESIZE_CENTER_CROP: return resize_side(s);
+    case TF_RESIZE_CENTER_CROP: return DCT_MARGIN * resize_side(s);
     }
     return 0;
 }
@@ -390,6 +405,7 @@ typedef struct {
     float a[6];                       /* item -> tap index coordinates (the -0.5 folded in) */
     float sx_lo, sx_hi, sy_lo, sy_hi; /* clamp of the tap coordinates: the clip box's pixel centres */
     float x_last, y_last;             /* last tap index in the clip box */
+    int box[4];                       /* the clip box, inside the image: x0, y0, x1, y1 */
     int pad;
     float u_lo, u_hi, v_lo, v_hi;     /* item bounds: border centres (reflect) or edges (zeros) */
     float h[9];
@@ -417,6 +433,7 @@ static void sampler_init(Sampler *s, const Warp *w, const Image *src) {
     y0 = y0 < 0 ? 0 : (y0 > src->h - 1 ? src->h - 1 : y0);
     x1 = x1 > src->w ? src->w : (x1 <= x0 ? x0 + 1 : x1);
     y1 = y1 > src->h ? src->h : (y1 <= y0 ? y0 + 1 : y1);
+    s->box[0] = x0, s->box[1] = y0, s->box[2] = x1, s->box[3] = y1;
     s->sx_lo = (float)x0, s->sx_hi = (float)(x1 - 1), s->x_last = (float)(x1 - 1);
     s->sy_lo = (float)y0, s->sy_hi = (float)(y1 - 1), s->y_last = (float)(y1 - 1);
     s->pad = w->pad;
@@ -449,8 +466,9 @@ static inline uint32_t load4(const uint8_t *p) {
     return v;
 }
 
-/* Pixels x0 .. x0+n-1 of output row y into b->val. */
-static void sample_block(const Sampler *s, int y, int x0, int n, Block *b) {
+/* Item coordinates of pixels x0 .. x0+n-1 of output row y into b->u, b->v, reflected into the
+ * item or (zero padding) flagged in b->zero; returns whether any pixel fell outside the item. */
+static inline int block_coords(const Sampler *s, int y, int x0, int n, Block *b) {
     const float *h = s->h;
     double yc = y + 0.5, xc = x0 + 0.5;
     /* the block's first pixel in double, then increments in float */
@@ -488,6 +506,12 @@ static void sample_block(const Sampler *s, int y, int x0, int n, Block *b) {
             }
         }
     }
+    return out;
+}
+
+/* Pixels x0 .. x0+n-1 of output row y into b->val: plain bilinear. */
+static void sample_block(const Sampler *s, int y, int x0, int n, Block *b) {
+    int out = block_coords(s, y, x0, n, b);
     /* Tap offsets and weights: clamped so that no coordinate, NaN included, leaves the box. */
     for (int i = 0; i < n; i++) {
         float sx = s->a[0] * b->u[i] + s->a[1] * b->v[i] + s->a[2];
@@ -533,6 +557,186 @@ static void sample_block(const Sampler *s, int y, int x0, int n, Block *b) {
             if (b->zero[i]) b->val[0][i] = b->val[1][i] = b->val[2][i] = 0;
 }
 
+/* ------------------------------------------------------------------------- antialiasing */
+
+/* Why: PIL's resize (torchvision's transforms on PIL images, fastai's item Resize) antialiases:
+ * shrinking by f = source pixels per output pixel, it widens its tent filter from +-1 to +-f
+ * source pixels, so every source pixel contributes. Plain bilinear reads only the 2x2 pixels
+ * around each sample: RandomResizedCrop at 64 px from 224 px images shrinks 1.8x to 3.5x, and
+ * the output aliased (5.4/255 mean difference from PIL's). Where Warp.aa says the item resize
+ * shrinks along an axis, the taps are PIL's (ImagingResample): along that axis, the source
+ * pixels i in [floor(c - f + 0.5), floor(c + f + 0.5)) of the clip box around the sample point
+ * c, weighted tent((i + 0.5 - c) / f) and normalised over the pixels present (the clamp at the
+ * box's borders). f = 1 on the other axis: that is bilinear. torchvision's warps are
+ * axis-aligned and go through two separable passes (a vertical one per output row into a row
+ * buffer, then a horizontal one); fastai's, rotated or warped after an item resize that
+ * shrinks, evaluate the same separable filter at each output pixel's point in the source. */
+
+/* The taps along one axis at source coordinate c (pixel i covering [i, i+1)), filter scale
+ * f >= 1, box [lo, hi): writes the weights to w and the first tap to *first, returns the count
+ * (at least 1: c is clamped into the box, NaN to lo, and the nearest pixel weighs >= 1/2). */
+static int tent_taps(double c, double f, int lo, int hi, int *first, float *w) {
+    c = c > lo ? c : lo;
+    c = c < hi ? c : hi;
+    int a = (int)floor(c - f + 0.5), b = (int)floor(c + f + 0.5);
+    a = a > lo ? a : lo;
+    b = b < hi ? b : hi;
+    double sum = 0, inv = 1.0 / f;
+    for (int i = a; i < b; i++) {
+        double t = fabs((i + 0.5 - c) * inv);
+        sum += t < 1 ? 1 - t : 0;
+    }
+    for (int i = a; i < b; i++) {
+        double t = fabs((i + 0.5 - c) * inv);
+        w[i - a] = (float)((t < 1 ? 1 - t : 0) / sum);
+    }
+    *first = a;
+    return b - a;
+}
+
+static int taps_max(double f) { return (int)ceil(2 * f) + 2; }
+
+typedef struct {
+    double f[2];            /* filter scale along source x and y, >= 1 */
+    int kx, ky;             /* weights stored per column / row (per pixel: general path) */
+    int sep;                /* axis-aligned map: the separable passes */
+    /* separable: per output column (x) and row (y) */
+    int32_t *x0, *nx, *y0, *ny;
+    float *wx, *wy;
+    uint8_t *zx, *zy;       /* column / row outside the item (zero padding) */
+    int rx0, rx1;           /* source columns the vertical pass fills */
+    float *row;             /* its output for the current row: (rx1 - rx0) * 3 values */
+} Aa;
+
+/* Whether w needs the antialiased path; if so, set it up in *aa. */
+static int aa_init(Aa *aa, const Warp *w, const Sampler *s, int size) {
+    if (!(w->aa[0] > 1.0f || w->aa[1] > 1.0f)) return 0;
+    memset(aa, 0, sizeof *aa);
+    aa->f[0] = w->aa[0] > 1.0f ? w->aa[0] : 1.0;
+    aa->f[1] = w->aa[1] > 1.0f ? w->aa[1] : 1.0;
+    aa->kx = taps_max(aa->f[0]);
+    aa->ky = taps_max(aa->f[1]);
+    aa->sep = s->affine && s->h[1] == 0 && s->h[3] == 0 && w->a[1] == 0 && w->a[3] == 0;
+    int n = aa->sep ? size : 1;
+    aa->x0 = xmalloc(sizeof(int32_t) * 2 * n);
+    aa->nx = aa->x0 + n;
+    aa->y0 = xmalloc(sizeof(int32_t) * 2 * n);
+    aa->ny = aa->y0 + n;
+    aa->wx = xmalloc(sizeof(float) * (size_t)n * aa->kx);
+    aa->wy = xmalloc(sizeof(float) * (size_t)n * aa->ky);
+    if (!aa->sep) return 1;
+    aa->zx = xcalloc((size_t)2 * size, 1);
+    aa->zy = aa->zx + size;
+    /* u depends on x only, v on y only: the same code as block_coords, in double */
+    int zeros = s->pad == WARP_PAD_ZEROS;
+    aa->rx0 = s->box[2], aa->rx1 = s->box[0];
+    for (int i = 0; i < size; i++) {
+        double u = (double)s->h[0] * (i + 0.5) + s->h[2], v = (double)s->h[4] * (i + 0.5) + s->h[5];
+        if (u < s->u_lo || u > s->u_hi) {
+            if (zeros) aa->zx[i] = 1;
+            else u = reflect_coord((float)u, s->u_lo, s->u_hi);
+        }
+        if (v < s->v_lo || v > s->v_hi) {
+            if (zeros) aa->zy[i] = 1;
+            else v = reflect_coord((float)v, s->v_lo, s->v_hi);
+        }
+        int a;
+        aa->nx[i] = tent_taps((double)w->a[0] * u + w->a[2], aa->f[0], s->box[0], s->box[2], &a, aa->wx + (size_t)i * aa->kx);
+        aa->x0[i] = a;
+        aa->ny[i] = tent_taps((double)w->a[4] * v + w->a[5], aa->f[1], s->box[1], s->box[3], &a, aa->wy + (size_t)i * aa->ky);
+        aa->y0[i] = a;
+        if (!aa->zx[i]) {
+            aa->rx0 = aa->x0[i] < aa->rx0 ? aa->x0[i] : aa->rx0;
+            aa->rx1 = aa->x0[i] + aa->nx[i] > aa->rx1 ? aa->x0[i] + aa->nx[i] : aa->rx1;
+        }
+    }
+    if (aa->rx1 < aa->rx0) aa->rx1 = aa->rx0;
+    aa->row = xmalloc(sizeof(float) * ((size_t)(aa->rx1 - aa->rx0) * 3 + 1));
+    return 1;
+}
+
+static void aa_free(Aa *aa) {
+    free(aa->x0);
+    free(aa->y0);
+    free(aa->wx);
+    free(aa->wy);
+    free(aa->zx);
+    free(aa->row);
+}
+
+/* Separable, vertical pass: output row y's source rows into aa->row. */
+static void aa_row(Aa *aa, const Sampler *s, int y) {
+    size_t n = (size_t)(aa->rx1 - aa->rx0) * 3;
+    float *row = aa->row;
+    if (aa->zy[y]) return;
+    const float *wy = aa->wy + (size_t)y * aa->ky;
+    const uint8_t *p = s->px + (size_t)aa->y0[y] * s->stride + (size_t)aa->rx0 * 3;
+    for (size_t j = 0; j < n; j++) row[j] = wy[0] * (float)p[j];
+    for (int k = 1; k < aa->ny[y]; k++) {
+        p += s->stride;
+        float wk = wy[k];
+        for (size_t j = 0; j < n; j++) row[j] += wk * (float)p[j];
+    }
+}
+
+/* Separable, horizontal pass: pixels x0 .. x0+n-1 of row y (after aa_row) into b->val. */
+static void aa_sep_block(const Aa *aa, int y, int x0, int n, Block *b) {
+    for (int i = 0; i < n; i++) {
+        int x = x0 + i;
+        float r = 0, g = 0, bl = 0;
+        if (!aa->zy[y] && !aa->zx[x]) {
+            const float *wx = aa->wx + (size_t)x * aa->kx, *p = aa->row + (size_t)(aa->x0[x] - aa->rx0) * 3;
+            for (int k = 0; k < aa->nx[x]; k++, p += 3) {
+                r += wx[k] * p[0];
+                g += wx[k] * p[1];
+                bl += wx[k] * p[2];
+            }
+        }
+        /* a convex combination of bytes, up to rounding: keep it in [0, 255] for the lighting table */
+        b->val[0][i] = r < 255.0f ? r : 255.0f;
+        b->val[1][i] = g < 255.0f ? g : 255.0f;
+        b->val[2][i] = bl < 255.0f ? bl : 255.0f;
+    }
+}
+
+/* General map (fastai's batch transforms after an item resize that shrinks): the separable
+ * filter at each pixel's source point. */
+static void aa_block(Aa *aa, const Sampler *s, const Warp *w, int y, int x0, int n, Block *b) {
+    int out = block_coords(s, y, x0, n, b);
+    for (int i = 0; i < n; i++) {
+        float acc[3] = {0, 0, 0};
+        if (!(out && s->pad == WARP_PAD_ZEROS && b->zero[i])) {
+            double u = b->u[i], v = b->v[i];
+            int xa, ya;
+            int nx = tent_taps((double)w->a[0] * u + (double)w->a[1] * v + w->a[2], aa->f[0], s->box[0], s->box[2], &xa, aa->wx);
+            int ny = tent_taps((double)w->a[3] * u + (double)w->a[4] * v + w->a[5], aa->f[1], s->box[1], s->box[3], &ya, aa->wy);
+            for (int k = 0; k < ny; k++) {
+                const uint8_t *p = s->px + (size_t)(ya + k) * s->stride + (size_t)xa * 3;
+                float r = 0, g = 0, bl = 0;
+                for (int j = 0; j < nx; j++, p += 3) {
+                    r += aa->wx[j] * p[0];
+                    g += aa->wx[j] * p[1];
+                    bl += aa->wx[j] * p[2];
+                }
+                acc[0] += aa->wy[k] * r, acc[1] += aa->wy[k] * g, acc[2] += aa->wy[k] * bl;
+            }
+        }
+        for (int c = 0; c < 3; c++) b->val[c][i] = acc[c] < 255.0f ? acc[c] : 255.0f;
+    }
+}
+
+/* One block of output row y, by the path the warp needs. */
+static void fill_block(const Sampler *s, Aa *aa, const Warp *w, int y, int x0, int n, Block *b) {
+    if (!aa) {
+        sample_block(s, y, x0, n, b);
+    } else if (aa->sep) {
+        if (x0 == 0) aa_row(aa, s, y);
+        aa_sep_block(aa, y, x0, n, b);
+    } else {
+        aa_block(aa, s, w, y, x0, n, b);
+    }
+}
+
 /* fastai's lighting on [0, 1] values: sigmoid(c * (logit(x) + logit(b))), logit clamped to
  * [1e-7, 1-1e-7] as fastai's is. Evaluated through a table over x with linear interpolation:
  * within 2e-6 of the formula over the draws' ranges (the test measures it). */
@@ -551,6 +755,7 @@ static void lighting_table(float brightness, float contrast, float *lut) {
 void warp_apply_f32(const Warp *w, const Image *src, int size, float *out_chw) {
     Sampler s;
     sampler_init(&s, w, src);
+    Aa aa_state, *aa = aa_init(&aa_state, w, &s, size) ? &aa_state : NULL;
     Block b;
     int light = w->brightness != 0.5f || w->contrast != 1.0f;
     float lut[LIGHT_N + 3];
@@ -559,7 +764,7 @@ void warp_apply_f32(const Warp *w, const Image *src, int size, float *out_chw) {
     for (int y = 0; y < size; y++)
         for (int x0 = 0; x0 < size; x0 += BLK) {
             int n = size - x0 < BLK ? size - x0 : BLK;
-            sample_block(&s, y, x0, n, &b);
+            fill_block(&s, aa, w, y, x0, n, &b);
             for (int c = 0; c < 3; c++) {
                 float *o = out_chw + c * plane + (size_t)y * size + x0;
                 const float *v = b.val[c];
@@ -580,16 +785,18 @@ void warp_apply_f32(const Warp *w, const Image *src, int size, float *out_chw) {
                 }
             }
         }
+    if (aa) aa_free(aa);
 }
 
 void warp_apply_u8(const Warp *w, const Image *src, int size, uint8_t *out_hwc) {
     Sampler s;
     sampler_init(&s, w, src);
+    Aa aa_state, *aa = aa_init(&aa_state, w, &s, size) ? &aa_state : NULL;
     Block b;
     for (int y = 0; y < size; y++)
         for (int x0 = 0; x0 < size; x0 += BLK) {
             int n = size - x0 < BLK ? size - x0 : BLK;
-            sample_block(&s, y, x0, n, &b);
+            fill_block(&s, aa, w, y, x0, n, &b);
             uint8_t *o = out_hwc + ((size_t)y * size + x0) * 3;
             for (int i = 0; i < n; i++)
                 for (int c = 0; c < 3; c++) {
@@ -597,4 +804,5 @@ void warp_apply_u8(const Warp *w, const Image *src, int size, uint8_t *out_hwc) 
                     o[3 * i + c] = (uint8_t)(v < 255.0f ? v : 255.0f);
                 }
         }
+    if (aa) aa_free(aa);
 }

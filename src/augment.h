@@ -6,7 +6,8 @@
  * homography from output pixels to item coordinates, fastai's per-batch aug_transforms: random
  * resized crop, flip, rotate, zoom, perspective warp), with reflection padding at the item's
  * borders, then lighting and ImageNet normalisation. The CPU path fuses both maps into one
- * bilinear sample of the source; the GPU path can materialise the uint8 item image first. */
+ * bilinear sample of the source, with the item resize's antialiasing (PIL's: the tent widened by
+ * the shrink, Warp.aa); the GPU path can materialise the uint8 item image first. */
 #ifndef CNN_AUGMENT_H
 #define CNN_AUGMENT_H
 
@@ -73,6 +74,10 @@ typedef struct {
                            * affine when h6 = h7 = 0 */
     float brightness;     /* fastai lighting in logit space: 0.5 = unchanged */
     float contrast;       /* 1 = unchanged */
+    float aa[2];          /* the item resize's shrink along source x and y (source pixels per item
+                           * pixel, |a0| and |a4|): where either is > 1 the bilinear tent is
+                           * widened by it along that axis, PIL's antialiased resize (torchvision
+                           * on PIL images, fastai's item Resize); <= 1 (0: off) plain bilinear */
 } Warp;
 
 /* Draw the parameters for one image of src_w x src_h. The Rng is untouched (may be NULL) for the
@@ -96,11 +101,13 @@ void fastai_warp(const TransformSpec *, int src_w, int src_h, const FastaiParams
 /* torchvision resized_crop(top, left, h, w -> size x size), then hflip when flip. */
 void warp_resized_crop(int src_w, int src_h, int left, int top, int w, int h, int size, int flip, Warp *out);
 
-/* The smallest source short side that keeps full detail for this transform, to choose the JPEG
- * DCT scale (JpegOptions.min_short_side) before the image's size is known; 0 = full size. */
+/* The smallest source short side for this transform's JPEG DCT scale (JpegOptions.min_short_side),
+ * chosen before the image's size is known: DCT_MARGIN (4) times the side the resize outputs, so
+ * the antialiased resize after the decode still does most of the shrinking; 0 = full size. */
 int transform_min_source_side(const TransformSpec *);
 /* Apply: out is size x size, normalised with ImageNet mean/std, planar CHW float (out_chw) or
- * un-normalised HWC uint8 without lighting (out_hwc, for show-batch and the GPU path). */
+ * un-normalised HWC uint8 without lighting (out_hwc, for show-batch and the GPU path).
+ * Sampling is bilinear, antialiased as PIL's resize where Warp.aa says the item resize shrinks. */
 void warp_apply_f32(const Warp *, const Image *src, int size, float *out_chw);
 void warp_apply_u8(const Warp *, const Image *src, int size, uint8_t *out_hwc);
 

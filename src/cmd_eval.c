@@ -62,7 +62,7 @@ static int check_classes(const char *ckpt, const char *joined, int model_classes
         return 0;
     }
     int k = 0, cap = 16, rc = 0;
-    char *copy = strcpy(xmalloc(strlen(joined) + 1), joined), **names = xmalloc((size_t)cap * sizeof *names);
+    char *copy = xstrdup(joined), **names = xmalloc((size_t)cap * sizeof *names);
     for (char *p = copy; *joined;) { /* "" is no class at all, not one unnamed class */
         if (k == cap) names = xrealloc(names, (size_t)(cap *= 2) * sizeof *names);
         names[k++] = p;

@@ -121,6 +121,8 @@ static const Key keys[] = {
     {.sec = SEC_DATA, .name = "valid_pct", .type = T_FLOAT, CF(data.valid_pct), RANGE(0, 1), .flags = K_LO_OPEN | K_HI_OPEN,
      .def = "0.2", .dep = "format", .mask = BIT(DATA_CSV),
      .help = "fraction held out for validation when the CSV has no is_val column"},
+    {.sec = SEC_DATA, .name = "fraction", .type = T_FLOAT, CF(data.fraction), RANGE(0, 1), .flags = K_LO_OPEN,
+     .def = "1", .help = "keep this fraction of each class in both splits (a fixed random choice), for quick runs and tests"},
     {.sec = SEC_DATA, .name = "split_seed", .type = T_U64, CF(data.seed), .def = "42", .dep = "format",
      .mask = BIT(DATA_CSV), .help = "seed of that random split (fixed apart from [run] seed, so runs compare)"},
     {.sec = SEC_DATA, .name = "on_bad_image", ENUM(bad_images), CF(strict_images), .def = "skip",

@@ -20,7 +20,8 @@ typedef struct {
     const char *csv;         /* csv: "train.csv" */
     const char *images_dir;  /* csv: "train_images" */
     float valid_pct;         /* csv without is_val: fraction for validation (e.g. 0.2) */
-    uint64_t seed;           /* for valid_pct */
+    uint64_t seed;           /* for valid_pct and fraction */
+    float fraction;          /* keep this fraction of each class in each split (0 or 1 = all) */
 } DatasetSpec;
 
 typedef struct {

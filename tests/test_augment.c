@@ -3,8 +3,10 @@
  * (regenerate with `/usr/bin/python3 scripts/augment_reference.py`).
  *
  * Parity tolerances, in 0..255 units: exact-in-principle cases (one bilinear pass in both, float
- * here and float64 in torch) must agree within 0.05 (1/5000 of the range); PIL's fixed-point
- * resize within 1 (one uint8 step); fastai's two resampling passes, which we fuse into one, are
+ * here and float64 in torch; torchvision's antialias=True is PIL's filter without its rounding)
+ * must agree within 0.05 (1/5000 of the range); PIL's fixed-point resize within 1 (one uint8
+ * step: its two uint8 passes round twice), where plain bilinear sampling misses a shrinking
+ * resize by tens of units; fastai's two resampling passes, which we fuse into one, are
  * compared on linear gradients (where bilinear is exact): within 3 at worst and 0.05 on average,
  * the difference coming only from the second pass interpolating across the reflection's kinks
  * (the worst pixels are next to reflected ones). The worst error of each case is printed. */
@@ -50,7 +52,7 @@ static uint8_t px(const Image *im, int x, int y, int c) { return im->rgb[((size_
 static double denorm(float v, int c) { return ((double)v * STD[c] + MEAN[c]) * 255.0; }
 
 static Warp warp_identity(int w, int h) {
-    Warp wp = {{1, 0, 0, 0, 1, 0}, w, h, WARP_PAD_REFLECT, {0, 0, w, h}, {1, 0, 0, 0, 1, 0, 0, 0, 1}, 0.5f, 1.0f};
+    Warp wp = {{1, 0, 0, 0, 1, 0}, w, h, WARP_PAD_REFLECT, {0, 0, w, h}, {1, 0, 0, 0, 1, 0, 0, 0, 1}, 0.5f, 1.0f, {0, 0}};
     return wp;
 }
 
@@ -123,8 +125,6 @@ static void test_identity(void **state) {
 
 static void test_downscale_2x(void **state) {
     (void)state;
-    /* Linear values: a 2x downscale with align_corners=False samples halfway between pixel pairs,
-     * which is the 2x2 block mean. */
     Image src = image_new(8, 8);
     for (int y = 0; y < 8; y++)
         for (int x = 0; x < 8; x++) {
@@ -134,7 +134,28 @@ static void test_downscale_2x(void **state) {
         }
     Warp w;
     warp_resized_crop(8, 8, 0, 0, 8, 8, 4, 0, &w);
+    assert_true(w.aa[0] == 2 && w.aa[1] == 2);
+    /* Antialiased as PIL: the tent widened to +-2 source pixels around each output centre
+     * (2x + 1): taps 1/8 3/8 3/8 1/8, renormalised over the pixels present at the borders. */
+    static const double W[4][8] = {{3 / 7., 3 / 7., 1 / 7., 0, 0, 0, 0, 0},
+                                   {0, 1 / 8., 3 / 8., 3 / 8., 1 / 8., 0, 0, 0},
+                                   {0, 0, 0, 1 / 8., 3 / 8., 3 / 8., 1 / 8., 0},
+                                   {0, 0, 0, 0, 0, 1 / 7., 3 / 7., 3 / 7.}};
     Out o = run(&w, &src, 4);
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 4; x++)
+            for (int c = 0; c < 3; c++) {
+                double want = 0;
+                for (int j = 0; j < 8; j++)
+                    for (int i = 0; i < 8; i++) want += W[y][j] * W[x][i] * px(&src, i, j, c);
+                assert_true(fabs(denorm(o.f32[c * 16 + y * 4 + x], c) - want) < 1e-3);
+                assert_true(fabs(o.u8[(y * 4 + x) * 3 + c] - want) <= 0.5 + 1e-3);
+            }
+    out_free(&o);
+    /* Antialiasing off (Warp.aa <= 1), plain bilinear: with align_corners=False a 2x downscale
+     * samples halfway between pixel pairs, which is the 2x2 block mean. */
+    w.aa[0] = w.aa[1] = 0;
+    o = run(&w, &src, 4);
     for (int y = 0; y < 4; y++)
         for (int x = 0; x < 4; x++)
             for (int c = 0; c < 3; c++) {
@@ -208,7 +229,8 @@ static void test_resize_center_crop_sizes(void **state) {
             fail_msg("Resize+CenterCrop %dx%d size %d ratio %g: item %dx%d offsets (%g, %g), want %dx%d (%d, %d)", c[0], c[1],
                      c[2], c[3] / 4.0, w.item_w, w.item_h, w.h[2], w.h[5], c[4], c[5], c[6], c[7]);
         assert_true(fabsf(w.a[0] - (float)c[0] / c[4]) < 1e-6f && fabsf(w.a[4] - (float)c[1] / c[5]) < 1e-6f);
-        assert_int_equal(transform_min_source_side(&s), (int)rint(c[3] / 4.0 * c[2]));
+        assert_int_equal(transform_min_source_side(&s), 4 * (int)rint(c[3] / 4.0 * c[2]));
+        assert_true(w.aa[0] == w.a[0] && w.aa[1] == w.a[4]);
     }
 }
 
@@ -292,6 +314,33 @@ static double reflect_ref(double u, double lo, double hi) {
     return r < lo ? lo : (r > hi ? hi : r);
 }
 
+static double tent(double t) {
+    t = fabs(t);
+    return t < 1 ? 1 - t : 0;
+}
+
+/* PIL's antialiased filter, written as one 2-D sum: every pixel of the clip box weighted by the
+ * product of the tents, each widened by the shrink f along its axis, normalised by their sum. */
+static void antialias_reference(const Warp *w, const Image *src, double u, double v, double *rgb) {
+    double fx = w->aa[0] > 1 ? w->aa[0] : 1, fy = w->aa[1] > 1 ? w->aa[1] : 1;
+    double cx = w->a[0] * u + w->a[1] * v + w->a[2], cy = w->a[3] * u + w->a[4] * v + w->a[5];
+    cx = cx < w->clip[0] ? w->clip[0] : (cx > w->clip[2] ? w->clip[2] : cx);
+    cy = cy < w->clip[1] ? w->clip[1] : (cy > w->clip[3] ? w->clip[3] : cy);
+    double sum = 0, acc[3] = {0, 0, 0};
+    int i0 = (int)floor(cx - fx) - 1, i1 = (int)ceil(cx + fx) + 1, j0 = (int)floor(cy - fy) - 1, j1 = (int)ceil(cy + fy) + 1;
+    i0 = i0 > w->clip[0] ? i0 : w->clip[0], i1 = i1 < w->clip[2] ? i1 : w->clip[2]; /* (the rest weighs 0) */
+    j0 = j0 > w->clip[1] ? j0 : w->clip[1], j1 = j1 < w->clip[3] ? j1 : w->clip[3];
+    for (int j = j0; j < j1; j++) {
+        double ty = tent((j + 0.5 - cy) / fy);
+        for (int i = i0; i < i1; i++) {
+            double t = ty * tent((i + 0.5 - cx) / fx);
+            sum += t;
+            for (int c = 0; c < 3; c++) acc[c] += t * px(src, i, j, c);
+        }
+    }
+    for (int c = 0; c < 3; c++) rgb[c] = acc[c] / sum;
+}
+
 static void warp_reference(const Warp *w, const Image *src, int size, double *out) {
     const float *h = w->h;
     size_t plane = (size_t)size * size;
@@ -308,6 +357,12 @@ static void warp_reference(const Warp *w, const Image *src, int size, double *ou
             } else {
                 if (u < 0.5 || u > w->item_w - 0.5) u = reflect_ref(u, 0.5, w->item_w - 0.5);
                 if (v < 0.5 || v > w->item_h - 0.5) v = reflect_ref(v, 0.5, w->item_h - 0.5);
+            }
+            if (w->aa[0] > 1 || w->aa[1] > 1) {
+                double rgb[3];
+                antialias_reference(w, src, u, v, rgb);
+                for (int c = 0; c < 3; c++) out[c * plane + at] = rgb[c];
+                continue;
             }
             double sx = w->a[0] * u + w->a[1] * v + w->a[2] - 0.5, sy = w->a[3] * u + w->a[4] * v + w->a[5] - 0.5;
             sx = sx < w->clip[0] ? w->clip[0] : (sx > w->clip[2] - 1 ? w->clip[2] - 1 : sx);
@@ -350,30 +405,75 @@ static void test_against_reference(void **state) {
     rng_seed(&r, 21);
     const int srcs[][2] = {{460, 460}, {500, 375}, {97, 131}, {1, 1}, {1, 7}, {7, 1}, {2, 2}, {3, 5}};
     const int sizes[] = {150, 65, 64, 31, 8};
-    double worst = 0;
+    double worst = 0, worst_aa = 0;
+    int n_aa = 0;
     for (size_t k = 0; k < sizeof srcs / sizeof srcs[0]; k++) {
         Image src = image_random(srcs[k][0], srcs[k][1], 30 + k);
         for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++) {
-            TransformSpec specs[4];
+            enum { NS = 6 };
+            TransformSpec specs[NS];
             specs[0] = fastai_spec(sizes[j], 0, 0.75f, 1);
             specs[1] = fastai_spec(sizes[j], 460, 0.35f, 1);
             specs[1].max_warp = 0.4f, specs[1].max_rotate = 45, specs[1].p_affine = 1; /* reflect a lot */
             specs[2] = transform_defaults(TF_RANDOM_RESIZED_CROP, sizes[j], 1);
             specs[3] = transform_defaults(TF_RESIZE_CENTER_CROP, sizes[j], 0);
             specs[3].resize_ratio = 0.75f; /* crop larger than the resized image: zeros */
-            for (int t = 0; t < 4; t++)
+            /* an item resize that shrinks, then fastai's rotations and warps (the antialiased
+             * sampler's general path), or on the validation set its axis-aligned resize */
+            specs[4] = fastai_spec(sizes[j], 40, 0.5f, 1);
+            specs[4].max_warp = 0.4f, specs[4].max_rotate = 45, specs[4].p_affine = 1;
+            specs[5] = fastai_spec(sizes[j], 40, 1.0f, 0);
+            for (int t = 0; t < NS; t++)
                 for (int rep = 0; rep < 2; rep++) {
                     Warp w;
                     transform_draw(&specs[t], src.w, src.h, &r, &w);
-                    double e = check_against_reference(&w, &src, sizes[j]);
-                    if (e > 0.05)
-                        fail_msg("source %dx%d size %d spec %d: worst %.4f", src.w, src.h, sizes[j], t, e);
-                    worst = e > worst ? e : worst;
+                    /* as drawn (antialiased where the item resize shrinks), and with plain bilinear */
+                    for (int plain = 0; plain < 2; plain++) {
+                        int aa = !plain && (w.aa[0] > 1 || w.aa[1] > 1);
+                        if (plain) w.aa[0] = w.aa[1] = 0;
+                        double e = check_against_reference(&w, &src, sizes[j]);
+                        if (e > 0.05)
+                            fail_msg("source %dx%d size %d spec %d%s: worst %.4f", src.w, src.h, sizes[j], t,
+                                     aa ? " (antialiased)" : "", e);
+                        if (aa) worst_aa = e > worst_aa ? e : worst_aa, n_aa++;
+                        else worst = e > worst ? e : worst;
+                    }
                 }
         }
         image_free(&src);
     }
-    printf("sampler against the double-precision reference: worst %.4f (0..255 units)\n", worst);
+    printf("sampler against the double-precision reference: worst %.4f bilinear, %.4f antialiased (%d warps) "
+           "(0..255 units)\n", worst, worst_aa, n_aa);
+    assert_true(n_aa > 100);
+}
+
+static void test_antialias_paths(void **state) {
+    (void)state;
+    /* The general path (a rotated map: the filter at each pixel's point) agrees with the
+     * separable one (an axis-aligned map): fastai's item Resize(16) shrinking a 40x40 image
+     * 2.5x, with and without a quarter turn, which permutes pixels exactly. */
+    const int N = 16;
+    Image src = image_random(40, 40, 8);
+    TransformSpec s = fastai_spec(N, N, 1.0f, 1);
+    FastaiParams p = fastai_neutral();
+    Warp w0, w90;
+    fastai_warp(&s, 40, 40, &p, &w0);
+    p.rotate_deg = 90;
+    fastai_warp(&s, 40, 40, &p, &w90);
+    assert_true(w0.aa[0] == 2.5f && w0.aa[1] == 2.5f && w90.h[1] != 0);
+    Out o0 = run(&w0, &src, N), o90 = run(&w90, &src, N);
+    double worst = 0;
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++) { /* rotated (row i, col j) = unrotated (row N-1-j, col i) */
+                double e = fabs(o90.f32[c * N * N + i * N + j] - o0.f32[c * N * N + (N - 1 - j) * N + i]);
+                worst = e > worst ? e : worst;
+            }
+    printf("antialiased: general path against the separable one: worst %.2e (normalised units)\n", worst);
+    assert_true(worst < 1e-4);
+    out_free(&o0);
+    out_free(&o90);
+    image_free(&src);
 }
 
 /* ---------------------------------------------------------------- values */
@@ -563,8 +663,10 @@ static void test_fastai_draws(void **state) {
 
 static void test_min_source_side(void **state) {
     (void)state;
+    /* 4x the resize's output side: a DCT-scaled decode leaves the antialiased resize a shrink of
+     * at least 4 */
     TransformSpec s = fastai_spec(224, 460, 0.75f, 1);
-    assert_int_equal(transform_min_source_side(&s), 460);
+    assert_int_equal(transform_min_source_side(&s), 4 * 460);
     s.presize = 0;
     assert_int_equal(transform_min_source_side(&s), 0);
     s = transform_defaults(TF_RANDOM_RESIZED_CROP, 224, 1);
@@ -573,7 +675,10 @@ static void test_min_source_side(void **state) {
     assert_int_equal(transform_min_source_side(&s), 0);
     s = transform_defaults(TF_RESIZE_CENTER_CROP, 224, 0);
     s.resize_ratio = 1.25f;
-    assert_int_equal(transform_min_source_side(&s), 280);
+    assert_int_equal(transform_min_source_side(&s), 4 * 280);
+    s = transform_defaults(TF_RANDOM_RESIZED_CROP, 64, 0); /* its validation: Resize + CenterCrop */
+    s.resize_ratio = 1.14f;
+    assert_int_equal(transform_min_source_side(&s), 4 * 73);
 }
 
 static void test_defaults(void **state) {
@@ -597,11 +702,16 @@ static int ref_setup(void **state) {
         fprintf(stderr, "%s (regenerate with /usr/bin/python3 scripts/augment_reference.py)\n", err);
         return -1;
     }
+    /* A tensor's data in the file need not be aligned for its type (U8 tensors come between
+     * float ones): give each its own malloc'd copy, so the tests may read it as floats and ints. */
+    for (int i = 0; i < ref.count; i++)
+        ref.tensors[i].data = memcpy(xmalloc(ref.tensors[i].bytes + 1), ref.tensors[i].data, ref.tensors[i].bytes);
     return 0;
 }
 
 static int ref_teardown(void **state) {
     (void)state;
+    for (int i = 0; i < ref.count; i++) free((void *)ref.tensors[i].data);
     st_close(&ref);
     return 0;
 }
@@ -655,6 +765,9 @@ static void test_parity_torchvision(void **state) {
         warp_resized_crop(src.w, src.h, p[0], p[1], p[2], p[3], p[4], p[5], &w);
         snprintf(label, sizeof label, "rc%d", i);
         compare(label, &w, &src, p[4], ref_get("rc%d", i, ".out"), 0.05, 0.01);
+        w.aa[0] = w.aa[1] = 0; /* plain bilinear against torch's antialias=False */
+        snprintf(label, sizeof label, "rcp%d", i);
+        compare(label, &w, &src, p[4], ref_get("rcp%d", i, ".out"), 0.05, 0.01);
     }
     for (int i = 0; ref_get("rcc%d", i, ".params"); i++) { /* Resize + CenterCrop */
         const int32_t *p = ref_get("rcc%d", i, ".params")->data;
@@ -675,6 +788,64 @@ static void test_parity_torchvision(void **state) {
         snprintf(label, sizeof label, "cc%d", i);
         compare(label, &w, im, p[0], ref_get("cc%d", i, ".out"), 1e-3, 1e-3);
     }
+    image_free(&src);
+    image_free(&tall);
+}
+
+/* Our outputs against a PIL uint8 output: worst and mean |f32 - PIL| (0..255 units), worst
+ * |u8 - PIL|. PIL rounds to uint8 after each of its passes: within 1 of exact. */
+typedef struct {
+    double worst_f32, mean_f32;
+    int worst_u8;
+} PilErr;
+
+static PilErr pil_error(const Warp *w, const Image *src, int size, const StTensor *want) {
+    assert_non_null(want);
+    assert_true(want->dtype == ST_U8 && want->ndim == 3 && want->shape[0] == size && want->shape[1] == size &&
+                want->shape[2] == 3);
+    const uint8_t *ref_v = want->data;
+    Out o = run(w, src, size);
+    PilErr e = {0, 0, 0};
+    size_t plane = (size_t)size * size;
+    for (size_t k = 0; k < 3 * plane; k++) { /* HWC */
+        int c = (int)(k % 3);
+        size_t pix = k / 3;
+        double d = fabs(denorm(o.f32[c * plane + pix], c) - ref_v[k]);
+        e.worst_f32 = d > e.worst_f32 ? d : e.worst_f32;
+        e.mean_f32 += d / (3 * plane);
+        int du = abs((int)o.u8[k] - (int)ref_v[k]);
+        e.worst_u8 = du > e.worst_u8 ? du : e.worst_u8;
+    }
+    out_free(&o);
+    return e;
+}
+
+static void test_parity_pil(void **state) {
+    (void)state;
+    /* torchvision's RandomResizedCrop on PIL images, as the PyTorch peers train: PIL's
+     * antialiased bilinear resize of the crop. Plain bilinear sampling (the sampler before
+     * antialiasing, Warp.aa off) must fail the same tolerance wherever the crop shrinks. */
+    Image src = ref_image("src"), tall = ref_image("tall");
+    int n = 0;
+    for (int i = 0; ref_get("pilrc%d", i, ".params"); i++, n++) {
+        const int32_t *p = ref_get("pilrc%d", i, ".params")->data;
+        const Image *im = p[6] ? &tall : &src;
+        Warp w;
+        warp_resized_crop(im->w, im->h, p[0], p[1], p[2], p[3], p[4], p[5], &w);
+        PilErr e = pil_error(&w, im, p[4], ref_get("pilrc%d", i, ".out"));
+        Warp plain = w;
+        plain.aa[0] = plain.aa[1] = 0;
+        PilErr old = pil_error(&plain, im, p[4], ref_get("pilrc%d", i, ".out"));
+        printf("pilrc%d %2dx%-2d  shrink %.2f x %.2f: worst %d (uint8) %.3f, mean %.3f; plain bilinear: worst %d, "
+               "mean %.3f\n", i, p[4], p[4], w.aa[0], w.aa[1], e.worst_u8, e.worst_f32, e.mean_f32, old.worst_u8,
+               old.mean_f32);
+        if (!(e.worst_u8 <= 1 && e.worst_f32 <= 1.001 && e.mean_f32 <= 0.5))
+            fail_msg("pilrc%d: worst %d (uint8), %.3f, mean %.3f from PIL's: over 1, 1.001, 0.5", i, e.worst_u8,
+                     e.worst_f32, e.mean_f32);
+        if ((w.aa[0] > 1.2f || w.aa[1] > 1.2f) && !(old.worst_u8 > 1))
+            fail_msg("pilrc%d: plain bilinear within PIL's tolerance: the case does not test antialiasing", i);
+    }
+    assert_true(n >= 6);
     image_free(&src);
     image_free(&tall);
 }
@@ -719,18 +890,15 @@ static void test_parity_fastai(void **state) {
         p.item_pct_x = v[1], p.item_pct_y = v[2];
         Warp w;
         fastai_warp(&s, im->w, im->h, &p, &w);
-        uint8_t *out = xmalloc((size_t)P * P * 3);
-        warp_apply_u8(&w, im, P, out);
-        const StTensor *want = ref_get("pil%d", i, ".out");
-        assert_true(want && want->dtype == ST_U8 && want->shape[0] == P && want->shape[1] == P);
-        int worst = 0;
-        for (size_t k = 0; k < (size_t)P * P * 3; k++) {
-            int e = abs((int)out[k] - (int)((const uint8_t *)want->data)[k]);
-            worst = e > worst ? e : worst;
-        }
-        printf("pil%d   %2dx%-2d  worst %d (uint8, PIL's fixed-point bilinear)\n", i, P, P, worst);
-        assert_true(worst <= 1);
-        free(out);
+        PilErr e = pil_error(&w, im, P, ref_get("pil%d", i, ".out"));
+        Warp plain = w;
+        plain.aa[0] = plain.aa[1] = 0;
+        PilErr old = pil_error(&plain, im, P, ref_get("pil%d", i, ".out"));
+        printf("pil%d   %2dx%-2d  shrink %.2f: worst %d (uint8, PIL's fixed-point bilinear), mean %.3f; "
+               "plain bilinear: worst %d, mean %.3f\n", i, P, P, w.aa[0], e.worst_u8, e.mean_f32, old.worst_u8,
+               old.mean_f32);
+        assert_true(e.worst_u8 <= 1 && e.worst_f32 <= 1.001 && e.mean_f32 <= 0.5);
+        if (w.aa[0] > 1.2f) assert_true(old.worst_u8 > 1); /* without antialiasing this test fails */
     }
     image_free(&src);
     image_free(&tall);
@@ -739,9 +907,13 @@ static void test_parity_fastai(void **state) {
 
 /* ---------------------------------------------------------------- speed */
 
-static void bench(int src_side, int size, double seconds) {
+static void bench(int src_side, int size, double seconds, int rrc) {
     Image src = image_random(src_side, src_side, 5);
     TransformSpec s = fastai_spec(size, 0, 0.75f, 1); /* the recipe's warps, item = the source */
+    if (rrc) { /* RandomResizedCrop(scale 0.35-1): antialiased where the crop shrinks */
+        s = transform_defaults(TF_RANDOM_RESIZED_CROP, size, 1);
+        s.scale_min = 0.35f;
+    }
     Rng r;
     rng_seed(&r, 6);
     enum { NW = 64 };
@@ -758,8 +930,8 @@ static void bench(int src_side, int size, double seconds) {
         for (int i = 0; i < 16; i++, n++) warp_apply_f32(&w[n % NW], &src, size, out);
         t = now_seconds() - t0;
     } while (t < seconds);
-    printf("warp_apply_f32: %3dx%-3d from %3dx%-3d: %6.0f images/s on one core (%d/%d warps perspective)\n", size, size,
-           src_side, src_side, n / t, persp, NW);
+    printf("warp_apply_f32 %s: %3dx%-3d from %3dx%-3d: %6.0f images/s on one core (%d/%d warps perspective)\n",
+           rrc ? "rrc   " : "fastai", size, size, src_side, src_side, n / t, persp, NW);
     free(out);
     image_free(&src);
 }
@@ -768,8 +940,9 @@ static void test_speed(void **state) {
     (void)state;
     /* A figure, not a check: AUGMENT_BENCH=1 runs it long enough to quote. */
     double sec = getenv("AUGMENT_BENCH") ? 2.0 : 0.1;
-    const int sides[][2] = {{224, 128}, {224, 224}, {460, 128}, {460, 224}};
-    for (int i = 0; i < 4; i++) bench(sides[i][0], sides[i][1], sec);
+    const int sides[][3] = {{224, 128, 0}, {224, 224, 0}, {460, 128, 0}, {460, 224, 0},
+                            {224, 64, 1},  {224, 96, 1},  {224, 128, 1}};
+    for (int i = 0; i < 7; i++) bench(sides[i][0], sides[i][1], sec, sides[i][2]);
 }
 
 int main(void) {
@@ -781,6 +954,7 @@ int main(void) {
         cmocka_unit_test(test_flip_and_rotations),
         cmocka_unit_test(test_reflection_padding),
         cmocka_unit_test(test_against_reference),
+        cmocka_unit_test(test_antialias_paths),
         cmocka_unit_test(test_normalisation),
         cmocka_unit_test(test_lighting),
         cmocka_unit_test(test_rrc_distribution),
@@ -793,6 +967,7 @@ int main(void) {
     const struct CMUnitTest parity[] = {
         cmocka_unit_test(test_parity_torchvision),
         cmocka_unit_test(test_parity_fastai),
+        cmocka_unit_test(test_parity_pil),
     };
     int failed = cmocka_run_group_tests_name("augment", geometry, NULL, NULL);
     failed += cmocka_run_group_tests_name("augment parity", parity, ref_setup, ref_teardown);

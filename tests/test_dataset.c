@@ -584,6 +584,31 @@ static void test_cassava(void **state) {
         assert_int_equal(vcount[i], total[i] / 5);   /* one in five of each class */
     }
     assert_true(strstr(ds.train[0].path, "cassava-mini/train_images/1000015157.jpg") != NULL);
+
+    /* fraction: ceil(f * n) of each class in each split, a subset of the full list, in its order,
+     * the same every time, and a different choice for another seed */
+    spec.fraction = 0.25f;
+    Dataset q = open_ok(&spec, 1, NULL), r = open_ok(&spec, 1, NULL);
+    spec.seed++;
+    Dataset o = open_ok(&spec, 1, NULL);
+    int qcount[5] = {0}, qv[5] = {0}, same = 1, differs = 0;
+    assert_int_equal(q.ntrain, r.ntrain);
+    for (int i = 0; i < q.ntrain; i++) {
+        qcount[q.train[i].label]++;
+        same &= !strcmp(q.train[i].path, r.train[i].path);
+        differs |= i >= o.ntrain || strcmp(q.train[i].path, o.train[i].path);
+        if (i) assert_true(strcmp(q.train[i - 1].path, q.train[i].path) < 0);
+    }
+    for (int i = 0; i < q.nvalid; i++) qv[q.valid[i].label]++;
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(qcount[i], (count[i] + 3) / 4);
+        assert_int_equal(qv[i], (vcount[i] + 3) / 4);
+    }
+    assert_true(same);
+    assert_true(differs);
+    dataset_free(&q);
+    dataset_free(&r);
+    dataset_free(&o);
     dataset_free(&ds);
 }
 

@@ -60,7 +60,7 @@ static int setup(void **state) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
-    DatasetSpec spec = {DATA_FOLDER, data_dir, "train", "val", NULL, NULL, 0, 0};
+    DatasetSpec spec = {DATA_FOLDER, data_dir, "train", "val", NULL, NULL, 0, 0, 1};
     Dataset d;
     if (dataset_open(&spec, 1, &d, err, sizeof err) || d.nclasses != CLASSES || d.nvalid != NVALID) {
         fprintf(stderr, "demo data: %s\n", err);
