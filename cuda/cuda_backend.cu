@@ -223,7 +223,7 @@ static void cu_destroy(Backend *b) {
 }
 
 /* Every member is a pointer; if backend.h gains an op, this fails until the table below has it. */
-static_assert(sizeof(BackendOps) == 33 * sizeof(void *), "BackendOps changed: update the cuda ops table");
+static_assert(sizeof(BackendOps) == 37 * sizeof(void *), "BackendOps changed: update the cuda ops table");
 
 static const BackendOps *cuda_ops(void) {
     static BackendOps ops;
@@ -254,6 +254,10 @@ static const BackendOps *cuda_ops(void) {
     ops.avgpool_backward = cuda_avgpool_backward;
     ops.global_avgpool_forward = cuda_global_avgpool_forward;
     ops.global_avgpool_backward = cuda_global_avgpool_backward;
+    ops.concat_pool_forward = cuda_concat_pool_forward;
+    ops.concat_pool_backward = cuda_concat_pool_backward;
+    ops.dropout_forward = cuda_dropout_forward;
+    ops.dropout_backward = cuda_dropout_backward;
     ops.linear_forward = cuda_linear_forward;
     ops.linear_backward = cuda_linear_backward;
     ops.add = cuda_add;

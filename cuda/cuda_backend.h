@@ -93,6 +93,13 @@ void cuda_avgpool_backward(Backend *, const PoolGeom *, const Tensor *dy, Tensor
 void cuda_global_avgpool_forward(Backend *, const Tensor *x, Tensor *y);
 void cuda_global_avgpool_backward(Backend *, const Tensor *dy, Tensor *dx, int accumulate);
 
+/* head.cu */
+void cuda_concat_pool_forward(Backend *, const Tensor *x, Tensor *y);
+void cuda_concat_pool_backward(Backend *, const Tensor *x, const Tensor *y, const Tensor *dy, Tensor *dx,
+                               int accumulate);
+void cuda_dropout_forward(Backend *, const Tensor *x, float p, uint64_t seed, Tensor *y);
+void cuda_dropout_backward(Backend *, const Tensor *dy, float p, uint64_t seed, Tensor *dx, int accumulate);
+
 /* linear.cu */
 void cuda_linear_forward(Backend *, const Tensor *x, const float *w, const float *b, Tensor *y);
 void cuda_linear_backward(Backend *, const Tensor *x, const Tensor *dy, const float *w, float *dw, float *db,

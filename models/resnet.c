@@ -28,21 +28,30 @@ static int block(Model *m, const char *prefix, int in, int expansion, int inplan
     return net_relu(m, net_add(m, v, id));
 }
 
-Model *resnet_build(const char *name, int classes, const ArchSpec *s) {
-    Model *m = model_new(name, classes, 3);
-    m->init_style = INIT_TORCHVISION;
-    int v = conv_bn(m, "", "conv1", "bn1", 0, 3, s->stem[2], 7, 2, 1);
-    v = net_maxpool(m, v, 3, 2, 1);
+int resnet_body(Model *m, const ArchSpec *s, int seq, int *channels) {
+    int v = conv_bn(m, "", seq ? "0.0" : "conv1", seq ? "0.1" : "bn1", 0, 3, s->stem[2], 7, 2, 1);
+    v = net_maxpool(m, v, 3, 2, 1); /* children 2 relu, 3 maxpool */
     int inplanes = s->stem[2];
     char prefix[NAME_LEN];
     for (int l = 0; l < 4; l++) {
         for (int b = 0; b < s->layers[l]; b++) {
-            module_name(prefix, "layer%d.%d.", l + 1, b);
+            if (seq)
+                module_name(prefix, "0.%d.%d.", 4 + l, b);
+            else
+                module_name(prefix, "layer%d.%d.", l + 1, b);
             v = block(m, prefix, v, s->expansion, inplanes, s->widths[l], (l > 0 && b == 0) ? 2 : 1);
             inplanes = s->widths[l] * s->expansion;
         }
     }
+    *channels = inplanes;
+    return v;
+}
+
+Model *resnet_build(const char *name, int classes, const ArchSpec *s) {
+    Model *m = model_new(name, classes, 3);
+    m->init_style = INIT_TORCHVISION;
+    int channels, v = resnet_body(m, s, 0, &channels);
     v = net_gap(m, v);
-    net_linear(m, "fc", v, inplanes, classes, 1);
+    net_linear(m, "fc", v, channels, classes, 1);
     return m;
 }

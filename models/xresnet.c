@@ -43,14 +43,12 @@ static int res_block(Model *m, const char *prefix, int in, int expansion, int ni
     return net_relu(m, net_add(m, v, id));
 }
 
-Model *xresnet_build(const char *name, int classes, const ArchSpec *s) {
-    Model *m = model_new(name, classes, 3);
-    m->init_style = INIT_FASTAI;
-    char prefix[NAME_LEN];
+int xresnet_body(Model *m, const ArchSpec *s, const char *prefix, int *channels) {
+    char name[NAME_LEN];
     int v = 0, cin = 3;
     for (int i = 0; i < 3; i++) {
-        module_name(prefix, "%d", i);
-        v = conv_layer(m, prefix, v, cin, s->stem[i], 3, i == 0 ? 2 : 1, 0, 1);
+        module_name(name, "%s%d", prefix, i);
+        v = conv_layer(m, name, v, cin, s->stem[i], 3, i == 0 ? 2 : 1, 0, 1);
         cin = s->stem[i];
     }
     v = net_maxpool(m, v, 3, 2, 1); /* module 3 */
@@ -58,12 +56,20 @@ Model *xresnet_build(const char *name, int classes, const ArchSpec *s) {
     for (int l = 0; l < 4; l++) {
         int nf = s->widths[l] * s->expansion;
         for (int b = 0; b < s->layers[l]; b++) {
-            module_name(prefix, "%d.%d", 4 + l, b);
-            v = res_block(m, prefix, v, s->expansion, ni, s->widths[l], nf, (l > 0 && b == 0) ? 2 : 1);
+            module_name(name, "%s%d.%d", prefix, 4 + l, b);
+            v = res_block(m, name, v, s->expansion, ni, s->widths[l], nf, (l > 0 && b == 0) ? 2 : 1);
             ni = nf;
         }
     }
-    v = net_gap(m, v);                        /* 8 AdaptiveAvgPool, 9 Flatten, 10 Dropout(0) */
-    net_linear(m, "11", v, ni, classes, 1);   /* 11 Linear */
+    *channels = ni;
+    return v;
+}
+
+Model *xresnet_build(const char *name, int classes, const ArchSpec *s) {
+    Model *m = model_new(name, classes, 3);
+    m->init_style = INIT_FASTAI;
+    int channels, v = xresnet_body(m, s, "", &channels);
+    v = net_gap(m, v);                             /* 8 AdaptiveAvgPool, 9 Flatten, 10 Dropout(0) */
+    net_linear(m, "11", v, channels, classes, 1);  /* 11 Linear */
     return m;
 }

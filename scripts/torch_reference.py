@@ -12,6 +12,9 @@ It regenerates tests/ref/ bit for bit (fixed seeds, 2 threads, float64 maths). W
                                arch, expansion, layers, stem, widths, classes, smoothing
   op_<name>.safetensors        one layer at real width: inputs, weights, upstream dy, outputs and
                                every gradient
+  cnn_learner_<body>.*         fastai's cnn_learner model (body + create_head) on a reduced body
+                               whose weights are the <body> case's, as a pretrained file would be;
+                               dropout active, with cnntrain's masks (rng_hash below)
   param_counts.txt             "model classes params" for the registry's models
 
 The references are computed in float64 from the float32 weights and inputs and stored as F32, so
@@ -20,7 +23,9 @@ PyTorch itself gets wrong against that, to show the noise floor under the tests'
 
 It defines (a) fastai v2's XResNet / ResBlock / ConvLayer with fastai's module structure and
 state_dict names, and (b) torchvision's ResNet with torchvision's names, both generalised so the
-stem and stage widths are parameters; (b) is checked against torchvision.models at default widths.
+stem and stage widths are parameters; (b) is checked against torchvision.models at default widths;
+(c) fastai's cnn_learner model, nn.Sequential(create_body(arch), create_head(nf, n_out)), built the
+way fastai builds it (fastai itself is not installed here).
 """
 import json
 import os
@@ -221,6 +226,115 @@ class TVResNet(nn.Module):
 STD_LAYERS = {18: (1, (2, 2, 2, 2)), 34: (1, (3, 4, 6, 3)), 50: (4, (3, 4, 6, 3)), 101: (4, (3, 4, 23, 3))}
 
 
+# ---------------------------------------------------------------- fastai's cnn_learner model
+class AdaptiveConcatPool2d(nn.Module):
+    """fastai's: max pool and average pool to 1x1, concatenated max first."""
+
+    def __init__(self):
+        super().__init__()
+        self.ap = nn.AdaptiveAvgPool2d(1)
+        self.mp = nn.AdaptiveMaxPool2d(1)
+
+    def forward(self, x):
+        return torch.cat([self.mp(x), self.ap(x)], 1)
+
+
+def fastai_batchnorm1d(nf):
+    """fastai's BatchNorm(nf, ndim=1): weight 1, bias 1e-3."""
+    bn = nn.BatchNorm1d(nf)
+    with torch.no_grad():
+        bn.weight.fill_(1.0)
+        bn.bias.fill_(1e-3)
+    return bn
+
+
+def create_head(nf, n_out, hidden=512, ps=0.5):
+    """fastai v2's create_head(nf, n_out) with its defaults (concat pool, BatchNorm first, no final
+    BatchNorm, lin_ftrs=[hidden]): each LinBnDrop(ni, no, bn=True, p, act) is BatchNorm1d(ni),
+    Dropout(p) when p != 0, Linear(ni, no, bias=False), act; they are spliced into one Sequential.
+    nf is the pooled width (twice the body's). Then create_cnn_model's apply_init(head,
+    kaiming_normal_): every non-BatchNorm layer with a weight, i.e. the Linears."""
+    ftrs = [nf, hidden, n_out]
+    drops = [ps / 2] * (len(ftrs) - 2) + [ps]
+    acts = [nn.ReLU(inplace=True)] * (len(ftrs) - 2) + [None]
+    layers = [AdaptiveConcatPool2d(), nn.Flatten()]
+    for ni, no, p, act in zip(ftrs[:-1], ftrs[1:], drops, acts):
+        layers.append(fastai_batchnorm1d(ni))
+        if p != 0:
+            layers.append(nn.Dropout(p))
+        layers.append(nn.Linear(ni, no, bias=False))
+        if act is not None:
+            layers.append(act)
+    head = nn.Sequential(*layers)
+    for m in head.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight)
+    return head
+
+
+def cnn_learner_model(arch_model, cut, n_out, hidden=512):
+    """create_cnn_model: body = nn.Sequential(*children[:cut]) (resnet cut -2, xresnet -4), head on
+    the body's width; the Learner's model is nn.Sequential(body, head)."""
+    body = nn.Sequential(*list(arch_model.children())[:cut])
+    nf = [m for m in body.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+    return nn.Sequential(body, create_head(2 * nf, n_out, hidden))
+
+
+def check_cnn_learner_names():
+    """The names cnntrain's models/cnn_learner.c writes, from a real construction."""
+    m = cnn_learner_model(torchvision.models.resnet50(), -2, 10)
+    keys = list(m.state_dict())
+    want = ["0.0.weight", "0.1.weight", "0.4.0.conv1.weight", "0.4.0.downsample.0.weight", "0.7.2.bn3.bias",
+            "1.2.weight", "1.2.bias", "1.2.running_mean", "1.2.num_batches_tracked", "1.4.weight", "1.6.weight",
+            "1.6.running_var", "1.8.weight"]
+    missing = [k for k in want if k not in keys]
+    if missing or any(k.startswith("1.") and k.split(".")[1] not in "2468" for k in keys):
+        sys.exit("cnn_learner names differ from what cnntrain expects: %s" % missing)
+    head = m[1]
+    kinds = [type(x).__name__ for x in head]
+    if kinds != ["AdaptiveConcatPool2d", "Flatten", "BatchNorm1d", "Dropout", "Linear", "ReLU", "BatchNorm1d",
+                 "Dropout", "Linear"] or head[3].p != 0.25 or head[7].p != 0.5:
+        sys.exit("create_head structure differs: %s" % kinds)
+    x = XResNet(1, (2, 2, 2, 2))
+    xm = cnn_learner_model(x, -4, 10)
+    if "0.0.0.weight" not in xm.state_dict() or "0.4.0.convpath.0.0.weight" not in xm.state_dict():
+        sys.exit("xresnet cnn_learner body names differ")
+    print("cnn_learner model: names and head structure as models/cnn_learner.c builds them")
+
+
+# ---------------------------------------------------------------- cnntrain's dropout masks
+M64 = (1 << 64) - 1
+
+
+def rng_hash(key, index):
+    """src/rng.c rng_hash: splitmix64 output number index + 1 from state key (index: uint64 array)."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(key) + (np.asarray(index, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def dropout_mask(seed, shape, p):
+    """backend.h's mask: element i (NCHW order) kept when (rng_hash(seed, i) >> 40) * 2^-24 >= p."""
+    n = int(np.prod(shape))
+    u = (rng_hash(seed, np.arange(n, dtype=np.uint64)) >> np.uint64(40)).astype(np.float64) / 2.0 ** 24
+    return torch.from_numpy((u >= float(np.float32(p))).reshape(shape))
+
+
+class MaskedDropout(nn.Module):
+    """nn.Dropout with cnntrain's mask for dropout layer `stream` of a model run with dropout_seed."""
+
+    def __init__(self, p, stream, dropout_seed):
+        super().__init__()
+        self.p, self.key = p, int(rng_hash(dropout_seed, stream))
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        return x * dropout_mask(self.key, tuple(x.shape), self.p).to(x.dtype) / (1 - self.p)
+
+
 def check_against_torchvision():
     """Our generalised ResNet at default widths = torchvision's: same keys in the same order, same
     shapes, and the same outputs once torchvision's weights are loaded into it."""
@@ -289,7 +403,7 @@ def run_case(model, x, y, smoothing):
     for n, p in model.named_parameters():
         out["grad." + n] = p.grad.detach()
     for n, m in model.named_modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             out["after.%s.running_mean" % n] = m.running_mean.detach().clone()
             out["after.%s.running_var" % n] = m.running_var.detach().clone()
             out["after.%s.num_batches_tracked" % n] = m.num_batches_tracked.detach().clone()
@@ -334,6 +448,70 @@ def model_cases():
         sizes[name] = os.path.getsize(wpath) + os.path.getsize(iopath)
         print("%-20s %7d params, loss %.6f, fp32 torch vs fp64 worst rel err %.2e" % (
             name, nparam, ref["loss"].item(), floor))
+    return sizes
+
+
+# cnn_learner cases: name, body case (its weights are the body's), hidden width, dropout seed, smoothing
+LEARNER_CASES = [
+    ("cnn_learner_resnet", "resnet_bottleneck", 32, 20240917, 0.1),
+    ("cnn_learner_xresnet", "xresnet_basic", 24, 77, 0.0),
+]
+
+
+def randomise_head(head, g):
+    with torch.no_grad():
+        for m in head.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.num_batches_tracked.fill_(5)
+            elif isinstance(m, nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.in_features) ** 0.5)
+
+
+def cnn_learner_cases():
+    """fastai's cnn_learner model on a reduced body, train mode with dropout (our masks), backward,
+    BatchNorm1d statistics, eval logits. The body's weights are the body case's weights file, so a
+    test can also load that file as pretrained weights and get these logits."""
+    import st_torch
+    sizes = {}
+    cases = {c[0]: c for c in CASES}
+    for idx, (name, body_case, hidden, seed, smoothing) in enumerate(LEARNER_CASES):
+        _, fam, exp, layers, stem, widths, shape, _ = cases[body_case]
+        g = torch.Generator().manual_seed(3000 + idx)
+        if fam == "xresnet":
+            arch, cut = XResNet(exp, layers, stem, widths, CLASSES), -4
+        else:
+            arch, cut = TVResNet(exp, layers, stem[2], widths, CLASSES), -2
+        arch.load_state_dict(st_torch.load(os.path.join(OUT, body_case + ".weights.safetensors")))
+        model = cnn_learner_model(arch, cut, CLASSES, hidden)
+        randomise_head(model[1], g)
+        drops = [k for k, mod in enumerate(model[1]) if isinstance(mod, nn.Dropout)]
+        for stream, k in enumerate(drops):  # cnntrain numbers its dropout layers in model order
+            model[1][k] = MaskedDropout(model[1][k].p, stream, seed)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        x = torch.randn(shape, generator=g)
+        y = torch.randint(0, CLASSES, (shape[0],), generator=g)
+
+        ref = run_case(model.double(), x.double(), y, smoothing)
+        model.float().load_state_dict(state)
+        got = run_case(model, x, y, smoothing)
+        floor = max(rel(got[k], ref[k]) for k in ref if ref[k].is_floating_point())
+
+        wpath = os.path.join(OUT, name + ".weights.safetensors")
+        st_save(wpath, state)
+        io = {"input": x, "labels": y}
+        io.update({k: f32(v) for k, v in ref.items()})
+        meta = {"arch": "cnn_learner", "body": fam, "expansion": exp, "layers": ",".join(map(str, layers)),
+                "stem": ",".join(map(str, stem)), "widths": ",".join(map(str, widths)), "classes": CLASSES,
+                "smoothing": repr(smoothing), "hidden": hidden, "dropout_seed": seed, "body_weights": body_case}
+        iopath = os.path.join(OUT, name + ".io.safetensors")
+        st_save(iopath, io, meta)
+        sizes[name] = os.path.getsize(wpath) + os.path.getsize(iopath)
+        print("%-20s %7d params, loss %.6f, fp32 torch vs fp64 worst rel err %.2e" % (
+            name, sum(p.numel() for p in model.parameters()), ref["loss"].item(), floor))
     return sizes
 
 
@@ -429,6 +607,52 @@ def op_cases():
         return t, {"op": "softmax_xent", "classes": classes, "smoothing": eps}
     cases.append(("op_xent_mixup", xent))
 
+    # appended after the older cases: each case's generator seed is 2000 + its index
+    def bn1d(g):
+        # BatchNorm1d on (n, c), training mode: cnntrain's batch norm on (n, c, 1, 1)
+        n, c, mom, eps = 8, 512, 0.1, 1e-5
+        x = torch.randn(n, c, generator=g) * 1.5 + 0.3
+        gamma = torch.rand(c, generator=g) + 0.5
+        beta = torch.randn(c, generator=g) * 0.1
+        rm = torch.randn(c, generator=g) * 0.1
+        rv = torch.rand(c, generator=g) + 0.5
+        dy = torch.randn(x.shape, generator=g)
+        bn = nn.BatchNorm1d(c, eps=eps, momentum=mom).double()
+        with torch.no_grad():
+            bn.weight.copy_(gamma)
+            bn.bias.copy_(beta)
+            bn.running_mean.copy_(rm)
+            bn.running_var.copy_(rv)
+        xd = x.double().requires_grad_()
+        yd = bn.train()(xd)
+        yd.backward(dy.double())
+        t = {"x": x, "gamma": gamma, "beta": beta, "running_mean": rm, "running_var": rv, "dy": dy,
+             "y": yd.detach(), "dx": xd.grad, "dgamma": bn.weight.grad, "dbeta": bn.bias.grad,
+             "running_mean_after": bn.running_mean, "running_var_after": bn.running_var}
+        return t, {"op": "bn_train", "momentum": mom, "eps": eps}
+    cases.append(("op_bn1d_train", bn1d))
+
+    def concat_pool(g):
+        x = torch.randn(2, 128, 7, 7, generator=g)
+        xd = x.double().requires_grad_()
+        yd = AdaptiveConcatPool2d()(xd).flatten(1)
+        dy = torch.randn(yd.shape, generator=g)
+        yd.backward(dy.double())
+        return {"x": x, "dy": dy, "y": yd.detach(), "dx": xd.grad}, {"op": "concat_pool"}
+    cases.append(("op_concat_pool", concat_pool))
+
+    def dropout(g):
+        # x (n, c, h, w) so the NCHW mask index is exercised on an NHWC backend
+        p, seed = 0.25, 123456789
+        x = torch.randn(3, 40, 2, 3, generator=g)
+        dy = torch.randn(x.shape, generator=g)
+        mask = dropout_mask(seed, tuple(x.shape), p).double()
+        xd = x.double().requires_grad_()
+        yd = xd * mask / (1 - p)
+        yd.backward(dy.double())
+        return {"x": x, "dy": dy, "y": yd.detach(), "dx": xd.grad}, {"op": "dropout", "p": p, "seed": seed}
+    cases.append(("op_dropout", dropout))
+
     sizes = {}
     for idx, (name, f) in enumerate(cases):
         g = torch.Generator().manual_seed(2000 + idx)
@@ -452,6 +676,15 @@ def param_counts():
             lines.append("resnet%d %d %d" % (depth, classes, sum(p.numel() for p in m.parameters())))
         m = XResNet(1, [1, 1, 1, 1], stem=(8, 8, 16), widths=(16, 32, 64, 128), n_out=classes)
         lines.append("xresnet_tiny %d %d" % (classes, sum(p.numel() for p in m.parameters())))
+        for depth in (18, 34, 50):
+            exp, layers = STD_LAYERS[depth]
+            m = cnn_learner_model(XResNet(exp, layers), -4, classes)
+            lines.append("xresnet%d_fastai_head %d %d" % (depth, classes, sum(p.numel() for p in m.parameters())))
+        m = cnn_learner_model(XResNet(1, [1, 1, 1, 1], stem=(8, 8, 16), widths=(16, 32, 64, 128)), -4, classes)
+        lines.append("xresnet_tiny_fastai_head %d %d" % (classes, sum(p.numel() for p in m.parameters())))
+        for depth in (18, 34, 50, 101):
+            m = cnn_learner_model(getattr(torchvision.models, "resnet%d" % depth)(), -2, classes)
+            lines.append("resnet%d_fastai_head %d %d" % (depth, classes, sum(p.numel() for p in m.parameters())))
     if "resnet50 1000 25557032" not in lines:
         sys.exit("torchvision resnet50 should have 25,557,032 parameters")
     path = os.path.join(OUT, "param_counts.txt")
@@ -468,6 +701,8 @@ def main():
     check_against_torchvision()
     sizes = {}
     sizes.update(model_cases())
+    check_cnn_learner_names()
+    sizes.update(cnn_learner_cases())
     sizes.update(op_cases())
     sizes.update(param_counts())
     total = sum(sizes.values())

@@ -111,6 +111,21 @@ typedef struct BackendOps {
     void (*global_avgpool_forward)(Backend *, const Tensor *x, Tensor *y);
     void (*global_avgpool_backward)(Backend *, const Tensor *dy, Tensor *dx, int accumulate);
 
+    /* fastai's AdaptiveConcatPool2d(1): y (n, 2c, 1, 1) = [max over h,w | mean over h,w] per channel,
+     * the max half first. Backward takes the forward's y: the max half's gradient goes to the first
+     * maximum in row-major (h, w) order, as PyTorch's adaptive max pool keeps the first strict
+     * maximum; a NaN maximum propagates forward but routes no gradient. */
+    void (*concat_pool_forward)(Backend *, const Tensor *x, Tensor *y);
+    void (*concat_pool_backward)(Backend *, const Tensor *x, const Tensor *y, const Tensor *dy, Tensor *dx,
+                                 int accumulate);
+
+    /* Inverted dropout, training mode only (eval mode is the identity, the caller's business).
+     * Element i, counted in NCHW order, is kept when u = (rng_hash(seed, i) >> 40) * 2^-24 >= p,
+     * and kept elements are scaled by 1/(1-p) (p = 1 zeros everything). No mask is stored: backward
+     * redraws it from the same seed. y may alias x, dx may alias dy. */
+    void (*dropout_forward)(Backend *, const Tensor *x, float p, uint64_t seed, Tensor *y);
+    void (*dropout_backward)(Backend *, const Tensor *dy, float p, uint64_t seed, Tensor *dx, int accumulate);
+
     /* x: (n, in, 1, 1), w: [out, in], b: [out] or NULL, y: (n, out, 1, 1) */
     void (*linear_forward)(Backend *, const Tensor *x, const float *w, const float *b, Tensor *y);
     void (*linear_backward)(Backend *, const Tensor *x, const Tensor *dy, const float *w, float *dw, float *db,

@@ -163,7 +163,7 @@ int ckpt_save_train(const char *path, const Model *m, const float *adam_m, const
 static Slots resume_slots(Model *m, float *params, float *stats, float *adam_m, float *adam_v) {
     Slots l = model_slots(m, params, stats), t = train_slots(m, adam_m, adam_v);
     l.s = xrealloc(l.s, (size_t)(l.n + t.n) * sizeof *l.s);
-    memcpy(l.s + l.n, t.s, (size_t)t.n * sizeof *t.s);
+    if (t.n) memcpy(l.s + l.n, t.s, (size_t)t.n * sizeof *t.s);
     l.n += t.n;
     l.cap = l.n;
     free(t.s);
@@ -183,25 +183,10 @@ int ckpt_save_resume(const char *path, const Model *m, const float *params, cons
 
 /* Every problem, kept whole; shown as far as the caller's buffer allows. */
 typedef struct {
-    char **items;
-    int n, cap;
+    StrList list;
     int missing, unexpected, shape, dtype;
 } Problems;
 
-static void problem(Problems *p, const char *fmt, ...) CNN_PRINTF(2, 3);
-static void problem(Problems *p, const char *fmt, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (p->n == p->cap) {
-        p->cap = p->cap ? 2 * p->cap : 32;
-        p->items = xrealloc(p->items, (size_t)p->cap * sizeof *p->items);
-    }
-    size_t len = strlen(buf) + 1;
-    p->items[p->n++] = memcpy(xmalloc(len), buf, len);
-}
 
 static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     size_t k = (size_t)snprintf(buf, n, "[");
@@ -227,17 +212,17 @@ static void report(const Problems *p, const char *label, const Model *m, const S
     for (int i = 0, k = 0; i < 4; i++)
         if (counts[i]) k += snprintf(kinds + k, sizeof kinds - (size_t)k, "%s%d %s", k ? ", " : "", counts[i], names[i]);
     size_t len = (size_t)snprintf(err, errlen, "%s: does not fit model %s (%d classes%s): %d problem%s (%s): ", label,
-                                  m->arch, m->classes, note, p->n, p->n == 1 ? "" : "s", kinds);
+                                  m->arch, m->classes, note, p->list.n, p->list.n == 1 ? "" : "s", kinds);
     const size_t reserve = 32; /* room for "; and 123456 more" */
     int shown = 0;
-    for (; shown < p->n && len < errlen; shown++) {
-        size_t need = strlen(p->items[shown]) + (shown ? 2 : 0);
-        size_t room = shown == p->n - 1 ? errlen - 1 : (errlen > reserve ? errlen - 1 - reserve : 0);
+    for (; shown < p->list.n && len < errlen; shown++) {
+        size_t need = strlen(p->list.items[shown]) + (shown ? 2 : 0);
+        size_t room = shown == p->list.n - 1 ? errlen - 1 : (errlen > reserve ? errlen - 1 - reserve : 0);
         if (len + need > room) break;
-        len += (size_t)snprintf(err + len, errlen - len, "%s%s", shown ? "; " : "", p->items[shown]);
+        len += (size_t)snprintf(err + len, errlen - len, "%s%s", shown ? "; " : "", p->list.items[shown]);
     }
-    if (shown < p->n && len < errlen)
-        snprintf(err + len, errlen - len, "%sand %d more", shown ? "; " : "", p->n - shown);
+    if (shown < p->list.n && len < errlen)
+        snprintf(err + len, errlen - len, "%sand %d more", shown ? "; " : "", p->list.n - shown);
 }
 
 static float half_to_float(uint16_t h) {
@@ -301,7 +286,7 @@ static int load_slots(const StFile *f, const char *label, Model *m, Slots *l, co
         const Slot *s = &l->s[i];
         const StTensor *t = st_find(f, s->name);
         if (!t) {
-            problem(&p, "missing \"%s\"", s->name);
+            strlist_add(&p.list, "missing \"%s\"", s->name);
             p.missing++;
             continue;
         }
@@ -311,12 +296,12 @@ static int load_slots(const StFile *f, const char *label, Model *m, Slots *l, co
         shape_str(b, sizeof b, s->ndim, s->shape);
         int ok = 1;
         if (s->kind == SLOT_COUNT ? (t->dtype != ST_I64 && t->dtype != ST_I32) : !is_float(t->dtype)) {
-            problem(&p, "\"%s\" is %s, expected %s", s->name, st_dtype_name(t->dtype), s->kind == SLOT_COUNT ? "I64" : "F32");
+            strlist_add(&p.list, "\"%s\" is %s, expected %s", s->name, st_dtype_name(t->dtype), s->kind == SLOT_COUNT ? "I64" : "F32");
             p.dtype++;
             ok = 0;
         }
         if (strcmp(a, b)) {
-            problem(&p, "\"%s\" has shape %s in the file, %s in the model", s->name, a, b);
+            strlist_add(&p.list, "\"%s\" has shape %s in the file, %s in the model", s->name, a, b);
             p.shape++;
             ok = 0;
         }
@@ -325,14 +310,13 @@ static int load_slots(const StFile *f, const char *label, Model *m, Slots *l, co
     }
     for (int i = 0; i < f->count; i++)
         if (!used[i]) {
-            problem(&p, "unexpected \"%s\"", f->tensors[i].name);
+            strlist_add(&p.list, "unexpected \"%s\"", f->tensors[i].name);
             p.unexpected++;
         }
     free(used);
-    if (p.n) {
+    if (p.list.n) {
         report(&p, label, m, f, err, errlen);
-        for (int i = 0; i < p.n; i++) free(p.items[i]);
-        free(p.items);
+        strlist_free(&p.list);
         free(found);
         return -1;
     }

@@ -7,7 +7,8 @@
 #include "model.h"
 #include "util.h"
 
-static const char *op_names[OP_COUNT] = {"conv", "batchnorm", "relu", "maxpool", "avgpool", "gap", "linear", "add"};
+static const char *op_names[OP_COUNT] = {"conv", "batchnorm", "relu", "maxpool", "avgpool",
+                                         "gap",  "linear",    "add",  "concatpool", "dropout"};
 
 static void print_count(size_t n) {
     /* 25557032 -> 25,557,032 */
@@ -50,14 +51,14 @@ int cmd_info(int argc, char **argv) {
         return 2;
     }
     printf("%s, %d classes, input 3x%dx%d\n", m->arch, classes, size, size);
-    printf("%4s  %-9s %-28s %-16s %s\n", "#", "op", "module", "output (CxHxW)", "params");
+    printf("%4s  %-10s %-28s %-16s %s\n", "#", "op", "module", "output (CxHxW)", "params");
     for (int i = 0; i < m->nnodes; i++) {
         const Node *n = &m->nodes[i];
         size_t np = 0;
         for (int k = 0; k < n->nparam; k++) np += m->params[n->param + k].count;
         char shape[48];
         snprintf(shape, sizeof shape, "%dx%dx%d", s[n->out].c, s[n->out].h, s[n->out].w);
-        printf("%4d  %-9s %-28s %-16s ", i, op_names[n->op], n->name, shape);
+        printf("%4d  %-10s %-28s %-16s ", i, op_names[n->op], n->name, shape);
         if (np) print_count(np);
         putchar('\n');
     }

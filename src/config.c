@@ -30,7 +30,7 @@
 
 /* ------------------------------------------------------------------------------ the schema */
 
-typedef enum { T_INT, T_U64, T_FLOAT, T_BOOL, T_STRING, T_ENUM, T_SIZES } KeyType;
+typedef enum { T_INT, T_U64, T_FLOAT, T_BOOL, T_STRING, T_ENUM, T_SIZES, T_LR } KeyType;
 typedef enum { SEC_DATA, SEC_MODEL, SEC_RUN, SEC_STAGE, NSEC } SecKind;
 typedef enum { IN_CONFIG, IN_STAGE, IN_TRAIN_TF, IN_VALID_TF } Target;
 
@@ -82,6 +82,7 @@ static const Choice devices[] = {{"auto", 0}, {"cpu", 1}, {"cuda", 2}, {NULL, 0}
 static const Choice precisions[] = {{"fp32", DT_F32}, {"fp16", DT_F16}, {"bf16", DT_BF16}, {NULL, 0}};
 static const Choice resize_modes[] = {{"resize", 0}, {"crop", 1}, {NULL, 0}};
 static const Choice trainables[] = {{"head", 0}, {"head,final_bn", 1}, {NULL, 0}};
+static const Choice freezes[] = {{"keep", FREEZE_KEEP}, {"yes", FREEZE_YES}, {"no", FREEZE_NO}, {NULL, 0}};
 
 #define BIT(v) (1u << (v))
 #define TRAINING (BIT(STAGE_FIT_ONE_CYCLE) | BIT(STAGE_FINE_TUNE) | BIT(STAGE_FIT) | BIT(STAGE_PROGRESSIVE) | BIT(STAGE_FIXRES))
@@ -130,6 +131,9 @@ static const Key keys[] = {
     /* [model] */
     {.sec = SEC_MODEL, .name = "arch", .type = T_STRING, CF(arch), .flags = K_REQ | K_ARCH,
      .help = "network from the model registry (`./train info` lists them)"},
+    {.sec = SEC_MODEL, .name = "pretrained", .type = T_STRING, CF(pretrained), .def = "",
+     .help = "starting weights: a checkpoint of ours or a torchvision state dict as safetensors "
+             "(scripts/pth_to_safetensors.py); matching names and shapes load, a classifier of another class count is new"},
     {.sec = SEC_MODEL, .name = "classes", .type = T_INT, CF(classes), RANGE(0, 1000000), .def = "0",
      .help = "outputs of the classifier; 0 = the data set's class count (the seeds' xresnet50() has 1000)"},
     /* [run] */
@@ -158,8 +162,13 @@ static const Key keys[] = {
      .help = "image side (progressive: the full side)"},
     {STAGE(ALL_STAGES), .name = "batch", .type = T_INT, SF(batch), RANGE(1, 65536), .def = "64", .flags = K_CARRY,
      .help = "batch size"},
-    {STAGE(TRAINING), .name = "lr", .type = T_FLOAT, SF(lr), RANGE(0, 10), .flags = K_LO_OPEN, .def = "1e-3",
-     .help = "one-cycle peak lr; fine_tune: base_lr (frozen part at lr, unfrozen at lr/2); fit, fixres: the constant lr"},
+    {STAGE(TRAINING), .name = "lr", .type = T_LR, SF(lr), RANGE(0, 10), .flags = K_LO_OPEN, .def = "1e-3",
+     .help = "one-cycle peak lr; fine_tune: base_lr (frozen part at lr, unfrozen at lr/2); fit, fixres: the constant lr. "
+             "A range lo..hi spreads geometrically over the parameter groups (fastai's slice(lo, hi)); a single value "
+             "is the same lr for every group (fine_tune follows fastai: slice(lr) frozen, slice(lr/200, lr/2) unfrozen)"},
+    {STAGE(TRAINING & ~BIT(STAGE_FINE_TUNE) & ~BIT(STAGE_FIXRES)), .name = "freeze", ENUM(freezes), SF(freeze), .def = "keep",
+     .help = "before the stage: yes = fastai's freeze() (only the head and every batch norm train), no = unfreeze(); "
+             "both clear the optimizer state. keep: as the previous stage left it (a pretrained model starts frozen)"},
     {STAGE(TRAINING), .name = "wd", .type = T_FLOAT, SF(wd), RANGE(0, 10), .def = "0.01",
      .help = "decoupled weight decay (p -= lr*wd*p)"},
     {STAGE(TRAINING), .name = "wd_bn_bias", .type = T_BOOL, SF(wd_bn_bias), .def = "false",
@@ -516,7 +525,7 @@ static int ini_read(Ini *ini, const char *path, char *err, size_t errlen) {
     char *buf = NULL, lb[600];
     size_t cap = 0;
     int line = 0, rc = 0;
-    for (ssize_t len; (len = getline(&buf, &cap, f)) >= 0;) {
+    while (getline(&buf, &cap, f) >= 0) {
         line++;
         char *s = buf;
         if (line == 1 && !strncmp(s, "\xEF\xBB\xBF", 3)) s += 3; /* a UTF-8 byte-order mark */
@@ -701,6 +710,23 @@ static int parse_value(const Key *k, const char *text, void *base, char *why, si
         *(float *)field = v;
         return 0;
     }
+    case T_LR: { /* "x", or "lo..hi" (fastai's slice(lo, hi)) */
+        float *lr = (float *)(void *)field;
+        const char *dots = strstr(text, "..");
+        char *end;
+        double hi = strtod(dots ? dots + 2 : text, &end), lo = 0;
+        if (end == (dots ? dots + 2 : text) || *end || !isfinite(hi)) return snprintf(why, n, "not a number or a range lo..hi"), -1;
+        if (dots) {
+            char *lend;
+            lo = strtod(text, &lend);
+            if (lend != dots || !isfinite(lo)) return snprintf(why, n, "not a number or a range lo..hi"), -1;
+            if (!(lo > 0 && lo <= hi)) return snprintf(why, n, "a range lo..hi needs 0 < lo <= hi"), -1;
+        }
+        if (!in_range(k, hi)) return snprintf(why, n, "must be %s", range), -1;
+        lr[0] = (float)hi;
+        lr[1] = (float)lo;
+        return 0;
+    }
     case T_BOOL: {
         static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no", "off", "0"};
         for (int i = 0; i < 4; i++) {
@@ -775,6 +801,17 @@ static void format_value(const Key *k, const void *base, char *buf, size_t n) {
     case T_INT: snprintf(buf, n, "%d", *(const int *)field); break;
     case T_U64: snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)field); break;
     case T_FLOAT: fmt_float(buf, n, *(const float *)field); break;
+    case T_LR: {
+        const float *lr = (const float *)(const void *)field;
+        if (lr[1] > 0) {
+            fmt_float(buf, n, lr[1]);
+            snprintf(buf + strlen(buf), n - strlen(buf), "..");
+            fmt_float(buf + strlen(buf), n - strlen(buf), lr[0]);
+        } else {
+            fmt_float(buf, n, lr[0]);
+        }
+        break;
+    }
     case T_BOOL: snprintf(buf, n, "%s", *(const int *)field ? "true" : "false"); break;
     case T_STRING: snprintf(buf, n, "%s", field); break;
     case T_ENUM: snprintf(buf, n, "%s", k->flags & K_NAME ? field : choice_name(k->choices, *(const int *)field)); break;
@@ -1096,6 +1133,10 @@ void config_write(const Config *c, FILE *f) {
             const Key *key = &keys[k];
             if ((int)key->sec != sec || !applies(key, c, NULL)) continue;
             format_value(key, c, buf, sizeof buf);
+            if (!*buf) { /* an optional string left empty (no pretrained weights) */
+                fprintf(f, "# %s = (none)\n", key->name);
+                continue;
+            }
             fprintf(f, "%s = ", key->name);
             write_value(f, buf);
         }
@@ -1120,6 +1161,7 @@ static void help_type(const Key *k, char *buf, size_t n) {
     case T_INT: snprintf(buf, n, "int, %s", range); break;
     case T_U64: snprintf(buf, n, "int, 0 to 2^64-1"); break;
     case T_FLOAT: snprintf(buf, n, "float, %s", range); break;
+    case T_LR: snprintf(buf, n, "float %s, or a range lo..hi", range); break;
     case T_BOOL: snprintf(buf, n, "bool"); break;
     case T_STRING: snprintf(buf, n, "string"); break;
     case T_ENUM: list_choices(k->choices, " | ", buf, n); break;

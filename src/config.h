@@ -25,6 +25,8 @@ typedef struct {
     int freeze_epochs;         /* fine_tune: fastai's freeze_epochs (1) */
     int size, batch;
     float lr;                  /* one-cycle peak; fine_tune base_lr; fit: constant */
+    float lr_lo;               /* right after lr (T_LR): "lo..hi" spreads lo..lr over the parameter groups; 0 = none */
+    int freeze;                /* before a training stage: FREEZE_KEEP, FREEZE_YES (train the head + batch norms), FREEZE_NO */
     float wd;
     int wd_bn_bias;            /* decay batch-norm and bias parameters too (PyTorch's AdamW: 1; fastai: 0) */
     float pct_start, div, div_final;
@@ -47,12 +49,15 @@ typedef struct {
     int nsizes;
 } StageConfig;
 
+enum { FREEZE_KEEP, FREEZE_YES, FREEZE_NO };
+
 typedef struct {
     char path[512];            /* the config file */
     DatasetSpec data;          /* strings point into this struct's storage */
     int strict_images;         /* on_bad_image = fail */
     char arch[32];
     int classes;               /* 0 = the data set's class count */
+    char pretrained[512];      /* starting weights (safetensors state dict); "" = none */
     char device[16];           /* auto | cpu | cuda */
     DType precision;
     uint64_t seed;

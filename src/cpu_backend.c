@@ -1,5 +1,5 @@
 /* cpu_backend.c: the CPU backend's table, memory and layout conversion. The ops themselves live in
- * cpu_conv.c, cpu_norm.c and cpu_ops.c. */
+ * cpu_conv.c, cpu_norm.c, cpu_ops.c and cpu_head.c. */
 #include "cpu_backend.h"
 
 #include <stdio.h>
@@ -145,6 +145,10 @@ static const BackendOps cpu_ops = {
     .avgpool_backward = cpu_avgpool_backward,
     .global_avgpool_forward = cpu_global_avgpool_forward,
     .global_avgpool_backward = cpu_global_avgpool_backward,
+    .concat_pool_forward = cpu_concat_pool_forward,
+    .concat_pool_backward = cpu_concat_pool_backward,
+    .dropout_forward = cpu_dropout_forward,
+    .dropout_backward = cpu_dropout_backward,
     .linear_forward = cpu_linear_forward,
     .linear_backward = cpu_linear_backward,
     .add = cpu_add,

@@ -60,13 +60,20 @@ void cpu_avgpool_forward(Backend *, const PoolGeom *, const Tensor *x, Tensor *y
 void cpu_avgpool_backward(Backend *, const PoolGeom *, const Tensor *dy, Tensor *dx, int accumulate);
 void cpu_global_avgpool_forward(Backend *, const Tensor *x, Tensor *y);
 void cpu_global_avgpool_backward(Backend *, const Tensor *dy, Tensor *dx, int accumulate);
-void cpu_linear_forward(Backend *, const Tensor *x, const float *w, const float *b, Tensor *y);
+void cpu_linear_forward(Backend *, const Tensor *x, const float *w, const float *bias, Tensor *y);
 void cpu_linear_backward(Backend *, const Tensor *x, const Tensor *dy, const float *w, float *dw, float *db,
                          Tensor *dx, int accumulate);
-void cpu_add(Backend *, const Tensor *a, const Tensor *b, Tensor *y);
+void cpu_add(Backend *, const Tensor *x, const Tensor *z, Tensor *y);
 void cpu_accumulate(Backend *, const Tensor *src, Tensor *dst, int accumulate);
 void cpu_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
                       const float *lam, float smoothing, float *loss, Tensor *dlogits);
 void cpu_adamw(Backend *, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a);
+
+/* cpu_head.c */
+void cpu_concat_pool_forward(Backend *, const Tensor *x, Tensor *y);
+void cpu_concat_pool_backward(Backend *, const Tensor *x, const Tensor *y, const Tensor *dy, Tensor *dx,
+                              int accumulate);
+void cpu_dropout_forward(Backend *, const Tensor *x, float p, uint64_t seed, Tensor *y);
+void cpu_dropout_backward(Backend *, const Tensor *dy, float p, uint64_t seed, Tensor *dx, int accumulate);
 
 #endif

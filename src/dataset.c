@@ -204,8 +204,12 @@ static int list_split(Ctx *c, const char *split, int is_train, char ***classes, 
     int cap = 0;
     for (int i = 0; i < n && !c->failed; i++) {
         char *path = join(split, e[i].name);
+        char sb[96];
         if (e[i].is_file && is_image_name(e[i].name)) {
             problem(c, path, 0, "image outside a class folder");
+        } else if (e[i].is_dir && has_control(e[i].name)) {
+            /* as a CSV label would be: class names are stored one per line in checkpoints */
+            problem(c, split, 0, "class folder %s has a control character in its name", shown(e[i].name, sb, sizeof sb));
         } else if (e[i].is_dir && is_train) {
             int found = list_class(c, path, *nclasses, out);
             if (found == 0) problem(c, path, 0, "empty class folder (no .jpg or .jpeg files directly in it)");
@@ -438,6 +442,10 @@ static int cmp_ll(const void *a, const void *b) {
 }
 
 static int read_file(const char *path, char **data, size_t *size, char *err, size_t errlen) {
+    /* a FIFO would block and /dev/zero never end: only regular files */
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return error_at(err, errlen, path, "the CSV file is not a regular file");
     FILE *f = fopen(path, "rb");
     if (!f) return error_at(err, errlen, path, "cannot open the CSV file: %s", strerror(errno));
     size_t cap = 1 << 16, n = 0;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
 #include "util.h"
 
 #define BN_MOMENTUM 0.1f
@@ -30,12 +31,13 @@ static int *count_consumers(const Model *m) {
     return c;
 }
 
-/* A ReLU may overwrite its input when it is the input's only reader and the input's producer
- * does not need its own output in backward (ReLU and max pool do; conv, BN and add do not). */
-static int relu_in_place(const Model *m, const Node *n, const int *consumers) {
-    if (n->op != OP_RELU || n->in0 == 0 || consumers[n->in0] != 1) return 0;
+/* A ReLU or a dropout may overwrite its input when it is the input's only reader and the input's
+ * producer does not need its own output in backward (ReLU, max pool and concat pool do; conv, BN,
+ * add and dropout do not). An in-place dropout is free in eval mode. */
+static int runs_in_place(const Model *m, const Node *n, const int *consumers) {
+    if ((n->op != OP_RELU && n->op != OP_DROPOUT) || n->in0 == 0 || consumers[n->in0] != 1) return 0;
     OpKind producer = m->nodes[n->in0 - 1].op;
-    return producer != OP_RELU && producer != OP_MAXPOOL;
+    return producer != OP_RELU && producer != OP_MAXPOOL && producer != OP_CONCATPOOL;
 }
 
 /* Activation gradients live from the backward of a value's last reader to the backward of its
@@ -115,7 +117,7 @@ int model_attach(Model *m, Backend *be, int max_batch, int max_h, int max_w, cha
     m->act[0].data = attach_alloc(m, bytes[0]);
     for (int i = 0; i < m->nnodes; i++) {
         const Node *n = &m->nodes[i];
-        m->act[n->out].data = relu_in_place(m, n, consumers) ? m->act[n->in0].data : attach_alloc(m, bytes[n->out]);
+        m->act[n->out].data = runs_in_place(m, n, consumers) ? m->act[n->in0].data : attach_alloc(m, bytes[n->out]);
     }
     for (int i = 0; i < m->nnodes; i++) {
         Node *n = &m->nodes[i];
@@ -186,6 +188,7 @@ const Tensor *model_forward(Model *m, const float *host_nchw, int n, int h, int 
         set_shape(&m->grad[v], n, &m->shapes[v]);
     }
     o->tensor_upload(be, &m->act[0], host_nchw);
+    m->fwd_dropout_seed = m->dropout_seed;
     for (int i = 0; i < m->nnodes; i++) {
         Node *nd = &m->nodes[i];
         const Tensor *x = &m->act[nd->in0];
@@ -214,6 +217,13 @@ const Tensor *model_forward(Model *m, const float *host_nchw, int n, int h, int 
             break;
         }
         case OP_ADD: o->add(be, x, &m->act[nd->in1], y); break;
+        case OP_CONCATPOOL: o->concat_pool_forward(be, x, y); break;
+        case OP_DROPOUT:
+            if (train && nd->p > 0)
+                o->dropout_forward(be, x, nd->p, rng_hash(m->fwd_dropout_seed, (uint64_t)nd->stream), y);
+            else if (y->data != x->data)
+                o->accumulate(be, x, y, 0); /* eval mode: the identity */
+            break;
         default: die("model %s: unknown op %d", m->arch, nd->op);
         }
     }
@@ -267,6 +277,8 @@ void model_backward(Model *m) {
         if (!m->needs_grad[nd->out] || !m->grad_written[nd->out]) continue;
         const Tensor *x = &m->act[nd->in0], *dy = &m->grad[nd->out];
         const Param *p = nd->param >= 0 ? &m->params[nd->param] : NULL;
+        if (!p && (nd->op == OP_CONV || nd->op == OP_BN || nd->op == OP_LINEAR))
+            die("model %s: node %d (%s) has no parameters", m->arch, i, nd->name);
         const float *w = p ? m->params_d + p->offset : NULL;
         float *dw = p ? m->grads_d + p->offset : NULL;
         switch (nd->op) {
@@ -296,6 +308,14 @@ void model_backward(Model *m) {
         case OP_ADD:
             o->accumulate(be, dy, INPUT_GRAD(nd->in0));
             o->accumulate(be, dy, INPUT_GRAD(nd->in1));
+            break;
+        case OP_CONCATPOOL: o->concat_pool_backward(be, x, &m->act[nd->out], dy, INPUT_GRAD(nd->in0)); break;
+        case OP_DROPOUT:
+            if (m->last_forward_train && nd->p > 0)
+                o->dropout_backward(be, dy, nd->p, rng_hash(m->fwd_dropout_seed, (uint64_t)nd->stream),
+                                    INPUT_GRAD(nd->in0));
+            else
+                o->accumulate(be, dy, INPUT_GRAD(nd->in0));
             break;
         default: die("model %s: unknown op %d", m->arch, nd->op);
         }

@@ -11,7 +11,12 @@
 
 #include "backend.h"
 
-typedef enum { OP_CONV, OP_BN, OP_RELU, OP_MAXPOOL, OP_AVGPOOL, OP_GAP, OP_LINEAR, OP_ADD, OP_COUNT } OpKind;
+/* OP_CONCATPOOL: fastai's AdaptiveConcatPool2d(1) + Flatten, (n, c, h, w) -> (n, 2c, 1, 1) = [max | mean].
+ * OP_DROPOUT: inverted dropout in training, the identity in eval mode. A batch norm on a (n, c, 1, 1)
+ * value is PyTorch's BatchNorm1d on (n, c). */
+typedef enum {
+    OP_CONV, OP_BN, OP_RELU, OP_MAXPOOL, OP_AVGPOOL, OP_GAP, OP_LINEAR, OP_ADD, OP_CONCATPOOL, OP_DROPOUT, OP_COUNT
+} OpKind;
 
 typedef enum { P_CONV_WEIGHT, P_BN_WEIGHT, P_BN_BIAS, P_LINEAR_WEIGHT, P_LINEAR_BIAS } ParamKind;
 
@@ -26,6 +31,9 @@ typedef struct {
     PoolGeom pool;        /* OP_MAXPOOL, OP_AVGPOOL */
     int features;         /* OP_BN: channels; OP_LINEAR: out features (in features = the input's c) */
     int has_bias;         /* OP_LINEAR */
+    float p;              /* OP_DROPOUT: probability of zeroing an element */
+    int stream;           /* OP_DROPOUT: 0, 1, ... in model order, so each dropout draws its own mask */
+    int head_init;        /* fastai create_head's init: linear Kaiming-normal (fan_in), batch norm bias 1e-3 */
     int param;            /* index of the first Param of this node (weight), -1 if none */
     int nparam;
     size_t stat;          /* OP_BN: float offset of running_mean in the stats block; running_var follows */
@@ -43,14 +51,17 @@ typedef struct {
     int node;
     int trainable;        /* gradients are computed and the optimizer updates it */
     int decay;            /* weight decay applies (fastai: not for BN and bias when wd_bn_bias=0) */
-    int group;            /* parameter group for discriminative learning rates */
+    int group;            /* parameter group for discriminative learning rates and freezing, as fastai's
+                           * splitter makes them: 0 .. Model.ngroups-1, the head last */
 } Param;
 
 typedef struct { int c, h, w; } Shape;
 
 /* fastai's init_cnn: conv and linear weights Kaiming-normal (fan_in, gain sqrt 2), biases 0.
  * torchvision's ResNet: conv Kaiming-normal (fan_out), linear PyTorch's default uniform(+-1/sqrt(fan_in)).
- * Both: batch norm gamma 1 (0 where zero_gamma), beta 0, running mean 0, running var 1. */
+ * Both: batch norm gamma 1 (0 where zero_gamma), beta 0, running mean 0, running var 1.
+ * Nodes with head_init (fastai's create_head, whatever the body): linear Kaiming-normal (fan_in, no
+ * bias), batch norm gamma 1, beta 1e-3. */
 enum { INIT_FASTAI, INIT_TORCHVISION };
 
 typedef struct Model {
@@ -65,6 +76,15 @@ typedef struct Model {
     int nvalues;           /* value 0 = input; node i writes value i+1 */
     int in_channels;
     int init_style;        /* INIT_FASTAI or INIT_TORCHVISION: see model_init_host */
+    int ndropout;          /* dropout nodes, numbered by Node.stream */
+    int ngroups;           /* parameter groups (Param.group 0 .. ngroups-1); 1 for a model trained from scratch */
+
+    /* Dropout masks: the trainer sets dropout_seed before each training forward (e.g. from the run's
+     * seed and the step, so a resumed run draws the same masks); model_new sets 0. Dropout node k
+     * draws with key rng_hash(dropout_seed, k), the same masks on every backend. The forward keeps
+     * the seed it used, so changing dropout_seed between a forward and its backward is harmless. */
+    uint64_t dropout_seed;
+    uint64_t fwd_dropout_seed;
 
     /* Set by model_attach: backend memory, sized for the largest shape of the run. */
     Backend *be;
@@ -94,6 +114,8 @@ int net_avgpool(Model *, int in, int k, int stride, int ceil_mode);
 int net_gap(Model *, int in);
 int net_linear(Model *, const char *name, int in, int in_features, int out_features, int bias);
 int net_add(Model *, int a, int b);
+int net_concat_pool(Model *, int in);
+int net_dropout(Model *, int in, float p);
 int model_value_channels(const Model *, int value);
 /* Format a module name into dst (NAME_LEN bytes); a name too long for the table is a fatal error. */
 void module_name(char *dst, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -16,6 +16,7 @@ Model *model_new(const char *arch, int classes, int in_channels) {
     m->classes = classes;
     m->in_channels = in_channels;
     m->nvalues = 1;
+    m->ngroups = 1;
     return m;
 }
 
@@ -41,6 +42,7 @@ int model_value_channels(const Model *m, int v) {
     switch (n->op) {
     case OP_CONV: return n->conv.cout;
     case OP_LINEAR: return n->features;
+    case OP_CONCATPOOL: return 2 * model_value_channels(m, n->in0);
     default: return model_value_channels(m, n->in0);
     }
 }
@@ -141,6 +143,16 @@ int net_add(Model *m, int a, int b) {
     return add_node(m, OP_ADD, NULL, a, b)->out;
 }
 
+int net_concat_pool(Model *m, int in) { return add_node(m, OP_CONCATPOOL, NULL, in, -1)->out; }
+
+int net_dropout(Model *m, int in, float p) {
+    if (!(p >= 0.0f && p <= 1.0f)) die("model %s: dropout probability %g is not in [0, 1]", m->arch, p);
+    Node *n = add_node(m, OP_DROPOUT, NULL, in, -1);
+    n->p = p;
+    n->stream = m->ndropout++;
+    return n->out;
+}
+
 int model_shapes(const Model *m, int h, int w, Shape *s, char *err, size_t errlen) {
     s[0] = (Shape){m->in_channels, h, w};
     for (int i = 0; i < m->nnodes; i++) {
@@ -154,6 +166,7 @@ int model_shapes(const Model *m, int h, int w, Shape *s, char *err, size_t errle
         case OP_MAXPOOL:
         case OP_AVGPOOL: y = (Shape){x.c, pool_out_size(x.h, &n->pool), pool_out_size(x.w, &n->pool)}; break;
         case OP_GAP: y = (Shape){x.c, 1, 1}; break;
+        case OP_CONCATPOOL: y = (Shape){2 * x.c, 1, 1}; break;
         case OP_LINEAR: y = (Shape){n->features, 1, 1}; break;
         case OP_ADD:
             if (s[n->in1].h != x.h || s[n->in1].w != x.w) {
@@ -213,11 +226,14 @@ void model_init_host(const Model *m, Rng *rng, float *params, float *stats) {
         case P_BN_WEIGHT:
             for (size_t j = 0; j < p->count; j++) w[j] = n->zero_gamma ? 0.0f : 1.0f;
             break;
-        case P_BN_BIAS: break;
+        case P_BN_BIAS:
+            if (n->head_init) /* fastai's BatchNorm(): bias 1e-3, which create_head's init leaves alone */
+                for (size_t j = 0; j < p->count; j++) w[j] = 1e-3f;
+            break;
         case P_LINEAR_WEIGHT:
         case P_LINEAR_BIAS: {
             int fan_in = model_value_channels(m, n->in0);
-            if (m->init_style == INIT_TORCHVISION) {
+            if (m->init_style == INIT_TORCHVISION && !n->head_init) {
                 float bound = 1.0f / sqrtf((float)fan_in);
                 for (size_t j = 0; j < p->count; j++) w[j] = bound * (2.0f * rng_uniform(rng) - 1.0f);
             } else if (p->kind == P_LINEAR_WEIGHT) {

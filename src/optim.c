@@ -1,9 +1,9 @@
 #include "optim.h"
 
-void optim_adamw_step(Model *m, const AdamWArgs *args) {
+void optim_adamw_step(Model *m, const AdamWArgs *args) { optim_adamw_step_groups(m, args, NULL); }
+
+void optim_adamw_step_groups(Model *m, const AdamWArgs *args, const float *group_scale) {
     Backend *be = m->be;
-    AdamWArgs no_decay = *args;
-    no_decay.wd = 0.0f;
     int i = 0;
     while (i < m->nparams) {
         const Param *p = &m->params[i];
@@ -11,12 +11,16 @@ void optim_adamw_step(Model *m, const AdamWArgs *args) {
             i++;
             continue;
         }
-        /* Extend the run while the next parameter is trainable with the same decay. */
+        /* Extend the run while the next parameter is trainable with the same decay and group. */
         int j = i + 1;
-        while (j < m->nparams && m->params[j].trainable && m->params[j].decay == p->decay) j++;
+        while (j < m->nparams && m->params[j].trainable && m->params[j].decay == p->decay &&
+               (!group_scale || m->params[j].group == p->group))
+            j++;
         size_t begin = p->offset, end = m->params[j - 1].offset + m->params[j - 1].count;
-        be->ops->adamw(be, m->params_d + begin, m->grads_d + begin, m->adam_m + begin, m->adam_v + begin, end - begin,
-                       p->decay ? args : &no_decay);
+        AdamWArgs a = *args;
+        if (!p->decay) a.wd = 0.0f;
+        if (group_scale) a.lr *= group_scale[p->group];
+        be->ops->adamw(be, m->params_d + begin, m->grads_d + begin, m->adam_m + begin, m->adam_v + begin, end - begin, &a);
         i = j;
     }
     be->ops->weights_updated(be, m->params_d, m->param_floats);

@@ -24,6 +24,13 @@ Rng rng_split(const Rng *parent, uint64_t purpose) {
     return r;
 }
 
+uint64_t rng_hash(uint64_t key, uint64_t index) {
+    uint64_t z = key + (index + 1) * 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 uint64_t rng_u64(Rng *r) {

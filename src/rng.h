@@ -17,4 +17,9 @@ float rng_normal(Rng *);                 /* standard normal */
 float rng_gamma(Rng *, float shape);     /* Gamma(shape, 1), shape > 0 */
 float rng_beta(Rng *, float a, float b); /* Beta(a, b) */
 
+/* Counter-based draws, for values made in parallel that must not depend on the order or the
+ * device (dropout masks): a pure function of (key, index), splitmix64's output number index + 1
+ * from state key. cuda/head.cu holds a device copy; scripts/torch_reference.py a Python one. */
+uint64_t rng_hash(uint64_t key, uint64_t index);
+
 #endif

@@ -91,6 +91,9 @@ static int perr(Parser *p, const char *fmt, ...) {
     }
     return -1;
 }
+#ifdef __clang_analyzer__
+#define perr(...) (perr(__VA_ARGS__), -1) /* as error_at in util.h */
+#endif
 
 /* "'x'" for a printable character, "byte 0xNN" otherwise, "the end" past the header. */
 static const char *found(Parser *p, char *buf, size_t n) {
@@ -141,8 +144,10 @@ static int hex4(Parser *p, uint32_t *v) {
 }
 
 /* A JSON string, decoded to a NUL-terminated UTF-8 copy in *out. NUL itself (\u0000) is refused,
- * since names and metadata are C strings. */
-static int parse_string(Parser *p, char **out, const char *what) {
+ * since names and metadata are C strings, and so are control characters (C0, DEL, C1), which a
+ * terminal would act on when a message quotes the string; text (metadata values) may hold
+ * line breaks and tabs. */
+static int parse_string(Parser *p, char **out, const char *what, int text) {
     *out = NULL;
     if (expect(p, '"', what)) return -1;
     /* Decoding never lengthens: find the closing quote to size the copy. */
@@ -229,6 +234,13 @@ static int parse_string(Parser *p, char **out, const char *what) {
         }
     }
     p->pos++; /* closing quote */
+    for (size_t i = 0; i < k; i++) {
+        unsigned c = (unsigned char)o[i], next = i + 1 < k ? (unsigned char)o[i + 1] : 0;
+        unsigned cp = c < 0x20 || c == 0x7F ? c : c == 0xC2 && next >= 0x80 && next <= 0x9F ? next : 0;
+        if (!cp || (text && (cp == '\n' || cp == '\t'))) continue;
+        free(o);
+        return perr(p, "control character U+%04X in %s", cp, what);
+    }
     o[k] = 0;
     *out = o;
     return 0;
@@ -265,7 +277,7 @@ static int dtype_from_name(const char *s) {
 static int parse_field(Parser *p, StTensor *t, const char *key, uint64_t off[2]) {
     if (!strcmp(key, "dtype")) {
         char *val;
-        if (parse_string(p, &val, "a dtype string")) return -1;
+        if (parse_string(p, &val, "a dtype string", 0)) return -1;
         int dt = dtype_from_name(val);
         if (dt < 0)
             error_at(p->err, p->errlen, p->label,
@@ -300,7 +312,7 @@ static int parse_tensor(Parser *p, StTensor *t, uint64_t off[2]) {
     if (!accept(p, '}')) {
         do {
             char *key;
-            if (parse_string(p, &key, "a field name")) return -1;
+            if (parse_string(p, &key, "a field name", 0)) return -1;
             int f = 0;
             while (f < 3 && strcmp(key, fields[f])) f++;
             int rc = expect(p, ':', "':' after a field name");
@@ -326,7 +338,7 @@ static int parse_metadata(Parser *p, StFile *f) {
     if (accept(p, '}')) return 0;
     do {
         char *k, *v;
-        if (parse_string(p, &k, "a metadata key")) return -1;
+        if (parse_string(p, &k, "a metadata key", 0)) return -1;
         if (expect(p, ':', "':' after a metadata key")) {
             free(k);
             return -1;
@@ -337,7 +349,7 @@ static int parse_metadata(Parser *p, StFile *f) {
             free(k);
             return -1;
         }
-        if (parse_string(p, &v, "a metadata value")) {
+        if (parse_string(p, &v, "a metadata value", 1)) {
             free(k);
             return -1;
         }
@@ -381,9 +393,10 @@ static int cmp_range(const void *a, const void *b) {
 /* As the reference implementation requires: the tensors tile the data section exactly, no gap,
  * no overlap, nothing after the last one. Sorts r. */
 static int check_coverage(Parser *p, const StFile *f, Range *r, uint64_t data_size) {
-    if (f->count > 1) qsort(r, (size_t)f->count, sizeof *r, cmp_range);   /* r is NULL without tensors */
+    int n = r ? f->count : 0;   /* r is NULL without tensors */
+    if (n > 1) qsort(r, (size_t)n, sizeof *r, cmp_range);
     uint64_t at = 0;
-    for (int i = 0; i < f->count; i++) {
+    for (int i = 0; i < n; i++) {
         if (r[i].begin < at)
             return error_at(p->err, p->errlen, p->label, "tensors \"%.100s\" and \"%.100s\" overlap in the data section",
                         f->tensors[r[i - 1].index].name, f->tensors[r[i].index].name);
@@ -405,7 +418,7 @@ static int parse_header(Parser *p, const unsigned char *data, uint64_t data_size
     if (!accept(p, '}')) {
         do {
             char *name;
-            if (parse_string(p, &name, "a tensor name")) return -1;
+            if (parse_string(p, &name, "a tensor name", 0)) return -1;
             if (expect(p, ':', "':' after a tensor name")) {
                 free(name);
                 return -1;
@@ -755,7 +768,7 @@ int st_write(StWriter *w, const char *path, char *err, size_t errlen) {
         buf_json_string(&h, t->name);
         buf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", dtype_names[t->dtype]);
         for (int d = 0; d < t->ndim; d++) buf_printf(&h, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-        buf_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + t->bytes));
+        buf_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)off + t->bytes);
         off += t->bytes;
     }
     buf_put(&h, "}", 1);

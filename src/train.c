@@ -2,14 +2,17 @@
  * the model and the optimizer, with fastai's epoch table, metrics.csv and checkpoints. */
 #include "train.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,10 +22,13 @@
 #include "model.h"
 #include "optim.h"
 #include "plot.h"
+#include "pretrained.h"
 #include "progressive.h"
 #include "schedule.h"
 #include "scores.h"
 #include "util.h"
+
+#define MAX_GROUPS 8
 
 /* Where a run stands; a resume checkpoint records it. */
 typedef struct {
@@ -55,6 +61,8 @@ typedef struct {
     Loader *train_loader;   /* the running fit's, for its bad-image lists */
     long steps;             /* training steps of this process (run.stop_after) */
     long nan_step;          /* fault injection for tests: CNNTRAIN_INJECT_NAN=N poisons step N's batch */
+    int frozen;             /* fastai's freeze(): only the last parameter group and the batch norms train */
+    float group_scale[MAX_GROUPS]; /* the running fit's lr per parameter group, as a fraction of its lr */
     int stopped;            /* why the run stopped early: a signal number, or -1 for stop_after */
 } Trainer;
 
@@ -115,6 +123,35 @@ static void set_decay(Model *m, int wd_bn_bias) {
 static void reset_optimizer(Trainer *T) {
     optim_reset(T->model);
     T->adam_step = 0;
+}
+
+/* fastai's freeze() (freeze_to(-1) with train_bn): the last parameter group and every batch-norm
+ * parameter train; unfreeze(): everything. A model of one group is never frozen. */
+static void set_trainable(Trainer *T) {
+    Model *m = T->model;
+    for (int i = 0; i < m->nparams; i++) {
+        Param *p = &m->params[i];
+        p->trainable = !T->frozen || p->group == m->ngroups - 1 || p->kind == P_BN_WEIGHT || p->kind == P_BN_BIAS;
+    }
+}
+
+/* freeze() / unfreeze() as fastai does them: the optimizer state is cleared either way. */
+static void set_frozen(Trainer *T, int frozen) {
+    T->frozen = frozen && T->model->ngroups > 1;
+    set_trainable(T);
+    reset_optimizer(T);
+}
+
+/* Learning rates over the parameter groups, as fractions of the top one: fastai's slice(lo, hi)
+ * is geometric from lo to hi (lo = 0: slice(hi) = hi/10 for every group but the last); a plain
+ * number (spread = 0) is the same lr for all. */
+static void set_group_lrs(Trainer *T, float lo, float hi, int spread) {
+    int n = T->model->ngroups;
+    for (int g = 0; g < n; g++) {
+        if (!spread || n == 1) T->group_scale[g] = 1.0f;
+        else if (lo <= 0) T->group_scale[g] = g == n - 1 ? 1.0f : 0.1f;
+        else T->group_scale[g] = (float)pow((double)lo / hi, 1.0 - (double)g / (n - 1));
+    }
 }
 
 /* Mixup: per sample lam ~ Beta(a, a), lam = max(lam, 1 - lam), partner from a random permutation;
@@ -238,7 +275,7 @@ static void save_resume(Trainer *T) {
     HostState h = host_state(m);
     const Position *p = &T->at;
     char path[1200], err[1024], stage[16], phase[16], epoch[16], batch[16], done[16], step[16], sum[64], seen[32],
-        bytes[32];
+        bytes[32], frozen[8];
     snprintf(stage, sizeof stage, "%d", p->stage);
     snprintf(phase, sizeof phase, "%d", p->phase);
     snprintf(epoch, sizeof epoch, "%d", p->epoch);
@@ -247,6 +284,7 @@ static void save_resume(Trainer *T) {
     snprintf(step, sizeof step, "%d", T->adam_step);
     snprintf(sum, sizeof sum, "%a", p->loss_sum); /* hexadecimal: exact */
     snprintf(seen, sizeof seen, "%ld", p->seen);
+    snprintf(frozen, sizeof frozen, "%d", T->frozen);
     fflush(T->metrics);
     snprintf(bytes, sizeof bytes, "%ld", ftell(T->metrics));
     /* Mid-epoch, the epoch's order was drawn without the bad images known when it began. */
@@ -256,7 +294,8 @@ static void save_resume(Trainer *T) {
     const char *name = p->stage < T->cfg->nstages ? T->cfg->stages[p->stage].name : "(done)";
     const char *meta[] = {"class_names", classes, "stage", name, "stage_index", stage, "phase", phase, "stage_epoch", epoch,
                           "batch", batch, "epochs_done", done, "adam_step", step, "loss_sum", sum, "seen", seen,
-                          "metrics_bytes", bytes, "bad_images", bad, "bad_images_at_epoch_start", bad_start, NULL};
+                          "metrics_bytes", bytes, "bad_images", bad, "bad_images_at_epoch_start", bad_start,
+                          "frozen", frozen, NULL};
     snprintf(path, sizeof path, "%s/resume.safetensors", T->run_dir);
     if (ckpt_save_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, meta, err, sizeof err)) die("%s", err);
     free(classes);
@@ -325,6 +364,7 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
                 Rng mix_rng = rng_split(&mix_base, batch_id);
                 mixup(T, &mix_rng, st->mixup_alpha, x, b->n, per_image, b->labels);
             }
+            m->dropout_seed = rng_hash(T->cfg->seed ^ 0x44524f50ULL, batch_id);
             model_forward(m, x, b->n, side, side, 1);
             float loss = st->mixup_alpha > 0 ? model_loss_mixup(m, b->labels, T->labels_b, T->lam, st->label_smoothing)
                                              : model_loss(m, b->labels, st->label_smoothing);
@@ -333,7 +373,7 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
                     "checkpoint is %s/resume.safetensors (stage %d, epoch %d, batch %d)",
                     st->name, e, step, loss, T->run_dir, T->at.stage, T->at.epoch, T->at.batch);
             model_backward(m);
-            optim_adamw_step(m, &a);
+            optim_adamw_step_groups(m, &a, T->group_scale);
             sum += (double)loss * b->n;
             seen += b->n;
             T->steps++;
@@ -442,25 +482,29 @@ static void reset_optimizer_unless_resuming(Trainer *T) {
     if (!T->resuming) reset_optimizer(T);
 }
 
-/* FixRes fine-tuning at a new size: only the classifier (and, with train_final_bn, the last batch
- * norm before pooling) learns; every other batch norm runs on its running statistics, while the
- * last one stays in training mode so its statistics adapt to the new size. Constant lr, fresh moments. */
+/* FixRes fine-tuning at a new size: only the head (what follows the pooling: the classifier, or a
+ * cnn_learner head) learns, with, when train_final_bn, the last batch norm before the pooling. Every
+ * other batch norm of the body runs on its running statistics, while that last one stays in
+ * training mode so its statistics adapt to the new size. Constant lr, fresh moments. */
 static int fixres(Trainer *T, const StageConfig *st) {
     Model *m = T->model;
-    int last_bn = -1;
-    for (int i = 0; i < m->nnodes; i++)
+    int pool = m->nnodes, last_bn = -1;
+    for (int i = 0; i < m->nnodes && pool == m->nnodes; i++)
+        if (m->nodes[i].op == OP_GAP || m->nodes[i].op == OP_CONCATPOOL) pool = i;
+    for (int i = 0; i < pool; i++)
         if (m->nodes[i].op == OP_BN) last_bn = i;
-    for (int i = 0; i < m->nnodes; i++)
+    for (int i = 0; i < pool; i++)
         if (m->nodes[i].op == OP_BN) m->nodes[i].frozen_stats = i != last_bn;
     for (int i = 0; i < m->nparams; i++) {
         const Param *p = &m->params[i];
-        m->params[i].trainable = p->kind == P_LINEAR_WEIGHT || p->kind == P_LINEAR_BIAS || (st->train_final_bn && p->node == last_bn);
+        m->params[i].trainable = p->node > pool || (st->train_final_bn && p->node == last_bn);
     }
     reset_optimizer_unless_resuming(T);
+    set_group_lrs(T, 0, st->lr, 0);
     int stopped = fit(T, st, 0, st->train_final_bn ? "fixres (head + final batch norm)" : "fixres (head; final batch norm adapts)",
                       st->epochs, LR_CONSTANT, NULL, NULL);
     for (int i = 0; i < m->nnodes; i++) m->nodes[i].frozen_stats = 0;
-    for (int i = 0; i < m->nparams; i++) m->params[i].trainable = 1;
+    set_trainable(T);
     if (!stopped) reset_optimizer(T);
     return stopped;
 }
@@ -470,6 +514,9 @@ static int fixres(Trainer *T, const StageConfig *st) {
 static int run_stage(Trainer *T, const StageConfig *st) {
     OneCycle c = {st->lr, st->pct_start, st->div, st->div_final, st->mom_max, st->mom_min};
     int stopped = 0;
+    /* freeze = yes / no before a fit stage (a resumed stage already is as it was) */
+    if (st->freeze != FREEZE_KEEP && !T->resuming) set_frozen(T, st->freeze == FREEZE_YES);
+    set_group_lrs(T, st->lr_lo, st->lr, st->lr_lo > 0);
     switch (st->type) {
     case STAGE_FIT_ONE_CYCLE: stopped = fit(T, st, 0, "fit_one_cycle", st->epochs, LR_ONE_CYCLE, &c, NULL); break;
     case STAGE_FIT: stopped = fit(T, st, 0, "fit (constant lr)", st->epochs, LR_CONSTANT, NULL, NULL); break;
@@ -480,20 +527,23 @@ static int run_stage(Trainer *T, const StageConfig *st) {
     }
     case STAGE_FIXRES: stopped = fixres(T, st); break;
     case STAGE_FINE_TUNE: {
-        /* fastai: freeze, fit_one_cycle(freeze_epochs, lr, pct_start=0.99), unfreeze,
-         * fit_one_cycle(epochs, lr/2, pct_start, div). A model trained from scratch is one
-         * parameter group, so freezing leaves everything trainable; the moments are cleared twice. */
+        /* fastai: freeze, fit_one_cycle(freeze_epochs, slice(lr), pct_start=0.99), unfreeze,
+         * fit_one_cycle(epochs, slice(lr/2/100, lr/2), pct_start, div); freeze and unfreeze clear
+         * the moments. A model trained from scratch is one parameter group: freezing leaves
+         * everything trainable and every slice is the plain lr. */
         if (!phase_done(T, 0) && st->freeze_epochs > 0) {
-            reset_optimizer_unless_resuming(T);
+            if (!T->resuming) set_frozen(T, 1);
             OneCycle frozen = one_cycle_default(st->lr);
             frozen.pct_start = 0.99f;
             frozen.mom_max = st->mom_max;
             frozen.mom_min = st->mom_min;
+            set_group_lrs(T, 0, st->lr, 1);
             stopped = fit(T, st, 0, "fine_tune, frozen", st->freeze_epochs, LR_ONE_CYCLE, &frozen, NULL);
         }
         if (stopped) break;
-        reset_optimizer_unless_resuming(T);
+        if (!T->resuming) set_frozen(T, 0);
         c.lr_max = st->lr / 2;
+        set_group_lrs(T, st->lr / 2 / 100, st->lr / 2, 1);
         stopped = fit(T, st, 1, "fine_tune, unfrozen", st->epochs, LR_ONE_CYCLE, &c, NULL);
         break;
     }
@@ -527,16 +577,15 @@ static void load_resume(Trainer *T) {
     HostState h = {xmalloc(m->param_floats * sizeof(float)), xmalloc((m->stat_floats + 1) * sizeof(float)),
                    xmalloc(m->param_floats * sizeof(float)), xmalloc(m->param_floats * sizeof(float))};
     StFile meta;
-    if (access(path, F_OK))
-        die("%s: nothing to resume from (%s): the run stopped before its first epoch ended", path, strerror(errno));
     if (ckpt_load_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, &meta, err, sizeof err)) die("%s", err);
     char *classes = class_list(&T->data);
     const char *names = st_meta(&meta, "class_names");
     if (!names || strcmp(names, classes)) die("%s: the checkpoint's class list differs from the data's (%s)", path, T->cfg->data.root);
     free(classes);
-    const char *keys[] = {"stage_index", "phase", "stage_epoch", "batch", "epochs_done", "adam_step", "seen", "metrics_bytes"};
-    long v[8];
-    for (int i = 0; i < 8; i++) {
+    const char *keys[] = {"stage_index", "phase", "stage_epoch", "batch", "epochs_done", "adam_step", "seen", "metrics_bytes",
+                          "frozen"};
+    long v[9];
+    for (int i = 0; i < 9; i++) {
         const char *s = st_meta(&meta, keys[i]);
         char *end = NULL;
         v[i] = s ? strtol(s, &end, 10) : -1;
@@ -551,6 +600,8 @@ static void load_resume(Trainer *T) {
         die("%s: it stopped in stage \"%s\", which is not stage %d of %s", path, stage, T->from.stage + 1, T->cfg->path);
     T->epoch = (int)v[4];
     T->adam_step = (int)v[5];
+    T->frozen = v[8] != 0;
+    set_trainable(T);
     T->from_bad[0] = xstrdup(st_meta(&meta, "bad_images_at_epoch_start") ? st_meta(&meta, "bad_images_at_epoch_start") : "");
     T->from_bad[1] = xstrdup(st_meta(&meta, "bad_images") ? st_meta(&meta, "bad_images") : "");
     /* A fresh stage (phase, epoch, batch all 0) starts as it would have: cleared moments and all. */
@@ -564,6 +615,30 @@ static void load_resume(Trainer *T) {
     /* metrics.csv rows written after the checkpoint (a crash) come again */
     snprintf(path, sizeof path, "%s/metrics.csv", T->run_dir);
     if (truncate(path, (off_t)v[7])) die("cannot truncate %s for the resumed run: %s", path, strerror(errno));
+}
+
+/* One trainer per run folder: a second --resume of a running run would interleave checkpoints.
+ * The lock goes with the process, however it ends. */
+static int lock_run_folder(const char *run_dir) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/lock", run_dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB))
+        die("%s: %s", path, fd < 0 ? strerror(errno) : "another train process is running in this run folder");
+    return fd;
+}
+
+/* Temporary files of checkpoint writes that a killed run left behind ("NAME.tmp.PID"). */
+static void remove_temp_files(const char *run_dir) {
+    DIR *d = opendir(run_dir);
+    if (!d) die("cannot open the run folder %s: %s", run_dir, strerror(errno));
+    char path[1400];
+    for (struct dirent *e; (e = readdir(d));)
+        if (strstr(e->d_name, ".tmp.")) {
+            snprintf(path, sizeof path, "%s/%s", run_dir, e->d_name);
+            if (!unlink(path)) printf("cnntrain: removed %s, left by a run that was killed while writing it\n", path);
+        }
+    closedir(d);
 }
 
 /* A new run folder: runs/<config name>-<time>/ with the resolved config. */
@@ -599,7 +674,9 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     T.cfg = cfg;
     stop_signal = 0;
     const char *inject = getenv("CNNTRAIN_INJECT_NAN");
-    T.nan_step = inject ? atol(inject) : 0;
+    char *inject_end = NULL;
+    T.nan_step = inject ? strtol(inject, &inject_end, 10) : 0;
+    if (inject && (inject_end == inject || *inject_end)) die("CNNTRAIN_INJECT_NAN=%s: not a step number", inject);
     char err[1024];
     if (dataset_open(&cfg->data, cfg->strict_images, &T.data, err, sizeof err)) die("%s", err);
     int classes = cfg->classes ? cfg->classes : T.data.nclasses;
@@ -617,27 +694,48 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     if (model_attach(T.model, T.be, max_batch, max_side, max_side, err, sizeof err)) die("%s: %s", cfg->path, err);
 
     rng_seed(&T.root, cfg->seed);
+    char path[1200];
+    int from_checkpoint = 0, lock = -1;
     if (resume_dir) {
         if (snprintf(T.run_dir, sizeof T.run_dir, "%s", resume_dir) >= (int)sizeof T.run_dir)
             die("%s: the run folder name is too long", resume_dir);
-        load_resume(&T);
-    } else {
+        lock = lock_run_folder(T.run_dir);
+        remove_temp_files(T.run_dir);
+        snprintf(path, sizeof path, "%s/resume.safetensors", T.run_dir);
+        from_checkpoint = !access(path, F_OK);
+        if (from_checkpoint) load_resume(&T);
+        else printf("cnntrain: %s: no checkpoint yet (the run stopped before its first epoch ended): starting over\n", path);
+    }
+    if (!from_checkpoint) {
         Rng init = rng_split(&T.root, 1);
         HostState h = {xmalloc(T.model->param_floats * sizeof(float)), xmalloc((T.model->stat_floats + 1) * sizeof(float)),
                        NULL, NULL};
         model_init_host(T.model, &init, h.params, h.stats);
+        if (cfg->pretrained[0]) {
+            PretrainedReport rep;
+            if (pretrained_load_file(cfg->pretrained, T.model, h.params, h.stats, &rep, err, sizeof err))
+                die("%s: [model] pretrained: %s", cfg->path, err);
+            pretrained_report_print(stdout, &rep, "", 0);
+            pretrained_report_free(&rep);
+            /* fastai's cnn_learner starts frozen when its body is pretrained */
+            T.frozen = T.model->ngroups > 1;
+            set_trainable(&T);
+        }
         model_set_weights(T.model, h.params, h.stats);
         host_state_free(&h);
-        new_run_folder(&T);
+        if (!resume_dir) {
+            new_run_folder(&T);
+            lock = lock_run_folder(T.run_dir);
+        }
     }
     snprintf(run_dir, run_dir_len, "%s", T.run_dir);
-    char path[1200];
     snprintf(path, sizeof path, "%s/log.txt", T.run_dir);
     T.log = fopen(path, resume_dir ? "a" : "w");
     snprintf(path, sizeof path, "%s/metrics.csv", T.run_dir);
-    T.metrics = fopen(path, resume_dir ? "a" : "w");
+    T.metrics = fopen(path, from_checkpoint ? "a" : "w");
     if (!T.log || !T.metrics) die("cannot write in %s: %s", T.run_dir, strerror(errno));
-    if (!resume_dir) fprintf(T.metrics, "stage,epoch,stage_epoch,train_loss,valid_loss,accuracy,seconds,size\n");
+    fseek(T.metrics, 0, SEEK_END); /* ftell of an append stream is the end only after a write */
+    if (!from_checkpoint) fprintf(T.metrics, "stage,epoch,stage_epoch,train_loss,valid_loss,accuracy,seconds,size\n");
 
     size_t per_image = 3 * (size_t)max_side * max_side;
     T.mix = xmalloc((size_t)max_batch * per_image * sizeof(float));
@@ -646,7 +744,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     T.labels_b = xmalloc((size_t)max_batch * sizeof(int32_t));
     T.logits = xmalloc((size_t)max_batch * classes * sizeof(float));
     say(&T, "cnntrain: %s%s, %s (%d classes) on %s; %d train / %d valid images; run folder %s\n",
-        resume_dir ? "resuming " : "", cfg->path, cfg->arch, classes, T.be->ops->name, T.data.ntrain, T.data.nvalid,
+        from_checkpoint ? "resuming " : "", cfg->path, cfg->arch, classes, T.be->ops->name, T.data.ntrain, T.data.nvalid,
         T.run_dir);
 
     /* Ctrl-C and SIGTERM stop at the next step with a checkpoint; a second one kills at once
@@ -662,7 +760,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     sa.sa_flags = 0;
     sigaction(SIGXFSZ, &sa, &old_xfsz);
 
-    int start = resume_dir ? T.from.stage : 0;
+    int start = from_checkpoint ? T.from.stage : 0;
     if (start >= cfg->nstages) say(&T, "the run had finished: nothing to resume\n");
     for (int i = start; i < cfg->nstages && !T.stopped; i++) {
         const StageConfig *st = &cfg->stages[i];
@@ -694,6 +792,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
 
     fclose(T.log);
     fclose(T.metrics);
+    close(lock);
     if (!T.stopped && start < cfg->nstages) plot_run(T.run_dir);
     free(T.mix);
     free(T.small);

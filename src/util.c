@@ -1,3 +1,4 @@
+#define CNN_UTIL_C /* error_at is defined here, not the analyzer's macro (util.h) */
 #include "util.h"
 
 #include <errno.h>
@@ -55,6 +56,28 @@ char *xstrdup(const char *s) {
     return memcpy(xmalloc(n), s, n);
 }
 
+void strlist_add(StrList *l, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *item = xmalloc(len > 0 ? (size_t)len + 1 : 1);
+    va_start(ap, fmt);
+    vsnprintf(item, len > 0 ? (size_t)len + 1 : 1, fmt, ap);
+    va_end(ap);
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 32;
+        l->items = xrealloc(l->items, (size_t)l->cap * sizeof *l->items);
+    }
+    l->items[l->n++] = item;
+}
+
+void strlist_free(StrList *l) {
+    for (int i = 0; i < l->n; i++) free(l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
 double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -79,7 +102,8 @@ int make_dirs(const char *path) {
 }
 
 int open_regular(const char *path, uint64_t *size, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer, forever. Cleared below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return error_at(err, errlen, path, "cannot open: %s", strerror(errno));
     struct stat st;
     if (fstat(fd, &st)) {
@@ -91,6 +115,8 @@ int open_regular(const char *path, uint64_t *size, char *err, size_t errlen) {
         close(fd);
         return error_at(err, errlen, path, "not a regular file");
     }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     *size = (uint64_t)st.st_size;
     return fd;
 }
@@ -112,7 +138,7 @@ int read_full(int fd, void *buf, size_t n, uint64_t off, const char *path, char 
 int read_whole_file(const char *path, uint8_t **data, size_t *size, char *err, size_t errlen) {
     *data = NULL;
     *size = 0;
-    uint64_t n;
+    uint64_t n = 0;
     int fd = open_regular(path, &n, err, errlen);
     if (fd < 0) return -1;
     uint8_t *buf = n <= SIZE_MAX ? malloc(n ? (size_t)n : 1) : NULL;

@@ -8,9 +8,11 @@
 #if defined(__GNUC__)
 #define CNN_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #define CNN_NORETURN __attribute__((noreturn))
+#define CNN_NONNULL_RESULT __attribute__((returns_nonnull))
 #else
 #define CNN_PRINTF(a, b)
 #define CNN_NORETURN
+#define CNN_NONNULL_RESULT
 #endif
 
 /* Print "cnntrain: <message>" to stderr and exit(1). */
@@ -18,10 +20,22 @@ CNN_NORETURN void die(const char *fmt, ...) CNN_PRINTF(1, 2);
 /* Write "label: message" into err (errlen bytes, always terminated) and return -1: the error
  * convention of every function that reports instead of exiting. */
 int error_at(char *err, size_t errlen, const char *label, const char *fmt, ...) CNN_PRINTF(4, 5);
-void *xmalloc(size_t bytes);
-void *xcalloc(size_t count, size_t size);
-void *xrealloc(void *p, size_t bytes);
-char *xstrdup(const char *s);
+#if defined(__clang_analyzer__) && !defined(CNN_UTIL_C)
+/* The static analyzer does not look inside variadic functions: tell it error_at returns -1. */
+#define error_at(...) (error_at(__VA_ARGS__), -1)
+#endif
+void *xmalloc(size_t bytes) CNN_NONNULL_RESULT;
+void *xcalloc(size_t count, size_t size) CNN_NONNULL_RESULT;
+void *xrealloc(void *p, size_t bytes) CNN_NONNULL_RESULT;
+char *xstrdup(const char *s) CNN_NONNULL_RESULT;
+
+/* A growing list of formatted strings (problems to report, names loaded ...). Zero-initialise. */
+typedef struct {
+    char **items;
+    int n, cap;
+} StrList;
+void strlist_add(StrList *, const char *fmt, ...) CNN_PRINTF(2, 3);
+void strlist_free(StrList *);
 double now_seconds(void);   /* monotonic */
 /* mkdir -p: returns 0, or -1 with errno set (the failing component is left in path's prefix). */
 int make_dirs(const char *path);

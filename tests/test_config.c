@@ -472,8 +472,12 @@ static void test_errors_values(void **state) {
     expect_exact(WITH("batch = -3"), "%s:8: [stage full] batch = -3: must be between 1 and 65536");
     expect_exact(WITH("batch = 3.5"), "%s:8: [stage full] batch = 3.5: not an integer");
     expect_exact(WITH("batch = 99999999999999999999"), "%s:8: [stage full] batch = 99999999999999999999: not an integer");
-    expect_exact(WITH("lr = fast"), "%s:8: [stage full] lr = fast: not a number");
-    expect_exact(WITH("lr = nan"), "%s:8: [stage full] lr = nan: not a number");
+    expect_exact(WITH("lr = fast"), "%s:8: [stage full] lr = fast: not a number or a range lo..hi");
+    expect_exact(WITH("lr = nan"), "%s:8: [stage full] lr = nan: not a number or a range lo..hi");
+    expect_exact(WITH("lr = 1e-3..1e-5"), "%s:8: [stage full] lr = 1e-3..1e-5: a range lo..hi needs 0 < lo <= hi");
+    expect_exact(WITH("lr = 1e-5..20"), "%s:8: [stage full] lr = 1e-5..20: must be > 0 and <= 10");
+    expect_exact(WITH("lr = 1e-5..x"), "%s:8: [stage full] lr = 1e-5..x: not a number or a range lo..hi");
+    expect_exact(WITH("freeze = maybe"), "%s:8: [stage full] freeze = maybe: must be one of keep, yes, no");
     expect_exact(WITH("lr = 0"), "%s:8: [stage full] lr = 0: must be > 0 and <= 10");
     expect_exact(WITH("mom_max = 1"), "%s:8: [stage full] mom_max = 1: must be >= 0 and < 1");
     expect_exact(WITH("pct_start = 1.5"), "%s:8: [stage full] pct_start = 1.5: must be between 0 and 1");
@@ -537,7 +541,7 @@ static void test_overrides(void **state) {
     config_free(&c);
 
     const char *bad1[] = {"stage full.lr=abc"};
-    expect_err_sets(text, bad1, 1, "--set stage full.lr=abc: not a number", 1);
+    expect_err_sets(text, bad1, 1, "--set stage full.lr=abc: not a number or a range lo..hi", 1);
     const char *bad2[] = {"full.batch=-3"};
     expect_err_sets(text, bad2, 1, "--set full.batch=-3: must be between 1 and 65536", 1);
     const char *bad3[] = {"nope.lr=1"};
@@ -583,6 +587,22 @@ static void test_help(void **state) {
     free(written);
 }
 
+/* Transfer learning keys: an lr range, freeze, pretrained; they survive the written config. */
+static void test_transfer_keys(void **state) {
+    (void)state;
+    Config c;
+    load_ok("[data]\npath = d\n[model]\narch = resnet18\npretrained = w.safetensors\n"
+            "[stage a]\ntype = fit\nepochs = 1\nlr = 1e-5..1e-3\nfreeze = yes\n"
+            "[stage b]\ntype = fit_one_cycle\nepochs = 1\nlr = 2e-3\n",
+            NULL, 0, &c);
+    assert_string_equal(c.pretrained, "w.safetensors");
+    assert_true(c.stages[0].lr == 1e-3f && c.stages[0].lr_lo == 1e-5f);
+    assert_int_equal(c.stages[0].freeze, FREEZE_YES);
+    assert_true(c.stages[1].lr == 2e-3f && c.stages[1].lr_lo == 0);
+    assert_int_equal(c.stages[1].freeze, FREEZE_KEEP);
+    config_free(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_configs_load_and_round_trip),
@@ -595,6 +615,7 @@ int main(void) {
         cmocka_unit_test(test_errors_values),
         cmocka_unit_test(test_errors_rules),
         cmocka_unit_test(test_overrides),
+        cmocka_unit_test(test_transfer_keys),
         cmocka_unit_test(test_help),
     };
     return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);

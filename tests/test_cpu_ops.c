@@ -758,6 +758,155 @@ static void test_adamw(void **state) {
 
 /* ---- transfers and memory ---- */
 
+/* ---- fastai's head: concat pool and dropout ---- */
+
+static double cpool_loss(void *p) {
+    UnCtx *c = p;
+    be->ops->concat_pool_forward(be, &c->x, &c->y);
+    return dot(F(&c->y), F(&c->dy), tensor_numel(&c->y));
+}
+
+static void cpool_bwd(void *p, Tensor *dx, int acc) {
+    UnCtx *c = p;
+    be->ops->concat_pool_backward(be, &c->x, &c->y, &c->dy, dx, acc);
+}
+
+/* fd: also check against finite differences (small maps only: over a large spread of values a
+ * step small enough to keep the maximum in place drowns in the mean's rounding). */
+static void cpool_case(int n, int ch, int h, int w, int fd) {
+    UnCtx c = {tnew(n, ch, h, w), tnew(n, 2 * ch, 1, 1), tnew(n, 2 * ch, 1, 1)};
+    size_t count = tensor_numel(&c.x), hw = (size_t)h * w;
+    fill_distinct(F(&c.x), count, 1e-3f); /* no ties: a small step never moves the maximum */
+    fill_normal(F(&c.dy), tensor_numel(&c.dy), 1.0f, 0.0f);
+    c.y.c = -1; /* the op must set the output shape */
+    cpool_loss(&c);
+    assert_int_equal(c.y.c, 2 * ch), assert_int_equal(c.y.h, 1), assert_int_equal(c.y.w, 1);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < ch; k++) {
+            double mx = -INFINITY, s = 0, mag = 0;
+            for (size_t q = 0; q < hw; q++) {
+                double v = F(&c.x)[((size_t)i * hw + q) * ch + k];
+                mx = fmax(mx, v);
+                s += v;
+                mag += fabs(v);
+            }
+            check_close("concat pool max", F(&c.y)[(size_t)i * 2 * ch + k], mx, 0);
+            check_close("concat pool mean", F(&c.y)[(size_t)i * 2 * ch + ch + k], s / hw, 1e-6 * mag / hw + 1e-7);
+        }
+    Tensor dx = tnew(n, ch, h, w);
+    char what[96];
+    snprintf(what, sizeof what, "concat pool %dx%dx%dx%d", n, ch, h, w);
+    check_accumulate(what, cpool_bwd, &c, &dx);
+    /* by hand: every position gets d mean / hw, the maximum d max on top */
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < ch; k++)
+            for (size_t q = 0; q < hw; q++) {
+                size_t at = ((size_t)i * hw + q) * ch + k;
+                const float *yi = F(&c.y) + (size_t)i * 2 * ch, *gi = F(&c.dy) + (size_t)i * 2 * ch;
+                double want = gi[ch + k] / (double)hw + (F(&c.x)[at] == yi[k] ? gi[k] : 0.0);
+                check_close("concat pool dx", F(&dx)[at], want, 1e-6 * fabs(want) + 1e-7);
+            }
+    if (fd) check_grad(what, cpool_loss, &c, F(&c.x), count, F(&dx), 1e-4f);
+    tfree(&c.x), tfree(&c.y), tfree(&c.dy), tfree(&dx);
+}
+
+static void test_concat_pool_grad(void **s) {
+    (void)s;
+    cpool_case(3, 6, 5, 4, 1);
+    cpool_case(2, 5, 1, 1, 1);    /* a 1x1 map: max and mean are the value itself */
+    cpool_case(4, 300, 7, 7, 0);  /* parallel */
+}
+
+/* Tied maxima: the first in row-major (h, w) order takes the gradient, as in PyTorch; the mean
+ * half's gradient is spread evenly over the map. */
+static void test_concat_pool_ties(void **state) {
+    (void)state;
+    UnCtx c = {tnew(1, 2, 2, 2), tnew(1, 4, 1, 1), tnew(1, 4, 1, 1)};
+    float xv[8] = {1, 5, 3, 5, 3, 5, 0, 2}; /* NHWC: channel 0 = 1,3,3,0; channel 1 = 5,5,5,2 */
+    memcpy(F(&c.x), xv, sizeof xv);
+    float dyv[4] = {10, 20, 4, 8}; /* d max0, d max1, d mean0, d mean1 */
+    memcpy(F(&c.dy), dyv, sizeof dyv);
+    cpool_loss(&c);
+    float ywant[4] = {3, 5, 7 / 4.0f, 17 / 4.0f};
+    for (int i = 0; i < 4; i++) check_close("concat pool tie y", F(&c.y)[i], ywant[i], 1e-6);
+    Tensor dx = tnew(1, 2, 2, 2);
+    cpool_bwd(&c, &dx, 0);
+    float want[8] = {1, 22, 11, 2, 1, 2, 1, 2};
+    for (int i = 0; i < 8; i++) check_close("concat pool tie dx", F(&dx)[i], want[i], 1e-6);
+    tfree(&c.x), tfree(&c.y), tfree(&c.dy), tfree(&dx);
+}
+
+typedef struct {
+    Tensor x, y, dy;
+    float p;
+    uint64_t seed;
+} DropCtx;
+
+static double drop_loss(void *p) {
+    DropCtx *c = p;
+    be->ops->dropout_forward(be, &c->x, c->p, c->seed, &c->y);
+    return dot(F(&c->y), F(&c->dy), tensor_numel(&c->y));
+}
+
+static void drop_bwd(void *p, Tensor *dx, int acc) {
+    DropCtx *c = p;
+    be->ops->dropout_backward(be, &c->dy, c->p, c->seed, dx, acc);
+}
+
+/* Values: the mask is backend.h's rule at NCHW indices, kept values scaled by 1/(1-p); p = 0 is the
+ * identity, p = 1 zeros; in place equals out of place; the same seed gives the same mask. Gradient
+ * against finite differences, and the kept fraction over 100k elements within 4 sigma of 1-p. */
+static void test_dropout(void **state) {
+    (void)state;
+    const int n = 2, ch = 5, h = 3, w = 4;
+    DropCtx c = {tnew(n, ch, h, w), tnew(n, ch, h, w), tnew(n, ch, h, w), 0.25f, 99};
+    size_t count = tensor_numel(&c.x), hw = (size_t)h * w;
+    fill_normal(F(&c.x), count, 1.0f, 0.0f);
+    fill_normal(F(&c.dy), count, 1.0f, 0.0f);
+    drop_loss(&c);
+    int kept = 0;
+    for (int i = 0; i < n; i++)
+        for (size_t q = 0; q < hw; q++)
+            for (int k = 0; k < ch; k++) {
+                size_t nhwc = ((size_t)i * hw + q) * ch + k, nchw = ((size_t)i * ch + k) * hw + q;
+                int keep = (float)(rng_hash(c.seed, nchw) >> 40) / 16777216.0f >= c.p;
+                kept += keep;
+                float want = keep ? F(&c.x)[nhwc] * (1.0f / 0.75f) : 0.0f;
+                if (F(&c.y)[nhwc] != want) fail_msg("dropout y[%zu] = %g, want %g", nhwc, F(&c.y)[nhwc], want);
+            }
+    assert_true(kept > 0 && kept < (int)count);
+    Tensor dx = tnew(n, ch, h, w);
+    check_accumulate("dropout", drop_bwd, &c, &dx);
+    check_grad("dropout dx", drop_loss, &c, F(&c.x), count, F(&dx), 1e-2f);
+
+    /* in place, and p = 0 / p = 1 */
+    drop_loss(&c); /* y again: check_grad left it at a perturbed x */
+    Tensor z = tnew(n, ch, h, w);
+    memcpy(F(&z), F(&c.x), count * sizeof(float));
+    be->ops->dropout_forward(be, &z, c.p, c.seed, &z);
+    for (size_t i = 0; i < count; i++) assert_true(F(&z)[i] == F(&c.y)[i]);
+    be->ops->dropout_forward(be, &c.x, 0.0f, c.seed, &z);
+    for (size_t i = 0; i < count; i++) assert_true(F(&z)[i] == F(&c.x)[i]);
+    be->ops->dropout_backward(be, &c.dy, 1.0f, c.seed, &z, 0);
+    for (size_t i = 0; i < count; i++) assert_true(F(&z)[i] == 0.0f);
+    tfree(&c.x), tfree(&c.y), tfree(&c.dy), tfree(&dx), tfree(&z);
+
+    /* the kept fraction, and a second seed drawing a different mask */
+    const int big = 100000;
+    Tensor ones = tnew(big, 1, 1, 1), a = tnew(big, 1, 1, 1), b = tnew(big, 1, 1, 1);
+    fill_value(F(&ones), big, 1.0f);
+    be->ops->dropout_forward(be, &ones, 0.5f, 1, &a);
+    be->ops->dropout_forward(be, &ones, 0.5f, 2, &b);
+    int ka = 0, same = 0;
+    for (int i = 0; i < big; i++) {
+        ka += F(&a)[i] != 0;
+        same += (F(&a)[i] != 0) == (F(&b)[i] != 0);
+    }
+    check_close("dropout kept fraction (p 0.5)", ka / (double)big, 0.5, 4 * sqrt(0.25 / big));
+    check_close("two seeds agree on (p 0.5)", same / (double)big, 0.5, 4 * sqrt(0.25 / big));
+    tfree(&ones), tfree(&a), tfree(&b);
+}
+
 static void roundtrip(int n, int c, int h, int w) {
     Tensor t = tnew(n, c, h, w);
     size_t count = tensor_numel(&t);
@@ -851,6 +1000,9 @@ int main(void) {
         cmocka_unit_test(test_xent_values),
         cmocka_unit_test(test_xent_grad),
         cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_concat_pool_grad),
+        cmocka_unit_test(test_concat_pool_ties),
+        cmocka_unit_test(test_dropout),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

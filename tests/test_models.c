@@ -153,6 +153,131 @@ static void test_frozen_body_gets_no_gradient(void **state) {
     backend_destroy(be);
 }
 
+static const Param *param_named(const Model *m, const char *name) {
+    for (int i = 0; i < m->nparams; i++)
+        if (!strcmp(m->params[i].name, name)) return &m->params[i];
+    fail_msg("%s has no parameter %s", m->arch, name);
+    return NULL;
+}
+
+/* fastai's cnn_learner model: parameter groups as fastai's splitters, create_head's init. */
+static void test_cnn_learner_groups_and_init(void **state) {
+    (void)state;
+    const struct { const char *arch, *name; int group; } groups[] = {
+        {"resnet18_fastai_head", "0.0.weight", 0},          {"resnet18_fastai_head", "0.5.1.conv2.weight", 0},
+        {"resnet18_fastai_head", "0.6.0.conv1.weight", 1},  {"resnet18_fastai_head", "0.7.1.bn2.bias", 1},
+        {"resnet18_fastai_head", "1.2.weight", 2},          {"resnet18_fastai_head", "1.8.weight", 2},
+        {"xresnet18_fastai_head", "0.2.1.weight", 0},       {"xresnet18_fastai_head", "0.4.0.convpath.0.0.weight", 1},
+        {"xresnet18_fastai_head", "1.4.weight", 2},         {"resnet18", "fc.weight", 0},
+    };
+    for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
+        Model *m = build(groups[i].arch, 10);
+        assert_int_equal(m->ngroups, strstr(groups[i].arch, "_fastai_head") ? 3 : 1);
+        if (param_named(m, groups[i].name)->group != groups[i].group)
+            fail_msg("%s %s: group %d, fastai's split says %d", groups[i].arch, groups[i].name,
+                     param_named(m, groups[i].name)->group, groups[i].group);
+        model_free(m);
+    }
+
+    Model *m = build("resnet18_fastai_head", 10);
+    float *params = xmalloc(m->param_floats * sizeof(float)), *stats = xmalloc(m->stat_floats * sizeof(float));
+    Rng rng;
+    rng_seed(&rng, 9);
+    model_init_host(m, &rng, params, stats);
+    const Param *bn = param_named(m, "1.2.weight"), *bias = param_named(m, "1.2.bias"), *lin = param_named(m, "1.4.weight");
+    for (size_t j = 0; j < bn->count; j++) assert_true(params[bn->offset + j] == 1.0f && params[bias->offset + j] == 1e-3f);
+    double ss = 0;
+    for (size_t j = 0; j < lin->count; j++) ss += (double)params[lin->offset + j] * params[lin->offset + j];
+    double std = sqrt(ss / lin->count), want = sqrt(2.0 / 1024); /* Kaiming normal, fan_in 2*512 */
+    if (fabs(std / want - 1) > 0.01) fail_msg("1.4.weight std %g, Kaiming fan_in wants %g", std, want);
+    const Param *conv = param_named(m, "0.7.1.conv2.weight"); /* the body keeps torchvision's fan_out init */
+    ss = 0;
+    for (size_t j = 0; j < conv->count; j++) ss += (double)params[conv->offset + j] * params[conv->offset + j];
+    assert_true(fabs(sqrt(ss / conv->count) / sqrt(2.0 / (512 * 9)) - 1) < 0.01);
+    free(params);
+    free(stats);
+    model_free(m);
+}
+
+/* Dropout through the executor: a seed gives one mask (kept for the backward even if the trainer
+ * moves the seed on), another seed another; eval mode ignores the seed; dropout and the head's
+ * ReLU run in place; with the body frozen (fastai's freeze, batch norms aside) no body
+ * convolution's backward runs. */
+static void test_cnn_learner_dropout_and_freeze(void **state) {
+    (void)state;
+    char err[256];
+    Backend *be = backend_create("cpu", err, sizeof err);
+    Model *m = build("xresnet_tiny_fastai_head", 3);
+    const int n = 4, side = 32, nl = n * 3;
+    assert_int_equal(model_attach(m, be, n, side, side, err, sizeof err), 0);
+    for (int i = 0; i < m->nnodes; i++) {
+        const Node *nd = &m->nodes[i];
+        if (nd->op == OP_DROPOUT || (nd->op == OP_RELU && nd->in0 > 0 && m->nodes[nd->in0 - 1].op == OP_LINEAR))
+            assert_ptr_equal(m->act[nd->out].data, m->act[nd->in0].data);
+    }
+    Rng rng;
+    rng_seed(&rng, 11);
+    float *params = xmalloc(m->param_floats * sizeof(float)), *stats = xmalloc(m->stat_floats * sizeof(float));
+    model_init_host(m, &rng, params, stats);
+    size_t bytes = m->param_floats * sizeof(float);
+    float *x = xmalloc((size_t)n * 3 * side * side * sizeof(float)), a[12], b[12], c[12];
+    float *g1 = xmalloc(bytes), *g2 = xmalloc(bytes);
+    for (int i = 0; i < n * 3 * side * side; i++) x[i] = rng_normal(&rng);
+    int32_t y[4] = {0, 1, 2, 1};
+
+    /* same seed: same logits and gradients, whatever dropout_seed says by the time of backward */
+    const int train = 1;
+    for (int k = 0; k < 2; k++) {
+        model_set_weights(m, params, stats);
+        m->dropout_seed = 7;
+        be->ops->tensor_download(be, k ? b : a, model_forward(m, x, n, side, side, train));
+        model_loss(m, y, 0.0f);
+        m->dropout_seed = 8 + (uint64_t)k; /* the next step's seed, set early */
+        model_backward(m);
+        be->ops->download(be, k ? g2 : g1, m->grads_d, bytes);
+    }
+    assert_memory_equal(a, b, sizeof a);
+    assert_memory_equal(g1, g2, bytes);
+    model_set_weights(m, params, stats);
+    m->dropout_seed = 8;
+    be->ops->tensor_download(be, c, model_forward(m, x, n, side, side, train));
+    assert_true(memcmp(a, c, sizeof a) != 0);
+    /* eval: the seed does not matter */
+    be->ops->tensor_download(be, a, model_forward(m, x, n, side, side, 0));
+    m->dropout_seed = 99;
+    be->ops->tensor_download(be, b, model_forward(m, x, n, side, side, 0));
+    assert_memory_equal(a, b, nl * sizeof(float));
+
+    /* fastai's freeze: the last group and every batch norm train */
+    for (int i = 0; i < m->nparams; i++) {
+        Param *p = &m->params[i];
+        p->trainable = p->group == m->ngroups - 1 || p->kind == P_BN_WEIGHT || p->kind == P_BN_BIAS;
+    }
+    for (size_t i = 0; i < m->param_floats; i++) g2[i] = 1234.5f;
+    be->ops->upload(be, m->grads_d, g2, bytes);
+    model_set_weights(m, params, stats);
+    m->dropout_seed = 7;
+    model_forward(m, x, n, side, side, train);
+    model_loss(m, y, 0.0f);
+    model_backward(m);
+    be->ops->download(be, g2, m->grads_d, bytes);
+    for (int i = 0; i < m->nparams; i++) {
+        const Param *p = &m->params[i];
+        for (size_t j = 0; j < p->count; j++) {
+            float g = g2[p->offset + j], full = g1[p->offset + j];
+            if (!p->trainable) assert_true(g == 1234.5f); /* a frozen conv's backward never ran */
+            else assert_true(fabsf(g - full) <= 1e-5f * (1 + fabsf(full)));
+        }
+    }
+    free(x);
+    free(g1);
+    free(g2);
+    free(params);
+    free(stats);
+    model_free(m);
+    backend_destroy(be);
+}
+
 static void test_training_learns_generated_shapes(void **state) {
     (void)state;
     char err[256];
@@ -209,6 +334,8 @@ int main(void) {
         cmocka_unit_test(test_unknown_model_lists_choices),
         cmocka_unit_test(test_shapes_and_flops),
         cmocka_unit_test(test_frozen_body_gets_no_gradient),
+        cmocka_unit_test(test_cnn_learner_groups_and_init),
+        cmocka_unit_test(test_cnn_learner_dropout_and_freeze),
         cmocka_unit_test(test_training_learns_generated_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

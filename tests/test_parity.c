@@ -158,7 +158,14 @@ static void model_case(const char *name) {
     int classes = meta_int(&io, "classes");
     float smoothing = strtof(need_meta(&io, "smoothing"), NULL);
     const char *arch = need_meta(&io, "arch");
-    Model *m = !strcmp(arch, "xresnet") ? xresnet_build(name, classes, &spec) : resnet_build(name, classes, &spec);
+    Model *m;
+    if (!strcmp(arch, "cnn_learner")) {
+        /* fastai's body + create_head, dropout masks from the reference's seed */
+        m = cnn_learner_build(name, classes, &spec, !strcmp(need_meta(&io, "body"), "resnet"), meta_int(&io, "hidden"));
+        m->dropout_seed = strtoull(need_meta(&io, "dropout_seed"), NULL, 10);
+    } else {
+        m = !strcmp(arch, "xresnet") ? xresnet_build(name, classes, &spec) : resnet_build(name, classes, &spec);
+    }
 
     float *params = calloc(m->param_floats, sizeof *params), *stats = calloc(m->stat_floats + 1, sizeof *stats);
     char wpath[256];
@@ -252,6 +259,8 @@ static void test_xresnet_basic(void **state) { (void)state; model_case("xresnet_
 static void test_xresnet_bottleneck(void **state) { (void)state; model_case("xresnet_bottleneck"); }
 static void test_resnet_bottleneck(void **state) { (void)state; model_case("resnet_bottleneck"); }
 static void test_resnet_basic(void **state) { (void)state; model_case("resnet_basic"); }
+static void test_cnn_learner_resnet(void **state) { (void)state; model_case("cnn_learner_resnet"); }
+static void test_cnn_learner_xresnet(void **state) { (void)state; model_case("cnn_learner_xresnet"); }
 
 /* ---------------------------------------------------------------- op cases */
 
@@ -361,10 +370,12 @@ static void test_op_conv3x3(void **state) { (void)state; conv_case("op_conv3x3")
 static void test_op_conv7x7_stem(void **state) { (void)state; conv_case("op_conv7x7_stem"); }
 static void test_op_conv1x1_s2(void **state) { (void)state; conv_case("op_conv1x1_s2"); }
 
-static void test_op_bn_train(void **state) {
-    (void)state;
+/* Training-mode batch norm; a 2-D reference (n, c) is BatchNorm1d, run as (n, c, 1, 1). */
+static void bn_case(const char *name) {
     StFile f;
-    open_ref("op_bn_train.safetensors", &f);
+    char file[128];
+    snprintf(file, sizeof file, "%s.safetensors", name);
+    open_ref(file, &f);
     Ops o = {.be = test_backend()};
     const BackendOps *b = o.be->ops;
     const StTensor *xr = need(&f, "x", ST_F32);
@@ -378,7 +389,7 @@ static void test_op_bn_train(void **state) {
     float *smean = dev(&o, cb), *sinv = dev(&o, cb), *dg = dev(&o, cb), *db = dev(&o, cb);
     Tensor x = dev_tensor(&o, xr, 1), y = dev_like(&o, xr), dx = dev_like(&o, xr);
     Tensor dy = dev_tensor(&o, need(&f, "dy", ST_F32), 1);
-    Report rep = {.label = "op_bn_train"};
+    Report rep = {.label = name};
     b->bn_forward_train(o.be, &x, gamma, beta, rm, rv, momentum, eps, smean, sinv, &y);
     check_tensor(&rep, &o, "y", &y, &f);
     check_dev(&rep, &o, "running_mean_after", rm, &f);
@@ -391,6 +402,9 @@ static void test_op_bn_train(void **state) {
     st_close(&f);
     report_done(&rep);
 }
+
+static void test_op_bn_train(void **state) { (void)state; bn_case("op_bn_train"); }
+static void test_op_bn1d_train(void **state) { (void)state; bn_case("op_bn1d_train"); }
 
 static void pool_case(const char *name, int max) {
     StFile f;
@@ -423,6 +437,49 @@ static void pool_case(const char *name, int max) {
 
 static void test_op_avgpool_ceil(void **state) { (void)state; pool_case("op_avgpool_ceil", 0); }
 static void test_op_maxpool(void **state) { (void)state; pool_case("op_maxpool", 1); }
+
+/* fastai's AdaptiveConcatPool2d + Flatten: (n, c, h, w) -> (n, 2c) = [max | mean]. */
+static void test_op_concat_pool(void **state) {
+    (void)state;
+    StFile f;
+    open_ref("op_concat_pool.safetensors", &f);
+    Ops o = {.be = test_backend()};
+    const BackendOps *b = o.be->ops;
+    const StTensor *xr = need(&f, "x", ST_F32), *yr = need(&f, "y", ST_F32);
+    Tensor x = dev_tensor(&o, xr, 1), y = dev_like(&o, yr), dx = dev_like(&o, xr);
+    Tensor dy = dev_tensor(&o, need(&f, "dy", ST_F32), 1);
+    Report rep = {.label = "op_concat_pool"};
+    b->concat_pool_forward(o.be, &x, &y);
+    assert_int_equal(y.c, 2 * x.c);
+    check_tensor(&rep, &o, "y", &y, &f);
+    b->concat_pool_backward(o.be, &x, &y, &dy, &dx, 0);
+    check_tensor(&rep, &o, "dx", &dx, &f);
+    ops_done(&o);
+    st_close(&f);
+    report_done(&rep);
+}
+
+/* Dropout with the reference's copy of our mask (a 4-D x, so the NCHW mask index is checked). */
+static void test_op_dropout(void **state) {
+    (void)state;
+    StFile f;
+    open_ref("op_dropout.safetensors", &f);
+    Ops o = {.be = test_backend()};
+    const BackendOps *b = o.be->ops;
+    float p = strtof(need_meta(&f, "p"), NULL);
+    uint64_t seed = strtoull(need_meta(&f, "seed"), NULL, 10);
+    const StTensor *xr = need(&f, "x", ST_F32);
+    Tensor x = dev_tensor(&o, xr, 1), y = dev_like(&o, xr), dx = dev_like(&o, xr);
+    Tensor dy = dev_tensor(&o, need(&f, "dy", ST_F32), 1);
+    Report rep = {.label = "op_dropout"};
+    b->dropout_forward(o.be, &x, p, seed, &y);
+    check_tensor(&rep, &o, "y", &y, &f);
+    b->dropout_backward(o.be, &dy, p, seed, &dx, 0);
+    check_tensor(&rep, &o, "dx", &dx, &f);
+    ops_done(&o);
+    st_close(&f);
+    report_done(&rep);
+}
 
 static void test_op_linear(void **state) {
     (void)state;
@@ -497,7 +554,7 @@ static void test_param_counts(void **state) {
         Model *m = model_build(name, classes, err, sizeof err);
         if (!m) fail_msg("param_counts.txt names %s: %s", name, err);
         size_t got = model_param_count(m);
-        printf("%-12s %5d classes: %11zu parameters%s\n", name, classes, got, got == want ? "" : "  MISMATCH");
+        printf("%-24s %5d classes: %11zu parameters%s\n", name, classes, got, got == want ? "" : "  MISMATCH");
         if (got != want) {
             print_error("%s at %d classes: %zu parameters, PyTorch %llu\n", name, classes, got, want);
             bad++;
@@ -523,6 +580,9 @@ int main(void) {
         cmocka_unit_test(test_op_conv7x7_stem),
         cmocka_unit_test(test_op_conv1x1_s2),
         cmocka_unit_test(test_op_bn_train),
+        cmocka_unit_test(test_op_bn1d_train),
+        cmocka_unit_test(test_op_concat_pool),
+        cmocka_unit_test(test_op_dropout),
         cmocka_unit_test(test_op_avgpool_ceil),
         cmocka_unit_test(test_op_maxpool),
         cmocka_unit_test(test_op_linear),
@@ -531,6 +591,8 @@ int main(void) {
         cmocka_unit_test(test_xresnet_bottleneck),
         cmocka_unit_test(test_resnet_bottleneck),
         cmocka_unit_test(test_resnet_basic),
+        cmocka_unit_test(test_cnn_learner_resnet),
+        cmocka_unit_test(test_cnn_learner_xresnet),
         cmocka_unit_test(test_param_counts),
     };
     return cmocka_run_group_tests_name("parity with PyTorch", tests, NULL, NULL);

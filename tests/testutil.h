@@ -13,8 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "safetensors.h"
 #include "util.h"
 
 #ifndef TEST_DIR_TEMPLATE
@@ -102,6 +107,67 @@ static inline int count_temp_files(const char *folder) {
         if (strstr(e->d_name, ".tmp.")) n++;
     closedir(d);
     return n;
+}
+
+/* Starts ./train (the program, built by `make test` beside the tests' working folder) on a config
+ * or with --resume, as a child process that may die as the program does. An exec, not just a fork:
+ * OpenMP's threads do not survive a fork. Its output goes to *fd (a temporary file). */
+static inline pid_t start_program(const char *config, const char *resume_dir, long fsize_limit, const char *inject_nan, int *fd) {
+    char log[] = "/tmp/cnn_train_err_XXXXXX", env[64];
+    *fd = mkstemp(log);
+    assert_true(*fd >= 0);
+    unlink(log);
+    assert_int_equal(access("./train", X_OK), 0);
+    snprintf(env, sizeof env, "CNNTRAIN_INJECT_NAN=%s", inject_nan ? inject_nan : "0");
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(*fd, 1);
+        dup2(*fd, 2);
+        if (fsize_limit) {
+            struct rlimit lim = {(rlim_t)fsize_limit, (rlim_t)fsize_limit};
+            setrlimit(RLIMIT_FSIZE, &lim);
+        }
+        char *envp[] = {env, "OMP_NUM_THREADS=2", NULL};
+        if (config) execle("./train", "./train", config, (char *)NULL, envp);
+        else execle("./train", "./train", "--resume", resume_dir, (char *)NULL, envp);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits for it; its output comes back in out. Returns the exit status (128 + a killing signal). */
+static inline int finish_program(pid_t pid, int fd, char *out, size_t outlen) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ssize_t n = pread(fd, out, outlen - 1, 0);
+    out[n > 0 ? n : 0] = 0;
+    close(fd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Runs the program to its end; its output comes back in out. */
+static inline int run_program_to_end(const char *config, const char *resume_dir, char *out, size_t outlen) {
+    int fd;
+    pid_t pid = start_program(config, resume_dir, 0, NULL, &fd);
+    return finish_program(pid, fd, out, outlen);
+}
+
+/* Two safetensors files hold the same tensors, bit for bit (their metadata may differ). */
+static inline void assert_same_tensors(const char *a_path, const char *b_path) {
+    char err[1024];
+    StFile a, b;
+    if (st_read(a_path, &a, err, sizeof err) || st_read(b_path, &b, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(a.count, b.count);
+    for (int i = 0; i < a.count; i++) {
+        const StTensor *t = st_find(&b, a.tensors[i].name);
+        if (!t) fail_msg("%s: no \"%s\" (in %s)", b_path, a.tensors[i].name, a_path);
+        assert_int_equal(t->bytes, a.tensors[i].bytes);
+        if (memcmp(t->data, a.tensors[i].data, t->bytes)) fail_msg("%s differs between %s and %s", t->name, a_path, b_path);
+    }
+    st_close(&a);
+    st_close(&b);
 }
 
 #endif

@@ -485,6 +485,72 @@ static void test_pool(void) {
     }
 }
 
+/* ---- fastai's head: concat pool and dropout ---- */
+
+static void test_head(void) {
+    static const int shapes[][4] = {{3, 65, 7, 7}, {2, 3, 5, 5}, {4, 2048, 7, 7}, {2, 16, 1, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int n = shapes[s][0], c = shapes[s][1], h = shapes[s][2], w = shapes[s][3];
+        char tag[64], name[160];
+        snprintf(tag, sizeof tag, "%dx%dx%dx%d", n, c, h, w);
+        Pair x = pair_new(n, c, h, w), y = pair_new(n, 2 * c, 1, 1), dy = pair_new(n, 2 * c, 1, 1),
+             dx = pair_new(n, c, h, w);
+        pair_random(&x, 0, 1);
+        cpu->ops->concat_pool_forward(cpu, &x.c, &y.c);
+        gpu->ops->concat_pool_forward(gpu, &x.g, &y.g);
+        snprintf(name, sizeof name, "concat_pool_forward %s", tag);
+        cmp_pair(name, &y, TOL_ELEM);
+        pair_random(&dy, 0, 1);
+        for (int acc = 0; acc <= 1; acc++) {
+            pair_random(&dx, 0, 1);
+            cpu->ops->concat_pool_backward(cpu, &x.c, &y.c, &dy.c, &dx.c, acc);
+            gpu->ops->concat_pool_backward(gpu, &x.g, &y.g, &dy.g, &dx.g, acc);
+            snprintf(name, sizeof name, "concat_pool_backward acc=%d (argmax routing) %s", acc, tag);
+            cmp_pair(name, &dx, TOL_ELEM);
+        }
+        pair_free(&x);
+        pair_free(&y);
+        pair_free(&dy);
+        pair_free(&dx);
+    }
+
+    /* Dropout masks come from rng_hash on both backends: any mask difference is an O(1) error. */
+    static const struct {
+        int n, c, h, w;
+        float p;
+    } drops[] = {{64, 4096, 1, 1, 0.25f}, {64, 512, 1, 1, 0.5f}, {3, 65, 7, 7, 0.5f}, {5, 7, 1, 1, 0.0f},
+                 {2, 9, 1, 1, 1.0f}};
+    for (size_t s = 0; s < sizeof drops / sizeof drops[0]; s++) {
+        int n = drops[s].n, c = drops[s].c, h = drops[s].h, w = drops[s].w;
+        float p = drops[s].p;
+        uint64_t seed = rng_u64(&rng);
+        char tag[96], name[160];
+        snprintf(tag, sizeof tag, "p=%g %dx%dx%dx%d", p, n, c, h, w);
+        Pair x = pair_new(n, c, h, w), y = pair_new(n, c, h, w), dy = pair_new(n, c, h, w), dx = pair_new(n, c, h, w);
+        pair_random(&x, 0, 1);
+        cpu->ops->dropout_forward(cpu, &x.c, p, seed, &y.c);
+        gpu->ops->dropout_forward(gpu, &x.g, p, seed, &y.g);
+        snprintf(name, sizeof name, "dropout_forward %s", tag);
+        cmp_pair(name, &y, TOL_ELEM);
+        cpu->ops->dropout_forward(cpu, &x.c, p, seed, &x.c);
+        gpu->ops->dropout_forward(gpu, &x.g, p, seed, &x.g);
+        snprintf(name, sizeof name, "dropout_forward in place %s", tag);
+        cmp_pair(name, &x, TOL_ELEM);
+        pair_random(&dy, 0, 1);
+        for (int acc = 0; acc <= 1; acc++) {
+            pair_random(&dx, 0, 1);
+            cpu->ops->dropout_backward(cpu, &dy.c, p, seed, &dx.c, acc);
+            gpu->ops->dropout_backward(gpu, &dy.g, p, seed, &dx.g, acc);
+            snprintf(name, sizeof name, "dropout_backward acc=%d %s", acc, tag);
+            cmp_pair(name, &dx, TOL_ELEM);
+        }
+        pair_free(&x);
+        pair_free(&y);
+        pair_free(&dy);
+        pair_free(&dx);
+    }
+}
+
 /* ---- linear ---- */
 
 static void test_linear(void) {
@@ -660,6 +726,7 @@ int main(void) {
     test_bn();
     test_elementwise();
     test_pool();
+    test_head();
     test_linear();
     test_xent();
     test_adamw();

@@ -1,0 +1,52 @@
+/* fuzz_jpeg.c: jpeg_decode_mem on the input (at most 4 Mpx, at the DCT scale the last byte picks:
+ * bytes after EOI are ignored by decoders), then what the loader does with a decoded image: draw
+ * transforms (fastai with a presize, torchvision's random resized crop, the validation
+ * resize + center crop) and sample them. An error names the file and returns no image; an image
+ * is within the limit and samples to finite values. */
+#include "fuzz.h"
+
+#include <math.h>
+
+#include "augment.h"
+#include "image.h"
+#include "rng.h"
+
+#ifndef FUZZ_ENTRY
+#define FUZZ_ENTRY LLVMFuzzerTestOneInput
+#endif
+
+#define JPG_SIZE 12
+#define JPG_MAX_PIXELS (4L << 20)
+
+int FUZZ_ENTRY(const uint8_t *data, size_t size);
+int FUZZ_ENTRY(const uint8_t *data, size_t size) {
+    static const int sides[4] = {0, 8, 30, 200};
+    JpegOptions o = {size ? sides[data[size - 1] & 3] : 0, JPG_MAX_PIXELS};
+    Image im;
+    char err[512];
+    int scale = 0;
+    err[0] = 0;
+    if (jpeg_decode_mem(data, size, "fuzz.jpg", &o, &im, &scale, err, sizeof err)) {
+        FUZZ_CHECK(fuzz_names(err, "fuzz.jpg: "), "the error does not name the file: %s", err);
+        FUZZ_CHECK(!im.rgb && !im.w && !im.h, "a failed decode returned an image");
+        return 0;
+    }
+    FUZZ_CHECK(im.w > 0 && im.h > 0 && (long)im.w * im.h <= JPG_MAX_PIXELS, "decoded %dx%d", im.w, im.h);
+    FUZZ_CHECK(scale == 1 || scale == 2 || scale == 4 || scale == 8, "DCT scale 1/%d", scale);
+    TransformSpec tf[3] = {transform_defaults(TF_FASTAI, JPG_SIZE, 1), transform_defaults(TF_RANDOM_RESIZED_CROP, JPG_SIZE, 1),
+                           transform_defaults(TF_RESIZE_CENTER_CROP, JPG_SIZE, 0)};
+    tf[0].presize = 2 * JPG_SIZE;
+    tf[0].min_scale = 0.5f;
+    float out[3 * JPG_SIZE * JPG_SIZE];
+    Rng rng;
+    rng_seed(&rng, size);
+    for (int k = 0; k < 3; k++) {
+        Warp w;
+        transform_draw(&tf[k], im.w, im.h, &rng, &w);
+        warp_apply_f32(&w, &im, JPG_SIZE, out);
+        for (int i = 0; i < 3 * JPG_SIZE * JPG_SIZE; i++)
+            FUZZ_CHECK(isfinite(out[i]), "transform %d of a %dx%d image: value %d is %g", k, im.w, im.h, i, out[i]);
+    }
+    image_free(&im);
+    return 0;
+}
