@@ -126,6 +126,8 @@ static const Key keys[] = {
      .def = "1", .help = "keep this fraction of each class in both splits (a fixed random choice), for quick runs and tests"},
     {.sec = SEC_DATA, .name = "split_seed", .type = T_U64, CF(data.seed), .def = "42", .dep = "format",
      .mask = BIT(DATA_CSV), .help = "seed of that random split (fixed apart from [run] seed, so runs compare)"},
+    {.sec = SEC_DATA, .name = "max_megapixels", .type = T_INT, CF(max_megapixels), RANGE(1, 2000), .def = "64",
+     .help = "a JPEG whose header claims more pixels than this (in millions) is a bad image, refused before it is decoded"},
     {.sec = SEC_DATA, .name = "on_bad_image", ENUM(bad_images), CF(strict_images), .def = "skip",
      .help = "an unreadable image or bad CSV row: skip it (reported and counted) or stop"},
     /* [model] */

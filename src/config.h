@@ -55,6 +55,7 @@ typedef struct {
     char path[512];            /* the config file */
     DatasetSpec data;          /* strings point into this struct's storage */
     int strict_images;         /* on_bad_image = fail */
+    int max_megapixels;        /* JPEGs larger than this are bad images (refused before decoding) */
     char arch[32];
     int classes;               /* 0 = the data set's class count */
     char pretrained[512];      /* starting weights (safetensors state dict); "" = none */

@@ -106,6 +106,7 @@ static Loader *make_loader(Trainer *T, const TransformSpec *tf, int batch, int t
     s.seed = rng_u64(&stream);
     s.format = BATCH_F32;
     s.strict = T->cfg->strict_images;
+    s.max_pixels = (long)T->cfg->max_megapixels * 1000000L;
     char err[512];
     Loader *L = loader_create(&s, err, sizeof err);
     if (!L) die("%s", err);
