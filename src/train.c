@@ -232,9 +232,15 @@ typedef struct {
     float *params, *stats, *adam_m, *adam_v;
 } HostState;
 
-static HostState host_state(Model *m) {
+/* Host arrays for a model's weights, statistics and moments, uninitialised. */
+static HostState host_state_new(const Model *m) {
     HostState h = {xmalloc(m->param_floats * sizeof(float)), xmalloc((m->stat_floats + 1) * sizeof(float)),
                    xmalloc(m->param_floats * sizeof(float)), xmalloc(m->param_floats * sizeof(float))};
+    return h;
+}
+
+static HostState host_state(Model *m) {
+    HostState h = host_state_new(m);
     model_get_weights(m, h.params, h.stats);
     m->be->ops->download(m->be, h.adam_m, m->adam_m, m->param_floats * sizeof(float));
     m->be->ops->download(m->be, h.adam_v, m->adam_v, m->param_floats * sizeof(float));
@@ -575,8 +581,7 @@ static void load_resume(Trainer *T) {
     Model *m = T->model;
     char path[1200], err[2048];
     snprintf(path, sizeof path, "%s/resume.safetensors", T->run_dir);
-    HostState h = {xmalloc(m->param_floats * sizeof(float)), xmalloc((m->stat_floats + 1) * sizeof(float)),
-                   xmalloc(m->param_floats * sizeof(float)), xmalloc(m->param_floats * sizeof(float))};
+    HostState h = host_state_new(m);
     StFile meta;
     if (ckpt_load_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, &meta, err, sizeof err)) die("%s", err);
     char *classes = class_list(&T->data);
@@ -709,8 +714,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     }
     if (!from_checkpoint) {
         Rng init = rng_split(&T.root, 1);
-        HostState h = {xmalloc(T.model->param_floats * sizeof(float)), xmalloc((T.model->stat_floats + 1) * sizeof(float)),
-                       NULL, NULL};
+        HostState h = host_state_new(T.model);
         model_init_host(T.model, &init, h.params, h.stats);
         if (cfg->pretrained[0]) {
             PretrainedReport rep;
