@@ -223,7 +223,7 @@ static void cu_destroy(Backend *b) {
 }
 
 /* Every member is a pointer; if backend.h gains an op, this fails until the table below has it. */
-static_assert(sizeof(BackendOps) == 37 * sizeof(void *), "BackendOps changed: update the cuda ops table");
+static_assert(sizeof(BackendOps) == 39 * sizeof(void *), "BackendOps changed: update the cuda ops table");
 
 static const BackendOps *cuda_ops(void) {
     static BackendOps ops;
@@ -264,6 +264,8 @@ static const BackendOps *cuda_ops(void) {
     ops.accumulate = cuda_accumulate;
     ops.softmax_xent = cuda_softmax_xent;
     ops.adamw = cuda_adamw;
+    ops.count_nonfinite = cuda_count_nonfinite;
+    ops.set_compute = NULL; /* fp32 only until the mixed-precision path lands */
     ops.name = "cuda"; /* last: marks the table as filled */
     return &ops;
 }
@@ -330,6 +332,7 @@ extern "C" Backend *cuda_backend_create(char *err, size_t errlen) {
     b->ops = cuda_ops();
     b->impl = ctx;
     b->compute = DT_F32;
+    b->loss_scale = 1.0f;
     b->threads = 1;
     return b;
 }

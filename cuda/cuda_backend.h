@@ -112,6 +112,7 @@ void cuda_add(Backend *, const Tensor *a, const Tensor *b, Tensor *y);
 void cuda_accumulate(Backend *, const Tensor *src, Tensor *dst, int accumulate);
 void cuda_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
                        const float *lam, float smoothing, float *loss, Tensor *dlogits);
+size_t cuda_count_nonfinite(Backend *, const float *x, size_t count);
 void cuda_adamw(Backend *, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a);
 
 #endif

@@ -205,3 +205,25 @@ void cuda_adamw(Backend *b, float *p, const float *g, float *m, float *v, size_t
                                                                            a->beta2, step_size, inv_bc2, a->eps);
     KERNEL_CHECK();
 }
+
+/* ---- finiteness ---- */
+
+__global__ void count_nonfinite_kernel(const float *x, size_t count, unsigned long long *bad) {
+    unsigned long long mine = 0;
+    GRID_STRIDE(i, count) mine += !isfinite(x[i]);
+    if (mine) atomicAdd(bad, mine);
+}
+
+size_t cuda_count_nonfinite(Backend *b, const float *x, size_t count) {
+    if (count == 0) return 0;
+    CudaCtx *ctx = cuda_ctx(b);
+    unsigned long long *bad =
+        (unsigned long long *)cuda_buf_reserve(ctx->stream, &ctx->scratch, sizeof(unsigned long long));
+    CUDA_CHECK(cudaMemsetAsync(bad, 0, sizeof *bad, ctx->stream));
+    count_nonfinite_kernel<<<cuda_grid(count), CUDA_BLOCK, 0, ctx->stream>>>(x, count, bad);
+    KERNEL_CHECK();
+    unsigned long long host = 0;
+    CUDA_CHECK(cudaMemcpyAsync(&host, bad, sizeof host, cudaMemcpyDeviceToHost, ctx->stream));
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    return (size_t)host;
+}

@@ -54,6 +54,11 @@ Backend *backend_create(const char *name, char *err, size_t errlen) {
     return NULL;
 }
 
+DType backend_set_precision(Backend *b, DType dt) {
+    if (dt != DT_F32 && b->ops->set_compute && b->ops->set_compute(b, dt) == 0) return b->compute;
+    return b->compute;
+}
+
 void backend_destroy(Backend *b) {
     if (b) b->ops->destroy(b);
 }

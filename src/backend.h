@@ -144,12 +144,24 @@ typedef struct BackendOps {
 
     /* One AdamW step over count contiguous parameters. */
     void (*adamw)(Backend *, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a);
+
+    /* How many of x[0..count) are NaN or infinite (fp32 backend memory; waits for the result). */
+    size_t (*count_nonfinite)(Backend *, const float *x, size_t count);
+
+    /* Optional (NULL: fp32 only). Switch the activation dtype to dt before any model is attached;
+     * returns 0, or -1 when the device cannot compute in dt. */
+    int (*set_compute)(Backend *, DType dt);
 } BackendOps;
 
 struct Backend {
     const BackendOps *ops;
     void *impl;        /* the backend's private state */
     DType compute;     /* activation dtype this backend computes in */
+    /* Loss scaling for fp16 (1 otherwise; the trainer sets it): softmax_xent multiplies dlogits
+     * by it, so the low-precision backward pass does not underflow, and every parameter gradient
+     * output (dw, dgamma, dbeta, db) comes out divided by it again, i.e. as the true fp32 gradient.
+     * An overflow shows up as inf/NaN in those gradients (count_nonfinite). */
+    float loss_scale;
     int threads;       /* host threads the backend may use */
     size_t bytes_in_use, peak_bytes;  /* device memory through ops->alloc, for the benchmarks */
 };
@@ -157,6 +169,9 @@ struct Backend {
 /* Create a backend by name: "cpu", "cuda", or "auto" (cuda when built in and a GPU is present,
  * else cpu). Returns NULL with a message in err when the name is unknown or the device is missing. */
 Backend *backend_create(const char *name, char *err, size_t errlen);
+/* Compute in dt (fp32, fp16, bf16) where the backend can; returns the dtype it will use (fp32 when
+ * the backend has no low-precision path). Call before model_attach. */
+DType backend_set_precision(Backend *, DType dt);
 void backend_destroy(Backend *);
 /* Names of the backends compiled into this binary, e.g. "cpu cuda". */
 const char *backend_list(void);

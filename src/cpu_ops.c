@@ -342,6 +342,14 @@ void cpu_softmax_xent(Backend *b, const Tensor *logits, const int32_t *labels_a,
 
 /* ---- optimizer ---- */
 
+size_t cpu_count_nonfinite(Backend *b, const float *x, size_t count) {
+    (void)b;
+    size_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (count >= CPU_PAR_MIN)
+    for (size_t i = 0; i < count; i++) bad += !isfinite(x[i]);
+    return bad;
+}
+
 void cpu_adamw(Backend *b, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a) {
     (void)b;
     const float b1 = a->beta1, b2 = a->beta2, eps = a->eps;
