@@ -142,12 +142,21 @@ fuzz:
 $(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(BUILD)/libcnn.a
 	$(CC) $(CFLAGS) -Itests/fuzz -fsanitize=fuzzer $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a $(LDLIBS)
 
-# GPU parity suite: no cmocka, no OpenBLAS needed.
+# GPU suites: every tests/gpu/*.c is one program; no cmocka, no OpenBLAS needed. Each skips (exit 0,
+# saying so) where no GPU is usable. GPU_SANITIZE=1 runs them under compute-sanitizer too.
+GPU_TESTS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/gpu/*.c))
+COMPUTE_SANITIZER ?= $(or $(shell command -v compute-sanitizer 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/compute-sanitizer))
+GPU_SANITIZE ?= 0
 test-gpu:
-	@$(MAKE) --no-print-directory CUDA=1 train $(BUILD)/gpu_parity
-	@$(BUILD)/gpu_parity
+	@$(MAKE) --no-print-directory CUDA=1 train $(GPU_TESTS)
+	@set -e; for t in $(GPU_TESTS); do echo "== $$t"; $$t; done
+	@if [ "$(GPU_SANITIZE)" = 1 ]; then \
+	  [ -n "$(COMPUTE_SANITIZER)" ] || { echo "test-gpu: compute-sanitizer not found"; exit 1; }; \
+	  set -e; for t in $(GPU_TESTS); do echo "== compute-sanitizer $$t"; \
+	    CNNTRAIN_GPU_QUICK=1 $(COMPUTE_SANITIZER) --error-exitcode 99 --tool memcheck $$t; done; fi
 
-$(BUILD)/gpu_parity: tests/gpu/gpu_parity.c $(BUILD)/libcnn.a
+$(BUILD)/tests/gpu/%: tests/gpu/%.c $(BUILD)/libcnn.a
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a $(LDLIBS)
 
 clean:
