@@ -1,6 +1,24 @@
-/* cmd_bench.c: `train bench MODEL`: training images/s (forward + backward + AdamW) and peak memory. */
+/* cmd_bench.c: `train bench MODEL`: training images/s (forward + backward + AdamW) and peak memory,
+ * at a chosen precision, on random data.
+ *
+ * What one timed step is, on purpose the trainer's step: upload of a host NCHW float32 batch,
+ * forward, loss (which reads the loss back: one sync), backward, AdamW over every parameter. fp16
+ * adds what dynamic loss scaling costs: an overflow count of the gradients each step, halving the
+ * scale and skipping the update on overflow.
+ *
+ * Output: a human line, then `bench ...` (the keys scripts/bench_cpu.sh reads: img_per_s,
+ * peak_rss_mib) and, last, one `RESULT key=value ...` line for scripts (scripts/bench_gpu.sh):
+ *   RESULT model= device= size= batch= steps= warmup= precision=<requested> compute=<used>
+ *          img_s= step_ms= peak_mib= peak_kind=backend_alloc rss_mib= loss= threads=
+ * peak_mib is Backend.peak_bytes: the blocks the backend handed out through ops->alloc (weights,
+ * gradients, Adam moments, batch-norm statistics, activations). On cuda it leaves out what the
+ * backend keeps privately (the cuDNN workspace, staging and scratch buffers) and the CUDA context:
+ * the backend does not expose them, so the process's whole device memory has to be read from
+ * outside (scripts/bench_gpu.sh samples nvidia-smi). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 
 #include "cli.h"
@@ -10,23 +28,45 @@
 #include "rng.h"
 #include "util.h"
 
+static int parse_precision(const char *s, DType *out) {
+    static const struct {
+        const char *name;
+        DType dt;
+    } names[] = {{"fp32", DT_F32}, {"fp16", DT_F16}, {"bf16", DT_BF16}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(s, names[i].name)) {
+            *out = names[i].dt;
+            return 0;
+        }
+    return -1;
+}
+
 int cmd_bench(int argc, char **argv) {
     int size = 64, batch = 32, steps = 5, warmup = 1, classes = 1000;
-    const char *device = "cpu";
+    const char *device = "cpu", *precision = "fp32";
     const Flag flags[] = {
         {"--size", FLAG_INT, &size, "image side (default 64)"},
         {"--batch", FLAG_INT, &batch, "batch size (default 32)"},
         {"--steps", FLAG_INT, &steps, "timed training steps (default 5)"},
-        {"--warmup", FLAG_INT, &warmup, "untimed steps first (default 1)"},
+        {"--warmup", FLAG_INT, &warmup, "untimed steps first (default 1; cuDNN picks its algorithms in the first)"},
         {"--classes", FLAG_INT, &classes, "classes (default 1000)"},
         {"--device", FLAG_STR, &device, "cpu, cuda or auto (default cpu)"},
+        {"--precision", FLAG_STR, &precision, "fp32, fp16 or bf16 compute (default fp32; fp32 master weights; "
+                                              "a backend without the dtype computes in fp32 and says so)"},
         {0},
     };
+    const char *usage = "MODEL [--size S] [--batch B] [--steps N] [--warmup W] [--device D] [--precision P]";
     const char *pos[1];
     int npos;
-    cli_parse("bench", "MODEL [--size S] [--batch B] [--steps N] [--device D]", argc, argv, 2, flags, pos, 1, &npos);
-    if (npos != 1 || size < 1 || batch < 1 || steps < 1 || warmup < 0) {
+    cli_parse("bench", usage, argc, argv, 2, flags, pos, 1, &npos);
+    DType want;
+    if (parse_precision(precision, &want)) {
+        fprintf(stderr, "train bench: --precision %s: choose fp32, fp16 or bf16\n", precision);
+        return 2;
+    }
+    if (npos != 1 || size < 1 || batch < 1 || steps < 1 || warmup < 0 || classes < 1) {
         fprintf(stderr, "train bench: give one model name and positive sizes\n");
+        cli_usage("bench", usage, flags);
         return 2;
     }
     char err[512];
@@ -34,6 +74,10 @@ int cmd_bench(int argc, char **argv) {
     if (!m) die("bench: %s", err);
     Backend *be = backend_create(device, err, sizeof err);
     if (!be) die("bench: %s", err);
+    DType used = backend_set_precision(be, want);
+    if (used != want)
+        fprintf(stderr, "train bench: %s is not available on the %s backend; computing in %s\n", dtype_name(want),
+                be->ops->name, dtype_name(used));
     if (model_attach(m, be, batch, size, size, err, sizeof err)) die("bench: %s", err);
 
     Rng rng;
@@ -47,6 +91,9 @@ int cmd_bench(int argc, char **argv) {
     for (size_t i = 0; i < in_floats; i++) x[i] = rng_normal(&rng);
     for (int i = 0; i < batch; i++) labels[i] = (int32_t)rng_below(&rng, (uint32_t)classes);
 
+    /* fp16: dynamic loss scaling as a trainer does it (start 2^16, halve and skip on overflow) */
+    be->loss_scale = used == DT_F16 ? 65536.0f : 1.0f;
+    int skipped = 0;
     AdamWArgs adam = {1e-3f, 0.9f, 0.99f, 1e-5f, 0.01f, 0};
     double t0 = 0;
     float loss = 0;
@@ -58,17 +105,37 @@ int cmd_bench(int argc, char **argv) {
         model_forward(m, x, batch, size, size, 1);
         loss = model_loss(m, labels, 0.0f);
         model_backward(m);
-        adam.step = s + 1;
+        if (used == DT_F16 && be->ops->count_nonfinite(be, m->grads_d, m->param_floats)) {
+            be->loss_scale *= 0.5f;
+            skipped++;
+            continue;
+        }
+        adam.step++;
         optim_adamw_step(m, &adam);
     }
     be->ops->sync(be);
     double dt = now_seconds() - t0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
+    double img_s = steps * batch / dt, step_ms = 1e3 * dt / steps;
+    double peak_mib = (double)be->peak_bytes / 1048576.0, rss_mib = (double)ru.ru_maxrss / 1024.0;
+    if (!isfinite(loss)) fprintf(stderr, "train bench: warning: the last loss is %g\n", loss);
+    printf("%s on %s, %s compute%s, batch %d at %dx%d: %.1f images/s (%.1f ms a step, %d steps after %d warm-up), "
+           "peak %.0f MiB through the backend's allocator%s, peak RSS %.0f MiB\n",
+           m->arch, be->ops->name, dtype_name(used), used != want ? " (fp32 fallback)" : "", batch, size, size, img_s,
+           step_ms, steps, warmup, peak_mib,
+           strcmp(be->ops->name, "cpu") ? " (not counting the backend's private cuDNN workspace and scratch buffers, "
+                                          "nor the CUDA context: not exposed)"
+                                        : "",
+           rss_mib);
+    if (skipped) printf("fp16: %d steps skipped on gradient overflow; loss scale now %g\n", skipped, be->loss_scale);
     printf("bench model=%s device=%s size=%d batch=%d steps=%d img_per_s=%.1f step_ms=%.1f "
            "peak_backend_mib=%.0f peak_rss_mib=%.0f loss=%.4f threads=%d\n",
-           m->arch, be->ops->name, size, batch, steps, steps * batch / dt, 1e3 * dt / steps,
-           (double)be->peak_bytes / 1048576.0, (double)ru.ru_maxrss / 1024.0, loss, be->threads);
+           m->arch, be->ops->name, size, batch, steps, img_s, step_ms, peak_mib, rss_mib, loss, be->threads);
+    printf("RESULT model=%s device=%s size=%d batch=%d steps=%d warmup=%d precision=%s compute=%s img_s=%.1f "
+           "step_ms=%.2f peak_mib=%.0f peak_kind=backend_alloc rss_mib=%.0f loss=%.4f skipped=%d threads=%d\n",
+           m->arch, be->ops->name, size, batch, steps, warmup, dtype_name(want), dtype_name(used), img_s, step_ms,
+           peak_mib, rss_mib, loss, skipped, be->threads);
     free(x);
     free(labels);
     free(params);

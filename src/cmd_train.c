@@ -1,4 +1,4 @@
-/* cmd_train.c: `train CONFIG [--set section.key=value ...]`: run a configuration's stages, and
+/* cmd_train.c: `train CONFIG [--force] [--set section.key=value ...]`: run a configuration's stages, and
  * `train --resume RUN_FOLDER [--set run.key=value ...]`: go on with a stopped run. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,9 +17,11 @@ int cmd_train(int argc, char **argv) {
     }
     const char *target = argv[resume ? 2 : 1];
     const char **sets = xcalloc((size_t)argc, sizeof *sets);
-    int nsets = 0;
+    int nsets = 0, force = 0;
     for (int i = resume ? 3 : 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--set") && i + 1 < argc) {
+        if (!strcmp(argv[i], "--force") && !resume) {
+            force = 1;
+        } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
             sets[nsets] = argv[++i];
             /* a resumed run is the same experiment: only how it runs may change */
             if (resume && strncmp(sets[nsets], "run.", 4)) {
@@ -30,7 +32,7 @@ int cmd_train(int argc, char **argv) {
             }
             nsets++;
         } else {
-            fprintf(stderr, "train: unexpected argument '%s' (usage: train CONFIG [--set section.key=value ...] or "
+            fprintf(stderr, "train: unexpected argument '%s' (usage: train CONFIG [--force] [--set section.key=value ...] or "
                             "train --resume RUN_FOLDER [--set run.key=value ...])\n", argv[i]);
             free(sets);
             return 2;
@@ -46,6 +48,7 @@ int cmd_train(int argc, char **argv) {
         free(sets);
         return 2;
     }
+    cfg.force = force;
     int rc = train_run(&cfg, resume ? target : NULL, run_dir, sizeof run_dir);
     config_free(&cfg);
     free(sets);

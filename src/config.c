@@ -79,6 +79,7 @@ static const Choice valid_kinds[] = {{"fastai", TF_FASTAI}, {"center", TF_CENTER
 static const Choice formats[] = {{"folder", DATA_FOLDER}, {"csv", DATA_CSV}, {NULL, 0}};
 static const Choice bad_images[] = {{"skip", 0}, {"fail", 1}, {NULL, 0}};
 static const Choice devices[] = {{"auto", 0}, {"cpu", 1}, {"cuda", 2}, {NULL, 0}};
+static const Choice loss_scales[] = {{"auto", LOSS_SCALE_AUTO}, {"dynamic", LOSS_SCALE_DYNAMIC}, {"off", LOSS_SCALE_OFF}, {NULL, 0}};
 static const Choice precisions[] = {{"fp32", DT_F32}, {"fp16", DT_F16}, {"bf16", DT_BF16}, {NULL, 0}};
 static const Choice resize_modes[] = {{"resize", 0}, {"crop", 1}, {NULL, 0}};
 static const Choice trainables[] = {{"head", 0}, {"head,final_bn", 1}, {NULL, 0}};
@@ -147,6 +148,14 @@ static const Key keys[] = {
      .help = "seed of initialisation, shuffling, augmentation and mixup"},
     {.sec = SEC_RUN, .name = "out_dir", .type = T_STRING, CF(out_dir), .def = "runs",
      .help = "parent of the run folders (<out_dir>/<config name>-<time>/)"},
+    {.sec = SEC_RUN, .name = "name", .type = T_STRING, CF(run_name), .def = "",
+     .help = "the run folder's name under out_dir; empty = <config name>-<time>. A folder that holds a run already, "
+             "is not empty, or lies outside out_dir is refused unless ./train is given --force (which replaces "
+             "the old run's files)"},
+    {.sec = SEC_RUN, .name = "loss_scale", ENUM(loss_scales), CF(loss_scale), .def = "auto",
+     .help = "auto = dynamic for fp16, off otherwise. dynamic: PyTorch's GradScaler (start at 65536; a step whose "
+             "gradients overflow is skipped and the scale halved; doubled after 2000 good steps). off: any inf/NaN "
+             "gradient stops the run"},
     {.sec = SEC_RUN, .name = "threads", .type = T_INT, CF(threads), RANGE(0, 1024), .def = "0",
      .help = "loader threads; 0 = one per core"},
     {.sec = SEC_RUN, .name = "stop_after", .type = T_INT, CF(stop_after), RANGE(0, 2000000000), .def = "0",
@@ -1062,6 +1071,9 @@ static int resolve_stage(Ctx *x, const Section *s, Config *c, StageConfig *stage
     if ((t->kind == TF_RANDOM_RESIZED_CROP || t->kind == TF_FASTAI) && t->ratio_min > t->ratio_max)
         return error_at(x->err, x->errlen, lb, "%s ratio_min = %g is larger than ratio_max = %g", title, (double)t->ratio_min,
                         (double)t->ratio_max);
+    if ((BIT(st->type) & (TRAINING)) && st->batch < 2)
+        return error_at(x->err, x->errlen, lb, "%s batch = %d: batch norm needs at least 2 images per training batch "
+                        "(PyTorch refuses 1 too)", title, st->batch);
     if (st->type == STAGE_PROGRESSIVE && st->delay_fraction + st->finetune_fraction > 1.0f)
         return error_at(x->err, x->errlen, lb, "%s delay_fraction + finetune_fraction = %g: must be at most 1", title,
                         (double)(st->delay_fraction + st->finetune_fraction));

@@ -50,6 +50,7 @@ typedef struct {
 } StageConfig;
 
 enum { FREEZE_KEEP, FREEZE_YES, FREEZE_NO };
+enum { LOSS_SCALE_AUTO, LOSS_SCALE_DYNAMIC, LOSS_SCALE_OFF };
 
 typedef struct {
     char path[512];            /* the config file */
@@ -63,6 +64,9 @@ typedef struct {
     DType precision;
     uint64_t seed;
     char out_dir[512];         /* parent of run folders */
+    char run_name[256];        /* the run folder's name under out_dir; "" = <config name>-<time> */
+    int loss_scale;            /* LOSS_SCALE_AUTO, _DYNAMIC or _OFF */
+    int force;                 /* not a key: the command line's --force (replace an existing run folder) */
     int threads;               /* loader threads; 0 = cores */
     int stop_after;            /* training steps of this process before stopping as Ctrl-C does; 0 = never */
     StageConfig *stages;

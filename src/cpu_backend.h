@@ -67,6 +67,8 @@ void cpu_add(Backend *, const Tensor *x, const Tensor *z, Tensor *y);
 void cpu_accumulate(Backend *, const Tensor *src, Tensor *dst, int accumulate);
 void cpu_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
                       const float *lam, float smoothing, float *loss, Tensor *dlogits);
+/* Divide a parameter gradient by b->loss_scale (nothing to do at 1). */
+void cpu_unscale(Backend *, float *g, size_t count);
 size_t cpu_count_nonfinite(Backend *, const float *x, size_t count);
 void cpu_adamw(Backend *, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a);
 

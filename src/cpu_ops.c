@@ -252,15 +252,18 @@ void cpu_linear_forward(Backend *b, const Tensor *x, const float *w, const float
 
 void cpu_linear_backward(Backend *b, const Tensor *x, const Tensor *dy, const float *w, float *dw, float *db,
                          Tensor *dx, int accumulate) {
-    (void)b;
     int n = x->n, in = x->c * x->h * x->w, out = dy->c;
     const float *gd = dy->data;
-    if (dw) sgemm(1, 0, out, in, n, 1.0f, gd, out, x->data, in, 0.0f, dw, in); // (out, in) = dy^T x
+    const double unscale = 1.0 / b->loss_scale;
+    if (dw) {
+        sgemm(1, 0, out, in, n, 1.0f, gd, out, x->data, in, 0.0f, dw, in); // (out, in) = dy^T x
+        cpu_unscale(b, dw, (size_t)out * in);
+    }
     if (db)
         for (int o = 0; o < out; o++) {
             double s = 0;
             for (int i = 0; i < n; i++) s += gd[(size_t)i * out + o];
-            db[o] = (float)s;
+            db[o] = (float)(s * unscale);
         }
     if (dx) {
         cpu_set_shape(dx, x->n, x->c, x->h, x->w);
@@ -313,7 +316,7 @@ void cpu_softmax_xent(Backend *b, const Tensor *logits, const int32_t *labels_a,
         if (la < 0 || la >= K || lb < 0 || lb >= K) die("softmax_xent: label %d/%d out of range [0, %d)", la, lb, K);
     }
     double *per = cpu_scratch(b, CPU_WS_STATS, (size_t)n * sizeof(double));
-    const double base = (double)smoothing / K;
+    const double base = (double)smoothing / K, scale = b->loss_scale; /* see Backend.loss_scale */
 #pragma omp parallel for schedule(static) if ((size_t)n * K >= CPU_PAR_MIN)
     for (int i = 0; i < n; i++) {
         const float *zi = z + (size_t)i * K;
@@ -330,9 +333,9 @@ void cpu_softmax_xent(Backend *b, const Tensor *logits, const int32_t *labels_a,
         per[i] = lse - (base * sz + ta * zi[la] + tb * zi[lb]);
         if (dz) {
             float *di = dz + (size_t)i * K;
-            for (int j = 0; j < K; j++) di[j] = (float)((exp((double)zi[j] - lse) - base) / n);
-            di[la] -= (float)(ta / n);
-            di[lb] -= (float)(tb / n);
+            for (int j = 0; j < K; j++) di[j] = (float)((exp((double)zi[j] - lse) - base) / n * scale);
+            di[la] -= (float)(ta / n * scale);
+            di[lb] -= (float)(tb / n * scale);
         }
     }
     double total = 0;
@@ -341,6 +344,13 @@ void cpu_softmax_xent(Backend *b, const Tensor *logits, const int32_t *labels_a,
 }
 
 /* ---- optimizer ---- */
+
+void cpu_unscale(Backend *b, float *g, size_t count) {
+    if (b->loss_scale == 1.0f) return;
+    const float inv = 1.0f / b->loss_scale; /* a power of two: exact */
+#pragma omp parallel for schedule(static) if (count >= CPU_PAR_MIN)
+    for (size_t i = 0; i < count; i++) g[i] *= inv;
+}
 
 size_t cpu_count_nonfinite(Backend *b, const float *x, size_t count) {
     (void)b;

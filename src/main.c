@@ -13,8 +13,9 @@ static void usage(FILE *f) {
     fprintf(f,
             "cnntrain %s: train ResNet / xResNet image classifiers\n"
             "usage:\n"
-            "  train CONFIG.ini [--set section.key=value ...]\n"
+            "  train CONFIG.ini [--force] [--set section.key=value ...]\n"
             "                                           train and evaluate as the config's stages say\n"
+            "                                           (--force: replace the run in an existing [run] name folder)\n"
             "  train --resume RUN_FOLDER [--set run.key=value ...]\n"
             "                                           go on with a stopped run (Ctrl-C, SIGTERM, run.stop_after)\n"
             "  train --help-config                      every config section and key\n"

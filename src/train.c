@@ -60,13 +60,19 @@ typedef struct {
     char *from_bad[2];      /* its loader's bad images: at that epoch's start, and all */
     Loader *train_loader;   /* the running fit's, for its bad-image lists */
     long steps;             /* training steps of this process (run.stop_after) */
-    long nan_step;          /* fault injection for tests: CNNTRAIN_INJECT_NAN=N poisons step N's batch */
+    long nan_step;          /* fault injection for tests: CNNTRAIN_INJECT_NAN=N poisons step N's batch, */
+    long inf_grad_step;     /* CNNTRAIN_INJECT_NAN=grad:N one gradient of step N (finite loss, inf gradient) */
+    int dynamic_scale;      /* [run] loss_scale: skip overflowing steps and adapt the scale */
+    float loss_scale;       /* a power of two; 1 without dynamic scaling */
+    int good_steps;         /* finite steps since the scale last changed */
+    long skipped_steps;     /* of this process, for the summary */
     int frozen;             /* fastai's freeze(): only the last parameter group and the batch norms train */
     float group_scale[MAX_GROUPS]; /* the running fit's lr per parameter group, as a fraction of its lr */
     int stopped;            /* why the run stopped early: a signal number, or -1 for stop_after */
 } Trainer;
 
 static volatile sig_atomic_t stop_signal;
+
 
 static void on_stop_signal(int sig) { stop_signal = sig; }
 
@@ -91,6 +97,69 @@ static void say(Trainer *T, const char *fmt, ...) {
         va_end(ap);
         fflush(T->log);
     }
+}
+
+/* PyTorch's GradScaler defaults */
+#define SCALE_INIT 65536.0f
+#define SCALE_GROWTH_INTERVAL 2000
+
+/* The first trainable parameter holding an inf or NaN gradient, for the message. */
+static const char *first_nonfinite_param(Model *m) {
+    float *g = xmalloc(m->param_floats * sizeof(float));
+    m->be->ops->download(m->be, g, m->grads_d, m->param_floats * sizeof(float));
+    const char *name = "?";
+    for (int i = 0; i < m->nparams && !strcmp(name, "?"); i++) {
+        const Param *p = &m->params[i];
+        for (size_t k = 0; p->trainable && k < p->count; k++)
+            if (!isfinite(g[p->offset + k])) {
+                name = p->name;
+                break;
+            }
+    }
+    free(g);
+    return name;
+}
+
+/* After backward: are the gradients finite? A finite loss can still give inf/NaN gradients (an
+ * overflow inside the backward pass). With dynamic loss scaling the step is skipped and the scale
+ * halved (PyTorch's GradScaler: 0 returned, Adam does not step); otherwise the run stops with the
+ * parameter and the last good checkpoint named. Finite steps grow the scale every 2000. */
+static int gradients_finite(Trainer *T, const StageConfig *st, int epoch, long step) {
+    Model *m = T->model;
+    size_t bad = m->be->ops->count_nonfinite(m->be, m->grads_d, m->param_floats);
+    if (!bad) {
+        if (T->dynamic_scale && ++T->good_steps == SCALE_GROWTH_INTERVAL && T->loss_scale < 0x1p100f) {
+            T->loss_scale *= 2;
+            T->good_steps = 0;
+        }
+        m->be->loss_scale = T->loss_scale;
+        return 1;
+    }
+    if (!T->dynamic_scale)
+        die("stage %s, epoch %d, step %ld: %zu gradient values are inf or NaN (the first in %s) while the loss is finite; "
+            "stopping (lower the learning rate? [run] loss_scale = dynamic skips such steps). The last good checkpoint is "
+            "%s/resume.safetensors (stage %d, epoch %d, batch %d)",
+            st->name, epoch, step, bad, first_nonfinite_param(m), T->run_dir, T->at.stage, T->at.epoch, T->at.batch);
+    if (T->loss_scale <= 1.0f)
+        die("stage %s, epoch %d, step %ld: the gradients overflow even at loss scale 1 (the first in %s); stopping. The "
+            "last good checkpoint is %s/resume.safetensors", st->name, epoch, step, first_nonfinite_param(m), T->run_dir);
+    say(T, "  step %ld: %zu gradient values inf or NaN at loss scale %g: step skipped, scale %g\n", step, bad,
+        (double)T->loss_scale, (double)T->loss_scale / 2);
+    T->loss_scale /= 2;
+    T->good_steps = 0;
+    T->skipped_steps++;
+    m->be->loss_scale = T->loss_scale;
+    return 0;
+}
+
+/* Fault injection: +inf into the first trainable parameter's gradient. */
+static void inject_inf_gradient(Model *m) {
+    for (int i = 0; i < m->nparams; i++)
+        if (m->params[i].trainable) {
+            float inf = INFINITY;
+            m->be->ops->upload(m->be, m->grads_d + m->params[i].offset, &inf, sizeof inf);
+            return;
+        }
 }
 
 static Loader *make_loader(Trainer *T, const TransformSpec *tf, int batch, int train) {
@@ -282,7 +351,7 @@ static void save_resume(Trainer *T) {
     HostState h = host_state(m);
     const Position *p = &T->at;
     char path[1200], err[1024], stage[16], phase[16], epoch[16], batch[16], done[16], step[16], sum[64], seen[32],
-        bytes[32], frozen[8];
+        bytes[32], frozen[8], scale[32], good[16];
     snprintf(stage, sizeof stage, "%d", p->stage);
     snprintf(phase, sizeof phase, "%d", p->phase);
     snprintf(epoch, sizeof epoch, "%d", p->epoch);
@@ -292,6 +361,8 @@ static void save_resume(Trainer *T) {
     snprintf(sum, sizeof sum, "%a", p->loss_sum); /* hexadecimal: exact */
     snprintf(seen, sizeof seen, "%ld", p->seen);
     snprintf(frozen, sizeof frozen, "%d", T->frozen);
+    snprintf(scale, sizeof scale, "%a", (double)T->loss_scale);
+    snprintf(good, sizeof good, "%d", T->good_steps);
     fflush(T->metrics);
     snprintf(bytes, sizeof bytes, "%ld", ftell(T->metrics));
     /* Mid-epoch, the epoch's order was drawn without the bad images known when it began. */
@@ -302,7 +373,7 @@ static void save_resume(Trainer *T) {
     const char *meta[] = {"class_names", classes, "stage", name, "stage_index", stage, "phase", phase, "stage_epoch", epoch,
                           "batch", batch, "epochs_done", done, "adam_step", step, "loss_sum", sum, "seen", seen,
                           "metrics_bytes", bytes, "bad_images", bad, "bad_images_at_epoch_start", bad_start,
-                          "frozen", frozen, NULL};
+                          "frozen", frozen, "loss_scale", scale, "good_steps", good, NULL};
     snprintf(path, sizeof path, "%s/resume.safetensors", T->run_dir);
     if (ckpt_save_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, meta, err, sizeof err)) die("%s", err);
     free(classes);
@@ -380,7 +451,9 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
                     "checkpoint is %s/resume.safetensors (stage %d, epoch %d, batch %d)",
                     st->name, e, step, loss, T->run_dir, T->at.stage, T->at.epoch, T->at.batch);
             model_backward(m);
-            optim_adamw_step_groups(m, &a, T->group_scale);
+            if (T->steps + 1 == T->inf_grad_step) inject_inf_gradient(m);
+            if (gradients_finite(T, st, e, step)) optim_adamw_step_groups(m, &a, T->group_scale);
+            else T->adam_step--; /* a skipped step leaves Adam as it was */
             sum += (double)loss * b->n;
             seen += b->n;
             T->steps++;
@@ -606,6 +679,19 @@ static void load_resume(Trainer *T) {
         die("%s: it stopped in stage \"%s\", which is not stage %d of %s", path, stage, T->from.stage + 1, T->cfg->path);
     T->epoch = (int)v[4];
     T->adam_step = (int)v[5];
+    /* loss scaling state (absent from checkpoints of runs without it: they had scale 1) */
+    const char *scale = st_meta(&meta, "loss_scale"), *good = st_meta(&meta, "good_steps");
+    if (scale && good) {
+        char *e1 = NULL, *e2 = NULL;
+        double s = strtod(scale, &e1);
+        long g = strtol(good, &e2, 10);
+        if (*e1 || *e2 || !(s >= 1 && s <= 0x1p100) || g < 0 || g >= SCALE_GROWTH_INTERVAL)
+            die("%s: metadata \"loss_scale\" or \"good_steps\" is bad", path);
+        if (T->dynamic_scale) {
+            T->loss_scale = (float)s;
+            T->good_steps = (int)g;
+        }
+    }
     T->frozen = v[8] != 0;
     set_trainable(T);
     T->from_bad[0] = xstrdup(st_meta(&meta, "bad_images_at_epoch_start") ? st_meta(&meta, "bad_images_at_epoch_start") : "");
@@ -647,12 +733,90 @@ static void remove_temp_files(const char *run_dir) {
     closedir(d);
 }
 
-/* A new run folder: runs/<config name>-<time>/ with the resolved config. */
-static void new_run_folder(Trainer *T) {
+static void write_run_config(const Trainer *T) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/config.ini", T->run_dir);
+    FILE *f = fopen(path, "w");
+    if (!f) die("cannot write %s: %s", path, strerror(errno));
+    config_write(T->cfg, f);
+    if (fclose(f)) die("cannot write %s: %s", path, strerror(errno));
+}
+
+/* What a run leaves in its folder: a folder holding one of these is a run. */
+static int holds_run(const char *dir) {
+    static const char *const marks[] = {"config.ini", "metrics.csv", "resume.safetensors", "log.txt"};
+    char path[1300];
+    for (size_t i = 0; i < sizeof marks / sizeof *marks; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, marks[i]);
+        if (!access(path, F_OK)) return 1;
+    }
+    return 0;
+}
+
+static int folder_empty(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 1;
+    int empty = 1;
+    for (struct dirent *e; empty && (e = readdir(d));) empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+    closedir(d);
+    return empty;
+}
+
+/* [run] name: the run folder is out_dir/name. Checked before any work: a name that leaves out_dir
+ * ("/", "..") or an existing non-empty folder is refused unless --force (Config.force). */
+static void check_run_name(const Config *cfg) {
+    const char *name = cfg->run_name;
+    if (!name[0] || cfg->force) return;
+    int plain = !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
+    if (!plain)
+        die("%s: [run] name = %s would put the run outside %s (a name is one folder name, without '/' or '..'); "
+            "pass --force to write there anyway", cfg->path, name, cfg->out_dir);
+    char dir[1200];
+    snprintf(dir, sizeof dir, "%s/%s", cfg->out_dir, name);
+    struct stat sb;
+    if (lstat(dir, &sb)) return;
+    if (!S_ISDIR(sb.st_mode)) die("%s: [run] name: %s exists and is not a folder", cfg->path, dir);
+    if (holds_run(dir))
+        die("%s: [run] name: %s holds a run already; go on with it (./train --resume %s), choose another name, or pass "
+            "--force to replace it", cfg->path, dir, dir);
+    if (!folder_empty(dir)) die("%s: [run] name: %s is not empty; pass --force to write into it", cfg->path, dir);
+}
+
+/* --force over an existing run: its files go (not its subfolders), so that nothing of the old run
+ * is mistaken for the new one's. Runs with the folder locked. */
+static void clear_old_run(const char *run_dir) {
+    DIR *d = opendir(run_dir);
+    if (!d) die("cannot open the run folder %s: %s", run_dir, strerror(errno));
+    char path[1400];
+    int removed = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", run_dir, e->d_name);
+        if (!strcmp(e->d_name, "lock") || lstat(path, &sb) || S_ISDIR(sb.st_mode)) continue;
+        if (unlink(path)) die("--force: cannot remove %s: %s", path, strerror(errno));
+        removed++;
+    }
+    closedir(d);
+    if (removed) printf("cnntrain: --force: removed %d files of the previous run in %s\n", removed, run_dir);
+}
+
+/* A new run folder, locked (returns the lock): out_dir/<config name>-<time>/, or out_dir/<name>/
+ * with [run] name, with the resolved config. */
+static int new_run_folder(Trainer *T) {
     const Config *cfg = T->cfg;
+    if (cfg->run_name[0]) {
+        if (snprintf(T->run_dir, sizeof T->run_dir, "%s/%s", cfg->out_dir, cfg->run_name) >= (int)sizeof T->run_dir)
+            die("%s: [run] name: the run folder name is too long", cfg->path);
+        check_run_name(cfg); /* again: another process may have started a run there since */
+        if (make_dirs(T->run_dir)) die("cannot create the run folder %s: %s", T->run_dir, strerror(errno));
+        int lock = lock_run_folder(T->run_dir);
+        if (cfg->force) clear_old_run(T->run_dir);
+        write_run_config(T);
+        return lock;
+    }
     const char *base = strrchr(cfg->path, '/');
     base = base ? base + 1 : cfg->path;
-    char stem[512], stamp[32], path[1200];
+    char stem[512], stamp[32];
     snprintf(stem, sizeof stem, "%s", base);
     char *dot = strrchr(stem, '.');
     if (dot) *dot = 0;
@@ -668,11 +832,9 @@ static void new_run_folder(Trainer *T) {
         if (!mkdir(T->run_dir, 0777)) break;
         if (errno != EEXIST || k == 1000) die("cannot create the run folder %s: %s", T->run_dir, strerror(errno));
     }
-    snprintf(path, sizeof path, "%s/config.ini", T->run_dir);
-    FILE *f = fopen(path, "w");
-    if (!f) die("cannot write %s: %s", path, strerror(errno));
-    config_write(cfg, f);
-    if (fclose(f)) die("cannot write %s: %s", path, strerror(errno));
+    int lock = lock_run_folder(T->run_dir);
+    write_run_config(T);
+    return lock;
 }
 
 int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t run_dir_len) {
@@ -680,10 +842,16 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     T.cfg = cfg;
     stop_signal = 0;
     const char *inject = getenv("CNNTRAIN_INJECT_NAN");
-    char *inject_end = NULL;
-    T.nan_step = inject ? strtol(inject, &inject_end, 10) : 0;
-    if (inject && (inject_end == inject || *inject_end)) die("CNNTRAIN_INJECT_NAN=%s: not a step number", inject);
+    if (inject) {
+        int grad = !strncmp(inject, "grad:", 5);
+        char *end = NULL;
+        long step = strtol(inject + 5 * grad, &end, 10);
+        if (end == inject + 5 * grad || *end || step < 0)
+            die("CNNTRAIN_INJECT_NAN=%s: give a step number N (a NaN input) or grad:N (an inf gradient)", inject);
+        *(grad ? &T.inf_grad_step : &T.nan_step) = step;
+    }
     char err[1024];
+    if (!resume_dir) check_run_name(cfg);
     if (dataset_open(&cfg->data, cfg->strict_images, &T.data, err, sizeof err)) die("%s", err);
     int classes = cfg->classes ? cfg->classes : T.data.nclasses;
     if (classes < T.data.nclasses)
@@ -692,9 +860,11 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     if (!T.model) die("%s: %s", cfg->path, err);
     T.be = backend_create(cfg->device, err, sizeof err);
     if (!T.be) die("%s: %s", cfg->path, err);
-    if (cfg->precision != DT_F32 && T.be->compute == DT_F32)
-        fprintf(stderr, "cnntrain: precision %s is not available on the %s backend; training in fp32\n",
-                dtype_name(cfg->precision), T.be->ops->name);
+    if (backend_set_precision(T.be, cfg->precision) != cfg->precision)
+        fprintf(stderr, "cnntrain: precision %s is not available on the %s backend; training in %s\n",
+                dtype_name(cfg->precision), T.be->ops->name, dtype_name(T.be->compute));
+    T.dynamic_scale = cfg->loss_scale == LOSS_SCALE_DYNAMIC || (cfg->loss_scale == LOSS_SCALE_AUTO && T.be->compute == DT_F16);
+    T.loss_scale = T.dynamic_scale ? SCALE_INIT : 1.0f;
     int max_batch, max_side;
     largest_shape(cfg, &max_batch, &max_side);
     if (model_attach(T.model, T.be, max_batch, max_side, max_side, err, sizeof err)) die("%s: %s", cfg->path, err);
@@ -712,6 +882,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         if (from_checkpoint) load_resume(&T);
         else printf("cnntrain: %s: no checkpoint yet (the run stopped before its first epoch ended): starting over\n", path);
     }
+    T.be->loss_scale = T.loss_scale;
     if (!from_checkpoint) {
         Rng init = rng_split(&T.root, 1);
         HostState h = host_state_new(T.model);
@@ -728,10 +899,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         }
         model_set_weights(T.model, h.params, h.stats);
         host_state_free(&h);
-        if (!resume_dir) {
-            new_run_folder(&T);
-            lock = lock_run_folder(T.run_dir);
-        }
+        if (!resume_dir) lock = new_run_folder(&T);
     }
     snprintf(run_dir, run_dir_len, "%s", T.run_dir);
     snprintf(path, sizeof path, "%s/log.txt", T.run_dir);
@@ -748,9 +916,9 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     T.lam = xmalloc((size_t)max_batch * sizeof(float));
     T.labels_b = xmalloc((size_t)max_batch * sizeof(int32_t));
     T.logits = xmalloc((size_t)max_batch * classes * sizeof(float));
-    say(&T, "cnntrain: %s%s, %s (%d classes) on %s; %d train / %d valid images; run folder %s\n",
-        from_checkpoint ? "resuming " : "", cfg->path, cfg->arch, classes, T.be->ops->name, T.data.ntrain, T.data.nvalid,
-        T.run_dir);
+    say(&T, "cnntrain: %s%s, %s (%d classes) on %s in %s; %d train / %d valid images; run folder %s\n",
+        from_checkpoint ? "resuming " : "", cfg->path, cfg->arch, classes, T.be->ops->name, dtype_name(T.be->compute),
+        T.data.ntrain, T.data.nvalid, T.run_dir);
 
     /* Ctrl-C and SIGTERM stop at the next step with a checkpoint; a second one kills at once
      * (SA_RESETHAND), still safely: every checkpoint is replaced by an atomic rename. A full disk
@@ -779,6 +947,9 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         T.at = (Position){i + 1, 0, 0, 0, 0, 0};
         save_resume(&T);
     }
+    if (T.dynamic_scale)
+        say(&T, "loss scaling: %ld steps skipped (inf/NaN gradients) in this process; scale now %g\n", T.skipped_steps,
+            (double)T.loss_scale);
     int rc = 0;
     if (T.stopped) {
         const Position *p = &T.at;

@@ -522,6 +522,10 @@ static void test_errors_rules(void **state) {
                  "%s:5: [stage p] delay_fraction + finetune_fraction = 1.1: must be at most 1");
     expect_exact(HEAD "[stage a]\ntype = fit\nepochs = 1\ntransform = rrc\nscale_min = 0.9\nscale_max = 0.5\n",
                  "%s:5: [stage a] scale_min = 0.9 is larger than scale_max = 0.5");
+    expect_exact(HEAD "[stage a]\ntype = fit\nepochs = 1\nbatch = 1\n",
+                 "%s:5: [stage a] batch = 1: batch norm needs at least 2 images per training batch (PyTorch refuses 1 too)");
+    expect_exact(HEAD "[run]\nloss_scale = sometimes\n",
+                 "%s:6: [run] loss_scale = sometimes: must be one of auto, dynamic, off");
 }
 
 static void test_overrides(void **state) {

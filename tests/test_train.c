@@ -310,6 +310,121 @@ static void test_nan_and_full_disk_keep_the_last_checkpoint(void **state) {
     remove_tree(root);
 }
 
+/* A finite loss with an inf gradient (injected after backward): with loss_scale = off the run stops
+ * naming the parameter and the last good checkpoint; with dynamic loss scaling the step is skipped,
+ * the scale halved, and the halved scale survives a stop and --resume. Dynamic scaling by powers
+ * of two is exact in fp32: without an overflow, the weights equal an unscaled run's bit for bit. */
+static void test_inf_gradient_stops_or_is_skipped(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_train_XXXXXX", path[1200], out[16384], run_dir[1024], dyn_dir[1024], a[1300], b[1300];
+    assert_non_null(mkdtemp(root));
+    const char *stage = "[stage a]\ntype = fit_one_cycle\nepochs = 2\nsize = 32\nbatch = 16\nlr = 3e-3\n";
+    train_on_demo(root, "xresnet_tiny", 8, 3, 32, 5, stage, run_dir, sizeof run_dir);
+    snprintf(path, sizeof path, "%s/run.ini", root);
+
+    assert_int_equal(run_program(path, NULL, 0, "grad:8", out, sizeof out), 1);
+    ASSERT_HAS(out, "stage a, epoch 1, step 7: 1 gradient values are inf or NaN (the first in 0.0.weight)");
+    ASSERT_HAS(out, "resume.safetensors (stage 0, epoch 1, batch 0)");
+
+    assert_int_equal(run_with(path, dyn_dir, sizeof dyn_dir, "run.loss_scale=dynamic"), 0);
+    snprintf(a, sizeof a, "%s/final.safetensors", run_dir);
+    snprintf(b, sizeof b, "%s/final.safetensors", dyn_dir);
+    assert_same_tensors(a, b);
+
+    /* dynamic scaling with the inf gradient at step 8, stopped after step 9, then resumed */
+    snprintf(path, sizeof path, "%s/dynamic.ini", root);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "[data]\npath = %s/data\n[model]\narch = xresnet_tiny\n[run]\ndevice = cpu\nseed = 3\nout_dir = %s/runs\n"
+               "loss_scale = dynamic\nstop_after = 9\n%s", root, root, stage);
+    fclose(f);
+    assert_int_equal(run_program(path, NULL, 0, "grad:8", out, sizeof out), 0);
+    ASSERT_HAS(out, "step 7: 1 gradient values inf or NaN at loss scale 65536: step skipped, scale 32768");
+    ASSERT_HAS(out, "loss scaling: 1 steps skipped (inf/NaN gradients) in this process; scale now 32768");
+    const char *go_on = strstr(out, "./train --resume ");
+    assert_non_null(go_on);
+    snprintf(run_dir, sizeof run_dir, "%s", go_on + strlen("./train --resume "));
+    run_dir[strcspn(run_dir, "\n")] = 0;
+    assert_int_equal(run_program(NULL, run_dir, 0, NULL, out, sizeof out), 0);
+    ASSERT_HAS(out, "loss scaling: 0 steps skipped (inf/NaN gradients) in this process; scale now 32768");
+    /* the skipped step changed the result */
+    snprintf(a, sizeof a, "%s/final.safetensors", run_dir);
+    StFile fa, fb;
+    char err[1024];
+    if (st_read(a, &fa, err, sizeof err) || st_read(b, &fb, err, sizeof err)) fail_msg("%s", err);
+    int differ = 0;
+    for (int i = 0; i < fa.count && !differ; i++)
+        differ = memcmp(fa.tensors[i].data, st_find(&fb, fa.tensors[i].name)->data, fa.tensors[i].bytes) != 0;
+    assert_true(differ);
+    st_close(&fa);
+    st_close(&fb);
+    remove_tree(root);
+}
+
+/* [run] name: a fixed run folder. A second run into it, a name that leaves out_dir, or a non-empty
+ * folder is refused before any work; --force replaces the old run's files (not its subfolders). */
+static void test_run_name_refuses_to_overwrite(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_train_XXXXXX", path[1200], out[16384], run_dir[1024], err[1024];
+    assert_non_null(mkdtemp(root));
+    const char *stage = "[stage a]\ntype = fit_one_cycle\nepochs = 1\nsize = 32\nbatch = 16\nlr = 3e-3\n";
+    train_on_demo(root, "xresnet_tiny", 4, 2, 32, 5, stage, run_dir, sizeof run_dir);
+    const char *names[] = {"exp1", "../escape", "other"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%d.ini", root, i);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fprintf(f, "[data]\npath = %s/data\n[model]\narch = xresnet_tiny\n[run]\ndevice = cpu\nout_dir = %s/runs\nname = %s\n%s",
+                root, root, names[i], stage);
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/0.ini", root);
+    assert_int_equal(run_program_to_end(path, NULL, out, sizeof out), 0);
+    ASSERT_HAS(out, "run folder ");
+    ASSERT_HAS(out, "/runs/exp1");
+    assert_int_equal(run_program_to_end(path, NULL, out, sizeof out), 1);
+    ASSERT_HAS(out, "/runs/exp1 holds a run already");
+    ASSERT_HAS(out, "--force");
+    assert_null(strstr(out, "epoch")); /* refused before any work */
+
+    snprintf(path, sizeof path, "%s/1.ini", root);
+    assert_int_equal(run_program_to_end(path, NULL, out, sizeof out), 1);
+    ASSERT_HAS(out, "[run] name = ../escape would put the run outside");
+    snprintf(path, sizeof path, "%s/escape", root);
+    assert_int_equal(access(path, F_OK), -1);
+
+    snprintf(path, sizeof path, "%s/runs/other", root);
+    assert_int_equal(mkdir(path, 0777), 0);
+    snprintf(path, sizeof path, "%s/runs/other/notes.txt", root);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/2.ini", root);
+    assert_int_equal(run_program_to_end(path, NULL, out, sizeof out), 1);
+    ASSERT_HAS(out, "/runs/other is not empty");
+
+    /* --force: the old run's files go, a subfolder stays, a new run is written */
+    snprintf(path, sizeof path, "%s/runs/exp1/keep", root);
+    assert_int_equal(mkdir(path, 0777), 0);
+    snprintf(path, sizeof path, "%s/runs/exp1/stale.csv", root);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/0.ini", root);
+    Config cfg;
+    if (config_load(path, NULL, 0, &cfg, err, sizeof err)) fail_msg("%s", err);
+    cfg.force = 1;
+    assert_int_equal(train_run(&cfg, NULL, run_dir, sizeof run_dir), 0);
+    config_free(&cfg);
+    snprintf(path, sizeof path, "%s/runs/exp1/stale.csv", root);
+    assert_int_equal(access(path, F_OK), -1);
+    snprintf(path, sizeof path, "%s/runs/exp1/keep", root);
+    assert_int_equal(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/runs/exp1/final.safetensors", root);
+    assert_int_equal(access(path, F_OK), 0);
+    remove_tree(root);
+}
+
 /* Ctrl-C during training: the step ends, a resume checkpoint is written, the program exits with
  * 130 and says how to go on; --resume then finishes the run. */
 static void test_ctrl_c_checkpoints_and_resumes(void **state) {
@@ -364,6 +479,8 @@ int main(void) {
         cmocka_unit_test(test_resume_is_bit_for_bit),
         cmocka_unit_test(test_nan_and_full_disk_keep_the_last_checkpoint),
         cmocka_unit_test(test_ctrl_c_checkpoints_and_resumes),
+        cmocka_unit_test(test_inf_gradient_stops_or_is_skipped),
+        cmocka_unit_test(test_run_name_refuses_to_overwrite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
