@@ -1,7 +1,16 @@
 /* cuda_backend.cu: the CUDA backend's life cycle (create/destroy), device memory, host <-> device
- * transfers (NCHW on the host, NHWC on the device) and the ops table. The ops themselves live in
- * conv.cu, batchnorm.cu, pool.cu, linear.cu and elementwise.cu. */
+ * transfers (NCHW fp32 on the host, NHWC in the activation dtype on the device), mixed precision
+ * (set_compute; the fp16/bf16 copies of the fp32 master weights that weights_updated refreshes) and
+ * the ops table. The ops themselves live in conv.cu, batchnorm.cu, pool.cu, linear.cu, head.cu and
+ * elementwise.cu.
+ *
+ * Mixed precision in one paragraph: activations and activation gradients are fp16 or bf16 (every
+ * Tensor carries its dtype); parameters, their gradients, Adam moments and batch-norm statistics
+ * stay fp32. Ops that take fp32 weights read the cast copy (cuda_weights). softmax_xent multiplies
+ * dlogits by Backend.loss_scale; every parameter-gradient output divides by it again, so the
+ * optimizer sees true fp32 gradients, and an fp16 overflow on the way arrives there as inf/NaN. */
 #include "cuda_backend.h"
+#include "dtype.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,8 +56,15 @@ void cuda_buf_free(CudaBuf *b) {
     b->bytes = 0;
 }
 
-void cuda_require_f32(const Tensor *t, const char *op) {
-    if (t->dtype != DT_F32) die("cuda %s: only fp32 tensors are supported (got %s)", op, dtype_name(t->dtype));
+DType cuda_act_dtype(const Tensor *t, const char *op) {
+    if (t->dtype != DT_F32 && t->dtype != DT_F16 && t->dtype != DT_BF16)
+        die("cuda %s: unknown tensor dtype %d", op, (int)t->dtype);
+    return t->dtype;
+}
+
+void cuda_require_dtype(const Tensor *t, DType dt, const char *op) {
+    if (t->dtype != dt)
+        die("cuda %s: tensor dtypes differ (%s where %s is expected)", op, dtype_name(t->dtype), dtype_name(dt));
 }
 
 void cuda_require_same_shape(const Tensor *a, const Tensor *b, const char *op) {
@@ -85,12 +101,16 @@ static void *cu_alloc(Backend *b, size_t bytes) {
     return p;
 }
 
+static void wcopy_free(Backend *b, int i);
+
 static void cu_release(Backend *b, void *p) {
     if (!p) return;
     CudaCtx *ctx = cuda_ctx(b);
     for (int i = ctx->nallocs - 1; i >= 0; i--) {
         if (ctx->allocs[i].p != p) continue;
         CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* queued ops that use p finish first */
+        for (int k = ctx->nwcopies - 1; k >= 0; k--)
+            if ((const void *)ctx->wcopies[k].master == p) wcopy_free(b, k);
         CUDA_CHECK(cudaFree(p));
         b->bytes_in_use -= ctx->allocs[i].bytes;
         ctx->allocs[i] = ctx->allocs[--ctx->nallocs];
@@ -124,8 +144,9 @@ static void cu_copy(Backend *b, void *dst, const void *src, size_t bytes) {
 
 /* ---- activations: host NCHW <-> device NHWC ---- */
 
-/* One thread per destination element, so writes are coalesced; the reads stride by h*w. */
-__global__ void nchw_to_nhwc_kernel(const float *src, float *dst, int n, int c, int h, int w) {
+/* One thread per destination element, so writes are coalesced; the reads stride by h*w. The host
+ * side is always fp32; the device side is T (converted here, round to nearest even). */
+template <typename T> __global__ void nchw_to_nhwc_kernel(const float *src, T *dst, int n, int c, int h, int w) {
     size_t total = (size_t)n * c * h * w;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         size_t t = i;
@@ -135,11 +156,11 @@ __global__ void nchw_to_nhwc_kernel(const float *src, float *dst, int n, int c, 
         t /= w;
         int hi = (int)(t % h);
         int ni = (int)(t / h);
-        dst[i] = src[(((size_t)ni * c + ci) * h + hi) * w + wi];
+        dst[i] = from_float<T>(src[(((size_t)ni * c + ci) * h + hi) * w + wi]);
     }
 }
 
-__global__ void nhwc_to_nchw_kernel(const float *src, float *dst, int n, int c, int h, int w) {
+template <typename T> __global__ void nhwc_to_nchw_kernel(const T *src, float *dst, int n, int c, int h, int w) {
     size_t total = (size_t)n * c * h * w;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         size_t t = i;
@@ -149,25 +170,30 @@ __global__ void nhwc_to_nchw_kernel(const float *src, float *dst, int n, int c, 
         t /= h;
         int ci = (int)(t % c);
         int ni = (int)(t / c);
-        dst[i] = src[(((size_t)ni * h + hi) * w + wi) * c + ci];
+        dst[i] = to_float(src[(((size_t)ni * h + hi) * w + wi) * c + ci]);
     }
 }
 
 /* With one channel or a 1x1 map, NCHW and NHWC are the same bytes (e.g. logits). */
 static int same_layout(const Tensor *t) { return t->c == 1 || (t->h == 1 && t->w == 1); }
 
+/* fp32 with the same layout on both sides is one copy; anything else goes through the fp32 stage
+ * and one kernel that reorders and converts. */
 static void cu_tensor_upload(Backend *b, Tensor *dst, const float *host_nchw) {
     CudaCtx *ctx = cuda_ctx(b);
-    cuda_require_f32(dst, "tensor_upload");
+    DType dt = cuda_act_dtype(dst, "tensor_upload");
     size_t numel = tensor_numel(dst), bytes = numel * sizeof(float);
     if (numel == 0) return;
-    if (same_layout(dst)) {
+    if (dt == DT_F32 && same_layout(dst)) {
         CUDA_CHECK(cudaMemcpyAsync(dst->data, host_nchw, bytes, cudaMemcpyHostToDevice, ctx->stream));
     } else {
         float *stage = (float *)cuda_buf_reserve(ctx->stream, &ctx->stage, bytes);
         CUDA_CHECK(cudaMemcpyAsync(stage, host_nchw, bytes, cudaMemcpyHostToDevice, ctx->stream));
-        nchw_to_nhwc_kernel<<<cuda_grid(numel), CUDA_BLOCK, 0, ctx->stream>>>(stage, (float *)dst->data, dst->n,
-                                                                              dst->c, dst->h, dst->w);
+        cuda_dispatch(dt, "tensor_upload", [&](auto tag) {
+            using T = decltype(tag);
+            nchw_to_nhwc_kernel<T><<<cuda_grid(numel), CUDA_BLOCK, 0, ctx->stream>>>(stage, (T *)dst->data, dst->n,
+                                                                                     dst->c, dst->h, dst->w);
+        });
         KERNEL_CHECK();
     }
     CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
@@ -175,15 +201,18 @@ static void cu_tensor_upload(Backend *b, Tensor *dst, const float *host_nchw) {
 
 static void cu_tensor_download(Backend *b, float *host_nchw, const Tensor *src) {
     CudaCtx *ctx = cuda_ctx(b);
-    cuda_require_f32(src, "tensor_download");
+    DType dt = cuda_act_dtype(src, "tensor_download");
     size_t numel = tensor_numel(src), bytes = numel * sizeof(float);
     if (numel == 0) return;
-    if (same_layout(src)) {
+    if (dt == DT_F32 && same_layout(src)) {
         CUDA_CHECK(cudaMemcpyAsync(host_nchw, src->data, bytes, cudaMemcpyDeviceToHost, ctx->stream));
     } else {
         float *stage = (float *)cuda_buf_reserve(ctx->stream, &ctx->stage, bytes);
-        nhwc_to_nchw_kernel<<<cuda_grid(numel), CUDA_BLOCK, 0, ctx->stream>>>((const float *)src->data, stage,
-                                                                              src->n, src->c, src->h, src->w);
+        cuda_dispatch(dt, "tensor_download", [&](auto tag) {
+            using T = decltype(tag);
+            nhwc_to_nchw_kernel<T><<<cuda_grid(numel), CUDA_BLOCK, 0, ctx->stream>>>((const T *)src->data, stage,
+                                                                                     src->n, src->c, src->h, src->w);
+        });
         KERNEL_CHECK();
         CUDA_CHECK(cudaMemcpyAsync(host_nchw, stage, bytes, cudaMemcpyDeviceToHost, ctx->stream));
     }
@@ -192,11 +221,115 @@ static void cu_tensor_download(Backend *b, float *host_nchw, const Tensor *src) 
 
 static void cu_sync(Backend *b) { CUDA_CHECK(cudaStreamSynchronize(cuda_ctx(b)->stream)); }
 
-/* fp32 computes straight from the master weights: nothing to refresh. */
+/* ---- mixed precision: low-precision copies of the fp32 master weights ---- */
+
+template <typename T> __global__ void cast_weights_kernel(const float *src, T *dst, size_t count) {
+    GRID_STRIDE(i, count) dst[i] = from_float<T>(src[i]);
+}
+
+/* Casts master[from, from+count) of copy k into its low-precision block. */
+static void wcopy_cast(CudaCtx *ctx, const CudaWeightCopy *c, size_t from, size_t count) {
+    if (count == 0) return;
+    cuda_dispatch(c->dt, "weights_updated", [&](auto tag) {
+        using T = decltype(tag);
+        cast_weights_kernel<T><<<cuda_grid(count), CUDA_BLOCK, 0, ctx->stream>>>(c->master + from, (T *)c->lp + from,
+                                                                                 count);
+    });
+    KERNEL_CHECK();
+}
+
+static void wcopy_free(Backend *b, int i) {
+    CudaCtx *ctx = cuda_ctx(b);
+    CudaWeightCopy *c = &ctx->wcopies[i];
+    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    CUDA_CHECK(cudaFree(c->lp));
+    b->bytes_in_use -= c->count * dtype_size(c->dt);
+    *c = ctx->wcopies[--ctx->nwcopies];
+}
+
+static int wcopy_find(const CudaCtx *ctx, const float *w, size_t count) {
+    for (int i = 0; i < ctx->nwcopies; i++) {
+        const CudaWeightCopy *c = &ctx->wcopies[i];
+        if (w >= c->master && w < c->master + c->count) return w + count <= c->master + c->count ? i : -2;
+    }
+    return -1;
+}
+
+/* fp32 computes straight from the master weights: nothing to refresh. In fp16/bf16 the first call
+ * inside an ops->alloc block registers the whole block (and casts all of it: the master is current
+ * by definition); later calls cast [w, w+count) only. */
 static void cu_weights_updated(Backend *b, const float *w, size_t count) {
-    (void)b;
-    (void)w;
-    (void)count;
+    CudaCtx *ctx = cuda_ctx(b);
+    if (b->compute == DT_F32 || count == 0) return;
+    int k = wcopy_find(ctx, w, count);
+    if (k == -2)
+        die("cuda weights_updated: [%p, +%zu floats) runs past its registered weight block", (const void *)w, count);
+    if (k >= 0) {
+        wcopy_cast(ctx, &ctx->wcopies[k], (size_t)(w - ctx->wcopies[k].master), count);
+        return;
+    }
+    const CudaAlloc *blk = NULL;
+    for (int i = 0; i < ctx->nallocs && !blk; i++) {
+        const char *p = (const char *)ctx->allocs[i].p;
+        if ((const char *)w >= p && (const char *)(w + count) <= p + ctx->allocs[i].bytes) blk = &ctx->allocs[i];
+    }
+    if (!blk)
+        die("cuda weights_updated: %p (+%zu floats) is not inside one block from ops->alloc", (const void *)w, count);
+    if (ctx->nwcopies == ctx->cap_wcopies) {
+        ctx->cap_wcopies = ctx->cap_wcopies ? 2 * ctx->cap_wcopies : 8;
+        ctx->wcopies = (CudaWeightCopy *)xrealloc(ctx->wcopies, (size_t)ctx->cap_wcopies * sizeof *ctx->wcopies);
+    }
+    CudaWeightCopy *c = &ctx->wcopies[ctx->nwcopies];
+    c->master = (const float *)blk->p;
+    c->count = blk->bytes / sizeof(float);
+    c->dt = b->compute;
+    size_t bytes = (c->count ? c->count : 1) * dtype_size(c->dt);
+    cudaError_t e = cudaMalloc(&c->lp, bytes);
+    if (e == cudaErrorMemoryAllocation)
+        die("cuda: out of GPU memory for the %s copy of the weights (%zu bytes)", dtype_name(c->dt), bytes);
+    CUDA_CHECK(e);
+    b->bytes_in_use += c->count * dtype_size(c->dt);
+    if (b->bytes_in_use > b->peak_bytes) b->peak_bytes = b->bytes_in_use;
+    ctx->nwcopies++;
+    wcopy_cast(ctx, c, 0, c->count);
+}
+
+const void *cuda_weights(Backend *b, const float *w, size_t count, DType dt, const char *op) {
+    if (dt == DT_F32) return w;
+    CudaCtx *ctx = cuda_ctx(b);
+    int k = wcopy_find(ctx, w, count);
+    if (k < 0)
+        die("cuda %s: no %s copy of the weights at %p: call ops->weights_updated after writing fp32 weights", op,
+            dtype_name(dt), (const void *)w);
+    const CudaWeightCopy *c = &ctx->wcopies[k];
+    if (c->dt != dt)
+        die("cuda %s: the weights' copy is %s but the activations are %s", op, dtype_name(c->dt), dtype_name(dt));
+    return (const char *)c->lp + (size_t)(w - c->master) * dtype_size(dt);
+}
+
+/* Activations in dt from now on (call before a model is attached: model_attach sizes its buffers
+ * with Backend.compute). Existing weight copies follow: recast in the new dtype, or dropped for
+ * fp32. fp32 also resets the loss scale to 1. */
+static int cu_set_compute(Backend *b, DType dt) {
+    CudaCtx *ctx = cuda_ctx(b);
+    if (dt != DT_F32 && dt != DT_F16 && dt != DT_BF16) return -1;
+    /* tensor-core fp16/bf16 (and cuDNN's bf16 kernels) need sm_80; this binary has no older code anyway */
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, ctx->device));
+    if (dt != DT_F32 && prop.major < 8) return -1;
+    if (dt == DT_F32) {
+        while (ctx->nwcopies > 0) wcopy_free(b, ctx->nwcopies - 1);
+        b->compute = dt;
+        b->loss_scale = 1.0f;
+        return 0;
+    }
+    if (dt == b->compute) return 0;
+    b->compute = dt;
+    for (int i = 0; i < ctx->nwcopies; i++) { /* fp16 <-> bf16: same size, new contents */
+        ctx->wcopies[i].dt = dt;
+        wcopy_cast(ctx, &ctx->wcopies[i], 0, ctx->wcopies[i].count);
+    }
+    return 0;
 }
 
 /* ---- life cycle ---- */
@@ -210,11 +343,15 @@ static void cu_destroy(Backend *b) {
                 ctx->nallocs, b->bytes_in_use);
         for (int i = 0; i < ctx->nallocs; i++) CUDA_CHECK(cudaFree(ctx->allocs[i].p));
     }
+    while (ctx->nwcopies > 0) wcopy_free(b, ctx->nwcopies - 1);
+    free(ctx->wcopies);
     free(ctx->allocs);
     cuda_conv_cache_free(ctx->conv);
+    cuda_buf_free(&ctx->convert);
     cuda_buf_free(&ctx->workspace);
     cuda_buf_free(&ctx->stage);
     cuda_buf_free(&ctx->scratch);
+    cuda_feed_free(ctx);
     CUBLAS_CHECK(cublasDestroy(ctx->cublas));
     CUDNN_CHECK(cudnnDestroy(ctx->cudnn));
     CUDA_CHECK(cudaStreamDestroy(ctx->stream));
@@ -223,7 +360,7 @@ static void cu_destroy(Backend *b) {
 }
 
 /* Every member is a pointer; if backend.h gains an op, this fails until the table below has it. */
-static_assert(sizeof(BackendOps) == 39 * sizeof(void *), "BackendOps changed: update the cuda ops table");
+static_assert(sizeof(BackendOps) == 44 * sizeof(void *), "BackendOps changed: update the cuda ops table");
 
 static const BackendOps *cuda_ops(void) {
     static BackendOps ops;
@@ -265,7 +402,12 @@ static const BackendOps *cuda_ops(void) {
     ops.softmax_xent = cuda_softmax_xent;
     ops.adamw = cuda_adamw;
     ops.count_nonfinite = cuda_count_nonfinite;
-    ops.set_compute = NULL; /* fp32 only until the mixed-precision path lands */
+    ops.set_compute = cu_set_compute;
+    ops.warp_batch = cuda_warp_batch;
+    ops.alloc_host = cuda_alloc_host;
+    ops.free_host = cuda_free_host;
+    ops.upload_async = cuda_upload_async;
+    ops.upload_wait = cuda_upload_wait;
     ops.name = "cuda"; /* last: marks the table as filled */
     return &ops;
 }
@@ -327,6 +469,8 @@ extern "C" Backend *cuda_backend_create(char *err, size_t errlen) {
     if ((bs = cublasSetMathMode(ctx->cublas, CUBLAS_DEFAULT_MATH)) != CUBLAS_STATUS_SUCCESS)
         return create_failed(ctx, err, errlen, "cublasSetMathMode", cublasGetStatusString(bs));
     ctx->conv = cuda_conv_cache_new();
+    const char *bn = getenv("CNNTRAIN_BN_KERNELS");
+    ctx->bn_own = bn && !strcmp(bn, "own");
 
     Backend *b = (Backend *)xcalloc(1, sizeof *b);
     b->ops = cuda_ops();

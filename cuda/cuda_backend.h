@@ -31,6 +31,17 @@ typedef struct {
     size_t bytes;
 } CudaAlloc;
 
+/* Mixed precision: the low-precision copy (fp16/bf16, Backend.compute) of one ops->alloc block of
+ * fp32 master weights, registered by the first weights_updated() inside the block and refreshed by
+ * every later one. Ops that take `const float *w` find their copy at the same element offset
+ * (cuda_weights). Freed with the master block. Counted in Backend.bytes_in_use. */
+typedef struct {
+    const float *master;
+    size_t count;             /* floats in the master block */
+    void *lp;                 /* count elements of dt */
+    DType dt;
+} CudaWeightCopy;
+
 typedef struct {
     int device;
     cudaStream_t stream;      /* every op runs on this one stream, so ops are ordered */
@@ -42,6 +53,11 @@ typedef struct {
     struct ConvCache *conv;   /* per-shape convolution plans */
     CudaAlloc *allocs;        /* live ops->alloc blocks, to know their sizes on release */
     int nallocs, cap_allocs;
+    CudaWeightCopy *wcopies;  /* low-precision weight copies (empty in fp32) */
+    int nwcopies, cap_wcopies;
+    CudaBuf convert;          /* low-precision temporaries: a conv's dw before the cast to fp32, fp32 GEMM output */
+    int bn_own;               /* batch norm through our kernels for every dtype (CNNTRAIN_BN_KERNELS=own) */
+    struct CudaFeed *feed;    /* augment.cu: copy stream, upload events, warp_batch buffers (made on first use) */
 } CudaCtx;
 
 static inline CudaCtx *cuda_ctx(Backend *b) { return (CudaCtx *)b->impl; }
@@ -54,16 +70,23 @@ static inline unsigned cuda_grid(size_t n) {
     return (unsigned)(blocks < 65536 ? blocks : 65536);
 }
 
-/* Shape checks shared by the op files: fp32 only in this build, and matching shapes. */
-void cuda_require_f32(const Tensor *t, const char *op);
+/* Checks shared by the op files. An activation is fp32, fp16 or bf16 (Backend.compute; every
+ * tensor carries its own); an op's outputs have its inputs' dtype, and the caller sized their
+ * memory for it, so a mismatch is a fatal error rather than something an op may change.
+ * cuda_act_dtype returns t's dtype after checking it is one of the three. */
+DType cuda_act_dtype(const Tensor *t, const char *op);
+void cuda_require_dtype(const Tensor *t, DType dt, const char *op);
 void cuda_require_same_shape(const Tensor *a, const Tensor *b, const char *op);
+/* Sets an output's shape; its dtype is the caller's (see cuda_require_dtype). */
 static inline void cuda_set_shape(Tensor *t, int n, int c, int h, int w) {
     t->n = n;
     t->c = c;
     t->h = h;
     t->w = w;
-    t->dtype = DT_F32;
 }
+/* The weights an op computing in dt reads for the fp32 master weights [w, w+count): w itself in
+ * fp32, else the registered low-precision copy (dies when weights_updated never covered w). */
+const void *cuda_weights(Backend *, const float *w, size_t count, DType dt, const char *op);
 
 /* conv.cu */
 struct ConvCache *cuda_conv_cache_new(void);
@@ -114,5 +137,15 @@ void cuda_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a,
                        const float *lam, float smoothing, float *loss, Tensor *dlogits);
 size_t cuda_count_nonfinite(Backend *, const float *x, size_t count);
 void cuda_adamw(Backend *, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a);
+
+/* augment.cu: the input pipeline (backend.h: warp_batch, alloc_host, free_host, upload_async,
+ * upload_wait); cuda_feed_free releases ctx->feed (called by destroy after the stream sync). */
+void cuda_warp_batch(Backend *, const uint8_t *images, const ImageSlot *slots, const struct Warp *params, int n,
+                     int out_side, const float mean[3], const float std[3], Tensor *y);
+void *cuda_alloc_host(Backend *, size_t bytes);
+void cuda_free_host(Backend *, void *p);
+void cuda_upload_async(Backend *, void *dst, const void *host_src, size_t bytes, int slot);
+void cuda_upload_wait(Backend *, int slot);
+void cuda_feed_free(CudaCtx *);
 
 #endif

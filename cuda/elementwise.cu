@@ -1,87 +1,106 @@
 /* elementwise.cu: the small ops: ReLU, residual add, gradient accumulation, softmax cross-entropy
  * with label smoothing and mixup, and the AdamW step. All layouts are flat here (NHWC or not does not
- * matter to an elementwise op; the logits are (n, classes, 1, 1), i.e. row-major [n][classes]). */
+ * matter to an elementwise op; the logits are (n, classes, 1, 1), i.e. row-major [n][classes]).
+ * Activations may be fp32, fp16 or bf16 (kernels are templates computing in float, see dtype.h);
+ * AdamW and count_nonfinite work on the fp32 parameter blocks. */
 #include "cuda_backend.h"
+#include "dtype.h"
 
 #include <math.h>
 
-#define GRID_STRIDE(i, total) \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
-
 /* ---- ReLU, add, accumulate ---- */
 
-__global__ void relu_fwd_kernel(const float *x, float *y, size_t total) {
-    GRID_STRIDE(i, total) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
-
-/* y is the forward output: y > 0 exactly where x > 0. */
-__global__ void relu_bwd_kernel(const float *y, const float *dy, float *dx, size_t total, int accumulate) {
+template <typename T> __global__ void relu_fwd_kernel(const T *x, T *y, size_t total) {
     GRID_STRIDE(i, total) {
-        float g = y[i] > 0.0f ? dy[i] : 0.0f;
-        dx[i] = accumulate ? dx[i] + g : g;
+        float v = to_float(x[i]);
+        y[i] = from_float<T>(v > 0.0f ? v : 0.0f);
     }
 }
 
-__global__ void add_kernel(const float *a, const float *b, float *y, size_t total) {
-    GRID_STRIDE(i, total) y[i] = a[i] + b[i];
+/* y is the forward output: y > 0 exactly where x > 0. */
+template <typename T> __global__ void relu_bwd_kernel(const T *y, const T *dy, T *dx, size_t total, int accumulate) {
+    GRID_STRIDE(i, total) {
+        float g = to_float(y[i]) > 0.0f ? to_float(dy[i]) : 0.0f;
+        dx[i] = from_float<T>(accumulate ? to_float(dx[i]) + g : g);
+    }
 }
 
-__global__ void acc_kernel(const float *src, float *dst, size_t total) {
-    GRID_STRIDE(i, total) dst[i] += src[i];
+template <typename T> __global__ void add_kernel(const T *a, const T *b, T *y, size_t total) {
+    GRID_STRIDE(i, total) y[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
+}
+
+template <typename T> __global__ void acc_kernel(const T *src, T *dst, size_t total) {
+    GRID_STRIDE(i, total) dst[i] = from_float<T>(to_float(dst[i]) + to_float(src[i]));
 }
 
 void cuda_relu_forward(Backend *b, const Tensor *x, Tensor *y) {
-    cuda_require_f32(x, "relu_forward");
+    DType dt = cuda_act_dtype(x, "relu_forward");
+    cuda_require_dtype(y, dt, "relu_forward");
     int n = x->n, c = x->c, h = x->h, w = x->w; /* y may alias x */
     cuda_set_shape(y, n, c, h, w);
     size_t total = tensor_numel(y);
     if (total == 0) return;
-    relu_fwd_kernel<<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>((const float *)x->data,
-                                                                              (float *)y->data, total);
+    cuda_dispatch(dt, "relu_forward", [&](auto tag) {
+        using T = decltype(tag);
+        relu_fwd_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>((const T *)x->data, (T *)y->data,
+                                                                                     total);
+    });
     KERNEL_CHECK();
 }
 
 void cuda_relu_backward(Backend *b, const Tensor *y, const Tensor *dy, Tensor *dx, int accumulate) {
-    cuda_require_f32(y, "relu_backward");
-    cuda_require_f32(dy, "relu_backward");
+    DType dt = cuda_act_dtype(y, "relu_backward");
+    cuda_require_dtype(dy, dt, "relu_backward");
+    cuda_require_dtype(dx, dt, "relu_backward");
     cuda_require_same_shape(y, dy, "relu_backward");
     int n = y->n, c = y->c, h = y->h, w = y->w;
     cuda_set_shape(dx, n, c, h, w);
     size_t total = tensor_numel(dx);
     if (total == 0) return;
-    relu_bwd_kernel<<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
-        (const float *)y->data, (const float *)dy->data, (float *)dx->data, total, accumulate);
+    cuda_dispatch(dt, "relu_backward", [&](auto tag) {
+        using T = decltype(tag);
+        relu_bwd_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+            (const T *)y->data, (const T *)dy->data, (T *)dx->data, total, accumulate);
+    });
     KERNEL_CHECK();
 }
 
 void cuda_add(Backend *b, const Tensor *a, const Tensor *bt, Tensor *y) {
-    cuda_require_f32(a, "add");
-    cuda_require_f32(bt, "add");
+    DType dt = cuda_act_dtype(a, "add");
+    cuda_require_dtype(bt, dt, "add");
+    cuda_require_dtype(y, dt, "add");
     cuda_require_same_shape(a, bt, "add");
     int n = a->n, c = a->c, h = a->h, w = a->w; /* y may alias a or b */
     cuda_set_shape(y, n, c, h, w);
     size_t total = tensor_numel(y);
     if (total == 0) return;
-    add_kernel<<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>((const float *)a->data,
-                                                                         (const float *)bt->data, (float *)y->data,
-                                                                         total);
+    cuda_dispatch(dt, "add", [&](auto tag) {
+        using T = decltype(tag);
+        add_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>((const T *)a->data,
+                                                                                (const T *)bt->data, (T *)y->data,
+                                                                                total);
+    });
     KERNEL_CHECK();
 }
 
 void cuda_accumulate(Backend *b, const Tensor *src, Tensor *dst, int accumulate) {
     CudaCtx *ctx = cuda_ctx(b);
-    cuda_require_f32(src, "accumulate");
+    DType dt = cuda_act_dtype(src, "accumulate");
+    cuda_require_dtype(dst, dt, "accumulate");
     int n = src->n, c = src->c, h = src->h, w = src->w;
     cuda_set_shape(dst, n, c, h, w);
     size_t total = tensor_numel(dst);
     if (total == 0) return;
     if (!accumulate) {
         if (dst->data != src->data)
-            CUDA_CHECK(cudaMemcpyAsync(dst->data, src->data, total * sizeof(float), cudaMemcpyDeviceToDevice,
+            CUDA_CHECK(cudaMemcpyAsync(dst->data, src->data, total * dtype_size(dt), cudaMemcpyDeviceToDevice,
                                        ctx->stream));
         return;
     }
-    acc_kernel<<<cuda_grid(total), CUDA_BLOCK, 0, ctx->stream>>>((const float *)src->data, (float *)dst->data, total);
+    cuda_dispatch(dt, "accumulate", [&](auto tag) {
+        using T = decltype(tag);
+        acc_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, ctx->stream>>>((const T *)src->data, (T *)dst->data, total);
+    });
     KERNEL_CHECK();
 }
 
@@ -114,19 +133,22 @@ __device__ static float block_reduce(float v, int is_max) {
 
 /* One block per sample. target_j = (1-eps)*(lam*[j==a] + (1-lam)*[j==b]) + eps/classes, so
  * loss = sum_j target_j*(lse - z_j) = (1-eps)*(lam*(lse-z_a) + (1-lam)*(lse-z_b)) + eps*(lse - mean z),
- * dz_j = (softmax_j - target_j) / n. An out-of-range label gives a NaN loss rather than a wrong one.
- * dlogits may be NULL (no gradient wanted). */
-__global__ void xent_kernel(const float *logits, const int32_t *labels_a, const int32_t *labels_b, const float *lam,
-                            float smoothing, int n, int classes, float *sample_loss, float *dlogits) {
+ * dz_j = scale * (softmax_j - target_j) / n, scale = Backend.loss_scale. An out-of-range label gives a
+ * NaN loss rather than a wrong one. dlogits may be NULL (no gradient wanted). Logits and dlogits are
+ * T (the activation dtype); everything in between is fp32. */
+template <typename T>
+__global__ void xent_kernel(const T *logits, const int32_t *labels_a, const int32_t *labels_b, const float *lam,
+                            float smoothing, int n, int classes, float scale, float *sample_loss, T *dlogits) {
     int s = blockIdx.x;
-    const float *z = logits + (size_t)s * classes;
+    const T *z = logits + (size_t)s * classes;
     float m = -INFINITY;
-    for (int j = threadIdx.x; j < classes; j += blockDim.x) m = fmaxf(m, z[j]);
+    for (int j = threadIdx.x; j < classes; j += blockDim.x) m = fmaxf(m, to_float(z[j]));
     m = block_reduce(m, 1);
     float se = 0.0f, sz = 0.0f;
     for (int j = threadIdx.x; j < classes; j += blockDim.x) {
-        se += expf(z[j] - m);
-        sz += z[j];
+        float zj = to_float(z[j]);
+        se += expf(zj - m);
+        sz += zj;
     }
     se = block_reduce(se, 0);
     sz = block_reduce(sz, 0);
@@ -139,18 +161,18 @@ __global__ void xent_kernel(const float *logits, const int32_t *labels_a, const 
     int valid = a >= 0 && a < classes && bl >= 0 && bl < classes;
     if (threadIdx.x == 0) {
         /* read z_a, z_b before any thread writes dz: dlogits may alias logits */
-        float loss = valid ? (1.0f - smoothing) * (l * (lse - z[a]) + (1.0f - l) * (lse - z[bl])) +
+        float loss = valid ? (1.0f - smoothing) * (l * (lse - to_float(z[a])) + (1.0f - l) * (lse - to_float(z[bl]))) +
                                  smoothing * (lse - sz / (float)classes)
                            : NAN;
         sample_loss[s] = loss;
     }
     __syncthreads();
     if (!dlogits) return; /* loss only (evaluation) */
-    float *dz = dlogits + (size_t)s * classes;
+    T *dz = dlogits + (size_t)s * classes;
     float inv_n = 1.0f / (float)n, uniform = smoothing / (float)classes;
     for (int j = threadIdx.x; j < classes; j += blockDim.x) {
         float t = uniform + (1.0f - smoothing) * ((j == a ? l : 0.0f) + (j == bl ? 1.0f - l : 0.0f));
-        dz[j] = valid ? (expf(z[j] - lse) - t) * inv_n : NAN;
+        dz[j] = from_float<T>(valid ? (expf(to_float(z[j]) - lse) - t) * inv_n * scale : NAN);
     }
 }
 
@@ -165,14 +187,21 @@ __global__ void mean_kernel(const float *v, int n, float *out) {
 void cuda_softmax_xent(Backend *b, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
                        const float *lam, float smoothing, float *loss, Tensor *dlogits) {
     CudaCtx *ctx = cuda_ctx(b);
-    cuda_require_f32(logits, "softmax_xent");
+    DType dt = cuda_act_dtype(logits, "softmax_xent");
     /* classes = c*h*w: a row per sample whatever the shape, as the CPU backend reads it */
     int n = logits->n, classes = logits->c * logits->h * logits->w;
     if (n < 1 || classes < 1) die("cuda softmax_xent: empty logits (%d x %d)", n, classes);
-    if (dlogits) cuda_set_shape(dlogits, logits->n, logits->c, logits->h, logits->w);
+    if (dlogits) {
+        cuda_require_dtype(dlogits, dt, "softmax_xent");
+        cuda_set_shape(dlogits, logits->n, logits->c, logits->h, logits->w);
+    }
     float *sample_loss = (float *)cuda_buf_reserve(ctx->stream, &ctx->scratch, (size_t)n * sizeof(float));
-    xent_kernel<<<n, XENT_BLOCK, 0, ctx->stream>>>((const float *)logits->data, labels_a, labels_b, lam, smoothing, n,
-                                                   classes, sample_loss, dlogits ? (float *)dlogits->data : NULL);
+    cuda_dispatch(dt, "softmax_xent", [&](auto tag) {
+        using T = decltype(tag);
+        xent_kernel<T><<<n, XENT_BLOCK, 0, ctx->stream>>>((const T *)logits->data, labels_a, labels_b, lam, smoothing,
+                                                          n, classes, b->loss_scale, sample_loss,
+                                                          dlogits ? (T *)dlogits->data : NULL);
+    });
     KERNEL_CHECK();
     mean_kernel<<<1, 1, 0, ctx->stream>>>(sample_loss, n, loss);
     KERNEL_CHECK();

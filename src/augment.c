@@ -396,20 +396,13 @@ int transform_min_source_side(const TransformSpec *s) {
  * but the gather: item coordinates (one division per pixel only for a perspective warp), the
  * rare reflection or zero fill, the tap offsets and weights, the scalar loads of the four taps
  * (4 bytes each: R, G, B and one spare), and the interpolation into three channel arrays. */
-#define BLK 64
+#define BLK WARP_BLK
 
 typedef struct {
+    WarpPlan p;                       /* everything but the pixels (shared with the GPU kernel) */
     const uint8_t *px;
     size_t total;                     /* bytes in the image */
     int32_t stride;
-    float a[6];                       /* item -> tap index coordinates (the -0.5 folded in) */
-    float sx_lo, sx_hi, sy_lo, sy_hi; /* clamp of the tap coordinates: the clip box's pixel centres */
-    float x_last, y_last;             /* last tap index in the clip box */
-    int box[4];                       /* the clip box, inside the image: x0, y0, x1, y1 */
-    int pad;
-    float u_lo, u_hi, v_lo, v_hi;     /* item bounds: border centres (reflect) or edges (zeros) */
-    float h[9];
-    int affine;
 } Sampler;
 
 typedef struct {
@@ -420,19 +413,17 @@ typedef struct {
     float val[3][BLK];                /* the block's samples, 0..255 */
 } Block;
 
-static void sampler_init(Sampler *s, const Warp *w, const Image *src) {
-    s->px = src->rgb;
-    s->total = (size_t)src->w * src->h * 3;
-    s->stride = src->w * 3;
-    for (int i = 0; i < 6; i++) s->a[i] = w->a[i];
+void warp_plan(const Warp *w, int src_w, int src_h, WarpPlan *s) {
+    memset(s, 0, sizeof *s);
+    for (int i = 0; i < 6; i++) s->a[i] = s->wa[i] = w->a[i];
     s->a[2] -= 0.5f;
     s->a[5] -= 0.5f;
     /* Keep the clip box inside the image whatever the Warp says: the taps never read outside. */
     int x0 = w->clip[0], y0 = w->clip[1], x1 = w->clip[2], y1 = w->clip[3];
-    x0 = x0 < 0 ? 0 : (x0 > src->w - 1 ? src->w - 1 : x0);
-    y0 = y0 < 0 ? 0 : (y0 > src->h - 1 ? src->h - 1 : y0);
-    x1 = x1 > src->w ? src->w : (x1 <= x0 ? x0 + 1 : x1);
-    y1 = y1 > src->h ? src->h : (y1 <= y0 ? y0 + 1 : y1);
+    x0 = x0 < 0 ? 0 : (x0 > src_w - 1 ? src_w - 1 : x0);
+    y0 = y0 < 0 ? 0 : (y0 > src_h - 1 ? src_h - 1 : y0);
+    x1 = x1 > src_w ? src_w : (x1 <= x0 ? x0 + 1 : x1);
+    y1 = y1 > src_h ? src_h : (y1 <= y0 ? y0 + 1 : y1);
     s->box[0] = x0, s->box[1] = y0, s->box[2] = x1, s->box[3] = y1;
     s->sx_lo = (float)x0, s->sx_hi = (float)(x1 - 1), s->x_last = (float)(x1 - 1);
     s->sy_lo = (float)y0, s->sy_hi = (float)(y1 - 1), s->y_last = (float)(y1 - 1);
@@ -448,6 +439,20 @@ static void sampler_init(Sampler *s, const Warp *w, const Image *src) {
         float r = 1.0f / w->h[8];
         for (int i = 0; i < 9; i++) s->h[i] *= r;
     }
+    if (w->aa[0] > 1.0f || w->aa[1] > 1.0f) {
+        s->f[0] = w->aa[0] > 1.0f ? w->aa[0] : 1.0;
+        s->f[1] = w->aa[1] > 1.0f ? w->aa[1] : 1.0;
+        int sep = s->affine && s->h[1] == 0 && s->h[3] == 0 && w->a[1] == 0 && w->a[3] == 0;
+        s->aa = sep ? WARP_AA_SEPARABLE : WARP_AA_GENERAL;
+    }
+    s->light = w->brightness != 0.5f || w->contrast != 1.0f;
+}
+
+static void sampler_init(Sampler *s, const Warp *w, const Image *src) {
+    warp_plan(w, src->w, src->h, &s->p);
+    s->px = src->rgb;
+    s->total = (size_t)src->w * src->h * 3;
+    s->stride = src->w * 3;
 }
 
 /* grid_sample's reflect_coordinates (about lo and hi), then its clip; NaN goes to lo. */
@@ -469,13 +474,13 @@ static inline uint32_t load4(const uint8_t *p) {
 /* Item coordinates of pixels x0 .. x0+n-1 of output row y into b->u, b->v, reflected into the
  * item or (zero padding) flagged in b->zero; returns whether any pixel fell outside the item. */
 static inline int block_coords(const Sampler *s, int y, int x0, int n, Block *b) {
-    const float *h = s->h;
+    const float *h = s->p.h;
     double yc = y + 0.5, xc = x0 + 0.5;
     /* the block's first pixel in double, then increments in float */
     float u0 = (float)((double)h[0] * xc + (double)h[1] * yc + h[2]);
     float v0 = (float)((double)h[3] * xc + (double)h[4] * yc + h[5]);
     float du = h[0], dv = h[3];
-    if (s->affine) {
+    if (s->p.affine) {
         for (int i = 0; i < n; i++) {
             b->u[i] = u0 + (float)i * du;
             b->v[i] = v0 + (float)i * dv;
@@ -492,17 +497,17 @@ static inline int block_coords(const Sampler *s, int y, int x0, int n, Block *b)
      * homography) is not caught here; the tap clamps below send it to the clip box's corner. */
     int out = 0;
     for (int i = 0; i < n; i++)
-        out |= (b->u[i] < s->u_lo) | (b->u[i] > s->u_hi) | (b->v[i] < s->v_lo) | (b->v[i] > s->v_hi);
+        out |= (b->u[i] < s->p.u_lo) | (b->u[i] > s->p.u_hi) | (b->v[i] < s->p.v_lo) | (b->v[i] > s->p.v_hi);
     if (out) {
         for (int i = 0; i < n; i++) {
             float u = b->u[i], v = b->v[i];
             b->zero[i] = 0;
-            if (!(u < s->u_lo || u > s->u_hi || v < s->v_lo || v > s->v_hi)) continue;
-            if (s->pad == WARP_PAD_ZEROS) {
+            if (!(u < s->p.u_lo || u > s->p.u_hi || v < s->p.v_lo || v > s->p.v_hi)) continue;
+            if (s->p.pad == WARP_PAD_ZEROS) {
                 b->zero[i] = 1;
             } else {
-                b->u[i] = reflect_coord(u, s->u_lo, s->u_hi);
-                b->v[i] = reflect_coord(v, s->v_lo, s->v_hi);
+                b->u[i] = reflect_coord(u, s->p.u_lo, s->p.u_hi);
+                b->v[i] = reflect_coord(v, s->p.v_lo, s->p.v_hi);
             }
         }
     }
@@ -514,19 +519,19 @@ static void sample_block(const Sampler *s, int y, int x0, int n, Block *b) {
     int out = block_coords(s, y, x0, n, b);
     /* Tap offsets and weights: clamped so that no coordinate, NaN included, leaves the box. */
     for (int i = 0; i < n; i++) {
-        float sx = s->a[0] * b->u[i] + s->a[1] * b->v[i] + s->a[2];
-        float sy = s->a[3] * b->u[i] + s->a[4] * b->v[i] + s->a[5];
-        sx = sx > s->sx_lo ? sx : s->sx_lo;
-        sx = sx < s->sx_hi ? sx : s->sx_hi;
-        sy = sy > s->sy_lo ? sy : s->sy_lo;
-        sy = sy < s->sy_hi ? sy : s->sy_hi;
+        float sx = s->p.a[0] * b->u[i] + s->p.a[1] * b->v[i] + s->p.a[2];
+        float sy = s->p.a[3] * b->u[i] + s->p.a[4] * b->v[i] + s->p.a[5];
+        sx = sx > s->p.sx_lo ? sx : s->p.sx_lo;
+        sx = sx < s->p.sx_hi ? sx : s->p.sx_hi;
+        sy = sy > s->p.sy_lo ? sy : s->p.sy_lo;
+        sy = sy < s->p.sy_hi ? sy : s->p.sy_hi;
         float fx0 = truncf(sx), fy0 = truncf(sy); /* >= 0: floor */
         b->fx[i] = sx - fx0;
         b->fy[i] = sy - fy0;
         int32_t ix = (int32_t)fx0, iy = (int32_t)fy0;
         b->off[i] = iy * s->stride + ix * 3;
-        b->dx[i] = fx0 < s->x_last ? 3 : 0;
-        b->dy[i] = fy0 < s->y_last ? s->stride : 0;
+        b->dx[i] = fx0 < s->p.x_last ? 3 : 0;
+        b->dy[i] = fy0 < s->p.y_last ? s->stride : 0;
     }
     /* The taps: four 4-byte loads; only a tap ending at the image's last byte reads bytewise. */
     const uint8_t *px = s->px;
@@ -552,7 +557,7 @@ static void sample_block(const Sampler *s, int y, int x0, int n, Block *b) {
             b->val[c][i] = t + b->fy[i] * (d - t);
         }
     }
-    if (out && s->pad == WARP_PAD_ZEROS)
+    if (out && s->p.pad == WARP_PAD_ZEROS)
         for (int i = 0; i < n; i++)
             if (b->zero[i]) b->val[0][i] = b->val[1][i] = b->val[2][i] = 0;
 }
@@ -608,15 +613,15 @@ typedef struct {
     float *row;             /* its output for the current row: (rx1 - rx0) * 3 values */
 } Aa;
 
-/* Whether w needs the antialiased path; if so, set it up in *aa. */
-static int aa_init(Aa *aa, const Warp *w, const Sampler *s, int size) {
-    if (!(w->aa[0] > 1.0f || w->aa[1] > 1.0f)) return 0;
+/* Whether the plan takes an antialiased path; if so, set it up in *aa. */
+static int aa_init(Aa *aa, const Sampler *s, int size) {
+    if (s->p.aa == WARP_AA_NONE) return 0;
     memset(aa, 0, sizeof *aa);
-    aa->f[0] = w->aa[0] > 1.0f ? w->aa[0] : 1.0;
-    aa->f[1] = w->aa[1] > 1.0f ? w->aa[1] : 1.0;
+    aa->f[0] = s->p.f[0];
+    aa->f[1] = s->p.f[1];
     aa->kx = taps_max(aa->f[0]);
     aa->ky = taps_max(aa->f[1]);
-    aa->sep = s->affine && s->h[1] == 0 && s->h[3] == 0 && w->a[1] == 0 && w->a[3] == 0;
+    aa->sep = s->p.aa == WARP_AA_SEPARABLE;
     int n = aa->sep ? size : 1;
     aa->x0 = xmalloc(sizeof(int32_t) * 2 * n);
     aa->nx = aa->x0 + n;
@@ -628,22 +633,22 @@ static int aa_init(Aa *aa, const Warp *w, const Sampler *s, int size) {
     aa->zx = xcalloc((size_t)2 * size, 1);
     aa->zy = aa->zx + size;
     /* u depends on x only, v on y only: the same code as block_coords, in double */
-    int zeros = s->pad == WARP_PAD_ZEROS;
-    aa->rx0 = s->box[2], aa->rx1 = s->box[0];
+    int zeros = s->p.pad == WARP_PAD_ZEROS;
+    aa->rx0 = s->p.box[2], aa->rx1 = s->p.box[0];
     for (int i = 0; i < size; i++) {
-        double u = (double)s->h[0] * (i + 0.5) + s->h[2], v = (double)s->h[4] * (i + 0.5) + s->h[5];
-        if (u < s->u_lo || u > s->u_hi) {
+        double u = (double)s->p.h[0] * (i + 0.5) + s->p.h[2], v = (double)s->p.h[4] * (i + 0.5) + s->p.h[5];
+        if (u < s->p.u_lo || u > s->p.u_hi) {
             if (zeros) aa->zx[i] = 1;
-            else u = reflect_coord((float)u, s->u_lo, s->u_hi);
+            else u = reflect_coord((float)u, s->p.u_lo, s->p.u_hi);
         }
-        if (v < s->v_lo || v > s->v_hi) {
+        if (v < s->p.v_lo || v > s->p.v_hi) {
             if (zeros) aa->zy[i] = 1;
-            else v = reflect_coord((float)v, s->v_lo, s->v_hi);
+            else v = reflect_coord((float)v, s->p.v_lo, s->p.v_hi);
         }
         int a;
-        aa->nx[i] = tent_taps((double)w->a[0] * u + w->a[2], aa->f[0], s->box[0], s->box[2], &a, aa->wx + (size_t)i * aa->kx);
+        aa->nx[i] = tent_taps((double)s->p.wa[0] * u + s->p.wa[2], aa->f[0], s->p.box[0], s->p.box[2], &a, aa->wx + (size_t)i * aa->kx);
         aa->x0[i] = a;
-        aa->ny[i] = tent_taps((double)w->a[4] * v + w->a[5], aa->f[1], s->box[1], s->box[3], &a, aa->wy + (size_t)i * aa->ky);
+        aa->ny[i] = tent_taps((double)s->p.wa[4] * v + s->p.wa[5], aa->f[1], s->p.box[1], s->p.box[3], &a, aa->wy + (size_t)i * aa->ky);
         aa->y0[i] = a;
         if (!aa->zx[i]) {
             aa->rx0 = aa->x0[i] < aa->rx0 ? aa->x0[i] : aa->rx0;
@@ -701,15 +706,15 @@ static void aa_sep_block(const Aa *aa, int y, int x0, int n, Block *b) {
 
 /* General map (fastai's batch transforms after an item resize that shrinks): the separable
  * filter at each pixel's source point. */
-static void aa_block(Aa *aa, const Sampler *s, const Warp *w, int y, int x0, int n, Block *b) {
+static void aa_block(Aa *aa, const Sampler *s, int y, int x0, int n, Block *b) {
     int out = block_coords(s, y, x0, n, b);
     for (int i = 0; i < n; i++) {
         float acc[3] = {0, 0, 0};
-        if (!(out && s->pad == WARP_PAD_ZEROS && b->zero[i])) {
+        if (!(out && s->p.pad == WARP_PAD_ZEROS && b->zero[i])) {
             double u = b->u[i], v = b->v[i];
             int xa, ya;
-            int nx = tent_taps((double)w->a[0] * u + (double)w->a[1] * v + w->a[2], aa->f[0], s->box[0], s->box[2], &xa, aa->wx);
-            int ny = tent_taps((double)w->a[3] * u + (double)w->a[4] * v + w->a[5], aa->f[1], s->box[1], s->box[3], &ya, aa->wy);
+            int nx = tent_taps((double)s->p.wa[0] * u + (double)s->p.wa[1] * v + s->p.wa[2], aa->f[0], s->p.box[0], s->p.box[2], &xa, aa->wx);
+            int ny = tent_taps((double)s->p.wa[3] * u + (double)s->p.wa[4] * v + s->p.wa[5], aa->f[1], s->p.box[1], s->p.box[3], &ya, aa->wy);
             for (int k = 0; k < ny; k++) {
                 const uint8_t *p = s->px + (size_t)(ya + k) * s->stride + (size_t)xa * 3;
                 float r = 0, g = 0, bl = 0;
@@ -726,77 +731,95 @@ static void aa_block(Aa *aa, const Sampler *s, const Warp *w, int y, int x0, int
 }
 
 /* One block of output row y, by the path the warp needs. */
-static void fill_block(const Sampler *s, Aa *aa, const Warp *w, int y, int x0, int n, Block *b) {
+static void fill_block(const Sampler *s, Aa *aa, int y, int x0, int n, Block *b) {
     if (!aa) {
         sample_block(s, y, x0, n, b);
     } else if (aa->sep) {
         if (x0 == 0) aa_row(aa, s, y);
         aa_sep_block(aa, y, x0, n, b);
     } else {
-        aa_block(aa, s, w, y, x0, n, b);
+        aa_block(aa, s, y, x0, n, b);
     }
 }
 
 /* fastai's lighting on [0, 1] values: sigmoid(c * (logit(x) + logit(b))), logit clamped to
  * [1e-7, 1-1e-7] as fastai's is. Evaluated through a table over x with linear interpolation:
  * within 2e-6 of the formula over the draws' ranges (the test measures it). */
-#define LIGHT_N 1024
+#define LIGHT_N WARP_LIGHT_N
+
+double warp_light_logit(int i) {
+    double x = (double)i / LIGHT_N;
+    x = x < 1e-7 ? 1e-7 : (x > 1 - 1e-7 ? 1 - 1e-7 : x);
+    return log(x / (1 - x));
+}
+
+double warp_light_shift(float brightness) { return log(brightness / (1.0 - brightness)); }
+
 static void lighting_table(float brightness, float contrast, float *lut) {
-    double lb = log(brightness / (1.0 - brightness)), c = contrast;
+    double lb = warp_light_shift(brightness), c = contrast;
     for (int i = 0; i <= LIGHT_N; i++) {
-        double x = (double)i / LIGHT_N;
-        x = x < 1e-7 ? 1e-7 : (x > 1 - 1e-7 ? 1 - 1e-7 : x);
-        double z = c * (log(x / (1 - x)) + lb);
+        double z = c * (warp_light_logit(i) + lb);
         lut[i] = (float)(1.0 / (1.0 + exp(-z)));
     }
     lut[LIGHT_N + 1] = lut[LIGHT_N + 2] = lut[LIGHT_N];
 }
 
-void warp_apply_f32(const Warp *w, const Image *src, int size, float *out_chw) {
+/* The normalised output, channel c of pixel (x, y) at out[c * cs + (y * size + x) * ps]: inlined
+ * with constant strides by both callers (CHW: cs = size^2, ps = 1; HWC: cs = 1, ps = 3). */
+static inline void apply_norm(const Warp *w, const Image *src, int size, const float *mean, const float *std,
+                              float *out, size_t cs, size_t ps) {
     Sampler s;
     sampler_init(&s, w, src);
-    Aa aa_state, *aa = aa_init(&aa_state, w, &s, size) ? &aa_state : NULL;
+    Aa aa_state, *aa = aa_init(&aa_state, &s, size) ? &aa_state : NULL;
     Block b;
-    int light = w->brightness != 0.5f || w->contrast != 1.0f;
+    int light = s.p.light;
     float lut[LIGHT_N + 3];
     if (light) lighting_table(w->brightness, w->contrast, lut);
-    size_t plane = (size_t)size * size;
     for (int y = 0; y < size; y++)
         for (int x0 = 0; x0 < size; x0 += BLK) {
             int n = size - x0 < BLK ? size - x0 : BLK;
-            fill_block(&s, aa, w, y, x0, n, &b);
+            fill_block(&s, aa, y, x0, n, &b);
             for (int c = 0; c < 3; c++) {
-                float *o = out_chw + c * plane + (size_t)y * size + x0;
+                float *o = out + c * cs + ((size_t)y * size + x0) * ps;
                 const float *v = b.val[c];
-                float bias = -imagenet_mean[c] / imagenet_std[c];
+                float bias = -mean[c] / std[c];
                 if (light) {
-                    float k = 1.0f / imagenet_std[c];
+                    float k = 1.0f / std[c];
                     /* v is a convex combination of bytes: in [0, 255] up to the last bit, which
                      * the table's guard entry absorbs, so the index needs no clamp. */
                     for (int i = 0; i < n; i++) {
                         float t = v[i] * (LIGHT_N / 255.0f);
                         int j = (int)t;
                         float f = lut[j] + (t - (float)j) * (lut[j + 1] - lut[j]);
-                        o[i] = f * k + bias;
+                        o[i * ps] = f * k + bias;
                     }
                 } else {
-                    float k = 1.0f / (255.0f * imagenet_std[c]);
-                    for (int i = 0; i < n; i++) o[i] = v[i] * k + bias;
+                    float k = 1.0f / (255.0f * std[c]);
+                    for (int i = 0; i < n; i++) o[i * ps] = v[i] * k + bias;
                 }
             }
         }
     if (aa) aa_free(aa);
 }
 
+void warp_apply_f32(const Warp *w, const Image *src, int size, float *out_chw) {
+    apply_norm(w, src, size, imagenet_mean, imagenet_std, out_chw, (size_t)size * size, 1);
+}
+
+void warp_apply_nhwc(const Warp *w, const Image *src, int size, const float mean[3], const float std[3],
+                     float *out_hwc) {
+    apply_norm(w, src, size, mean, std, out_hwc, 1, 3);
+}
+
 void warp_apply_u8(const Warp *w, const Image *src, int size, uint8_t *out_hwc) {
     Sampler s;
     sampler_init(&s, w, src);
-    Aa aa_state, *aa = aa_init(&aa_state, w, &s, size) ? &aa_state : NULL;
+    Aa aa_state, *aa = aa_init(&aa_state, &s, size) ? &aa_state : NULL;
     Block b;
     for (int y = 0; y < size; y++)
         for (int x0 = 0; x0 < size; x0 += BLK) {
             int n = size - x0 < BLK ? size - x0 : BLK;
-            fill_block(&s, aa, w, y, x0, n, &b);
+            fill_block(&s, aa, y, x0, n, &b);
             uint8_t *o = out_hwc + ((size_t)y * size + x0) * 3;
             for (int i = 0; i < n; i++)
                 for (int c = 0; c < 3; c++) {

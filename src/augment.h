@@ -7,7 +7,8 @@
  * resized crop, flip, rotate, zoom, perspective warp), with reflection padding at the item's
  * borders, then lighting and ImageNet normalisation. The CPU path fuses both maps into one
  * bilinear sample of the source, with the item resize's antialiasing (PIL's: the tent widened by
- * the shrink, Warp.aa); the GPU path can materialise the uint8 item image first. */
+ * the shrink, Warp.aa). The GPU path (backend op warp_batch) applies the same Warp to the decoded
+ * uint8 image in a kernel that mirrors this file's arithmetic (WarpPlan below). */
 #ifndef CNN_AUGMENT_H
 #define CNN_AUGMENT_H
 
@@ -64,7 +65,7 @@ typedef enum {
     WARP_PAD_ZEROS = 1,   /* outside the item the value is 0 (torchvision CenterCrop's fill) */
 } WarpPad;
 
-typedef struct {
+typedef struct Warp {
     float a[6];           /* item -> source pixel coordinates: sx = a0*u + a1*v + a2, sy = a3*u + a4*v + a5 */
     int item_w, item_h;   /* item image size (reflection borders) */
     int pad;              /* WarpPad */
@@ -106,9 +107,50 @@ void warp_resized_crop(int src_w, int src_h, int left, int top, int w, int h, in
  * the antialiased resize after the decode still does most of the shrinking; 0 = full size. */
 int transform_min_source_side(const TransformSpec *);
 /* Apply: out is size x size, normalised with ImageNet mean/std, planar CHW float (out_chw) or
- * un-normalised HWC uint8 without lighting (out_hwc, for show-batch and the GPU path).
+ * un-normalised HWC uint8 without lighting (out_hwc, for show-batch).
  * Sampling is bilinear, antialiased as PIL's resize where Warp.aa says the item resize shrinks. */
 void warp_apply_f32(const Warp *, const Image *src, int size, float *out_chw);
 void warp_apply_u8(const Warp *, const Image *src, int size, uint8_t *out_hwc);
+/* warp_apply_f32 with any channel statistics, into HWC (out_hwc[(y*size + x)*3 + c]): the values
+ * are bit-identical to warp_apply_f32's with mean/std = imagenet_mean/std. The backends'
+ * warp_batch (src/cpu_augment.c) applies it per image. */
+void warp_apply_nhwc(const Warp *, const Image *src, int size, const float mean[3], const float std[3],
+                     float *out_hwc);
+
+/* ---- what a GPU kernel needs to apply a Warp exactly as the functions above do ----
+ * The CPU sampler itself starts from a WarpPlan, so both take the same path with the same
+ * constants. The arithmetic the kernel must then mirror, operation by operation and rounded the
+ * same way (no fused multiply-adds): see cuda/augment.cu, which follows augment.c's appliers. */
+enum {
+    WARP_BLK = 64,        /* item coordinates are computed in double at the first pixel of each run
+                           * of WARP_BLK output pixels of a row (x0 = x - x % WARP_BLK), then
+                           * advanced in float: u = u0 + (float)(x - x0) * h0 */
+    WARP_LIGHT_N = 1024,  /* the lighting table: WARP_LIGHT_N + 3 floats (two guard entries) */
+};
+typedef enum { WARP_AA_NONE = 0, WARP_AA_SEPARABLE = 1, WARP_AA_GENERAL = 2 } WarpAaPath;
+
+typedef struct {
+    float a[6];                       /* item -> tap index coordinates: Warp.a with 0.5 taken off a2, a5 */
+    float wa[6];                      /* Warp.a unchanged: the antialiased paths use it */
+    float sx_lo, sx_hi, sy_lo, sy_hi; /* clamp of the tap coordinates: the clip box's pixel centres */
+    float x_last, y_last;             /* last tap index in the clip box */
+    int box[4];                       /* the clip box, inside the image: x0, y0, x1, y1 */
+    int pad;                          /* WarpPad */
+    float u_lo, u_hi, v_lo, v_hi;     /* item bounds: border centres (reflect) or edges (zeros) */
+    float h[9];                       /* Warp.h, divided by h8 when affine (h6 = h7 = 0) and h8 != 1 */
+    int affine;
+    int aa;                           /* WarpAaPath */
+    double f[2];                      /* antialiasing filter scales along x, y (>= 1) when aa != NONE */
+    int light;                        /* lighting is not the identity (brightness != 0.5 or contrast != 1) */
+} WarpPlan;
+
+/* The plan for applying w to an image of src_w x src_h (>= 1 each). */
+void warp_plan(const Warp *w, int src_w, int src_h, WarpPlan *out);
+/* The lighting of warp_apply_f32, a table over the sample value v (0..255): t = v * (WARP_LIGHT_N /
+ * 255.0f), j = (int)t, value = lut[j] + (t - j) * (lut[j+1] - lut[j]); entry i <= WARP_LIGHT_N is
+ * (float)(1 / (1 + exp(-z))), z = contrast * (warp_light_logit(i) + warp_light_shift(brightness)),
+ * both in double, and lut[N+1] = lut[N+2] = lut[N]. */
+double warp_light_logit(int i);            /* log(x / (1 - x)), x = i / WARP_LIGHT_N clamped to [1e-7, 1-1e-7] */
+double warp_light_shift(float brightness); /* log(b / (1 - b)) */
 
 #endif

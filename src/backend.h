@@ -56,6 +56,14 @@ typedef struct {
 
 typedef struct Backend Backend;
 
+/* One decoded image in a packed uint8 buffer (warp_batch): rows of w*channels bytes (HWC), the
+ * first byte at `offset`. channels: 3 (RGB) or 1 (grey, taken as R = G = B). */
+typedef struct {
+    size_t offset;
+    int w, h, channels;
+} ImageSlot;
+struct Warp; /* augment.h: one image's drawn transform */
+
 typedef struct BackendOps {
     const char *name;
     void (*destroy)(Backend *);   /* frees the backend's own state; buffers must be released first */
@@ -151,6 +159,47 @@ typedef struct BackendOps {
     /* Optional (NULL: fp32 only). Switch the activation dtype to dt before any model is attached;
      * returns 0, or -1 when the device cannot compute in dt. */
     int (*set_compute)(Backend *, DType dt);
+
+    /* ---- input pipeline: uint8 images to the device, augmented there ---- */
+
+    /* Augment a batch: output image i is params[i] (augment.h's Warp, as transform_draw drew it
+     * for an image of slots[i].w x slots[i].h) applied to decoded image i, exactly as
+     * warp_apply_f32 applies it (bilinear, antialiased where the Warp says, padding, lighting),
+     * normalised per channel as (v/255 - mean[c]) / std[c] (lighting: (l(v) - mean[c]) / std[c]).
+     * images: backend memory, the packed uint8 images (ImageSlot says where each one is); slots,
+     * params, mean, std: host. Sets y's shape to (n, 3, out_side, out_side) and writes y->data in
+     * the backend's layout (NHWC) and in y->dtype: DT_F32 on every backend; DT_F16 and DT_BF16 on
+     * cuda (rounded to nearest even from the fp32 value). y->data must hold n*3*out_side^2 values;
+     * n = 0 only sets the shape. Equal to the cpu backend's output within 1e-5 absolute in fp32
+     * (the same operations in the same order; only the lighting table's exp differs), and within
+     * one unit in the last place of fp16/bf16 beyond that. */
+    void (*warp_batch)(Backend *, const uint8_t *images, const ImageSlot *slots, const struct Warp *params, int n,
+                       int out_side, const float mean[3], const float std[3], Tensor *y);
+
+    /* Host staging memory: page-locked on cuda (cudaHostAlloc), so upload_async really is
+     * asynchronous; plain memory on cpu. Exits with a message when out of memory. free_host
+     * waits for every upload_async still reading from memory of this backend. NULL is ignored. */
+    void *(*alloc_host)(Backend *, size_t bytes);
+    void (*free_host)(Backend *, void *p);
+    /* Copy bytes from host_src to dst (backend memory) without blocking the host, on a copy
+     * stream of its own, through staging slot `slot` (0 or 1). Ordering (the double-buffer
+     * protocol):
+     * - every op issued after this call sees the copied bytes (the compute stream waits for the
+     *   copy on the device; the host does not wait);
+     * - the copy itself starts only after every op issued before the PREVIOUS upload_async call
+     *   (whatever its slot) has finished. So a consumer that alternates between two destination
+     *   buffers, uploading into one and then issuing the ops that read it, never has a buffer
+     *   overwritten while an op reading it may still run (the copy overlaps the ops issued
+     *   between the two calls: the previous batch's step). An op on dst issued after the previous
+     *   call is not waited for: sync() first if there is one (e.g. the zero fill of a fresh alloc);
+     * - host_src must stay unchanged until upload_wait(slot) returns (or a later sync()): with two
+     *   slots, the host fills slot k's host buffer while slot 1-k's copy runs.
+     * host_src may be any host memory; from alloc_host it is copied by DMA, otherwise the copy
+     * may block the host. cpu: a memcpy, done on return. */
+    void (*upload_async)(Backend *, void *dst, const void *host_src, size_t bytes, int slot);
+    /* Block the host until the last upload_async through slot has finished reading its host
+     * buffer (at once when there was none). */
+    void (*upload_wait)(Backend *, int slot);
 } BackendOps;
 
 struct Backend {

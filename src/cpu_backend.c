@@ -156,6 +156,11 @@ static const BackendOps cpu_ops = {
     .softmax_xent = cpu_softmax_xent,
     .adamw = cpu_adamw,
     .count_nonfinite = cpu_count_nonfinite,
+    .warp_batch = cpu_warp_batch,
+    .alloc_host = cpu_alloc_host,
+    .free_host = cpu_free_host,
+    .upload_async = cpu_upload_async,
+    .upload_wait = cpu_upload_wait,
 };
 
 Backend *cpu_backend_create(char *err, size_t errlen) {

@@ -79,4 +79,12 @@ void cpu_concat_pool_backward(Backend *, const Tensor *x, const Tensor *y, const
 void cpu_dropout_forward(Backend *, const Tensor *x, float p, uint64_t seed, Tensor *y);
 void cpu_dropout_backward(Backend *, const Tensor *dy, float p, uint64_t seed, Tensor *dx, int accumulate);
 
+/* cpu_augment.c */
+void cpu_warp_batch(Backend *, const uint8_t *images, const ImageSlot *slots, const struct Warp *params, int n,
+                    int out_side, const float mean[3], const float std[3], Tensor *y);
+void *cpu_alloc_host(Backend *, size_t bytes);
+void cpu_free_host(Backend *, void *p);
+void cpu_upload_async(Backend *, void *dst, const void *host_src, size_t bytes, int slot);
+void cpu_upload_wait(Backend *, int slot);
+
 #endif

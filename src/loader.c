@@ -1,7 +1,11 @@
 /* loader.c: worker threads decode and augment single images into a ring of batch buffers;
  * the consumer takes batches strictly in epoch order. Work is handed out image by image, so
  * all threads help with the next batch, and a batch buffer is reused only after the consumer
- * has given it back (by asking for the next batch). */
+ * has given it back (by asking for the next batch).
+ *
+ * BATCH_RAW: a worker copies its decoded image into the batch's packed buffer at an offset it
+ * reserves under the lock; a buffer too small grows (under the lock, once no worker is copying
+ * into it), so after the first few batches the buffers stay put. */
 #include "loader.h"
 
 #include <pthread.h>
@@ -17,6 +21,8 @@ typedef struct {
     Batch b;
     int filled, expected;   /* images finished / images belonging to this batch */
     unsigned char *ok;      /* per position: decoded and written */
+    size_t cap;             /* BATCH_RAW: bytes allocated at b.pixels (b.pixel_bytes reserved) */
+    int writers;            /* BATCH_RAW: workers copying into b.pixels now */
 } Slot;
 
 struct Loader {
@@ -25,7 +31,7 @@ struct Loader {
     size_t image_floats;     /* 3 * size * size */
     pthread_t *threads;
     pthread_mutex_t mu;
-    pthread_cond_t work_cv, done_cv;
+    pthread_cond_t work_cv, done_cv, space_cv; /* space_cv: a RAW buffer has no writers left */
     Slot *slots;
     unsigned char *bad;      /* per sample: known to be bad */
     unsigned char *bad_at_start; /* the same when this epoch's order was drawn (for resume files) */
@@ -44,6 +50,75 @@ struct Loader {
 
 static Slot *slot_of(Loader *L, int batch) { return &L->slots[batch % L->nslots]; }
 
+/* BATCH_RAW memory: the backend's host staging memory when there is one. */
+static uint8_t *raw_alloc(Loader *L, size_t bytes) {
+    Backend *be = L->spec.backend;
+    return be ? be->ops->alloc_host(be, bytes) : xmalloc(bytes ? bytes : 1);
+}
+
+static void raw_free(Loader *L, uint8_t *p) {
+    Backend *be = L->spec.backend;
+    if (be) be->ops->free_host(be, p);
+    else free(p);
+}
+
+/* Before a RAW buffer the consumer held is reused: the backend has finished copying from it. */
+static void raw_wait_uploads(Loader *L) {
+    Backend *be = L->spec.backend;
+    if (L->spec.format != BATCH_RAW || !be) return;
+    be->ops->upload_wait(be, 0);
+    be->ops->upload_wait(be, 1);
+}
+
+/* A decoded JPEG in greyscale comes out with R = G = B (jpeg.c converts it): one channel does. */
+static int image_is_grey(const Image *im) {
+    const uint8_t *p = im->rgb;
+    size_t n = (size_t)im->w * im->h;
+    for (size_t i = 0; i < n; i++, p += 3)
+        if (p[0] != p[1] || p[0] != p[2]) return 0;
+    return 1;
+}
+
+/* Copy a decoded image into its slot's packed buffer (BATCH_RAW). Called without the lock. */
+static void raw_store(Loader *L, Slot *slot, int pos, const Image *img, const Warp *warp) {
+    int grey = image_is_grey(img);
+    size_t px = (size_t)img->w * img->h, bytes = px * (grey ? 1 : 3);
+    pthread_mutex_lock(&L->mu);
+    while (slot->b.pixel_bytes + bytes > slot->cap) {
+        if (slot->writers > 0) { /* others are copying into the buffer: it cannot move yet */
+            pthread_cond_wait(&L->space_cv, &L->mu);
+            continue;
+        }
+        /* Grow: to 1.5x, or to a batch of images like this one, whichever is larger. */
+        size_t need = slot->b.pixel_bytes + bytes, cap = slot->cap + slot->cap / 2;
+        size_t guess = (size_t)L->spec.batch * bytes + (size_t)L->spec.batch * bytes / 4;
+        cap = cap > need ? cap : need;
+        cap = cap > guess ? cap : guess;
+        uint8_t *p = raw_alloc(L, cap);
+        if (slot->b.pixel_bytes) memcpy(p, slot->b.pixels, slot->b.pixel_bytes);
+        raw_free(L, slot->b.pixels);
+        slot->b.pixels = p;
+        slot->cap = cap;
+    }
+    size_t off = slot->b.pixel_bytes;
+    slot->b.pixel_bytes += bytes;
+    slot->writers++;
+    pthread_mutex_unlock(&L->mu);
+
+    uint8_t *dst = slot->b.pixels + off;
+    if (grey)
+        for (size_t i = 0; i < px; i++) dst[i] = img->rgb[3 * i];
+    else
+        memcpy(dst, img->rgb, bytes);
+    ImageSlot is = {off, img->w, img->h, grey ? 1 : 3};
+    slot->b.images[pos] = is;
+    slot->b.warps[pos] = *warp;
+
+    pthread_mutex_lock(&L->mu);
+    if (--slot->writers == 0) pthread_cond_broadcast(&L->space_cv);
+    pthread_mutex_unlock(&L->mu);
+}
+
 /* Decode and augment the image at position `item` of the epoch into its batch slot. */
 static void process_item(Loader *L, int item, int *sample_out, int *ok_out, char *err, size_t errlen) {
     const LoaderSpec *s = &L->spec;
@@ -60,8 +135,10 @@ static void process_item(Loader *L, int item, int *sample_out, int *ok_out, char
     size_t px = (size_t)s->tf.size * s->tf.size;
     if (s->format == BATCH_F32)
         warp_apply_f32(&warp, &img, s->tf.size, slot->b.x + (size_t)pos * 3 * px);
-    else
+    else if (s->format == BATCH_U8)
         warp_apply_u8(&warp, &img, s->tf.size, slot->b.u8 + (size_t)pos * 3 * px);
+    else
+        raw_store(L, slot, pos, &img, &warp);
     slot->b.labels[pos] = s->samples[sample].label;
     image_free(&img);
 }
@@ -113,10 +190,14 @@ Loader *loader_create(const LoaderSpec *spec, char *err, size_t errlen) {
     L->slots = xcalloc((size_t)L->nslots, sizeof *L->slots);
     for (int i = 0; i < L->nslots; i++) {
         Slot *s = &L->slots[i];
-        if (spec->format == BATCH_F32)
+        if (spec->format == BATCH_F32) {
             s->b.x = xmalloc((size_t)spec->batch * L->image_floats * sizeof(float));
-        else
+        } else if (spec->format == BATCH_U8) {
             s->b.u8 = xmalloc((size_t)spec->batch * L->image_floats);
+        } else { /* pixels: on the first image */
+            s->b.images = xmalloc((size_t)spec->batch * sizeof(ImageSlot));
+            s->b.warps = xmalloc((size_t)spec->batch * sizeof(Warp));
+        }
         s->b.labels = xmalloc((size_t)spec->batch * sizeof(int32_t));
         s->ok = xcalloc((size_t)spec->batch, 1);
     }
@@ -126,6 +207,7 @@ Loader *loader_create(const LoaderSpec *spec, char *err, size_t errlen) {
     pthread_mutex_init(&L->mu, NULL);
     pthread_cond_init(&L->work_cv, NULL);
     pthread_cond_init(&L->done_cv, NULL);
+    pthread_cond_init(&L->space_cv, NULL);
     L->threads = xcalloc((size_t)L->nthreads, sizeof *L->threads);
     for (int i = 0; i < L->nthreads; i++)
         if (pthread_create(&L->threads[i], NULL, worker, L)) die("loader: cannot start worker thread %d", i);
@@ -138,6 +220,7 @@ int loader_batches(const Loader *L) {
 }
 
 void loader_start_epoch(Loader *L, int epoch, int first_batch) {
+    raw_wait_uploads(L); /* the batch the consumer holds may still be uploading */
     pthread_mutex_lock(&L->mu);
     /* Stop handing out the old epoch's work and wait for what is in flight: its slots are reused. */
     L->end_item = L->next_item;
@@ -168,6 +251,7 @@ void loader_start_epoch(Loader *L, int epoch, int first_batch) {
     for (int b = first_batch; b < first_batch + L->nslots && b < L->nbatches; b++) {
         Slot *s = slot_of(L, b);
         s->filled = 0;
+        s->b.pixel_bytes = 0;
         s->expected = (b + 1) * B <= L->end_item ? B : L->end_item - b * B;
     }
     pthread_cond_broadcast(&L->work_cv);
@@ -177,6 +261,18 @@ void loader_start_epoch(Loader *L, int epoch, int first_batch) {
 /* Move the good images of a finished slot to the front; returns how many there are. */
 static int compact(Loader *L, Slot *s) {
     int n = 0;
+    if (L->spec.format == BATCH_RAW) { /* the pixels stay where they are */
+        for (int i = 0; i < s->expected; i++) {
+            if (!s->ok[i]) continue;
+            if (i != n) {
+                s->b.images[n] = s->b.images[i];
+                s->b.warps[n] = s->b.warps[i];
+                s->b.labels[n] = s->b.labels[i];
+            }
+            n++;
+        }
+        return n;
+    }
     size_t item_bytes = L->image_floats * (L->spec.format == BATCH_F32 ? sizeof(float) : 1);
     uint8_t *data = L->spec.format == BATCH_F32 ? (uint8_t *)s->b.x : s->b.u8;
     for (int i = 0; i < s->expected; i++) {
@@ -191,6 +287,7 @@ static int compact(Loader *L, Slot *s) {
 }
 
 const Batch *loader_next(Loader *L) {
+    raw_wait_uploads(L); /* before the consumer's previous batch buffer is given back */
     pthread_mutex_lock(&L->mu);
     const Batch *out = NULL;
     for (;;) {
@@ -202,6 +299,7 @@ const Batch *loader_next(Loader *L) {
             if (reuse < L->nbatches) {
                 Slot *s = slot_of(L, reuse);
                 s->filled = 0;
+                s->b.pixel_bytes = 0;
                 s->expected = (reuse + 1) * L->spec.batch <= L->end_item ? L->spec.batch : L->end_item - reuse * L->spec.batch;
             }
             pthread_cond_broadcast(&L->work_cv);
@@ -278,15 +376,20 @@ void loader_destroy(Loader *L) {
     pthread_cond_broadcast(&L->work_cv);
     pthread_mutex_unlock(&L->mu);
     for (int i = 0; i < L->nthreads; i++) pthread_join(L->threads[i], NULL);
+    raw_wait_uploads(L);
     for (int i = 0; i < L->nslots; i++) {
         free(L->slots[i].b.x);
         free(L->slots[i].b.u8);
+        if (L->slots[i].b.pixels) raw_free(L, L->slots[i].b.pixels);
+        free(L->slots[i].b.images);
+        free(L->slots[i].b.warps);
         free(L->slots[i].b.labels);
         free(L->slots[i].ok);
     }
     pthread_mutex_destroy(&L->mu);
     pthread_cond_destroy(&L->work_cv);
     pthread_cond_destroy(&L->done_cv);
+    pthread_cond_destroy(&L->space_cv);
     free(L->slots);
     free(L->threads);
     free(L->bad);

@@ -1,7 +1,12 @@
 /* loader.h: batches of decoded, augmented images from a fixed pool of worker threads through a
  * bounded queue. Deterministic: every image's augmentation comes from a generator derived from
  * (seed, epoch, position in the epoch), and batches come out in epoch order, so the same seed
- * gives the same batches whatever the number of threads. */
+ * gives the same batches whatever the number of threads.
+ *
+ * BATCH_RAW leaves the augmentation to a backend (warp_batch, e.g. on the GPU): a batch is then
+ * the decoded uint8 images packed into one buffer, where each one is, and the Warp drawn for it,
+ * from the same generator in the same order as BATCH_F32, so warp_batch on the cpu backend gives
+ * BATCH_F32's floats bit for bit (device_feed.h turns such a batch into a device tensor). */
 #ifndef CNN_LOADER_H
 #define CNN_LOADER_H
 
@@ -9,9 +14,10 @@
 #include <stdint.h>
 
 #include "augment.h"
+#include "backend.h"
 #include "dataset.h"
 
-typedef enum { BATCH_F32, BATCH_U8 } BatchFormat;
+typedef enum { BATCH_F32, BATCH_U8, BATCH_RAW } BatchFormat;
 
 typedef struct {
     const Sample *samples;  /* not copied: must outlive the loader */
@@ -23,7 +29,14 @@ typedef struct {
     int threads;            /* worker threads; 0 = the number of online cores */
     int prefetch;           /* batch buffers (the one being used + those being filled); 0 = 3 */
     uint64_t seed;
-    BatchFormat format;     /* F32: normalised (n,3,s,s); U8: (n,s,s,3) without lighting */
+    BatchFormat format;     /* F32: normalised (n,3,s,s); U8: (n,s,s,3) without lighting; RAW: decoded
+                             * images + their Warps, for the backend's warp_batch */
+    /* RAW only, may be NULL: the backend the batches go to. The packed pixels then come from its
+     * alloc_host (page-locked on cuda, so its upload_async is a DMA), and before a batch's buffer is
+     * reused (loader_next, loader_start_epoch) or freed, the loader waits for that backend's
+     * uploads (upload_wait on both slots): the consumer may upload_async straight from
+     * Batch.pixels. Must outlive the loader. */
+    Backend *backend;
     int strict;             /* on_bad_image = fail: the first bad image stops the run */
     long max_pixels;        /* JPEG size limit; 0 = the default */
 } LoaderSpec;
@@ -34,6 +47,13 @@ typedef struct {
     int index;              /* batch number within the epoch */
     float *x;               /* BATCH_F32 */
     uint8_t *u8;            /* BATCH_U8 */
+    /* BATCH_RAW: image i is images[i] in pixels (HWC uint8, as decoded; an image whose three
+     * channels are equal everywhere, a greyscale JPEG, is packed with 1 channel), warps[i] its
+     * transform to size x size, drawn for its decoded size. In no particular order in pixels. */
+    uint8_t *pixels;
+    size_t pixel_bytes;     /* pixels[0, pixel_bytes) hold the images */
+    ImageSlot *images;
+    Warp *warps;
     int32_t *labels;
 } Batch;
 

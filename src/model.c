@@ -102,6 +102,10 @@ int model_attach(Model *m, Backend *be, int max_batch, int max_h, int max_w, cha
     m->labels_b_d = attach_alloc(m, (size_t)max_batch * sizeof(int32_t));
     m->lam_d = attach_alloc(m, (size_t)max_batch * sizeof(float));
     m->loss_d = attach_alloc(m, sizeof(float));
+    /* A backend computing in fp16/bf16 registers its cast copy of the (still zero) parameters now, so
+     * no op can ever meet a missing or stale copy: every later write of params_d goes through
+     * model_set_weights or the optimizer, and both call weights_updated. */
+    be->ops->weights_updated(be, m->params_d, m->param_floats);
 
     m->act = xcalloc((size_t)m->nvalues, sizeof *m->act);
     m->grad = xcalloc((size_t)m->nvalues, sizeof *m->grad);

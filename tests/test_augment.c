@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "augment.h"
+#include "backend.h"
 #include "image.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -945,6 +946,94 @@ static void test_speed(void **state) {
     for (int i = 0; i < 7; i++) bench(sides[i][0], sides[i][1], sec, sides[i][2]);
 }
 
+/* ---------------------------------------------------------------- backend warp_batch */
+
+/* The cpu backend's warp_batch (the oracle of the GPU one): NHWC, bit for bit warp_apply_f32
+ * with ImageNet's statistics; a grey image packed with one channel gives what its RGB expansion
+ * gives; other statistics are the same values renormalised. */
+static void test_warp_batch_cpu(void **state) {
+    (void)state;
+    char err[256];
+    Backend *be = backend_create("cpu", err, sizeof err);
+    assert_non_null(be);
+    enum { N = 12, S = 37 };
+    static const float mean2[3] = {0.5f, 0.25f, 0.0f}, std2[3] = {0.5f, 0.125f, 1.0f};
+    Image src[N];
+    ImageSlot slots[N], slots3[N];
+    Warp warps[N];
+    size_t bytes = 0, bytes3 = 0;
+    Rng r;
+    rng_seed(&r, 31);
+    for (int i = 0; i < N; i++) {
+        int w = 1 + (int)rng_below(&r, 120), h = 1 + (int)rng_below(&r, 90);
+        src[i] = image_random(w, h, 100 + (uint64_t)i);
+        int grey = i % 3 == 0;
+        if (grey)
+            for (size_t p = 0; p < (size_t)w * h; p++) src[i].rgb[3 * p + 1] = src[i].rgb[3 * p + 2] = src[i].rgb[3 * p];
+        ImageSlot s = {bytes, w, h, grey ? 1 : 3}, s3 = {bytes3, w, h, 3};
+        slots[i] = s;
+        slots3[i] = s3;
+        bytes += (size_t)w * h * s.channels;
+        bytes3 += (size_t)w * h * 3;
+        static const TransformKind kinds[4] = {TF_FASTAI, TF_RANDOM_RESIZED_CROP, TF_CENTER_CROP, TF_RESIZE_CENTER_CROP};
+        TransformSpec tf = transform_defaults(kinds[i % 4], S, 1);
+        if (i % 4 == 0) tf.presize = i % 8 ? 24 : 50, tf.min_scale = 0.75f;
+        transform_draw(&tf, w, h, &r, &warps[i]);
+    }
+    uint8_t *packed = be->ops->alloc_host(be, bytes), *packed3 = be->ops->alloc_host(be, bytes3);
+    for (int i = 0; i < N; i++) {
+        size_t px = (size_t)src[i].w * src[i].h;
+        for (size_t p = 0; p < px; p++)
+            for (int c = 0; c < slots[i].channels; c++) packed[slots[i].offset + p * slots[i].channels + c] = src[i].rgb[3 * p + c];
+        memcpy(packed3 + slots3[i].offset, src[i].rgb, px * 3);
+    }
+    uint8_t *dev = be->ops->alloc(be, bytes), *dev3 = be->ops->alloc(be, bytes3);
+    be->ops->upload_async(be, dev, packed, bytes, 0);
+    be->ops->upload_async(be, dev3, packed3, bytes3, 1);
+    be->ops->upload_wait(be, 0);
+    be->ops->upload_wait(be, 1);
+    size_t per = (size_t)3 * S * S;
+    Tensor y = {be->ops->alloc(be, N * per * sizeof(float)), 0, 0, 0, 0, DT_F32};
+    Tensor y3 = {be->ops->alloc(be, N * per * sizeof(float)), 0, 0, 0, 0, DT_F32};
+    Tensor y2 = {be->ops->alloc(be, N * per * sizeof(float)), 0, 0, 0, 0, DT_F32};
+    be->ops->warp_batch(be, dev, slots, warps, N, S, imagenet_mean, imagenet_std, &y);
+    be->ops->warp_batch(be, dev3, slots3, warps, N, S, imagenet_mean, imagenet_std, &y3);
+    be->ops->warp_batch(be, dev, slots, warps, N, S, mean2, std2, &y2);
+    assert_int_equal(y.n, N);
+    assert_int_equal(y.c, 3);
+    assert_int_equal(y.h, S);
+    assert_int_equal(y.w, S);
+    assert_memory_equal(y.data, y3.data, N * per * sizeof(float)); /* grey: 1 channel = 3 equal ones */
+    float *chw = xmalloc(per * sizeof(float)), *nchw = xmalloc(N * per * sizeof(float));
+    be->ops->tensor_download(be, nchw, &y);
+    const float *hwc2 = y2.data;
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        warp_apply_f32(&warps[i], &src[i], S, chw);
+        assert_memory_equal(nchw + i * per, chw, per * sizeof(float));
+        for (int c = 0; c < 3; c++)
+            for (int p = 0; p < S * S; p++) {
+                double v = (double)chw[c * S * S + p] * imagenet_std[c] + imagenet_mean[c]; /* 0..1 */
+                double want = (v - mean2[c]) / std2[c];
+                double d = fabs(hwc2[i * per + (size_t)p * 3 + c] - want);
+                worst = d > worst ? d : worst;
+            }
+    }
+    assert_true(worst < 2e-5);
+    free(chw);
+    free(nchw);
+    be->ops->release(be, y.data);
+    be->ops->release(be, y2.data);
+    be->ops->release(be, y3.data);
+    be->ops->release(be, dev);
+    be->ops->release(be, dev3);
+    be->ops->free_host(be, packed);
+    be->ops->free_host(be, packed3);
+    for (int i = 0; i < N; i++) image_free(&src[i]);
+    assert_int_equal(be->bytes_in_use, 0);
+    backend_destroy(be);
+}
+
 int main(void) {
     const struct CMUnitTest geometry[] = {
         cmocka_unit_test(test_identity),
@@ -962,6 +1051,7 @@ int main(void) {
         cmocka_unit_test(test_fastai_draws),
         cmocka_unit_test(test_min_source_side),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_warp_batch_cpu),
         cmocka_unit_test(test_speed),
     };
     const struct CMUnitTest parity[] = {

@@ -1,5 +1,6 @@
 /* test_loader.c: the threaded loader: same batches whatever the thread count, epochs, drop_last,
- * resuming mid-epoch, and bad images skipped and counted (or fatal when strict). */
+ * resuming mid-epoch, and bad images skipped and counted (or fatal when strict); BATCH_RAW batches
+ * through device_feed (upload_async + warp_batch on the cpu backend) equal BATCH_F32's bit for bit. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,7 +13,9 @@
 
 #include <cmocka.h>
 
+#include "backend.h"
 #include "dataset.h"
+#include "device_feed.h"
 #include "image.h"
 #include "loader.h"
 #include "synthetic.h"
@@ -201,11 +204,202 @@ static void test_bad_images_skipped_and_counted(void **state) {
     unlink(path);
 }
 
+/* ---- BATCH_RAW: the decoded images + their Warps, augmented by the backend ---- */
+
+#define RAW_COUNT 14
+
+/* Images of assorted sizes (odd, tiny, larger than the outputs), some grey (R = G = B), one bad. */
+static int make_raw_samples(Sample *samples) {
+    static const int sizes[RAW_COUNT][2] = {{40, 32}, {97, 61}, {1, 1},  {7, 300}, {250, 180}, {64, 64}, {33, 129},
+                                            {301, 97}, {24, 24}, {120, 90}, {5, 9},  {200, 200}, {63, 65}, {0, 0}};
+    char path[600], err[256];
+    snprintf(path, sizeof path, "%s/raw", root);
+    if (make_dirs(path)) fail_msg("cannot make %s", path);
+    Rng rng;
+    rng_seed(&rng, 77);
+    int grey = 0;
+    for (int i = 0; i < RAW_COUNT; i++) {
+        snprintf(path, sizeof path, "%s/raw/%d.jpg", root, i);
+        samples[i].path = xstrdup(path);
+        samples[i].label = i % 3;
+        int w = sizes[i][0], h = sizes[i][1];
+        if (w == 0) { /* not a JPEG: skipped by both formats */
+            write_file(path, "not a jpeg", 10);
+            continue;
+        }
+        int side = w > h ? w : h;
+        uint8_t *sq = xmalloc((size_t)side * side * 3);
+        synth_image(&rng, i % 3, side, sq);
+        Image img = {w, h, xmalloc((size_t)w * h * 3)};
+        for (int y = 0; y < h; y++) memcpy(img.rgb + (size_t)y * w * 3, sq + (size_t)y * side * 3, (size_t)w * 3);
+        if (i % 4 == 1) { /* grey */
+            for (size_t p = 0; p < (size_t)w * h; p++) {
+                uint8_t *q = img.rgb + 3 * p;
+                q[0] = q[1] = q[2] = (uint8_t)((q[0] + 2 * q[1] + q[2]) / 4);
+            }
+            grey++;
+        }
+        if (jpeg_write_file(path, &img, 92, err, sizeof err)) fail_msg("%s", err);
+        free(img.rgb);
+        free(sq);
+    }
+    return grey;
+}
+
+static void test_raw_batches_equal_f32(void **state) {
+    (void)state;
+    Sample samples[RAW_COUNT];
+    make_raw_samples(samples);
+    char err[256];
+    Backend *be = backend_create("cpu", err, sizeof err);
+    assert_non_null(be);
+    TransformSpec specs[7];
+    specs[0] = transform_defaults(TF_FASTAI, 24, 1); /* item shrink: the general antialiased path */
+    specs[0].presize = 32;
+    specs[0].min_scale = 0.75f;
+    specs[1] = transform_defaults(TF_FASTAI, 31, 1); /* no item resize: plain bilinear, perspective */
+    specs[2] = transform_defaults(TF_RANDOM_RESIZED_CROP, 17, 1); /* separable antialiasing, flips */
+    specs[3] = transform_defaults(TF_RESIZE_CENTER_CROP, 45, 0);
+    specs[3].resize_ratio = 1.25f;
+    specs[4] = transform_defaults(TF_CENTER_CROP, 50, 0); /* zero padding */
+    specs[5] = transform_defaults(TF_FASTAI, 20, 0);
+    specs[5].presize = 40;
+    specs[6] = transform_defaults(TF_FASTAI, 64, 1); /* upscaling item resize, lighting */
+    specs[6].presize = 80;
+    int grey_seen = 0, batches = 0;
+    for (int k = 0; k < 7; k++)
+        for (int with_backend = 0; with_backend < 2; with_backend++) {
+            LoaderSpec fs = {0};
+            fs.samples = samples;
+            fs.count = RAW_COUNT;
+            fs.tf = specs[k];
+            fs.batch = 4;
+            fs.shuffle = 1;
+            fs.threads = 3;
+            fs.seed = 99 + (uint64_t)k;
+            fs.format = BATCH_F32;
+            LoaderSpec rs = fs;
+            rs.format = BATCH_RAW;
+            rs.backend = with_backend ? be : NULL;
+            rs.threads = 2;
+            Loader *lf = loader_create(&fs, err, sizeof err), *lr = loader_create(&rs, err, sizeof err);
+            assert_non_null(lf);
+            assert_non_null(lr);
+            int S = specs[k].size;
+            size_t per = (size_t)3 * S * S;
+            Tensor x = {be->ops->alloc(be, 4 * per * sizeof(float)), 0, 0, 0, 0, DT_F32};
+            float *host = xmalloc(4 * per * sizeof(float));
+            DeviceFeed feed;
+            device_feed_init(&feed, be);
+            for (int epoch = 1; epoch < 3; epoch++) {
+                loader_start_epoch(lf, epoch, 0);
+                loader_start_epoch(lr, epoch, 0);
+                int images = 0;
+                for (;;) {
+                    const Batch *bf = loader_next(lf), *br = loader_next(lr);
+                    assert_true((bf == NULL) == (br == NULL));
+                    if (!bf) break;
+                    assert_int_equal(bf->n, br->n);
+                    assert_int_equal(br->size, S);
+                    assert_memory_equal(bf->labels, br->labels, (size_t)bf->n * sizeof(int32_t));
+                    for (int i = 0; i < br->n; i++) grey_seen += br->images[i].channels == 1;
+                    device_feed_batch(&feed, br, imagenet_mean, imagenet_std, &x);
+                    if (!with_backend) device_feed_wait(&feed);
+                    assert_int_equal(x.n, br->n);
+                    assert_int_equal(x.c, 3);
+                    assert_int_equal(x.h, S);
+                    assert_int_equal(x.w, S);
+                    be->ops->tensor_download(be, host, &x);
+                    if (memcmp(host, bf->x, (size_t)bf->n * per * sizeof(float))) {
+                        size_t i = 0;
+                        while (host[i] == bf->x[i]) i++;
+                        fail_msg("transform %d (%s), epoch %d, batch %d: element %zu is %.9g, BATCH_F32 has %.9g", k,
+                                 transform_kind_name(specs[k].kind), epoch, bf->index, i, host[i], bf->x[i]);
+                    }
+                    images += bf->n;
+                    batches++;
+                }
+                assert_int_equal(images, RAW_COUNT - 1); /* the bad one left out */
+            }
+            device_feed_free(&feed);
+            be->ops->release(be, x.data);
+            free(host);
+            loader_destroy(lf);
+            loader_destroy(lr);
+        }
+    print_message("%d batches equal; %d grey images packed with one channel\n", batches, grey_seen);
+    assert_true(grey_seen > 0);
+    assert_int_equal(be->bytes_in_use, 0);
+    backend_destroy(be);
+    for (int i = 0; i < RAW_COUNT; i++) {
+        unlink(samples[i].path);
+        free(samples[i].path);
+    }
+}
+
+/* The RAW buffers grow while workers copy into them (a first batch of large images after small
+ * ones), and resuming mid-epoch gives the same batches. */
+static void test_raw_resume_and_growth(void **state) {
+    (void)state;
+    Sample samples[RAW_COUNT];
+    make_raw_samples(samples);
+    char err[256];
+    LoaderSpec rs = {0};
+    rs.samples = samples;
+    rs.count = RAW_COUNT;
+    rs.tf = transform_defaults(TF_RANDOM_RESIZED_CROP, 16, 1);
+    rs.batch = 5;
+    rs.shuffle = 1;
+    rs.threads = 4;
+    rs.seed = 5;
+    rs.format = BATCH_RAW;
+    Loader *L = loader_create(&rs, err, sizeof err);
+    assert_non_null(L);
+    int n = 0;
+    loader_start_epoch(L, 2, 0);
+    for (const Batch *b; (b = loader_next(L));) {
+        for (int i = 0; i < b->n; i++) {
+            const ImageSlot *s = &b->images[i];
+            assert_true(s->offset + (size_t)s->w * s->h * s->channels <= b->pixel_bytes);
+        }
+        n += b->n;
+    }
+    assert_int_equal(n, RAW_COUNT - 1);
+    /* resume at batch 1: the bad image is known now, so batch 1 starts at position 5 of the
+     * order that leaves it out; compare with a fresh loader that knows it too */
+    char *bad = loader_bad_list(L, 0);
+    Loader *M = loader_create(&rs, err, sizeof err);
+    assert_int_equal(loader_mark_bad(M, bad), 0);
+    Warp first[RAW_COUNT];
+    int m = 0;
+    loader_start_epoch(M, 2, 0);
+    for (const Batch *b; (b = loader_next(M));) {
+        memcpy(first + m, b->warps, (size_t)b->n * sizeof(Warp));
+        m += b->n;
+    }
+    loader_start_epoch(M, 2, 1);
+    int r = 5;
+    for (const Batch *b; (b = loader_next(M));) {
+        assert_memory_equal(b->warps, first + r, (size_t)b->n * sizeof(Warp));
+        r += b->n;
+    }
+    assert_int_equal(r, m);
+    free(bad);
+    loader_destroy(L);
+    loader_destroy(M);
+    for (int i = 0; i < RAW_COUNT; i++) {
+        unlink(samples[i].path);
+        free(samples[i].path);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_batches_whatever_the_threads),
         cmocka_unit_test(test_drop_last_and_resume),
         cmocka_unit_test(test_bad_images_skipped_and_counted),
+        cmocka_unit_test(test_raw_batches_equal_f32),
+        cmocka_unit_test(test_raw_resume_and_growth),
     };
     return cmocka_run_group_tests(tests, make_tree, remove_tree);
 }
