@@ -55,7 +55,7 @@ Backend *backend_create(const char *name, char *err, size_t errlen) {
 }
 
 DType backend_set_precision(Backend *b, DType dt) {
-    if (dt != DT_F32 && b->ops->set_compute && b->ops->set_compute(b, dt) == 0) return b->compute;
+    if (b->ops->set_compute) b->ops->set_compute(b, dt); /* on failure it keeps what it had */
     return b->compute;
 }
 

@@ -79,6 +79,7 @@ static const Choice valid_kinds[] = {{"fastai", TF_FASTAI}, {"center", TF_CENTER
 static const Choice formats[] = {{"folder", DATA_FOLDER}, {"csv", DATA_CSV}, {NULL, 0}};
 static const Choice bad_images[] = {{"skip", 0}, {"fail", 1}, {NULL, 0}};
 static const Choice devices[] = {{"auto", 0}, {"cpu", 1}, {"cuda", 2}, {NULL, 0}};
+static const Choice augment_ons[] = {{"auto", AUGMENT_AUTO}, {"host", AUGMENT_HOST}, {"device", AUGMENT_DEVICE}, {NULL, 0}};
 static const Choice loss_scales[] = {{"auto", LOSS_SCALE_AUTO}, {"dynamic", LOSS_SCALE_DYNAMIC}, {"off", LOSS_SCALE_OFF}, {NULL, 0}};
 static const Choice precisions[] = {{"fp32", DT_F32}, {"fp16", DT_F16}, {"bf16", DT_BF16}, {NULL, 0}};
 static const Choice resize_modes[] = {{"resize", 0}, {"crop", 1}, {NULL, 0}};
@@ -129,6 +130,10 @@ static const Key keys[] = {
      .mask = BIT(DATA_CSV), .help = "seed of that random split (fixed apart from [run] seed, so runs compare)"},
     {.sec = SEC_DATA, .name = "max_megapixels", .type = T_INT, CF(max_megapixels), RANGE(1, 2000), .def = "64",
      .help = "a JPEG whose header claims more pixels than this (in millions) is a bad image, refused before it is decoded"},
+    {.sec = SEC_DATA, .name = "augment_on", ENUM(augment_ons), CF(augment_on), .def = "auto",
+     .help = "where the per-image transforms run: host (loader threads, float batches), device (the loader decodes, "
+             "the backend warps uint8 images: uploads 4x smaller; the same draws, the same floats on the cpu backend), "
+             "auto = device on a GPU. Stages with mixup or progressive resizing augment on the host either way"},
     {.sec = SEC_DATA, .name = "on_bad_image", ENUM(bad_images), CF(strict_images), .def = "skip",
      .help = "an unreadable image or bad CSV row: skip it (reported and counted) or stop"},
     /* [model] */

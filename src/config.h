@@ -51,12 +51,14 @@ typedef struct {
 
 enum { FREEZE_KEEP, FREEZE_YES, FREEZE_NO };
 enum { LOSS_SCALE_AUTO, LOSS_SCALE_DYNAMIC, LOSS_SCALE_OFF };
+enum { AUGMENT_AUTO, AUGMENT_HOST, AUGMENT_DEVICE };
 
 typedef struct {
     char path[512];            /* the config file */
     DatasetSpec data;          /* strings point into this struct's storage */
     int strict_images;         /* on_bad_image = fail */
     int max_megapixels;        /* JPEGs larger than this are bad images (refused before decoding) */
+    int augment_on;            /* AUGMENT_AUTO, _HOST or _DEVICE */
     char arch[32];
     int classes;               /* 0 = the data set's class count */
     char pretrained[512];      /* starting weights (safetensors state dict); "" = none */

@@ -179,9 +179,7 @@ static void set_shape(Tensor *t, int n, const Shape *s) {
     t->w = s->w;
 }
 
-const Tensor *model_forward(Model *m, const float *host_nchw, int n, int h, int w, int train) {
-    Backend *be = m->be;
-    const BackendOps *o = be->ops;
+Tensor *model_input(Model *m, int n, int h, int w) {
     char err[256];
     if (n > m->max_batch || h > m->max_h || w > m->max_w)
         die("%s: batch %dx%dx%d exceeds the %dx%dx%d the model was sized for", m->arch, n, h, w, m->max_batch,
@@ -191,7 +189,17 @@ const Tensor *model_forward(Model *m, const float *host_nchw, int n, int h, int 
         set_shape(&m->act[v], n, &m->shapes[v]);
         set_shape(&m->grad[v], n, &m->shapes[v]);
     }
-    o->tensor_upload(be, &m->act[0], host_nchw);
+    return &m->act[0];
+}
+
+const Tensor *model_forward(Model *m, const float *host_nchw, int n, int h, int w, int train) {
+    m->be->ops->tensor_upload(m->be, model_input(m, n, h, w), host_nchw);
+    return model_run(m, train);
+}
+
+const Tensor *model_run(Model *m, int train) {
+    Backend *be = m->be;
+    const BackendOps *o = be->ops;
     m->fwd_dropout_seed = m->dropout_seed;
     for (int i = 0; i < m->nnodes; i++) {
         Node *nd = &m->nodes[i];

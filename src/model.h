@@ -142,6 +142,11 @@ void model_get_weights(Model *, float *params, float *stats);
 /* Forward pass of a host NCHW batch (n, in_channels, h, w); train selects batch statistics.
  * Returns the logits tensor (n, classes, 1, 1) in backend memory. */
 const Tensor *model_forward(Model *, const float *host_nchw, int n, int h, int w, int train);
+/* The same in two halves, for an input made on the device (device_feed): model_input sets every
+ * shape for a batch of n at h x w and returns the input tensor to fill (its dtype is the backend's
+ * compute dtype); model_run then runs the forward pass on it. */
+Tensor *model_input(Model *, int n, int h, int w);
+const Tensor *model_run(Model *, int train);
 /* Loss on the last forward's logits against host labels; fills the logits' gradient and returns
  * the mean loss (synchronises). */
 float model_loss(Model *, const int32_t *host_labels, float smoothing);

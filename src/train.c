@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "device_feed.h"
 #include "loader.h"
 #include "model.h"
 #include "optim.h"
@@ -66,6 +67,7 @@ typedef struct {
     float loss_scale;       /* a power of two; 1 without dynamic scaling */
     int good_steps;         /* finite steps since the scale last changed */
     long skipped_steps;     /* of this process, for the summary */
+    DeviceFeed feed;        /* BATCH_RAW batches to the model's input (augmentation on the device) */
     int frozen;             /* fastai's freeze(): only the last parameter group and the batch norms train */
     float group_scale[MAX_GROUPS]; /* the running fit's lr per parameter group, as a fraction of its lr */
     int stopped;            /* why the run stopped early: a signal number, or -1 for stop_after */
@@ -162,7 +164,7 @@ static void inject_inf_gradient(Model *m) {
         }
 }
 
-static Loader *make_loader(Trainer *T, const TransformSpec *tf, int batch, int train) {
+static Loader *make_loader(Trainer *T, const TransformSpec *tf, int batch, int train, int on_device) {
     LoaderSpec s = {0};
     s.samples = train ? T->data.train : T->data.valid;
     s.count = train ? T->data.ntrain : T->data.nvalid;
@@ -173,7 +175,8 @@ static Loader *make_loader(Trainer *T, const TransformSpec *tf, int batch, int t
     s.threads = T->cfg->threads;
     Rng stream = rng_split(&T->root, train ? 11 : 12);
     s.seed = rng_u64(&stream);
-    s.format = BATCH_F32;
+    s.format = on_device ? BATCH_RAW : BATCH_F32;
+    s.backend = on_device ? T->be : NULL;
     s.strict = T->cfg->strict_images;
     s.max_pixels = (long)T->cfg->max_megapixels * 1000000L;
     char err[512];
@@ -260,6 +263,23 @@ static int count_correct(const float *logits, const int32_t *labels, int n, int 
     return correct;
 }
 
+/* The batch through the model: the loader's floats uploaded, or (a BATCH_RAW batch) its decoded
+ * images uploaded and augmented on the device, with the same draws. */
+static const Tensor *forward_batch(Trainer *T, const Batch *b, int train) {
+    Model *m = T->model;
+    if (!b->pixels) return model_forward(m, b->x, b->n, b->size, b->size, train);
+    device_feed_batch(&T->feed, b, imagenet_mean, imagenet_std, model_input(m, b->n, b->size, b->size));
+    return model_run(m, train);
+}
+
+/* Augment on the device ([data] augment_on)? Mixup and progressive resizing work on the host's
+ * floats, and so does the NaN fault injection. */
+static int augment_on_device(const Trainer *T, const StageConfig *st, const ProgressiveSchedule *prog) {
+    int want = T->cfg->augment_on == AUGMENT_DEVICE ||
+               (T->cfg->augment_on == AUGMENT_AUTO && strcmp(T->be->ops->name, "cpu"));
+    return want && T->be->ops->warp_batch && st->mixup_alpha <= 0 && !prog && !T->nan_step;
+}
+
 /* One pass over the validation set: mean loss (with the stage's label smoothing, as fastai's
  * valid_loss) and accuracy. probs and labels, when not NULL, receive each image's softmax
  * probabilities and label. */
@@ -272,7 +292,7 @@ static EvalResult evaluate(Trainer *T, Loader *L, int epoch, float smoothing, fl
             r.interrupted = 1;
             break;
         }
-        const Tensor *out = model_forward(m, b->x, b->n, b->size, b->size, 0);
+        const Tensor *out = forward_batch(T, b, 0);
         r.loss += (double)model_loss(m, b->labels, smoothing) * b->n;
         T->be->ops->tensor_download(T->be, T->logits, out);
         r.correct += count_correct(T->logits, b->labels, b->n, m->classes);
@@ -390,7 +410,9 @@ typedef enum { LR_ONE_CYCLE, LR_CONSTANT } LrShape;
 static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, int epochs, LrShape shape,
                const OneCycle *cycle, const ProgressiveSchedule *prog) {
     Model *m = T->model;
-    Loader *train = make_loader(T, &st->train_tf, st->batch, 1), *valid = make_loader(T, &st->valid_tf, st->batch, 0);
+    int on_device = augment_on_device(T, st, prog);
+    Loader *train = make_loader(T, &st->train_tf, st->batch, 1, on_device),
+           *valid = make_loader(T, &st->valid_tf, st->batch, 0, on_device);
     int per_epoch = loader_batches(train);
     if (per_epoch < 1) die("stage %s: %d training images make no batch of %d", st->name, T->data.ntrain, st->batch);
     long total = (long)epochs * per_epoch;
@@ -403,8 +425,8 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
         T->resuming = 0;
         say(T, "stage %s: resuming at epoch %d, batch %d\n", st->name, start.epoch, start.batch);
     } else {
-        say(T, "stage %s: %s, %d epochs of %d batches of %d at %dpx\n", st->name, label, epochs, per_epoch, st->batch,
-            st->size);
+        say(T, "stage %s: %s, %d epochs of %d batches of %d at %dpx%s\n", st->name, label, epochs, per_epoch, st->batch,
+            st->size, on_device ? ", augmented on the device" : "");
     }
     say(T, "%-6s %-11s %-11s %-9s %s\n", "epoch", "train_loss", "valid_loss", "accuracy", "time");
     /* mixup and progressive crops draw from a stream per batch, so a resumed run draws the same */
@@ -429,7 +451,9 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
             uint64_t batch_id = (uint64_t)T->epoch << 32 | (uint64_t)b->index;
             float *x = b->x; /* the loader's buffer is ours until the next batch: mixup writes into it */
             int side = prog ? progressive_side(prog, b->size, pos) : b->size;
-            if (side < b->size) {
+            if (on_device) {
+                /* mixup, progressive crops and fault injection are off on this path */
+            } else if (side < b->size) {
                 Rng crop_rng = rng_split(&crop_base, batch_id);
                 if (st->resize_crop) batch_crop(b->x, b->n, b->size, T->small, side, &crop_rng);
                 else batch_resize(b->x, b->n, b->size, T->small, side);
@@ -438,12 +462,13 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
             size_t per_image = 3 * (size_t)side * side;
             last_side = side;
             if (T->steps + 1 == T->nan_step) x[0] = NAN;
-            if (st->mixup_alpha > 0) {
+            if (st->mixup_alpha > 0) { /* never on_device */
                 Rng mix_rng = rng_split(&mix_base, batch_id);
                 mixup(T, &mix_rng, st->mixup_alpha, x, b->n, per_image, b->labels);
             }
             m->dropout_seed = rng_hash(T->cfg->seed ^ 0x44524f50ULL, batch_id);
-            model_forward(m, x, b->n, side, side, 1);
+            if (on_device) forward_batch(T, b, 1);
+            else model_forward(m, x, b->n, side, side, 1);
             float loss = st->mixup_alpha > 0 ? model_loss_mixup(m, b->labels, T->labels_b, T->lam, st->label_smoothing)
                                              : model_loss(m, b->labels, st->label_smoothing);
             if (!isfinite(loss))
@@ -508,7 +533,7 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
     for (int i = 0; i < st->nsizes && !interrupted; i++) {
         TransformSpec tf = st->valid_tf;
         tf.size = st->sizes[i];
-        Loader *L = make_loader(T, &tf, st->batch, 0);
+        Loader *L = make_loader(T, &tf, st->batch, 0, augment_on_device(T, st, NULL));
         EvalResult r = evaluate(T, L, 0, 0.0f, NULL, NULL);
         loader_destroy(L);
         interrupted = r.interrupted;
@@ -529,11 +554,11 @@ static int tta(Trainer *T, const StageConfig *st) {
     float *plain = xcalloc(cells, sizeof(float)), *aug = xcalloc(cells, sizeof(float)), *pass = xcalloc(cells, sizeof(float));
     int32_t *labels = xmalloc((size_t)T->data.nvalid * sizeof(int32_t));
     /* The plain pass first: it finds any bad image, so every later pass lists the same images. */
-    Loader *L = make_loader(T, &st->valid_tf, st->batch, 0);
+    Loader *L = make_loader(T, &st->valid_tf, st->batch, 0, augment_on_device(T, st, NULL));
     EvalResult r = evaluate(T, L, 0, 0.0f, plain, labels);
     int n = r.count, interrupted = r.interrupted;
     loader_destroy(L);
-    Loader *A = make_loader(T, &st->train_tf, st->batch, 0);
+    Loader *A = make_loader(T, &st->train_tf, st->batch, 0, augment_on_device(T, st, NULL));
     for (int p = 0; p < st->tta_n && !interrupted; p++) {
         interrupted = evaluate(T, A, 1000 + p, 0.0f, pass, NULL).interrupted;
         for (size_t i = 0; i < (size_t)n * classes; i++) aug[i] += pass[i] / (float)st->tta_n;
@@ -883,6 +908,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         else printf("cnntrain: %s: no checkpoint yet (the run stopped before its first epoch ended): starting over\n", path);
     }
     T.be->loss_scale = T.loss_scale;
+    device_feed_init(&T.feed, T.be);
     if (!from_checkpoint) {
         Rng init = rng_split(&T.root, 1);
         HostState h = host_state_new(T.model);
@@ -977,6 +1003,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     free(T.logits);
     free(T.from_bad[0]);
     free(T.from_bad[1]);
+    device_feed_free(&T.feed);
     model_free(T.model);
     backend_destroy(T.be);
     dataset_free(&T.data);

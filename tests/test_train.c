@@ -425,6 +425,35 @@ static void test_run_name_refuses_to_overwrite(void **state) {
     remove_tree(root);
 }
 
+/* [data] augment_on = device on the cpu backend: the loader hands over decoded uint8 images and
+ * their draws, the backend's warp_batch augments them (what a GPU does with them). Training,
+ * validation and TTA give the host path's results bit for bit. */
+static void test_device_augmentation_matches_host(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_train_XXXXXX", path[1200], host_dir[1024], dev_dir[1024], a[1300], b[1300];
+    assert_non_null(mkdtemp(root));
+    train_on_demo(root, "xresnet_tiny", 8, 3, 40, 5,
+                  "[stage a]\ntype = fit_one_cycle\nepochs = 2\nsize = 32\nbatch = 16\nlr = 3e-3\ntransform = fastai\n"
+                  "[stage t]\ntype = tta\n",
+                  host_dir, sizeof host_dir);
+    snprintf(path, sizeof path, "%s/run.ini", root);
+    assert_int_equal(run_with(path, dev_dir, sizeof dev_dir, "data.augment_on=device"), 0);
+    snprintf(a, sizeof a, "%s/final.safetensors", host_dir);
+    snprintf(b, sizeof b, "%s/final.safetensors", dev_dir);
+    assert_same_tensors(a, b);
+    char *mh = metrics_without_time(host_dir), *md = metrics_without_time(dev_dir);
+    assert_string_equal(mh, md);
+    free(mh);
+    free(md);
+    snprintf(path, sizeof path, "%s/log.txt", dev_dir);
+    size_t len;
+    char *log = (char *)slurp(path, &len);
+    log[len] = 0;
+    ASSERT_HAS(log, "at 32px, augmented on the device");
+    free(log);
+    remove_tree(root);
+}
+
 /* Ctrl-C during training: the step ends, a resume checkpoint is written, the program exits with
  * 130 and says how to go on; --resume then finishes the run. */
 static void test_ctrl_c_checkpoints_and_resumes(void **state) {
@@ -481,6 +510,7 @@ int main(void) {
         cmocka_unit_test(test_ctrl_c_checkpoints_and_resumes),
         cmocka_unit_test(test_inf_gradient_stops_or_is_skipped),
         cmocka_unit_test(test_run_name_refuses_to_overwrite),
+        cmocka_unit_test(test_device_augmentation_matches_host),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
