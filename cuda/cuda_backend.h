@@ -136,7 +136,8 @@ void cuda_accumulate(Backend *, const Tensor *src, Tensor *dst, int accumulate);
 void cuda_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
                        const float *lam, float smoothing, float *loss, Tensor *dlogits);
 size_t cuda_count_nonfinite(Backend *, const float *x, size_t count);
-void cuda_adamw(Backend *, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a);
+void cuda_adamw(Backend *, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
+                const AdamWArgs *a);
 
 /* augment.cu: the input pipeline (backend.h: warp_batch, alloc_host, free_host, upload_async,
  * upload_wait); cuda_feed_free releases ctx->feed (called by destroy after the stream sync). */

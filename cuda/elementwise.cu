@@ -210,29 +210,63 @@ void cuda_softmax_xent(Backend *b, const Tensor *logits, const int32_t *labels_a
 /* ---- AdamW ---- */
 
 /* p -= lr*wd*p (decoupled), then the Adam step with bias corrections bc1 = 1-beta1^t, bc2 = 1-beta2^t:
- * p -= (lr/bc1) * m / (sqrt(v/bc2) + eps), which is lr * mhat / (sqrt(vhat) + eps). */
-__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t count, float decay, float beta1,
-                             float beta2, float step_size, float inv_bc2, float eps) {
-    GRID_STRIDE(i, count) {
-        float gi = g[i];
-        float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-        float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        float pi = p[i] * decay;
-        p[i] = pi - step_size * mi / (sqrtf(vi * inv_bc2) + eps);
+ * p -= (lr/bc1) * m / (sqrt(v/bc2) + eps), which is lr * mhat / (sqrt(vhat) + eps).
+ * All runs in one launch: element i of the concatenated runs finds its run by binary search over
+ * the runs' first indices (a few hundred runs: ~9 cached reads). */
+typedef struct {
+    size_t first;       /* index of the run's first element among all runs' elements */
+    size_t offset;      /* where the run starts in the parameter block */
+    float decay, step_size;
+} AdamWRunDev;
+
+__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, const AdamWRunDev *runs, int nruns,
+                             size_t total, float beta1, float beta2, float inv_bc2, float eps) {
+    GRID_STRIDE(i, total) {
+        int lo = 0, hi = nruns - 1;
+        while (lo < hi) {
+            int mid = (lo + hi + 1) / 2;
+            if (runs[mid].first <= i) lo = mid;
+            else hi = mid - 1;
+        }
+        const AdamWRunDev r = runs[lo];
+        size_t k = r.offset + (i - r.first);
+        float gi = g[k];
+        float mi = beta1 * m[k] + (1.0f - beta1) * gi;
+        float vi = beta2 * v[k] + (1.0f - beta2) * gi * gi;
+        m[k] = mi;
+        v[k] = vi;
+        float pk = p[k] * r.decay;
+        p[k] = pk - r.step_size * mi / (sqrtf(vi * inv_bc2) + eps);
     }
 }
 
-void cuda_adamw(Backend *b, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a) {
+void cuda_adamw(Backend *b, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
+                const AdamWArgs *a) {
     if (a->step < 1) die("cuda adamw: step must be >= 1 (got %d)", a->step);
-    if (count == 0) return;
+    CudaCtx *ctx = cuda_ctx(b);
     double bc1 = 1.0 - pow((double)a->beta1, a->step), bc2 = 1.0 - pow((double)a->beta2, a->step);
-    float decay = (float)(1.0 - (double)a->lr * a->wd);
-    float step_size = (float)(a->lr / bc1), inv_bc2 = (float)(1.0 / bc2);
-    adamw_kernel<<<cuda_grid(count), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(p, g, m, v, count, decay, a->beta1,
-                                                                           a->beta2, step_size, inv_bc2, a->eps);
-    KERNEL_CHECK();
+    AdamWRunDev *host = (AdamWRunDev *)xmalloc((size_t)(nruns > 0 ? nruns : 1) * sizeof *host);
+    size_t total = 0;
+    int used = 0;
+    for (int r = 0; r < nruns; r++) {
+        if (!runs[r].count) continue;
+        host[used].first = total;
+        host[used].offset = runs[r].offset;
+        host[used].decay = (float)(1.0 - (double)runs[r].lr * runs[r].wd);
+        host[used].step_size = (float)(runs[r].lr / bc1);
+        total += runs[r].count;
+        used++;
+    }
+    if (total) {
+        size_t bytes = (size_t)used * sizeof *host;
+        AdamWRunDev *dev = (AdamWRunDev *)cuda_buf_reserve(ctx->stream, &ctx->scratch, bytes);
+        /* from pageable memory: staged before the call returns, so host can go at once */
+        CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, ctx->stream));
+        adamw_kernel<<<cuda_grid(total), CUDA_BLOCK, 0, ctx->stream>>>(p, g, m, v, dev, used, total, a->beta1, a->beta2,
+                                                                       (float)(1.0 / bc2), a->eps);
+        KERNEL_CHECK();
+    }
+    free(host);
 }
 
 /* ---- finiteness ---- */

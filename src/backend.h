@@ -54,6 +54,13 @@ typedef struct {
     int step;                        /* 1-based, for the bias corrections */
 } AdamWArgs;
 
+/* A run of parameters for the AdamW op: count floats from offset in the parameter block, with their
+ * own lr and wd (parameter groups, no decay on batch norm and biases). */
+typedef struct {
+    size_t offset, count;
+    float lr, wd;
+} AdamWRun;
+
 typedef struct Backend Backend;
 
 /* One decoded image in a packed uint8 buffer (warp_batch): rows of w*channels bytes (HWC), the
@@ -150,8 +157,11 @@ typedef struct BackendOps {
     void (*softmax_xent)(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
                          const float *lam, float smoothing, float *loss, Tensor *dlogits);
 
-    /* One AdamW step over count contiguous parameters. */
-    void (*adamw)(Backend *, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a);
+    /* One AdamW step over nruns runs of a parameter block (p, g, m, v: the block's bases; runs: host,
+     * not overlapping), each with its own lr and wd (a's lr and wd are not used): one launch on a
+     * device, whatever the number of runs. Parameters outside every run (frozen) are untouched. */
+    void (*adamw)(Backend *, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
+                  const AdamWArgs *a);
 
     /* How many of x[0..count) are NaN or infinite (fp32 backend memory; waits for the result). */
     size_t (*count_nonfinite)(Backend *, const float *x, size_t count);

@@ -70,7 +70,8 @@ void cpu_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, 
 /* Divide a parameter gradient by b->loss_scale (nothing to do at 1). */
 void cpu_unscale(Backend *, float *g, size_t count);
 size_t cpu_count_nonfinite(Backend *, const float *x, size_t count);
-void cpu_adamw(Backend *, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a);
+void cpu_adamw(Backend *, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
+               const AdamWArgs *a);
 
 /* cpu_head.c */
 void cpu_concat_pool_forward(Backend *, const Tensor *x, Tensor *y);

@@ -360,11 +360,11 @@ size_t cpu_count_nonfinite(Backend *b, const float *x, size_t count) {
     return bad;
 }
 
-void cpu_adamw(Backend *b, float *p, const float *g, float *m, float *v, size_t count, const AdamWArgs *a) {
-    (void)b;
+static void adamw_run(float *p, const float *g, float *m, float *v, size_t count, float lr, float wd,
+                      const AdamWArgs *a) {
     const float b1 = a->beta1, b2 = a->beta2, eps = a->eps;
-    const float decay = 1.0f - a->lr * a->wd;
-    const float step_size = (float)(a->lr / (1.0 - pow(a->beta1, a->step)));
+    const float decay = 1.0f - lr * wd;
+    const float step_size = (float)(lr / (1.0 - pow(a->beta1, a->step)));
     const float inv_bc2 = (float)(1.0 / (1.0 - pow(a->beta2, a->step)));
 #pragma omp parallel for schedule(static) if (count >= CPU_PAR_MIN)
     for (size_t i = 0; i < count; i++) {
@@ -373,5 +373,14 @@ void cpu_adamw(Backend *b, float *p, const float *g, float *m, float *v, size_t 
         m[i] = mi;
         v[i] = vi;
         p[i] = p[i] * decay - step_size * mi / (sqrtf(vi * inv_bc2) + eps);
+    }
+}
+
+void cpu_adamw(Backend *b, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
+               const AdamWArgs *a) {
+    (void)b;
+    for (int r = 0; r < nruns; r++) {
+        size_t o = runs[r].offset;
+        adamw_run(p + o, g + o, m + o, v + o, runs[r].count, runs[r].lr, runs[r].wd, a);
     }
 }

@@ -1,10 +1,15 @@
 #include "optim.h"
 
+#include <stdlib.h>
+
+#include "util.h"
+
 void optim_adamw_step(Model *m, const AdamWArgs *args) { optim_adamw_step_groups(m, args, NULL); }
 
 void optim_adamw_step_groups(Model *m, const AdamWArgs *args, const float *group_scale) {
     Backend *be = m->be;
-    int i = 0;
+    AdamWRun *runs = xmalloc((size_t)(m->nparams > 0 ? m->nparams : 1) * sizeof *runs);
+    int nruns = 0, i = 0;
     while (i < m->nparams) {
         const Param *p = &m->params[i];
         if (!p->trainable) {
@@ -17,12 +22,12 @@ void optim_adamw_step_groups(Model *m, const AdamWArgs *args, const float *group
                (!group_scale || m->params[j].group == p->group))
             j++;
         size_t begin = p->offset, end = m->params[j - 1].offset + m->params[j - 1].count;
-        AdamWArgs a = *args;
-        if (!p->decay) a.wd = 0.0f;
-        if (group_scale) a.lr *= group_scale[p->group];
-        be->ops->adamw(be, m->params_d + begin, m->grads_d + begin, m->adam_m + begin, m->adam_v + begin, end - begin, &a);
+        float lr = group_scale ? args->lr * group_scale[p->group] : args->lr;
+        runs[nruns++] = (AdamWRun){begin, end - begin, lr, p->decay ? args->wd : 0.0f};
         i = j;
     }
+    be->ops->adamw(be, m->params_d, m->grads_d, m->adam_m, m->adam_v, runs, nruns, args);
+    free(runs);
     be->ops->weights_updated(be, m->params_d, m->param_floats);
 }
 

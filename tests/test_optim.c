@@ -262,10 +262,8 @@ static void adamw_case(const AdamCase *ac, int model, const char *what) {
         for (int k = 0; k < NP; k++) {
             const Param *q = &table[k];
             if (!q->trainable) continue;
-            AdamWArgs ak = a;
-            if (!q->decay) ak.wd = 0.0f;
-            be->ops->adamw(be, m.params_d + q->offset, m.grads_d + q->offset, m.adam_m + q->offset,
-                           m.adam_v + q->offset, q->count, &ak);
+            AdamWRun run = {q->offset, q->count, a.lr, q->decay ? a.wd : 0.0f};
+            be->ops->adamw(be, m.params_d, m.grads_d, m.adam_m, m.adam_v, &run, 1, &a);
         }
     }
     float p[NF], mo[NF], v[NF];

@@ -860,8 +860,9 @@ static void test_adamw(void) {
         for (int step = 1; step <= 3; step++) {
             a.step = step;
             buf_random(&g, 0, 1);
-            cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, count, &a);
-            gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, count, &a);
+            AdamWRun run = {0, count, a.lr, a.wd};
+            cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, &run, 1, &a);
+            gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, &run, 1, &a);
         }
         snprintf(name, sizeof name, "adamw p %s", tag);
         cmp_buf(name, &p, TOL_ELEM);
@@ -874,6 +875,31 @@ static void test_adamw(void) {
         buf_free(&m);
         buf_free(&v);
     }
+    /* Many runs in one launch, as the trainer calls it: 300 runs of odd lengths with their own lr
+     * and wd (no decay on every third), and gaps between them (frozen parameters stay as they were). */
+    enum { NRUNS = 300 };
+    AdamWRun runs[NRUNS];
+    size_t at = 0;
+    for (int r = 0; r < NRUNS; r++) {
+        size_t len = 1 + (size_t)(r * 37 % 101);
+        runs[r] = (AdamWRun){at, len, 1e-3f * (1 + r % 5), r % 3 ? 0.05f : 0.0f};
+        at += len + (r % 7 == 0 ? 13 : 0);
+    }
+    Buf p = buf_new(at), g = buf_new(at), m = buf_new(at), v = buf_new(at);
+    buf_random(&p, 0, 1);
+    AdamWArgs a = {0, 0.9f, 0.99f, 1e-6f, 0, 1};
+    for (int step = 1; step <= 3; step++) {
+        a.step = step;
+        buf_random(&g, 0, 1);
+        cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, runs, NRUNS, &a);
+        gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, runs, NRUNS, &a);
+    }
+    cmp_buf("adamw p, 300 runs with their own lr/wd and frozen gaps, 3 steps", &p, TOL_ELEM);
+    cmp_buf("adamw v, 300 runs with their own lr/wd and frozen gaps, 3 steps", &v, TOL_ELEM);
+    buf_free(&p);
+    buf_free(&g);
+    buf_free(&m);
+    buf_free(&v);
 }
 
 /* Every op, in the current pass. */
