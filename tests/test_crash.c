@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +33,12 @@ static int run_folder_of(const char *out, char *dir, size_t len) {
     p += strlen("run folder ");
     snprintf(dir, len, "%.*s", (int)strcspn(p, "\n"), p);
     return 0;
+}
+
+/* The resume checkpoint's inode, 0 when there is none. */
+static ino_t resume_inode(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) ? 0 : sb.st_ino;
 }
 
 /* Whether a checkpoint's temporary file ("NAME.tmp.PID") is in the folder: a write under way. */
@@ -73,6 +80,8 @@ static void test_sigkill_anywhere_then_resume(void **state) {
     crashed[0] = 0;
     for (int k = 0; k < KILLS && !finished; k++) {
         int fd;
+        snprintf(path, sizeof path, "%s/resume.safetensors", crashed);
+        ino_t before = k ? resume_inode(path) : 0; /* each write is a new file (an atomic rename) */
         pid_t pid = start_program(k ? NULL : cfg, k ? crashed : NULL, 0, NULL, &fd);
         /* wait until it trains (and, the first time, has made its folder) */
         for (int t = 0; t < 6000; t++) {
@@ -84,11 +93,15 @@ static void test_sigkill_anywhere_then_resume(void **state) {
         }
         assert_true(crashed[0]);
         uint32_t delay = rng_below(&rng, (uint32_t)span_us);
+        double until = now_seconds() + 120; /* a slow, shared machine: wait, but not forever */
         if (k % 2) { /* every other kill lands while a checkpoint is being written */
-            double until = now_seconds() + 1e-6 * (double)span_us;
             while (!temp_file_in(crashed) && now_seconds() < until) usleep(500);
             usleep(rng_below(&rng, 20000));
         } else {
+            /* the others after this process's first new checkpoint (so the run always gets on,
+             * whatever the machine's speed), at a random moment within an epoch and a half */
+            snprintf(path, sizeof path, "%s/resume.safetensors", crashed);
+            while (resume_inode(path) == before && now_seconds() < until) usleep(1000);
             usleep((useconds_t)delay);
         }
         if (getenv("CRASH_DEBUG")) fprintf(stderr, "kill %d after %u us (span %ld)\n", k, delay, span_us);
