@@ -351,6 +351,7 @@ static void cu_destroy(Backend *b) {
     cuda_buf_free(&ctx->workspace);
     cuda_buf_free(&ctx->stage);
     cuda_buf_free(&ctx->scratch);
+    cuda_buf_free(&ctx->mix);
     cuda_feed_free(ctx);
     CUBLAS_CHECK(cublasDestroy(ctx->cublas));
     CUDNN_CHECK(cudnnDestroy(ctx->cudnn));
@@ -360,7 +361,7 @@ static void cu_destroy(Backend *b) {
 }
 
 /* Every member is a pointer; if backend.h gains an op, this fails until the table below has it. */
-static_assert(sizeof(BackendOps) == 44 * sizeof(void *), "BackendOps changed: update the cuda ops table");
+static_assert(sizeof(BackendOps) == 45 * sizeof(void *), "BackendOps changed: update the cuda ops table");
 
 static const BackendOps *cuda_ops(void) {
     static BackendOps ops;
@@ -408,6 +409,7 @@ static const BackendOps *cuda_ops(void) {
     ops.free_host = cuda_free_host;
     ops.upload_async = cuda_upload_async;
     ops.upload_wait = cuda_upload_wait;
+    ops.mix_images = cuda_mix_images;
     ops.name = "cuda"; /* last: marks the table as filled */
     return &ops;
 }

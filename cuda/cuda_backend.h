@@ -50,6 +50,7 @@ typedef struct {
     CudaBuf workspace;        /* cuDNN convolution workspace, shared by every plan */
     CudaBuf stage;            /* NCHW <-> NHWC staging for tensor_upload / tensor_download */
     CudaBuf scratch;          /* small reductions (per-sample losses, partial channel sums) */
+    CudaBuf mix;              /* mix_images: the batch's unmixed copy, partners and weights */
     struct ConvCache *conv;   /* per-shape convolution plans */
     CudaAlloc *allocs;        /* live ops->alloc blocks, to know their sizes on release */
     int nallocs, cap_allocs;
@@ -148,5 +149,8 @@ void cuda_free_host(Backend *, void *p);
 void cuda_upload_async(Backend *, void *dst, const void *host_src, size_t bytes, int slot);
 void cuda_upload_wait(Backend *, int slot);
 void cuda_feed_free(CudaCtx *);
+
+/* mix.cu */
+void cuda_mix_images(Backend *, Tensor *x, const int32_t *partner, const float *lam);
 
 #endif

@@ -210,6 +210,11 @@ typedef struct BackendOps {
     /* Block the host until the last upload_async through slot has finished reading its host
      * buffer (at once when there was none). */
     void (*upload_wait)(Backend *, int slot);
+
+    /* Mixup in place: image i of x becomes lam[i] * x_i + (1 - lam[i]) * x_partner[i], the
+     * partners as they were before the call, computed in float without fused multiply-add (so the
+     * cpu backend equals the trainer's host mixup bit for bit). partner, lam: host, x->n each. */
+    void (*mix_images)(Backend *, Tensor *x, const int32_t *partner, const float *lam);
 } BackendOps;
 
 struct Backend {

@@ -161,6 +161,7 @@ static const BackendOps cpu_ops = {
     .free_host = cpu_free_host,
     .upload_async = cpu_upload_async,
     .upload_wait = cpu_upload_wait,
+    .mix_images = cpu_mix_images,
 };
 
 Backend *cpu_backend_create(char *err, size_t errlen) {

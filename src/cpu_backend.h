@@ -13,7 +13,7 @@
 #include "backend.h"
 
 /* Scratch buffers owned by the backend, grown on demand, never shrunk (counted in bytes_in_use). */
-enum { CPU_WS_COL, CPU_WS_STATS, CPU_WS_CHAN, CPU_WS_ROWS, CPU_WS_WFLIP, CPU_WS_COUNT };
+enum { CPU_WS_COL, CPU_WS_STATS, CPU_WS_CHAN, CPU_WS_ROWS, CPU_WS_WFLIP, CPU_WS_MIX, CPU_WS_COUNT };
 
 typedef struct {
     void *scratch[CPU_WS_COUNT];
@@ -87,5 +87,7 @@ void *cpu_alloc_host(Backend *, size_t bytes);
 void cpu_free_host(Backend *, void *p);
 void cpu_upload_async(Backend *, void *dst, const void *host_src, size_t bytes, int slot);
 void cpu_upload_wait(Backend *, int slot);
+
+void cpu_mix_images(Backend *, Tensor *x, const int32_t *partner, const float *lam);
 
 #endif

@@ -343,6 +343,21 @@ void cpu_softmax_xent(Backend *b, const Tensor *logits, const int32_t *labels_a,
     *loss = (float)(total / n);
 }
 
+/* ---- mixup ---- */
+
+void cpu_mix_images(Backend *b, Tensor *x, const int32_t *partner, const float *lam) {
+    const int n = x->n;
+    const size_t per = n ? tensor_numel(x) / (size_t)n : 0;
+    float *d = x->data, *orig = cpu_scratch(b, CPU_WS_MIX, tensor_numel(x) * sizeof(float));
+    memcpy(orig, d, tensor_numel(x) * sizeof(float));
+#pragma omp parallel for schedule(static) if (tensor_numel(x) >= CPU_PAR_MIN)
+    for (int i = 0; i < n; i++) {
+        const float l = lam[i], *xi = orig + (size_t)i * per, *xj = orig + (size_t)partner[i] * per;
+        float *o = d + (size_t)i * per;
+        for (size_t k = 0; k < per; k++) o[k] = l * xi[k] + (1.0f - l) * xj[k];
+    }
+}
+
 /* ---- optimizer ---- */
 
 void cpu_unscale(Backend *b, float *g, size_t count) {

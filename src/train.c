@@ -52,7 +52,8 @@ typedef struct {
     char run_dir[1024];
     FILE *log, *metrics;
     int32_t *labels_b;      /* mixup partners */
-    float *lam, *mix;       /* mixup weights, and a copy of the batch to mix from */
+    float *lam;             /* mixup weights */
+    int32_t *partner;       /* mixup partners (indices into the batch) */
     float *small;           /* a progressive stage's batch at its current side */
     float *logits;          /* host copy, max_batch x classes */
     Position at;            /* where the run stands, for the next resume checkpoint */
@@ -229,9 +230,9 @@ static void set_group_lrs(Trainer *T, float lo, float hi, int spread) {
 
 /* Mixup: per sample lam ~ Beta(a, a), lam = max(lam, 1 - lam), partner from a random permutation;
  * x = lam*x_i + (1-lam)*x_partner, the loss mixes the labels the same way. */
-static void mixup(Trainer *T, Rng *rng, float alpha, float *x, int n, size_t per_image, const int32_t *labels) {
-    memcpy(T->mix, x, (size_t)n * per_image * sizeof(float));
-    int *perm = xmalloc((size_t)n * sizeof *perm);
+static void mixup(Trainer *T, Rng *rng, float alpha, Tensor *x, const int32_t *labels) {
+    int n = x->n;
+    int32_t *perm = T->partner;
     for (int i = 0; i < n; i++) perm[i] = i;
     for (int i = n - 1; i > 0; i--) {
         int j = (int)rng_below(rng, (uint32_t)i + 1), t = perm[i];
@@ -240,14 +241,10 @@ static void mixup(Trainer *T, Rng *rng, float alpha, float *x, int n, size_t per
     }
     for (int i = 0; i < n; i++) {
         float lam = rng_beta(rng, alpha, alpha);
-        lam = lam > 1.0f - lam ? lam : 1.0f - lam;
-        T->lam[i] = lam;
+        T->lam[i] = lam > 1.0f - lam ? lam : 1.0f - lam;
         T->labels_b[i] = labels[perm[i]];
-        float *xi = x + (size_t)i * per_image;
-        const float *xj = T->mix + (size_t)perm[i] * per_image;
-        for (size_t k = 0; k < per_image; k++) xi[k] = lam * xi[k] + (1.0f - lam) * xj[k];
     }
-    free(perm);
+    T->be->ops->mix_images(T->be, x, perm, T->lam); /* on the batch in backend memory */
 }
 
 typedef struct {
@@ -272,12 +269,12 @@ static const Tensor *forward_batch(Trainer *T, const Batch *b, int train) {
     return model_run(m, train);
 }
 
-/* Augment on the device ([data] augment_on)? Mixup and progressive resizing work on the host's
- * floats, and so does the NaN fault injection. */
-static int augment_on_device(const Trainer *T, const StageConfig *st, const ProgressiveSchedule *prog) {
+/* Augment on the device ([data] augment_on)? Progressive resizing crops the host's floats, and the
+ * NaN fault injection writes into them. */
+static int augment_on_device(const Trainer *T, const ProgressiveSchedule *prog) {
     int want = T->cfg->augment_on == AUGMENT_DEVICE ||
                (T->cfg->augment_on == AUGMENT_AUTO && strcmp(T->be->ops->name, "cpu"));
-    return want && T->be->ops->warp_batch && st->mixup_alpha <= 0 && !prog && !T->nan_step;
+    return want && T->be->ops->warp_batch && !prog && !T->nan_step;
 }
 
 /* One pass over the validation set: mean loss (with the stage's label smoothing, as fastai's
@@ -410,7 +407,7 @@ typedef enum { LR_ONE_CYCLE, LR_CONSTANT } LrShape;
 static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, int epochs, LrShape shape,
                const OneCycle *cycle, const ProgressiveSchedule *prog) {
     Model *m = T->model;
-    int on_device = augment_on_device(T, st, prog);
+    int on_device = augment_on_device(T, prog);
     Loader *train = make_loader(T, &st->train_tf, st->batch, 1, on_device),
            *valid = make_loader(T, &st->valid_tf, st->batch, 0, on_device);
     int per_epoch = loader_batches(train);
@@ -449,26 +446,25 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
                 a.beta1 = one_cycle_mom(cycle, pos);
             }
             uint64_t batch_id = (uint64_t)T->epoch << 32 | (uint64_t)b->index;
-            float *x = b->x; /* the loader's buffer is ours until the next batch: mixup writes into it */
+            float *x = b->x; /* the loader's buffer is ours until the next batch */
             int side = prog ? progressive_side(prog, b->size, pos) : b->size;
-            if (on_device) {
-                /* mixup, progressive crops and fault injection are off on this path */
-            } else if (side < b->size) {
+            if (!on_device && side < b->size) { /* progressive stages augment on the host */
                 Rng crop_rng = rng_split(&crop_base, batch_id);
                 if (st->resize_crop) batch_crop(b->x, b->n, b->size, T->small, side, &crop_rng);
                 else batch_resize(b->x, b->n, b->size, T->small, side);
                 x = T->small;
             }
-            size_t per_image = 3 * (size_t)side * side;
             last_side = side;
             if (T->steps + 1 == T->nan_step) x[0] = NAN;
-            if (st->mixup_alpha > 0) { /* never on_device */
+            Tensor *in = model_input(m, b->n, side, side);
+            if (on_device) device_feed_batch(&T->feed, b, imagenet_mean, imagenet_std, in);
+            else T->be->ops->tensor_upload(T->be, in, x);
+            if (st->mixup_alpha > 0) {
                 Rng mix_rng = rng_split(&mix_base, batch_id);
-                mixup(T, &mix_rng, st->mixup_alpha, x, b->n, per_image, b->labels);
+                mixup(T, &mix_rng, st->mixup_alpha, in, b->labels);
             }
             m->dropout_seed = rng_hash(T->cfg->seed ^ 0x44524f50ULL, batch_id);
-            if (on_device) forward_batch(T, b, 1);
-            else model_forward(m, x, b->n, side, side, 1);
+            model_run(m, 1);
             float loss = st->mixup_alpha > 0 ? model_loss_mixup(m, b->labels, T->labels_b, T->lam, st->label_smoothing)
                                              : model_loss(m, b->labels, st->label_smoothing);
             if (!isfinite(loss))
@@ -533,7 +529,7 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
     for (int i = 0; i < st->nsizes && !interrupted; i++) {
         TransformSpec tf = st->valid_tf;
         tf.size = st->sizes[i];
-        Loader *L = make_loader(T, &tf, st->batch, 0, augment_on_device(T, st, NULL));
+        Loader *L = make_loader(T, &tf, st->batch, 0, augment_on_device(T, NULL));
         EvalResult r = evaluate(T, L, 0, 0.0f, NULL, NULL);
         loader_destroy(L);
         interrupted = r.interrupted;
@@ -554,11 +550,11 @@ static int tta(Trainer *T, const StageConfig *st) {
     float *plain = xcalloc(cells, sizeof(float)), *aug = xcalloc(cells, sizeof(float)), *pass = xcalloc(cells, sizeof(float));
     int32_t *labels = xmalloc((size_t)T->data.nvalid * sizeof(int32_t));
     /* The plain pass first: it finds any bad image, so every later pass lists the same images. */
-    Loader *L = make_loader(T, &st->valid_tf, st->batch, 0, augment_on_device(T, st, NULL));
+    Loader *L = make_loader(T, &st->valid_tf, st->batch, 0, augment_on_device(T, NULL));
     EvalResult r = evaluate(T, L, 0, 0.0f, plain, labels);
     int n = r.count, interrupted = r.interrupted;
     loader_destroy(L);
-    Loader *A = make_loader(T, &st->train_tf, st->batch, 0, augment_on_device(T, st, NULL));
+    Loader *A = make_loader(T, &st->train_tf, st->batch, 0, augment_on_device(T, NULL));
     for (int p = 0; p < st->tta_n && !interrupted; p++) {
         interrupted = evaluate(T, A, 1000 + p, 0.0f, pass, NULL).interrupted;
         for (size_t i = 0; i < (size_t)n * classes; i++) aug[i] += pass[i] / (float)st->tta_n;
@@ -937,7 +933,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     if (!from_checkpoint) fprintf(T.metrics, "stage,epoch,stage_epoch,train_loss,valid_loss,accuracy,seconds,size\n");
 
     size_t per_image = 3 * (size_t)max_side * max_side;
-    T.mix = xmalloc((size_t)max_batch * per_image * sizeof(float));
+    T.partner = xmalloc((size_t)max_batch * sizeof(int32_t));
     T.small = xmalloc((size_t)max_batch * per_image * sizeof(float));
     T.lam = xmalloc((size_t)max_batch * sizeof(float));
     T.labels_b = xmalloc((size_t)max_batch * sizeof(int32_t));
@@ -996,7 +992,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     fclose(T.metrics);
     close(lock);
     if (!T.stopped && start < cfg->nstages) plot_run(T.run_dir);
-    free(T.mix);
+    free(T.partner);
     free(T.small);
     free(T.lam);
     free(T.labels_b);

@@ -426,14 +426,16 @@ static void test_run_name_refuses_to_overwrite(void **state) {
 }
 
 /* [data] augment_on = device on the cpu backend: the loader hands over decoded uint8 images and
- * their draws, the backend's warp_batch augments them (what a GPU does with them). Training,
- * validation and TTA give the host path's results bit for bit. */
+ * their draws, the backend's warp_batch augments them and mix_images mixes them (what a GPU does
+ * with them). Training (with and without mixup), validation and TTA give the host path's results
+ * bit for bit. */
 static void test_device_augmentation_matches_host(void **state) {
     (void)state;
     char root[] = "/tmp/cnn_train_XXXXXX", path[1200], host_dir[1024], dev_dir[1024], a[1300], b[1300];
     assert_non_null(mkdtemp(root));
     train_on_demo(root, "xresnet_tiny", 8, 3, 40, 5,
                   "[stage a]\ntype = fit_one_cycle\nepochs = 2\nsize = 32\nbatch = 16\nlr = 3e-3\ntransform = fastai\n"
+                  "[stage m]\ntype = fit\nepochs = 1\nlr = 1e-3\nmixup = 0.4\nlabel_smoothing = 0.1\n"
                   "[stage t]\ntype = tta\n",
                   host_dir, sizeof host_dir);
     snprintf(path, sizeof path, "%s/run.ini", root);

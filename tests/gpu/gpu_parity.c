@@ -543,6 +543,20 @@ static void test_elementwise(void) {
         snprintf(name, sizeof name, "relu_forward in place %s", tag);
         cmp_pair(name, &z, tol(TOL_ELEM));
 
+        /* mixup: partners a reversed batch (image 0 with the last, ...), weights in [0.5, 1] */
+        int32_t partner[8];
+        float lam[8];
+        for (int i = 0; i < n; i++) {
+            partner[i] = n - 1 - i;
+            lam[i] = 0.5f + 0.5f * (float)i / (float)n;
+        }
+        cpu->ops->copy(cpu, z.c.data, x.c.data, bytes);
+        gpu->ops->copy(gpu, z.g.data, x.g.data, gbytes);
+        cpu->ops->mix_images(cpu, &z.c, partner, lam);
+        gpu->ops->mix_images(gpu, &z.g, partner, lam);
+        snprintf(name, sizeof name, "mix_images %s", tag);
+        cmp_pair(name, &z, tol(TOL_ELEM));
+
         pair_random_grad(&dy, 0, 1);
         for (int acc = 0; acc <= 1; acc++) {
             pair_random_grad(&dx, 0, 1);
