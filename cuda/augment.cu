@@ -318,7 +318,9 @@ static CudaFeed *feed_get(CudaCtx *ctx, int create) {
         double table[WARP_LIGHT_N + 1];
         for (int i = 0; i <= WARP_LIGHT_N; i++) table[i] = warp_light_logit(i); /* glibc's log, as the CPU */
         CUDA_CHECK(cudaMalloc(&f->logits, sizeof table));
-        CUDA_CHECK(cudaMemcpy(f->logits, table, sizeof table, cudaMemcpyHostToDevice));
+        /* on the compute stream: a pageable cudaMemcpy may return before its DMA lands, and the
+         * non-blocking compute stream would not wait for the legacy stream (staged, so table may go) */
+        CUDA_CHECK(cudaMemcpyAsync(f->logits, table, sizeof table, cudaMemcpyHostToDevice, ctx->stream));
         ctx->feed = f;
     }
     pthread_mutex_unlock(&feed_mu);

@@ -87,8 +87,12 @@ static cudnnMathType_t base_math(const ConvPlan *p) {
  * (as its documentation asks); fp32 stays FMA. */
 static void use_math(ConvPlan *p, cudnnMathType_t m) { CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, m)); }
 
+static int is_tensor_op(cudnnMathType_t m);
+
+/* fp32 keeps FMA unless pick_algo fell back to a tensor-core algorithm (it warned): that one
+ * needs its reported math type to run at all. */
 static void chose(ConvPlan *p, int dir, cudnnMathType_t reported) {
-    p->math[dir] = p->dt == DT_F32 ? CUDNN_FMA_MATH : reported;
+    p->math[dir] = p->dt == DT_F32 && !is_tensor_op(reported) ? CUDNN_FMA_MATH : reported;
     use_math(p, p->math[dir]);
 }
 

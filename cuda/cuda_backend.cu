@@ -361,7 +361,7 @@ static void cu_destroy(Backend *b) {
 }
 
 /* Every member is a pointer; if backend.h gains an op, this fails until the table below has it. */
-static_assert(sizeof(BackendOps) == 45 * sizeof(void *), "BackendOps changed: update the cuda ops table");
+static_assert(sizeof(BackendOps) == 46 * sizeof(void *), "BackendOps changed: update the cuda ops table");
 
 static const BackendOps *cuda_ops(void) {
     static BackendOps ops;
@@ -410,6 +410,7 @@ static const BackendOps *cuda_ops(void) {
     ops.upload_async = cuda_upload_async;
     ops.upload_wait = cuda_upload_wait;
     ops.mix_images = cuda_mix_images;
+    ops.shrink_batch = cuda_shrink_batch;
     ops.name = "cuda"; /* last: marks the table as filled */
     return &ops;
 }

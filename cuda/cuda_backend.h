@@ -150,7 +150,8 @@ void cuda_upload_async(Backend *, void *dst, const void *host_src, size_t bytes,
 void cuda_upload_wait(Backend *, int slot);
 void cuda_feed_free(CudaCtx *);
 
-/* mix.cu */
+/* batch.cu */
 void cuda_mix_images(Backend *, Tensor *x, const int32_t *partner, const float *lam);
+void cuda_shrink_batch(Backend *, const Tensor *x, int d, int crop, int oy, int ox, Tensor *y);
 
 #endif

@@ -215,6 +215,12 @@ typedef struct BackendOps {
      * partners as they were before the call, computed in float without fused multiply-add (so the
      * cpu backend equals the trainer's host mixup bit for bit). partner, lam: host, x->n each. */
     void (*mix_images)(Backend *, Tensor *x, const int32_t *partner, const float *lam);
+
+    /* Progressive resizing: y (n, c, d, d) from x (n, c, s, s), d <= s: with crop, the d x d
+     * window at (oy, ox) of every image; else the bilinear resize of progressive.h's
+     * resize_strided (align_corners = False, no antialiasing), computed in float without fused
+     * multiply-add in that order. y must not alias x. */
+    void (*shrink_batch)(Backend *, const Tensor *x, int d, int crop, int oy, int ox, Tensor *y);
 } BackendOps;
 
 struct Backend {

@@ -133,7 +133,7 @@ static const Key keys[] = {
     {.sec = SEC_DATA, .name = "augment_on", ENUM(augment_ons), CF(augment_on), .def = "auto",
      .help = "where the per-image transforms run: host (loader threads, float batches), device (the loader decodes, "
              "the backend warps uint8 images: uploads 4x smaller; the same draws, the same floats on the cpu backend), "
-             "auto = device on a GPU (mixup then runs there too). Progressive stages augment on the host either way"},
+             "auto = device on a GPU (mixup and progressive resizing then run there too)"},
     {.sec = SEC_DATA, .name = "on_bad_image", ENUM(bad_images), CF(strict_images), .def = "skip",
      .help = "an unreadable image or bad CSV row: skip it (reported and counted) or stop"},
     /* [model] */

@@ -162,6 +162,7 @@ static const BackendOps cpu_ops = {
     .upload_async = cpu_upload_async,
     .upload_wait = cpu_upload_wait,
     .mix_images = cpu_mix_images,
+    .shrink_batch = cpu_shrink_batch,
 };
 
 Backend *cpu_backend_create(char *err, size_t errlen) {

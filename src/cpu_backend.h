@@ -90,4 +90,6 @@ void cpu_upload_wait(Backend *, int slot);
 
 void cpu_mix_images(Backend *, Tensor *x, const int32_t *partner, const float *lam);
 
+void cpu_shrink_batch(Backend *, const Tensor *x, int d, int crop, int oy, int ox, Tensor *y);
+
 #endif

@@ -6,6 +6,7 @@
 
 #include "cpu_backend.h"
 #include "gemm.h"
+#include "progressive.h"
 #include "util.h"
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -355,6 +356,26 @@ void cpu_mix_images(Backend *b, Tensor *x, const int32_t *partner, const float *
         const float l = lam[i], *xi = orig + (size_t)i * per, *xj = orig + (size_t)partner[i] * per;
         float *o = d + (size_t)i * per;
         for (size_t k = 0; k < per; k++) o[k] = l * xi[k] + (1.0f - l) * xj[k];
+    }
+}
+
+void cpu_shrink_batch(Backend *b, const Tensor *x, int d, int crop, int oy, int ox, Tensor *y) {
+    (void)b;
+    const int n = x->n, c = x->c, s = x->h;
+    if (x->w != s || d > s || d < 1 || (crop && (oy < 0 || ox < 0 || oy + d > s || ox + d > s)))
+        die("shrink_batch: cannot make %dx%d (crop %d at %d,%d) of %dx%d", d, d, crop, oy, ox, x->h, x->w);
+    cpu_set_shape(y, n, c, d, d);
+    const float *src = x->data;
+    float *dst = y->data;
+#pragma omp parallel for schedule(static) if ((size_t)n * c * d * d >= CPU_PAR_MIN)
+    for (int i = 0; i < n; i++) {
+        const float *in = src + (size_t)i * s * s * c;
+        float *out = dst + (size_t)i * d * d * c;
+        if (crop)
+            for (int r = 0; r < d; r++)
+                memcpy(out + (size_t)r * d * c, in + ((size_t)(oy + r) * s + ox) * c, (size_t)d * c * sizeof(float));
+        else
+            for (int ch = 0; ch < c; ch++) resize_strided(in + ch, s, out + ch, d, (size_t)c);
     }
 }
 

@@ -19,31 +19,27 @@ int progressive_side(const ProgressiveSchedule *p, int full, float t) {
     return side > full ? full : side;
 }
 
-void batch_resize(const float *src, int n, int s, float *dst, int d) {
+void resize_strided(const float *in, int s, float *out, int d, size_t step) {
     float scale = (float)s / (float)d;
-    for (int plane = 0; plane < n * 3; plane++) {
-        const float *in = src + (size_t)plane * s * s;
-        float *out = dst + (size_t)plane * d * d;
-        for (int y = 0; y < d; y++) {
-            /* source coordinate of the output pixel centre, clamped at the border as PyTorch does */
-            float sy = fmaxf(((float)y + 0.5f) * scale - 0.5f, 0.0f);
-            int y0 = (int)sy, y1 = y0 + 1 < s ? y0 + 1 : s - 1;
-            float fy = sy - (float)y0;
-            for (int x = 0; x < d; x++) {
-                float sx = fmaxf(((float)x + 0.5f) * scale - 0.5f, 0.0f);
-                int x0 = (int)sx, x1 = x0 + 1 < s ? x0 + 1 : s - 1;
-                float fx = sx - (float)x0;
-                float top = in[y0 * s + x0] + fx * (in[y0 * s + x1] - in[y0 * s + x0]);
-                float bottom = in[y1 * s + x0] + fx * (in[y1 * s + x1] - in[y1 * s + x0]);
-                out[y * d + x] = top + fy * (bottom - top);
-            }
+#define AT(y, x) in[((size_t)(y) * s + (x)) * step]
+    for (int y = 0; y < d; y++) {
+        /* source coordinate of the output pixel centre, clamped at the border as PyTorch does */
+        float sy = fmaxf(((float)y + 0.5f) * scale - 0.5f, 0.0f);
+        int y0 = (int)sy, y1 = y0 + 1 < s ? y0 + 1 : s - 1;
+        float fy = sy - (float)y0;
+        for (int x = 0; x < d; x++) {
+            float sx = fmaxf(((float)x + 0.5f) * scale - 0.5f, 0.0f);
+            int x0 = (int)sx, x1 = x0 + 1 < s ? x0 + 1 : s - 1;
+            float fx = sx - (float)x0;
+            float top = AT(y0, x0) + fx * (AT(y0, x1) - AT(y0, x0));
+            float bottom = AT(y1, x0) + fx * (AT(y1, x1) - AT(y1, x0));
+            out[((size_t)y * d + x) * step] = top + fy * (bottom - top);
         }
     }
+#undef AT
 }
 
-void batch_crop(const float *src, int n, int s, float *dst, int d, Rng *rng) {
-    int oy = (int)rng_below(rng, (uint32_t)(s - d + 1)), ox = (int)rng_below(rng, (uint32_t)(s - d + 1));
-    for (int plane = 0; plane < n * 3; plane++)
-        for (int y = 0; y < d; y++)
-            memcpy(dst + ((size_t)plane * d + y) * d, src + ((size_t)plane * s + oy + y) * s + ox, (size_t)d * sizeof(float));
+void crop_offsets(Rng *rng, int s, int d, int *oy, int *ox) {
+    *oy = (int)rng_below(rng, (uint32_t)(s - d + 1));
+    *ox = (int)rng_below(rng, (uint32_t)(s - d + 1));
 }

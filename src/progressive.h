@@ -3,6 +3,8 @@
 #ifndef CNN_PROGRESSIVE_H
 #define CNN_PROGRESSIVE_H
 
+#include <stddef.h>
+
 #include "rng.h"
 
 typedef struct {
@@ -16,10 +18,11 @@ float progressive_scale(const ProgressiveSchedule *, float t);
 /* The side for a full side at fraction t: scale * full rounded down to a multiple of
  * size_increment (at least one increment, at most full). */
 int progressive_side(const ProgressiveSchedule *, int full, float t);
-/* A batch of n planar images (n, 3, s, s) to (n, 3, d, d): bilinear, align_corners = False
- * (F.interpolate's convention), no antialiasing. */
-void batch_resize(const float *src, int n, int s, float *dst, int d);
-/* The same d x d window of every image, at a random offset (Composer's crop mode). */
-void batch_crop(const float *src, int n, int s, float *dst, int d, Rng *);
+/* A smaller batch, done by the backend's shrink_batch: */
+/* one plane of s x s pixels, `step` floats apart (1 planar, channels interleaved), to d x d:
+ * bilinear, align_corners = False (F.interpolate's convention), no antialiasing; */
+void resize_strided(const float *in, int s, float *out, int d, size_t step);
+/* or the same d x d window of every image at a random offset (Composer's crop mode). */
+void crop_offsets(Rng *, int s, int d, int *oy, int *ox);
 
 #endif

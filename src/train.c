@@ -54,7 +54,7 @@ typedef struct {
     int32_t *labels_b;      /* mixup partners */
     float *lam;             /* mixup weights */
     int32_t *partner;       /* mixup partners (indices into the batch) */
-    float *small;           /* a progressive stage's batch at its current side */
+    Tensor full;            /* backend memory: a progressive stage's full-size batch, before shrink_batch */
     float *logits;          /* host copy, max_batch x classes */
     Position at;            /* where the run stands, for the next resume checkpoint */
     Position from;          /* a resumed run: where the checkpoint stopped */
@@ -153,6 +153,13 @@ static int gradients_finite(Trainer *T, const StageConfig *st, int epoch, long s
     T->skipped_steps++;
     m->be->loss_scale = T->loss_scale;
     return 0;
+}
+
+/* Fault injection: a NaN into the input batch (its first float's bytes: a NaN in fp32, and a zero
+ * then a NaN in fp16 and bf16). */
+static void inject_nan_input(Backend *be, Tensor *x) {
+    float nan = NAN;
+    be->ops->upload(be, x->data, &nan, sizeof nan);
 }
 
 /* Fault injection: +inf into the first trainable parameter's gradient. */
@@ -269,12 +276,9 @@ static const Tensor *forward_batch(Trainer *T, const Batch *b, int train) {
     return model_run(m, train);
 }
 
-/* Augment on the device ([data] augment_on)? Progressive resizing crops the host's floats, and the
- * NaN fault injection writes into them. */
-static int augment_on_device(const Trainer *T, const ProgressiveSchedule *prog) {
-    int want = T->cfg->augment_on == AUGMENT_DEVICE ||
-               (T->cfg->augment_on == AUGMENT_AUTO && strcmp(T->be->ops->name, "cpu"));
-    return want && T->be->ops->warp_batch && !prog && !T->nan_step;
+/* Augment on the device ([data] augment_on)? */
+static int augment_on_device(const Trainer *T) {
+    return T->cfg->augment_on == AUGMENT_DEVICE || (T->cfg->augment_on == AUGMENT_AUTO && strcmp(T->be->ops->name, "cpu"));
 }
 
 /* One pass over the validation set: mean loss (with the stage's label smoothing, as fastai's
@@ -407,7 +411,7 @@ typedef enum { LR_ONE_CYCLE, LR_CONSTANT } LrShape;
 static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, int epochs, LrShape shape,
                const OneCycle *cycle, const ProgressiveSchedule *prog) {
     Model *m = T->model;
-    int on_device = augment_on_device(T, prog);
+    int on_device = augment_on_device(T);
     Loader *train = make_loader(T, &st->train_tf, st->batch, 1, on_device),
            *valid = make_loader(T, &st->valid_tf, st->batch, 0, on_device);
     int per_epoch = loader_batches(train);
@@ -446,19 +450,23 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
                 a.beta1 = one_cycle_mom(cycle, pos);
             }
             uint64_t batch_id = (uint64_t)T->epoch << 32 | (uint64_t)b->index;
-            float *x = b->x; /* the loader's buffer is ours until the next batch */
             int side = prog ? progressive_side(prog, b->size, pos) : b->size;
-            if (!on_device && side < b->size) { /* progressive stages augment on the host */
-                Rng crop_rng = rng_split(&crop_base, batch_id);
-                if (st->resize_crop) batch_crop(b->x, b->n, b->size, T->small, side, &crop_rng);
-                else batch_resize(b->x, b->n, b->size, T->small, side);
-                x = T->small;
-            }
             last_side = side;
-            if (T->steps + 1 == T->nan_step) x[0] = NAN;
             Tensor *in = model_input(m, b->n, side, side);
-            if (on_device) device_feed_batch(&T->feed, b, imagenet_mean, imagenet_std, in);
-            else T->be->ops->tensor_upload(T->be, in, x);
+            /* a progressive stage's smaller side is cut from the full batch by the backend */
+            Tensor *full = side < b->size ? &T->full : in;
+            *full = (Tensor){full->data, b->n, 3, b->size, b->size, full->dtype};
+            if (on_device) device_feed_batch(&T->feed, b, imagenet_mean, imagenet_std, full);
+            else T->be->ops->tensor_upload(T->be, full, b->x);
+            if (side < b->size) {
+                int oy = 0, ox = 0;
+                if (st->resize_crop) {
+                    Rng crop_rng = rng_split(&crop_base, batch_id);
+                    crop_offsets(&crop_rng, b->size, side, &oy, &ox);
+                }
+                T->be->ops->shrink_batch(T->be, &T->full, side, st->resize_crop, oy, ox, in);
+            }
+            if (T->steps + 1 == T->nan_step) inject_nan_input(T->be, in);
             if (st->mixup_alpha > 0) {
                 Rng mix_rng = rng_split(&mix_base, batch_id);
                 mixup(T, &mix_rng, st->mixup_alpha, in, b->labels);
@@ -529,7 +537,7 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
     for (int i = 0; i < st->nsizes && !interrupted; i++) {
         TransformSpec tf = st->valid_tf;
         tf.size = st->sizes[i];
-        Loader *L = make_loader(T, &tf, st->batch, 0, augment_on_device(T, NULL));
+        Loader *L = make_loader(T, &tf, st->batch, 0, augment_on_device(T));
         EvalResult r = evaluate(T, L, 0, 0.0f, NULL, NULL);
         loader_destroy(L);
         interrupted = r.interrupted;
@@ -550,11 +558,11 @@ static int tta(Trainer *T, const StageConfig *st) {
     float *plain = xcalloc(cells, sizeof(float)), *aug = xcalloc(cells, sizeof(float)), *pass = xcalloc(cells, sizeof(float));
     int32_t *labels = xmalloc((size_t)T->data.nvalid * sizeof(int32_t));
     /* The plain pass first: it finds any bad image, so every later pass lists the same images. */
-    Loader *L = make_loader(T, &st->valid_tf, st->batch, 0, augment_on_device(T, NULL));
+    Loader *L = make_loader(T, &st->valid_tf, st->batch, 0, augment_on_device(T));
     EvalResult r = evaluate(T, L, 0, 0.0f, plain, labels);
     int n = r.count, interrupted = r.interrupted;
     loader_destroy(L);
-    Loader *A = make_loader(T, &st->train_tf, st->batch, 0, augment_on_device(T, NULL));
+    Loader *A = make_loader(T, &st->train_tf, st->batch, 0, augment_on_device(T));
     for (int p = 0; p < st->tta_n && !interrupted; p++) {
         interrupted = evaluate(T, A, 1000 + p, 0.0f, pass, NULL).interrupted;
         for (size_t i = 0; i < (size_t)n * classes; i++) aug[i] += pass[i] / (float)st->tta_n;
@@ -934,7 +942,10 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
 
     size_t per_image = 3 * (size_t)max_side * max_side;
     T.partner = xmalloc((size_t)max_batch * sizeof(int32_t));
-    T.small = xmalloc((size_t)max_batch * per_image * sizeof(float));
+    int progressive = 0;
+    for (int i = 0; i < cfg->nstages; i++) progressive |= cfg->stages[i].type == STAGE_PROGRESSIVE;
+    T.full.dtype = T.be->compute;
+    if (progressive) T.full.data = T.be->ops->alloc(T.be, (size_t)max_batch * per_image * dtype_size(T.be->compute));
     T.lam = xmalloc((size_t)max_batch * sizeof(float));
     T.labels_b = xmalloc((size_t)max_batch * sizeof(int32_t));
     T.logits = xmalloc((size_t)max_batch * classes * sizeof(float));
@@ -993,7 +1004,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     close(lock);
     if (!T.stopped && start < cfg->nstages) plot_run(T.run_dir);
     free(T.partner);
-    free(T.small);
+    if (T.full.data) T.be->ops->release(T.be, T.full.data);
     free(T.lam);
     free(T.labels_b);
     free(T.logits);

@@ -426,9 +426,9 @@ static void test_run_name_refuses_to_overwrite(void **state) {
 }
 
 /* [data] augment_on = device on the cpu backend: the loader hands over decoded uint8 images and
- * their draws, the backend's warp_batch augments them and mix_images mixes them (what a GPU does
- * with them). Training (with and without mixup), validation and TTA give the host path's results
- * bit for bit. */
+ * their draws, the backend's warp_batch augments them, mix_images mixes them and shrink_batch
+ * makes a progressive stage's smaller sides (what a GPU does with them). Training (plain, mixup,
+ * progressive crops and resizes), validation and TTA give the host path's results bit for bit. */
 static void test_device_augmentation_matches_host(void **state) {
     (void)state;
     char root[] = "/tmp/cnn_train_XXXXXX", path[1200], host_dir[1024], dev_dir[1024], a[1300], b[1300];
@@ -436,6 +436,10 @@ static void test_device_augmentation_matches_host(void **state) {
     train_on_demo(root, "xresnet_tiny", 8, 3, 40, 5,
                   "[stage a]\ntype = fit_one_cycle\nepochs = 2\nsize = 32\nbatch = 16\nlr = 3e-3\ntransform = fastai\n"
                   "[stage m]\ntype = fit\nepochs = 1\nlr = 1e-3\nmixup = 0.4\nlabel_smoothing = 0.1\n"
+                  "[stage p]\ntype = progressive\nepochs = 2\nsize = 40\nlr = 1e-3\ninitial_scale = 0.5\n"
+                  "size_increment = 4\nmode = crop\n"
+                  "[stage r]\ntype = progressive\nepochs = 1\nsize = 40\nlr = 1e-3\ninitial_scale = 0.6\n"
+                  "size_increment = 4\nmode = resize\n"
                   "[stage t]\ntype = tta\n",
                   host_dir, sizeof host_dir);
     snprintf(path, sizeof path, "%s/run.ini", root);
