@@ -557,6 +557,19 @@ static void test_elementwise(void) {
         snprintf(name, sizeof name, "mix_images %s", tag);
         cmp_pair(name, &z, tol(TOL_ELEM));
 
+        /* progressive resizing: a crop and a bilinear resize to an odd smaller side */
+        if (h == w && h > 2) {
+            int d = h - 2;
+            Pair small = pair_new(n, c, d, d);
+            for (int crop = 0; crop <= 1; crop++) {
+                cpu->ops->shrink_batch(cpu, &x.c, d, crop, crop, 2 * crop, &small.c);
+                gpu->ops->shrink_batch(gpu, &x.g, d, crop, crop, 2 * crop, &small.g);
+                snprintf(name, sizeof name, "shrink_batch %s to %d (%s)", tag, d, crop ? "crop at 1,2" : "resize");
+                cmp_pair(name, &small, crop ? TOL_EXACT : tol(TOL_ELEM));
+            }
+            pair_free(&small);
+        }
+
         pair_random_grad(&dy, 0, 1);
         for (int acc = 0; acc <= 1; acc++) {
             pair_random_grad(&dx, 0, 1);
