@@ -248,21 +248,33 @@ float model_loss(Model *m, const int32_t *host_labels, float smoothing) {
 }
 
 float model_loss_mixup(Model *m, const int32_t *labels_a, const int32_t *labels_b, const float *lam, float smoothing) {
+    model_labels(m, m->act[m->nvalues - 1].n, labels_a, labels_b, lam);
+    model_loss_queue(m, smoothing);
+    return model_loss_read(m);
+}
+
+void model_labels(Model *m, int n, const int32_t *labels_a, const int32_t *labels_b, const float *lam) {
+    Backend *be = m->be;
+    be->ops->upload(be, m->labels_d, labels_a, (size_t)n * sizeof(int32_t));
+    m->mixed_labels = labels_b != NULL;
+    if (labels_b) {
+        be->ops->upload(be, m->labels_b_d, labels_b, (size_t)n * sizeof(int32_t));
+        be->ops->upload(be, m->lam_d, lam, (size_t)n * sizeof(float));
+    }
+}
+
+void model_loss_queue(Model *m, float smoothing) {
     Backend *be = m->be;
     int last = m->nvalues - 1;
-    const Tensor *logits = &m->act[last];
-    size_t n = (size_t)logits->n;
-    be->ops->upload(be, m->labels_d, labels_a, n * sizeof(int32_t));
-    if (labels_b) {
-        be->ops->upload(be, m->labels_b_d, labels_b, n * sizeof(int32_t));
-        be->ops->upload(be, m->lam_d, lam, n * sizeof(float));
-    }
-    be->ops->softmax_xent(be, logits, m->labels_d, labels_b ? m->labels_b_d : NULL, labels_b ? m->lam_d : NULL,
-                          smoothing, m->loss_d, &m->grad[last]);
-    float loss;
-    be->ops->download(be, &loss, m->loss_d, sizeof loss);
+    be->ops->softmax_xent(be, &m->act[last], m->labels_d, m->mixed_labels ? m->labels_b_d : NULL,
+                          m->mixed_labels ? m->lam_d : NULL, smoothing, m->loss_d, &m->grad[last]);
     memset(m->grad_written, 0, (size_t)m->nvalues);
     m->grad_written[last] = 1;
+}
+
+float model_loss_read(Model *m) {
+    float loss;
+    m->be->ops->download(m->be, &loss, m->loss_d, sizeof loss);
     return loss;
 }
 

@@ -95,6 +95,7 @@ typedef struct Model {
     int32_t *labels_d, *labels_b_d; /* max_batch labels (and mixup partners), for softmax_xent */
     float *lam_d;          /* max_batch mixup weights */
     float *loss_d;
+    int mixed_labels;      /* model_labels was given mixup partners */
     int last_forward_train;/* the mode of the last forward, which backward must follow */
     Shape *shapes;         /* per value, at the current input size */
     unsigned char *grad_written, *needs_grad; /* per value, scratch for backward */
@@ -152,6 +153,13 @@ const Tensor *model_run(Model *, int train);
 float model_loss(Model *, const int32_t *host_labels, float smoothing);
 /* The same with mixup: per sample, target = lam*onehot(a) + (1-lam)*onehot(b). */
 float model_loss_mixup(Model *, const int32_t *labels_a, const int32_t *labels_b, const float *lam, float smoothing);
+/* The same in three parts, so that a device need not stop between the forward and the backward
+ * pass (uploads wait for the device): the labels of a batch of n before the forward pass
+ * (labels_b, lam: mixup, or NULL), the loss and the logits' gradient queued after it, and the
+ * loss read back once the backward pass is queued too. */
+void model_labels(Model *, int n, const int32_t *labels_a, const int32_t *labels_b, const float *lam);
+void model_loss_queue(Model *, float smoothing);
+float model_loss_read(Model *);
 /* Backward from the logits' gradient: fills grads_d for trainable parameters. */
 void model_backward(Model *);
 

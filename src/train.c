@@ -472,14 +472,16 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
                 mixup(T, &mix_rng, st->mixup_alpha, in, b->labels);
             }
             m->dropout_seed = rng_hash(T->cfg->seed ^ 0x44524f50ULL, batch_id);
+            /* queue the whole step before reading anything back: a device never waits for the host */
+            model_labels(m, b->n, b->labels, st->mixup_alpha > 0 ? T->labels_b : NULL, T->lam);
             model_run(m, 1);
-            float loss = st->mixup_alpha > 0 ? model_loss_mixup(m, b->labels, T->labels_b, T->lam, st->label_smoothing)
-                                             : model_loss(m, b->labels, st->label_smoothing);
+            model_loss_queue(m, st->label_smoothing);
+            model_backward(m);
+            float loss = model_loss_read(m);
             if (!isfinite(loss))
                 die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). The last good "
                     "checkpoint is %s/resume.safetensors (stage %d, epoch %d, batch %d)",
                     st->name, e, step, loss, T->run_dir, T->at.stage, T->at.epoch, T->at.batch);
-            model_backward(m);
             if (T->steps + 1 == T->inf_grad_step) inject_inf_gradient(m);
             if (gradients_finite(T, st, e, step)) optim_adamw_step_groups(m, &a, T->group_scale);
             else T->adam_step--; /* a skipped step leaves Adam as it was */
