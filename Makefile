@@ -145,7 +145,7 @@ $(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(BUILD)/libcnn.a
 # GPU suites: every tests/gpu/*.c is one program; no cmocka, no OpenBLAS needed. Each skips (exit 0,
 # saying so) where no GPU is usable. GPU_SANITIZE=1 runs them under compute-sanitizer too.
 GPU_TESTS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/gpu/*.c))
-COMPUTE_SANITIZER ?= $(or $(shell command -v compute-sanitizer 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/compute-sanitizer))
+COMPUTE_SANITIZER ?= $(or $(shell command -v compute-sanitizer 2>/dev/null),$(firstword $(wildcard $(CUDA_HOME)/bin/compute-sanitizer $(CUDA_HOME)/compute-sanitizer/compute-sanitizer)))
 GPU_SANITIZE ?= 0
 test-gpu:
 	@$(MAKE) --no-print-directory CUDA=1 train $(GPU_TESTS)
