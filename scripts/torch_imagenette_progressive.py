@@ -80,7 +80,7 @@ CYCLE = {"fit_one_cycle", "fine_tune", "progressive"}
 SIZED = TRAINING | {"tta"}
 ALL = SIZED | {"eval"}
 TF_KINDS = ["fastai", "rrc", "center", "resize"]
-VALID_KINDS = ["fastai", "center", "resize"]
+VALID_KINDS = ["fastai", "center", "resize", "squash"]
 IMPLEMENTED_TYPES = {"fit_one_cycle", "fine_tune", "fit", "tta", "eval"}
 
 
@@ -167,7 +167,7 @@ STAGE_KEYS = [  # in src/config.c's table order, which resolution follows
     Key("resize_ratio", "float", where="train_tf", kinds=RESIZE, rng=R(1, 4)),
     Key("valid_transform", VALID_KINDS, where="valid_tf", types=ALL),
     Key("valid_presize", "int", where="valid_tf", kinds=FASTAI, rng=R(0, 16384)),
-    Key("valid_resize_ratio", "float", where="valid_tf", kinds=RESIZE, rng=R(1, 4)),
+    Key("valid_resize_ratio", "float", where="valid_tf", kinds=RESIZE | {"squash"}, rng=R(1, 4)),
     Key("initial_scale", "float", "0.5", types={"progressive"}, rng=R(0, 1, True)),
     Key("delay_fraction", "float", "0.5", types={"progressive"}, rng=R(0, 1)),
     Key("finetune_fraction", "float", "0.2", types={"progressive"}, rng=R(0, 1)),
@@ -194,7 +194,7 @@ def transform_defaults(kind, train):
     return {"kind": kind, "size": 0, "train": train, "presize": 0, "min_scale": 1.0, "flip": True, "max_rotate": 10.0,
             "max_zoom": 1.1, "max_warp": 0.2, "max_lighting": 0.2, "p_affine": 0.75, "p_lighting": 0.75,
             "scale_min": 0.08, "scale_max": 1.0, "ratio_min": 1.0 if square else 3 / 4,
-            "ratio_max": 1.0 if square else 4 / 3, "resize_ratio": 1.0}
+            "ratio_max": 1.0 if square else 4 / 3, "resize_ratio": 1.14 if kind == "squash" else 1.0}
 
 
 def parse_value(key, text, where):
@@ -528,6 +528,9 @@ class Images(torch.utils.data.Dataset):
             self.pil = T.Compose(parts)
         elif k == "center":
             self.pil = T.CenterCrop(s)
+        elif k == "squash":  # fastai RandomResizedCrop's validation: squash to size + val_xtra, centre
+            side = s + int(math.ceil((tf["resize_ratio"] - 1) * s / 8 - 1e-6)) * 8
+            self.pil = T.Compose([T.Resize((side, side), interpolation=bil), T.CenterCrop(s)])
         elif k in ("resize", "rrc"):  # rrc's evaluation pair is Resize + CenterCrop
             self.pil = T.Compose([T.Resize(int(round(tf["resize_ratio"] * s)), interpolation=bil), T.CenterCrop(s)])
         else:

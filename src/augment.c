@@ -24,6 +24,7 @@ static const char *const transform_kind_names[] = {
     [TF_RANDOM_RESIZED_CROP] = "rrc",
     [TF_CENTER_CROP] = "center",
     [TF_RESIZE_CENTER_CROP] = "resize",
+    [TF_SQUASH_CENTER_CROP] = "squash",
 };
 #define N_TRANSFORM_KINDS (int)(sizeof transform_kind_names / sizeof transform_kind_names[0])
 
@@ -68,6 +69,7 @@ TransformSpec transform_defaults(TransformKind kind, int size, int train) {
         s.ratio_max = 4.0f / 3.0f;
     }
     s.resize_ratio = 1.0f; /* torchvision has no default; 1 = Resize(size) + CenterCrop(size) */
+    if (kind == TF_SQUASH_CENTER_CROP) s.resize_ratio = 1.14f; /* fastai's val_xtra = 0.14 */
     return s;
 }
 
@@ -186,6 +188,12 @@ static void warp_center_crop(int src_w, int src_h, int item_w, int item_h, int s
 }
 
 static int resize_side(const TransformSpec *s) { return (int)rint((double)s->resize_ratio * s->size); }
+
+/* fastai's RandomResizedCrop on the validation set: xtra = ceil(size * val_xtra / 8) * 8 pixels
+ * more than size on both sides, the whole image squashed to that, then the centre size x size. */
+static int squash_side(const TransformSpec *s) {
+    return s->size + (int)ceil((double)(s->resize_ratio - 1.0f) * s->size / 8 - 1e-6) * 8;
+}
 
 /* torchvision Resize(r) with an int: the short side becomes r, the long side
  * int(r * long / short) (truncated); then CenterCrop(size). */
@@ -370,6 +378,9 @@ void transform_draw(const TransformSpec *s, int src_w, int src_h, Rng *r, Warp *
     case TF_RESIZE_CENTER_CROP:
         warp_resize_center_crop(s, src_w, src_h, out);
         break;
+    case TF_SQUASH_CENTER_CROP:
+        warp_center_crop(src_w, src_h, squash_side(s), squash_side(s), s->size, out);
+        break;
     }
 }
 
@@ -386,6 +397,7 @@ int transform_min_source_side(const TransformSpec *s) {
     case TF_RANDOM_RESIZED_CROP: return s->train ? 0 : DCT_MARGIN * resize_side(s); /* crops go down to 8% */
     case TF_CENTER_CROP: return 0;                               /* source pixels, unresized */
     case TF_RESIZE_CENTER_CROP: return DCT_MARGIN * resize_side(s);
+    case TF_SQUASH_CENTER_CROP: return DCT_MARGIN * squash_side(s);
     }
     return 0;
 }

@@ -22,9 +22,12 @@ typedef enum {
     TF_RANDOM_RESIZED_CROP, /* torchvision RandomResizedCrop(size, scale, ratio) + horizontal flip */
     TF_CENTER_CROP,     /* torchvision CenterCrop(size) of the unresized image */
     TF_RESIZE_CENTER_CROP, /* torchvision Resize(round(resize_ratio*size), short side) + CenterCrop(size) */
+    TF_SQUASH_CENTER_CROP, /* fastai RandomResizedCrop's validation: the whole image squashed to a square of
+                            * size + ceil((resize_ratio - 1) * size / 8) * 8 (val_xtra 0.14: ratio 1.14),
+                            * then CenterCrop(size) */
 } TransformKind;
 
-/* The kinds' names on the command line and in configs: "fastai", "rrc", "center", "resize".
+/* The kinds' names on the command line and in configs: "fastai", "rrc", "center", "resize", "squash".
  * transform_kind_parse: 0 and the kind in *out, or -1 (*out untouched) for any other name.
  * transform_kind_name: the name, or "?" for a value that is not a TransformKind. */
 int transform_kind_parse(const char *name, TransformKind *out);

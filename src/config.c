@@ -75,7 +75,8 @@ static const Choice tf_kinds[] = {
     {"fastai", TF_FASTAI}, {"rrc", TF_RANDOM_RESIZED_CROP}, {"center", TF_CENTER_CROP}, {"resize", TF_RESIZE_CENTER_CROP}, {NULL, 0},
 };
 /* rrc's deterministic version is Resize + CenterCrop, so it is not a validation choice */
-static const Choice valid_kinds[] = {{"fastai", TF_FASTAI}, {"center", TF_CENTER_CROP}, {"resize", TF_RESIZE_CENTER_CROP}, {NULL, 0}};
+static const Choice valid_kinds[] = {{"fastai", TF_FASTAI}, {"center", TF_CENTER_CROP}, {"resize", TF_RESIZE_CENTER_CROP},
+                                     {"squash", TF_SQUASH_CENTER_CROP}, {NULL, 0}};
 static const Choice formats[] = {{"folder", DATA_FOLDER}, {"csv", DATA_CSV}, {NULL, 0}};
 static const Choice bad_images[] = {{"skip", 0}, {"fail", 1}, {NULL, 0}};
 static const Choice devices[] = {{"auto", 0}, {"cpu", 1}, {"cuda", 2}, {NULL, 0}};
@@ -243,12 +244,14 @@ static const Key keys[] = {
     /* the validation transform: by default the deterministic version of the training one */
     {STAGE(ALL_STAGES), .name = "valid_transform", ENUM(valid_kinds), VF(kind),
      .help = "validation (eval: every size; tta: the plain pass): fastai = centre crop of Resize(presize), then "
-             "resize to size; center; resize. Default: the deterministic version of transform (rrc -> resize)"},
+             "resize to size; center; resize; squash = fastai's RandomResizedCrop validation (the whole image squashed "
+             "to size + val_xtra, centre crop). Default: the deterministic version of transform (rrc -> resize)"},
     {.sec = SEC_STAGE, .dep = "valid_transform", .mask = FASTAI, .name = "valid_presize", .type = T_INT, VF(presize),
      RANGE(0, 16384), .help = "presize of the fastai validation transform (default: the training presize)"},
-    {.sec = SEC_STAGE, .dep = "valid_transform", .mask = RESIZE, .name = "valid_resize_ratio", .type = T_FLOAT,
-     VF(resize_ratio), RANGE(1, 4),
-     .help = "Resize(valid_resize_ratio*size) + CenterCrop(size) (FixRes: 1.25; default: the training resize_ratio, else 1)"},
+    {.sec = SEC_STAGE, .dep = "valid_transform", .mask = RESIZE | BIT(TF_SQUASH_CENTER_CROP), .name = "valid_resize_ratio",
+     .type = T_FLOAT, VF(resize_ratio), RANGE(1, 4),
+     .help = "resize: Resize(valid_resize_ratio*size) + CenterCrop(size) (FixRes: 1.25; default: the training resize_ratio, "
+             "else 1); squash: size + ceil((ratio-1)*size/8)*8, fastai's val_xtra (default 1.14)"},
     /* progressive (Composer) */
     {STAGE(BIT(STAGE_PROGRESSIVE)), .name = "initial_scale", .type = T_FLOAT, SF(initial_scale), RANGE(0, 1),
      .flags = K_LO_OPEN, .def = "0.5", .help = "side = size * initial_scale at the start"},

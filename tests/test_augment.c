@@ -235,6 +235,27 @@ static void test_resize_center_crop_sizes(void **state) {
     }
 }
 
+/* fastai's RandomResizedCrop validation (val_xtra 0.14): the whole image squashed to size + xtra,
+ * xtra = ceil(0.14 size / 8) * 8 (64 -> 80, 112 -> 128, 224 -> 256), then the centre; aspect ratio
+ * not kept. {W, H, size, squashed side, offset} */
+static void test_squash_center_crop(void **state) {
+    (void)state;
+    const int cases[][5] = {{224, 224, 64, 80, 8}, {224, 224, 112, 128, 8}, {224, 224, 224, 256, 16}, {400, 300, 96, 112, 8}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int *c = cases[i];
+        TransformSpec s;
+        assert_int_equal(transform_kind_parse("squash", &s.kind), 0);
+        s = transform_defaults(s.kind, c[2], 0);
+        Warp w;
+        transform_draw(&s, c[0], c[1], NULL, &w);
+        if (w.item_w != c[3] || w.item_h != c[3] || w.h[2] != c[4] || w.h[5] != c[4])
+            fail_msg("squash %dx%d size %d: item %dx%d offsets (%g, %g), want %d square at %d", c[0], c[1], c[2], w.item_w,
+                     w.item_h, w.h[2], w.h[5], c[3], c[4]);
+        assert_true(fabsf(w.a[0] - (float)c[0] / c[3]) < 1e-6f && fabsf(w.a[4] - (float)c[1] / c[3]) < 1e-6f);
+        assert_int_equal(transform_min_source_side(&s), 4 * c[3]);
+    }
+}
+
 static void test_flip_and_rotations(void **state) {
     (void)state;
     /* fastai's grids use align_corners=True: on a square image flips and quarter turns permute
@@ -1040,6 +1061,7 @@ int main(void) {
         cmocka_unit_test(test_downscale_2x),
         cmocka_unit_test(test_center_crop_offsets),
         cmocka_unit_test(test_resize_center_crop_sizes),
+        cmocka_unit_test(test_squash_center_crop),
         cmocka_unit_test(test_flip_and_rotations),
         cmocka_unit_test(test_reflection_padding),
         cmocka_unit_test(test_against_reference),
