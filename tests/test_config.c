@@ -483,7 +483,7 @@ static void test_errors_values(void **state) {
     expect_exact(WITH("pct_start = 1.5"), "%s:8: [stage full] pct_start = 1.5: must be between 0 and 1");
     expect_exact(WITH("transform = rcc"),
                  "%s:8: [stage full] transform = rcc: must be one of fastai, rrc, center, resize; did you mean 'rrc'?");
-    expect_exact(WITH("valid_transform = rrc"), "%s:8: [stage full] valid_transform = rrc: must be one of fastai, center, resize");
+    expect_exact(WITH("valid_transform = rrc"), "%s:8: [stage full] valid_transform = rrc: must be one of fastai, center, resize, squash");
     expect_exact(WITH("flip = maybe"), "%s:8: [stage full] flip = maybe: must be true or false (or yes/no, on/off, 1/0)");
     expect_exact(HEAD "[stage e]\ntype = eval\nsizes = 224,abc\n", "%s:7: [stage e] sizes = 224,abc: 'abc' is not an integer");
     expect_exact(HEAD "[stage e]\ntype = eval\nsizes = 224,4\n", "%s:7: [stage e] sizes = 224,4: 4: each size must be between 8 and 4096");
