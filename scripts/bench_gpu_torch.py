@@ -20,14 +20,17 @@ channels-last and autocast are used where the installed torch and device have th
 line says which were: RESULT model= size= batch= precision= img_s= step_ms= peak_mib= ...
 """
 import argparse
+import os
 import inspect
 import resource
 import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_reference import XResNet  # noqa: E402  (fastai's XResNet, as models/xresnet.c)
 
 # ---------------------------------------------------------------- fastai v2 XResNet, as models/xresnet.c
 # Module names follow fastai (0.0.weight, 4.0.convpath.0.0.weight, 5.0.idpath.1.0.weight, 11.weight),
@@ -42,75 +45,14 @@ XRESNETS = {  # name: (expansion, blocks per stage, stem widths, stage widths)
 }
 
 
-def conv_layer(ni, nf, ks, stride=1, zero_gamma=False, relu=True):
-    """fastai ConvLayer: conv (no bias, padding ks//2) -> BatchNorm (gamma 0 when zero_gamma) -> ReLU."""
-    bn = nn.BatchNorm2d(nf)
-    nn.init.constant_(bn.weight, 0.0 if zero_gamma else 1.0)
-    nn.init.zeros_(bn.bias)
-    mods = [nn.Conv2d(ni, nf, ks, stride=stride, padding=ks // 2, bias=False), bn]
-    if relu:
-        mods.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*mods)
-
-
-class ResBlock(nn.Module):
-    """relu(convpath(x) + idpath(x)); idpath = [AvgPool2d(2, ceil_mode) when strided] + [1x1 ConvLayer
-    without ReLU when the width changes]."""
-
-    def __init__(self, expansion, ni, nh, nf, stride):
-        super().__init__()
-        if expansion == 1:
-            path = [conv_layer(ni, nh, 3, stride), conv_layer(nh, nf, 3, zero_gamma=True, relu=False)]
-        else:
-            path = [conv_layer(ni, nh, 1), conv_layer(nh, nh, 3, stride),
-                    conv_layer(nh, nf, 1, zero_gamma=True, relu=False)]
-        self.convpath = nn.Sequential(*path)
-        idpath = []
-        if stride != 1:
-            idpath.append(nn.AvgPool2d(stride, ceil_mode=True))
-        if ni != nf:
-            idpath.append(conv_layer(ni, nf, 1, relu=False))
-        self.idpath = nn.Sequential(*idpath)
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        return self.act(self.convpath(x) + self.idpath(x))
-
-
-class XResNet(nn.Sequential):
-    """0-2 stem ConvLayers (3->32 stride 2, 32->32, 32->64), 3 MaxPool(3, 2, 1), 4-7 stages (stride 2 in
-    the first block of stages 5-7), 8 AdaptiveAvgPool2d(1), 9 Flatten, 10 Dropout(0), 11 Linear.
-    Init as fastai's init_cnn: conv and linear weights Kaiming-normal (fan_in), biases 0."""
-
-    def __init__(self, name, n_out):
-        expansion, layers, stem, widths = XRESNETS[name]
-        sizes = (3,) + tuple(stem)
-        mods = [conv_layer(sizes[i], sizes[i + 1], 3, stride=2 if i == 0 else 1) for i in range(3)]
-        mods.append(nn.MaxPool2d(3, 2, 1))
-        ni = stem[-1]
-        for s, n in enumerate(layers):
-            nf = widths[s] * expansion
-            blocks = []
-            for b in range(n):
-                blocks.append(ResBlock(expansion, ni, widths[s], nf, 2 if s > 0 and b == 0 else 1))
-                ni = nf
-            mods.append(nn.Sequential(*blocks))
-        mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.0), nn.Linear(ni, n_out)]
-        super().__init__(*mods)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-
 MODEL_NAMES = sorted(XRESNETS) + ["resnet18", "resnet34", "resnet50", "resnet101"]
 
 
 def build_model(name, n_out):
     """cnntrain's plain models by registry name: fastai's XResNet or torchvision's ResNet."""
     if name in XRESNETS:
-        return XResNet(name, n_out)
+        expansion, layers, stem, widths = XRESNETS[name]
+        return XResNet(expansion, layers, stem, widths, n_out, inplace=True)
     if name in ("resnet18", "resnet34", "resnet50", "resnet101"):
         import torchvision
         return getattr(torchvision.models, name)(num_classes=n_out)

@@ -79,7 +79,7 @@ def st_save(path, tensors, metadata=None):
 class ConvLayer(nn.Sequential):
     """fastai ConvLayer: conv (no bias, padding ks//2) -> BatchNorm -> optional ReLU; names .0 .1 .2."""
 
-    def __init__(self, ni, nf, ks=3, stride=1, zero_bn=False, act=True):
+    def __init__(self, ni, nf, ks=3, stride=1, zero_bn=False, act=True, inplace=False):
         conv = nn.Conv2d(ni, nf, ks, stride=stride, padding=(ks - 1) // 2, bias=False)
         nn.init.kaiming_normal_(conv.weight)
         bn = nn.BatchNorm2d(nf)
@@ -87,7 +87,7 @@ class ConvLayer(nn.Sequential):
         bn.weight.data.fill_(0.0 if zero_bn else 1.0)
         layers = [conv, bn]
         if act:
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU(inplace=inplace))  # fastai's is not in place; benchmarks want it
         super().__init__(*layers)
 
 
@@ -95,14 +95,14 @@ class ResBlock(nn.Module):
     """fastai ResBlock: act(convpath(x) + idpath(x)). ni/nh/nf are actual channel counts (fastai
     passes them unexpanded and multiplies by expansion; same modules either way)."""
 
-    def __init__(self, expansion, ni, nh, nf, stride=1):
+    def __init__(self, expansion, ni, nh, nf, stride=1, inplace=False):
         super().__init__()
         if expansion == 1:
-            path = [ConvLayer(ni, nh, 3, stride=stride),
+            path = [ConvLayer(ni, nh, 3, stride=stride, inplace=inplace),
                     ConvLayer(nh, nf, 3, zero_bn=True, act=False)]
         else:
-            path = [ConvLayer(ni, nh, 1),
-                    ConvLayer(nh, nh, 3, stride=stride),
+            path = [ConvLayer(ni, nh, 1, inplace=inplace),
+                    ConvLayer(nh, nh, 3, stride=stride, inplace=inplace),
                     ConvLayer(nh, nf, 1, zero_bn=True, act=False)]
         self.convpath = nn.Sequential(*path)
         idpath = []
@@ -131,16 +131,16 @@ class XResNet(nn.Sequential):
     """fastai v2 XResNet: 0,1,2 stem ConvLayers, 3 MaxPool, 4..7 stages, 8 pool, 9 flatten,
     10 dropout, 11 Linear. The first block's input is stem[-1] (fastai: 64 = stem default)."""
 
-    def __init__(self, expansion, layers, stem=(32, 32, 64), widths=DEFAULT_WIDTHS, n_out=1000, p=0.0):
+    def __init__(self, expansion, layers, stem=(32, 32, 64), widths=DEFAULT_WIDTHS, n_out=1000, p=0.0, inplace=False):
         szs = [3, *stem]
-        mods = [ConvLayer(szs[i], szs[i + 1], 3, stride=2 if i == 0 else 1) for i in range(3)]
+        mods = [ConvLayer(szs[i], szs[i + 1], 3, stride=2 if i == 0 else 1, inplace=inplace) for i in range(3)]
         mods.append(nn.MaxPool2d(3, 2, 1))
         ni = stem[-1]
         for i, n in enumerate(layers):
             nf = widths[i] * expansion
             blocks = []
             for b in range(n):
-                blocks.append(ResBlock(expansion, ni, widths[i], nf, stride=2 if (i > 0 and b == 0) else 1))
+                blocks.append(ResBlock(expansion, ni, widths[i], nf, stride=2 if (i > 0 and b == 0) else 1, inplace=inplace))
                 ni = nf
             mods.append(nn.Sequential(*blocks))
         mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(p), nn.Linear(ni, n_out)]
