@@ -267,13 +267,11 @@ static int count_correct(const float *logits, const int32_t *labels, int n, int 
     return correct;
 }
 
-/* The batch through the model: the loader's floats uploaded, or (a BATCH_RAW batch) its decoded
- * images uploaded and augmented on the device, with the same draws. */
-static const Tensor *forward_batch(Trainer *T, const Batch *b, int train) {
-    Model *m = T->model;
-    if (!b->pixels) return model_forward(m, b->x, b->n, b->size, b->size, train);
-    device_feed_batch(&T->feed, b, imagenet_mean, imagenet_std, model_input(m, b->n, b->size, b->size));
-    return model_run(m, train);
+/* The batch into x (backend memory, b->size square): the loader's floats uploaded, or (a BATCH_RAW
+ * batch) its decoded images uploaded and augmented on the device, with the same draws. */
+static void upload_batch(Trainer *T, const Batch *b, Tensor *x) {
+    if (b->pixels) device_feed_batch(&T->feed, b, imagenet_mean, imagenet_std, x);
+    else T->be->ops->tensor_upload(T->be, x, b->x);
 }
 
 /* Augment on the device ([data] augment_on)? */
@@ -293,7 +291,8 @@ static EvalResult evaluate(Trainer *T, Loader *L, int epoch, float smoothing, fl
             r.interrupted = 1;
             break;
         }
-        const Tensor *out = forward_batch(T, b, 0);
+        upload_batch(T, b, model_input(m, b->n, b->size, b->size));
+        const Tensor *out = model_run(m, 0);
         r.loss += (double)model_loss(m, b->labels, smoothing) * b->n;
         T->be->ops->tensor_download(T->be, T->logits, out);
         r.correct += count_correct(T->logits, b->labels, b->n, m->classes);
@@ -456,8 +455,7 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
             /* a progressive stage's smaller side is cut from the full batch by the backend */
             Tensor *full = side < b->size ? &T->full : in;
             *full = (Tensor){full->data, b->n, 3, b->size, b->size, full->dtype};
-            if (on_device) device_feed_batch(&T->feed, b, imagenet_mean, imagenet_std, full);
-            else T->be->ops->tensor_upload(T->be, full, b->x);
+            upload_batch(T, b, full);
             if (side < b->size) {
                 int oy = 0, ox = 0;
                 if (st->resize_crop) {
