@@ -368,6 +368,15 @@ CASES = [
 CLASSES = 10
 
 
+def randomise_bn(m, g, tracked):
+    """gamma in [0.5, 1.5), beta and the running mean ~ N(0, 0.1^2), running var in [0.5, 1.5)."""
+    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    m.num_batches_tracked.fill_(tracked)
+
+
 def randomise(model, g):
     """Every path live: BN gamma away from 0, random beta and running statistics."""
     with torch.no_grad():
@@ -376,11 +385,7 @@ def randomise(model, g):
                 fan_in = m.weight[0].numel()
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
             elif isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.num_batches_tracked.fill_(3)
+                randomise_bn(m, g, 3)
             elif isinstance(m, nn.Linear):
                 bound = 1.0 / m.in_features ** 0.5
                 m.weight.copy_((torch.rand(m.weight.shape, generator=g) * 2 - 1) * bound)
@@ -462,11 +467,7 @@ def randomise_head(head, g):
     with torch.no_grad():
         for m in head.modules():
             if isinstance(m, nn.BatchNorm1d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.num_batches_tracked.fill_(5)
+                randomise_bn(m, g, 5)
             elif isinstance(m, nn.Linear):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.in_features) ** 0.5)
 
