@@ -967,7 +967,11 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     sigaction(SIGXFSZ, &sa, &old_xfsz);
 
     int start = from_checkpoint ? T.from.stage : 0;
-    if (start >= cfg->nstages) say(&T, "the run had finished: nothing to resume\n");
+    /* A run killed after its last resume checkpoint but before final.safetensors was written has
+     * finished training: the resumed process writes that file from the checkpoint's weights. */
+    snprintf(path, sizeof path, "%s/final.safetensors", T.run_dir);
+    int write_final = start < cfg->nstages || access(path, F_OK);
+    if (start >= cfg->nstages) say(&T, "the run had finished: %s\n", write_final ? "writing its final checkpoint" : "nothing to resume");
     for (int i = start; i < cfg->nstages && !T.stopped; i++) {
         const StageConfig *st = &cfg->stages[i];
         if (!T.resuming) T.at = (Position){i, 0, 0, 0, 0, 0};
@@ -992,7 +996,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         say(&T, "stopped (%s) in stage %s, epoch %d, after batch %d; go on with: ./train --resume %s\n", why,
             cfg->stages[p->stage].name, p->epoch, p->batch, T.run_dir);
         rc = T.stopped > 0 ? 128 + T.stopped : TRAIN_STOPPED;
-    } else if (start < cfg->nstages) {
+    } else if (write_final) {
         save_checkpoint(&T, "final", "final");
     }
     sigaction(SIGINT, &old_int, NULL);
@@ -1002,7 +1006,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     fclose(T.log);
     fclose(T.metrics);
     close(lock);
-    if (!T.stopped && start < cfg->nstages) plot_run(T.run_dir);
+    if (!T.stopped && write_final) plot_run(T.run_dir);
     free(T.partner);
     if (T.full.data) T.be->ops->release(T.be, T.full.data);
     free(T.lam);
