@@ -7,6 +7,7 @@ OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -Isrc -Imodels
 LDLIBS  += -ljpeg -lm -lpthread
+COMMA   := ,
 LDFLAGS += -fopenmp
 # SAN: extra compile and link flags for the sanitizer and fuzzing builds (set by their targets)
 SAN     ?=
@@ -17,9 +18,23 @@ BUILD   ?= build
 TRAIN   ?= train
 
 # ---- optional libraries: say what was found and what was skipped ----
+# The CUDA toolkit (nvcc, cudart), cuDNN and cuBLAS. Each header folder and library folder can be
+# given on its own: a GPU machine whose cuDNN or cuBLAS is a Python wheel (site-packages/nvidia/
+# cudnn, nvidia/cu13) passes CUDNN_INC, CUDNN_LIBDIR, CUBLAS_INC, CUBLAS_LIBDIR (scripts/gpu_env.sh
+# finds them). A folder with only the versioned library (libcudnn.so.9, as wheels ship it) is
+# linked by that file name. Every library folder is also the binary's run path.
 CUDA_HOME ?= /usr/local/cuda
 NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/nvcc))
-CUDNN_H   := $(firstword $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h /usr/include/x86_64-linux-gnu/cudnn.h))
+dir_of     = $(patsubst %/,%,$(dir $(abspath $(firstword $(wildcard $(1))))))
+CUDNN_INC ?= $(call dir_of,$(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h /usr/include/x86_64-linux-gnu/cudnn.h)
+CUDNN_H   := $(wildcard $(CUDNN_INC)/cudnn.h)
+CUDA_LIBDIR   ?= $(call dir_of,$(CUDA_HOME)/lib64/libcudart.so* $(CUDA_HOME)/targets/x86_64-linux/lib/libcudart.so*)
+CUDNN_LIBDIR  ?= $(call dir_of,$(CUDNN_INC)/../lib64/libcudnn.so* $(CUDNN_INC)/../lib/libcudnn.so* \
+                   $(CUDA_LIBDIR)/libcudnn.so* /usr/lib/x86_64-linux-gnu/libcudnn.so*)
+CUBLAS_INC    ?= $(CUDA_HOME)/include
+CUBLAS_LIBDIR ?= $(CUDA_LIBDIR)
+# -lNAME when DIR has libNAME.so, else -l:libNAME.so.N (the shortest versioned name there)
+link_so    = $(if $(wildcard $(2)/lib$(1).so),-l$(1),-l:$(notdir $(firstword $(sort $(wildcard $(2)/lib$(1).so.*)))))
 ifeq ($(origin CUDA),undefined)
   CUDA := $(if $(and $(NVCC),$(CUDNN_H)),1,0)
 endif
@@ -28,8 +43,35 @@ ifeq ($(CUDA),1)
     $(error CUDA=1 but nvcc was not found (looked in PATH and $(CUDA_HOME)/bin))
   endif
   ifeq ($(CUDNN_H),)
-    $(error CUDA=1 but cudnn.h was not found under $(CUDA_HOME)/include or /usr/include)
+    $(error CUDA=1 but cudnn.h was not found (CUDNN_INC=$(CUDNN_INC); looked under $(CUDA_HOME)/include and /usr/include; a cuDNN from a Python wheel: source scripts/gpu_env.sh and make $$GPU_MAKE_ARGS))
   endif
+  ifeq ($(wildcard $(CUDNN_LIBDIR)/libcudnn.so*),)
+    $(error CUDA=1 but libcudnn.so was not found (CUDNN_LIBDIR=$(CUDNN_LIBDIR)))
+  endif
+  ifeq ($(wildcard $(CUBLAS_INC)/cublas_v2.h),)
+    $(error CUDA=1 but cublas_v2.h was not found (CUBLAS_INC=$(CUBLAS_INC)))
+  endif
+  ifeq ($(wildcard $(CUBLAS_LIBDIR)/libcublas.so*),)
+    $(error CUDA=1 but libcublas.so was not found (CUBLAS_LIBDIR=$(CUBLAS_LIBDIR)))
+  endif
+endif
+
+# libjpeg(-turbo): Debian's libjpeg62-turbo-dev by default; JPEG_INC / JPEG_LIBDIR for another copy
+# (a GPU machine without the -dev package gets Debian's, carried: scripts/gpu_env.sh). JPEG=0
+# builds without it: everything runs but JPEG decoding and writing, which fail saying why.
+JPEG_INC    ?=
+JPEG_LIBDIR ?=
+JPEG        ?= 1
+ifeq ($(JPEG),1)
+  ifneq ($(JPEG_INC),)
+    CFLAGS += $(addprefix -I,$(JPEG_INC))
+  endif
+  ifneq ($(JPEG_LIBDIR),)
+    LDLIBS := $(addprefix -L,$(JPEG_LIBDIR)) $(addprefix -Wl$(COMMA)-rpath$(COMMA),$(JPEG_LIBDIR)) $(LDLIBS)
+  endif
+else
+  CFLAGS += -DCNN_NO_JPEG
+  LDLIBS := $(filter-out -ljpeg,$(LDLIBS))
 endif
 
 HASH := \#
@@ -53,9 +95,13 @@ NVFLAGS  ?= -O3 -std=c++17 -Xcompiler -Wall,-Wextra -Werror all-warnings -Isrc -
             -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
             -gencode arch=compute_90,code=compute_90
 ifeq ($(CUDA),1)
-  CFLAGS   += -DHAVE_CUDA -I$(CUDA_HOME)/include
+  CUDA_INCS    := $(CUDA_HOME)/include $(filter-out $(CUDA_HOME)/include,$(CUDNN_INC) $(CUBLAS_INC))
+  CUDA_LIBDIRS := $(sort $(CUDA_LIBDIR) $(CUDNN_LIBDIR) $(CUBLAS_LIBDIR))
+  NVINC    := $(addprefix -I,$(filter-out $(CUDA_HOME)/include,$(CUDNN_INC) $(CUBLAS_INC)))
+  CFLAGS   += -DHAVE_CUDA $(addprefix -I,$(CUDA_INCS))
   CUDA_OBJ := $(CUDA_CU:%.cu=$(BUILD)/%.o)
-  LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart -lstdc++
+  LDLIBS   += $(foreach d,$(CUDA_LIBDIRS),-L$(d) -Wl,-rpath,$(d)) $(call link_so,cudnn,$(CUDNN_LIBDIR)) \
+              $(call link_so,cublas,$(CUBLAS_LIBDIR)) $(call link_so,cudart,$(CUDA_LIBDIR)) -lstdc++
 endif
 
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -67,7 +113,8 @@ all: config $(TRAIN)
 config:
 	@echo "cnntrain build: cc=$(CC) blas=$(BLAS) cuda=$(CUDA) cmocka=$(HAVE_CMOCKA)"
 	@[ "$(BLAS)" = openblas ] || echo "  OpenBLAS not found: using the built-in GEMM (slower; apt-get install libopenblas-dev)"
-	@[ "$(CUDA)" = 1 ] && echo "  CUDA backend: nvcc=$(NVCC) cudnn=$(CUDNN_H)" || echo "  CUDA backend skipped (nvcc or cudnn.h not found, or CUDA=0)"
+	@[ "$(CUDA)" = 1 ] && echo "  CUDA backend: nvcc=$(NVCC) cudnn=$(CUDNN_H) libs=$(CUDA_LIBDIRS)" || echo "  CUDA backend skipped (nvcc or cudnn.h not found, or CUDA=0)"
+	@[ "$(JPEG)" = 1 ] || echo "  JPEG=0: built without libjpeg: JPEG decoding and writing fail, saying so (apt-get install libjpeg62-turbo-dev)"
 
 $(TRAIN): $(BUILD)/src/main.o $(BUILD)/libcnn.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -82,7 +129,7 @@ $(BUILD)/%.o: %.c $(wildcard src/*.h models/*.h) Makefile
 
 $(BUILD)/cuda/%.o: cuda/%.cu src/backend.h src/util.h $(wildcard cuda/*.h) Makefile
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -c -o $@ $<
+	$(NVCC) $(NVFLAGS) $(NVINC) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libcnn.a $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
@@ -93,7 +140,7 @@ ifeq ($(HAVE_CMOCKA),0)
 	$(error cmocka not found: apt-get install libcmocka-dev (or run .ci/run))
 endif
 	@$(MAKE) --no-print-directory $(TEST_BIN)
-	@bash tests/run_all.sh $(TEST_BIN) tests/test_valgrind.sh
+	@bash tests/run_all.sh $(TEST_BIN) tests/test_valgrind.sh tests/test_gpu_scripts.sh
 	@$(MAKE) --no-print-directory test-sanitize
 	@$(MAKE) --no-print-directory fuzz
 
@@ -143,23 +190,26 @@ $(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(BUILD)/libcnn.a
 	$(CC) $(CFLAGS) -Itests/fuzz -fsanitize=fuzzer $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a $(LDLIBS)
 
 # GPU suites: every tests/gpu/*.c is one program; no cmocka, no OpenBLAS needed. Each skips (exit 0,
-# saying so) where no GPU is usable. GPU_SANITIZE=1 runs them under compute-sanitizer too.
+# saying so) where no GPU is usable. tests/gpu/run.sh runs them all whatever fails, one log each in
+# GPU_LOG_DIR, and reports a combined status. GPU_SANITIZE=1 runs them under compute-sanitizer too.
 GPU_TESTS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/gpu/*.c))
+GPU_LOG_DIR ?= $(BUILD)/gpu-logs
 COMPUTE_SANITIZER ?= $(or $(shell command -v compute-sanitizer 2>/dev/null),$(firstword $(wildcard $(CUDA_HOME)/bin/compute-sanitizer $(CUDA_HOME)/compute-sanitizer/compute-sanitizer)))
 GPU_SANITIZE ?= 0
 test-gpu:
 	@$(MAKE) --no-print-directory CUDA=1 train $(GPU_TESTS)
-	@set -e; for t in $(GPU_TESTS); do echo "== $$t"; $$t; done
-	@if [ "$(GPU_SANITIZE)" = 1 ]; then $(MAKE) --no-print-directory test-gpu-sanitize; fi
+	@rc=0; bash tests/gpu/run.sh $(GPU_LOG_DIR) $(GPU_TESTS) || rc=1; \
+	  if [ "$(GPU_SANITIZE)" = 1 ]; then $(MAKE) --no-print-directory test-gpu-sanitize || rc=1; fi; exit $$rc
 
-# the suites in quick mode (CNNTRAIN_GPU_QUICK=1) under compute-sanitizer's memcheck
+# the suites in quick mode (CNNTRAIN_GPU_QUICK=1) under compute-sanitizer's memcheck. API errors
+# that cuDNN and cuBLAS raise and handle inside themselves are not ours: not reported.
 test-gpu-sanitize:
 	@$(MAKE) --no-print-directory CUDA=1 $(GPU_TESTS)
 	@[ -n "$(COMPUTE_SANITIZER)" ] || { echo "test-gpu-sanitize: compute-sanitizer not found"; exit 1; }
-	@set -e; for t in $(GPU_TESTS); do echo "== compute-sanitizer $$t"; \
-	  CNNTRAIN_GPU_QUICK=1 $(COMPUTE_SANITIZER) --error-exitcode 99 --tool memcheck $$t; done
+	@CNNTRAIN_GPU_QUICK=1 GPU_WRAP="$(COMPUTE_SANITIZER) --error-exitcode 99 --tool memcheck --report-api-errors no" \
+	  bash tests/gpu/run.sh $(GPU_LOG_DIR)/sanitizer $(GPU_TESTS)
 
-$(BUILD)/tests/gpu/%: tests/gpu/%.c $(BUILD)/libcnn.a
+$(BUILD)/tests/gpu/%: tests/gpu/%.c tests/gpu/suite.h $(BUILD)/libcnn.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a $(LDLIBS)
 

@@ -30,6 +30,8 @@ int jpeg_decode_file(const char *path, const JpegOptions *, Image *out, int *sca
 int jpeg_decode_mem(const uint8_t *data, size_t size, const char *label, const JpegOptions *, Image *out,
                     int *scale_out, char *err, size_t errlen);
 /* Write an RGB image as a JPEG (the demo data set, show-batch grids). Atomic like checkpoints. */
+/* Which JPEG library this binary has ("none ..." when built with JPEG=0), for --version. */
+const char *jpeg_library(void);
 int jpeg_write_file(const char *path, const Image *, int quality, char *err, size_t errlen);
 
 #endif

@@ -16,9 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <jpeglib.h>
-#include <jerror.h>
-
 #include "util.h"
 
 void image_free(Image *im) {
@@ -27,6 +24,44 @@ void image_free(Image *im) {
     im->rgb = NULL;
     im->w = im->h = 0;
 }
+
+#ifdef CNN_NO_JPEG
+/* Built with make JPEG=0 (jpeglib.h was missing, e.g. on a GPU machine without the -dev package):
+ * everything else works; these fail with a message that says why. */
+static int no_jpeg(char *err, size_t errlen, const char *label) {
+    return error_at(err, errlen, label ? label : "(memory)",
+                    "this cnntrain was built without libjpeg (make JPEG=0): no JPEG decoding or writing; "
+                    "install libjpeg62-turbo-dev and rebuild");
+}
+int jpeg_decode_mem(const uint8_t *data, size_t size, const char *label, const JpegOptions *opt, Image *out,
+                    int *scale_out, char *err, size_t errlen) {
+    (void)data, (void)size, (void)opt;
+    out->w = out->h = 0;
+    out->rgb = NULL;
+    if (scale_out) *scale_out = 1;
+    return no_jpeg(err, errlen, label);
+}
+int jpeg_decode_file(const char *path, const JpegOptions *opt, Image *out, int *scale_out, char *err,
+                     size_t errlen) {
+    return jpeg_decode_mem(NULL, 0, path, opt, out, scale_out, err, errlen);
+}
+int jpeg_write_file(const char *path, const Image *im, int quality, char *err, size_t errlen) {
+    (void)im, (void)quality;
+    return no_jpeg(err, errlen, path);
+}
+const char *jpeg_library(void) { return "none (built with JPEG=0)"; }
+#else
+
+#include <jpeglib.h>
+#include <jerror.h>
+
+#define CNN_STR_(x) #x
+#define CNN_STR(x) CNN_STR_(x)
+#ifdef LIBJPEG_TURBO_VERSION
+const char *jpeg_library(void) { return "libjpeg-turbo " CNN_STR(LIBJPEG_TURBO_VERSION); }
+#else
+const char *jpeg_library(void) { return "libjpeg API " CNN_STR(JPEG_LIB_VERSION); }
+#endif
 
 /* ---- errors ---- */
 
@@ -308,3 +343,5 @@ int jpeg_write_file(const char *path, const Image *im, int quality, char *err, s
     free(e);
     return rc;
 }
+
+#endif /* CNN_NO_JPEG */

@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "config.h"
 #include "gemm.h"
+#include "image.h"
 
 #define CNNTRAIN_VERSION "0.1.0"
 
@@ -42,7 +43,8 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-        printf("cnntrain %s\nbackends: %s\ncpu GEMM: %s\n", CNNTRAIN_VERSION, backend_list(), sgemm_name());
+        printf("cnntrain %s\nbackends: %s\ncpu GEMM: %s\njpeg: %s\n", CNNTRAIN_VERSION, backend_list(), sgemm_name(),
+               jpeg_library());
         return 0;
     }
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "help")) {

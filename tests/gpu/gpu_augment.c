@@ -28,6 +28,7 @@
 #include "image.h"
 #include "loader.h"
 #include "rng.h"
+#include "suite.h"
 #include "synthetic.h"
 
 static const double TOL_F32 = 1e-5;
@@ -97,7 +98,10 @@ static void add_crop(const Image *im, int x0, int y0, int w, int h, const char *
 static int decode(const char *path, Image *im) {
     char err[512];
     JpegOptions jo = {0, 0};
-    if (jpeg_decode_file(path, &jo, im, NULL, err, sizeof err)) return -1;
+    if (jpeg_decode_file(path, &jo, im, NULL, err, sizeof err)) {
+        printf("     not used: %s\n", err);
+        return -1;
+    }
     return 0;
 }
 
@@ -127,8 +131,9 @@ static const char *const grey_files[] = {
 };
 
 static void load_images(void) {
-    const char *roots[] = {"../shared/data", "shared/data"};
-    for (int r = 0; r < 2 && !data_root[0]; r++) {
+    /* gpu-deps/data: the images scripts/gpu_deps.sh copies for a GPU machine (../shared does not travel) */
+    const char *roots[] = {"../shared/data", "shared/data", "gpu-deps/data"};
+    for (int r = 0; r < 3 && !data_root[0]; r++) {
         char p[300];
         snprintf(p, sizeof p, "%s/imagenette2-224/val", roots[r]);
         DIR *d = opendir(p);
@@ -606,7 +611,9 @@ static void test_loader(void) {
     free(samples);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    static const char *const parts[] = {"warp", "low-precision", "double-buffering", "loader"};
+    suite_args("gpu_augment", argc, argv, parts, (int)(sizeof parts / sizeof parts[0]));
     char err[512];
     /* A binary without the CUDA backend would otherwise "skip" on a machine that has a GPU. */
     if (!strstr(backend_list(), "cuda")) {
@@ -633,10 +640,10 @@ int main(void) {
     for (int i = 0; i < nimgs; i++) grey += imgs[i].ch == 1;
     printf("gpu_augment: %d images (%d grey)%s\n", nimgs, grey, quick ? ", quick" : "");
 
-    test_warp();
-    test_low_precision();
-    test_double_buffering();
-    test_loader();
+    if (suite_part("warp")) test_warp();
+    if (suite_part("low-precision")) test_low_precision();
+    if (suite_part("double-buffering")) test_double_buffering();
+    if (suite_part("loader")) test_loader();
 
     gpu->ops->sync(gpu);
     char why[96];

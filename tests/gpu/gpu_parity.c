@@ -32,6 +32,7 @@
 
 #include "backend.h"
 #include "rng.h"
+#include "suite.h"
 
 static const double TOL_EXACT = 0.0, TOL_ELEM = 1e-5, TOL_REDUCE = 1e-4, TOL_F16 = 2e-3, TOL_BF16 = 1e-2;
 
@@ -978,7 +979,9 @@ static void check_memory(Backend *b, const char *which) {
     report(name, b->peak_bytes > 0 ? 0 : 1, 0, NULL);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    static const char *const parts[] = {"fp32", "fp16", "fp16-scaled", "bf16", "bf16-scaled", "own-bn"};
+    suite_args("gpu_parity", argc, argv, parts, (int)(sizeof parts / sizeof parts[0]));
     char err[512];
     /* A binary without the CUDA backend (stale objects from a CUDA=0 build) would otherwise "skip"
      * on a machine that has a GPU, and the suite would pass without testing anything. */
@@ -1004,13 +1007,15 @@ int main(void) {
     quick = q && q[0] && strcmp(q, "0") != 0;
 
     /* fp32, exactly as before mixed precision */
-    test_memory();
-    run_ops();
-    test_adamw();
-    if (!quick && set_pass(DT_F32, 64.0f)) run_grad_ops(); /* the fp32 path's unscaling */
+    if (suite_part("fp32")) {
+        test_memory();
+        run_ops();
+        test_adamw();
+        if (!quick && set_pass(DT_F32, 64.0f)) run_grad_ops(); /* the fp32 path's unscaling */
+    }
 
     /* fp16 and bf16, without and with loss scaling (a scale that is not a power of two for bf16) */
-    if (set_pass(DT_F16, 1.0f)) {
+    if (suite_part("fp16") && set_pass(DT_F16, 1.0f)) {
         char why[96];
         DType got = backend_set_precision(gpu, DT_F16);
         snprintf(why, sizeof why, "returned %s", dtype_name(got));
@@ -1022,16 +1027,16 @@ int main(void) {
     }
     /* 512: the largest conv dw here sums 168 products of N(0,1) x N(0,1)*scale, ~4.5 sigma = 58*scale,
      * which must stay below fp16's 65504 (test_fp16_overflow checks what happens past it) */
-    if (set_pass(DT_F16, 512.0f)) run_ops();
-    if (set_pass(DT_BF16, 1.0f)) {
+    if (suite_part("fp16-scaled") && set_pass(DT_F16, 512.0f)) run_ops();
+    if (suite_part("bf16") && set_pass(DT_BF16, 1.0f)) {
         test_memory_lowp();
         test_weights_refresh();
         run_ops();
     }
-    if (!quick && set_pass(DT_BF16, 1000.0f)) run_grad_ops();
+    if (suite_part("bf16-scaled") && !quick && set_pass(DT_BF16, 1000.0f)) run_grad_ops();
 
     /* batch norm through the backend's own kernels (what bf16 uses) in fp32 and fp16 too */
-    if (!quick) {
+    if (suite_part("own-bn") && !quick) {
         setenv("CNNTRAIN_BN_KERNELS", "own", 1);
         Backend *own = backend_create("cuda", err, sizeof err);
         unsetenv("CNNTRAIN_BN_KERNELS");

@@ -29,6 +29,7 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
+#include "suite.h"
 #include "synthetic.h"
 #include "util.h"
 
@@ -153,7 +154,9 @@ static void compare(const char *label, DType dt, const Setup *su, const Curve *r
     }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    static const char *const parts[] = {"fp32", "bf16", "fp16"};
+    suite_args("gpu_train", argc, argv, parts, (int)(sizeof parts / sizeof parts[0]));
     char err[512];
     if (!strstr(backend_list(), "cuda")) {
         printf("gpu_train: FAIL: built without the CUDA backend (backends: %s); rebuild with make clean && make "
@@ -193,6 +196,10 @@ int main(void) {
     } runs[] = {{DT_F32, "fp32"}, {DT_BF16, "bf16"}, {DT_F16, "fp16 (loss scaling)"}};
     float *curves[3];
     for (int r = 0; r < 3; r++) {
+        curves[r] = xcalloc((size_t)su.steps, sizeof(float));
+        for (int s = 0; s < su.steps; s++) curves[r][s] = NAN;
+        if (!suite_part(parts[r])) continue;
+        free(curves[r]);
         Backend *gpu = backend_create("cuda", err, sizeof err);
         if (!gpu) die("gpu_train: %s", err);
         char name[96];
