@@ -17,13 +17,25 @@
 #include <string.h>
 
 /* Heuristics (cudnnGet*_v7) by default: cheap enough to run for every new shape. Setting
- * CNNTRAIN_CUDNN_FIND=1 benchmarks the algorithms instead (cudnnFind*, slower per new shape). */
+ * CNNTRAIN_CUDNN_FIND=1 benchmarks the algorithms instead (cudnnFind*, slower per new shape).
+ * CNNTRAIN_CUDNN_LOG=1 prints, per plan and direction, the algorithm and math type that ran and
+ * every candidate passed over on the way, with the reason. */
 static const char *FIND_ENV = "CNNTRAIN_CUDNN_FIND";
+static const char *LOG_ENV = "CNNTRAIN_CUDNN_LOG";
 /* An algorithm that wants more workspace than this is passed over for the next candidate. */
 static const size_t WORKSPACE_LIMIT = (size_t)1 << 30;
 
 enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_FILTER, NDIR };
 static const char *dir_name[NDIR] = {"forward", "backward-data", "backward-filter"};
+enum { MAX_CANDIDATES = 16 }; /* more than any direction's ALGO_COUNT */
+
+/* One algorithm cuDNN offered for a direction, as its perf results give it. */
+typedef struct {
+    int algo;
+    cudnnMathType_t math;
+    cudnnStatus_t status;
+    size_t memory;
+} Candidate;
 
 typedef struct {
     /* key */
@@ -35,11 +47,10 @@ typedef struct {
     cudnnTensorDescriptor_t x_desc, y_desc;
     cudnnFilterDescriptor_t w_desc;
     cudnnConvolutionDescriptor_t conv_desc;
+    /* per direction, once an algorithm has run: it, its math type and workspace */
     int chosen[NDIR];
-    cudnnMathType_t math[NDIR]; /* per direction: the math type its algorithm was chosen with */
-    cudnnConvolutionFwdAlgo_t fwd_algo;
-    cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
-    cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
+    int algo[NDIR];
+    cudnnMathType_t math[NDIR];
     size_t ws_bytes[NDIR];
 } ConvPlan;
 
@@ -47,7 +58,7 @@ struct ConvCache {
     ConvPlan **plans;
     int nplans, cap;
     int last;       /* the previous hit: consecutive calls often share a plan (forward then backward) */
-    int use_find;
+    int use_find, log;
     int warned_tf32;
 };
 
@@ -55,6 +66,8 @@ struct ConvCache *cuda_conv_cache_new(void) {
     struct ConvCache *c = (struct ConvCache *)xcalloc(1, sizeof *c);
     const char *e = getenv(FIND_ENV);
     c->use_find = e && e[0] && strcmp(e, "0") != 0;
+    e = getenv(LOG_ENV);
+    c->log = e && e[0] && strcmp(e, "0") != 0;
     return c;
 }
 
@@ -83,17 +96,32 @@ static cudnnMathType_t base_math(const ConvPlan *p) {
 }
 
 /* The three directions share one convolution descriptor, so each sets its math type before it asks
- * for a workspace size or runs. fp16/bf16 use the math type cuDNN reported for the chosen algorithm
- * (as its documentation asks); fp32 stays FMA. */
+ * for a workspace size or runs. */
 static void use_math(ConvPlan *p, cudnnMathType_t m) { CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv_desc, m)); }
 
-static int is_tensor_op(cudnnMathType_t m);
+static int is_tensor_op(cudnnMathType_t m) {
+    return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+}
 
-/* fp32 keeps FMA unless pick_algo fell back to a tensor-core algorithm (it warned): that one
- * needs its reported math type to run at all. */
-static void chose(ConvPlan *p, int dir, cudnnMathType_t reported) {
-    p->math[dir] = p->dt == DT_F32 && !is_tensor_op(reported) ? CUDNN_FMA_MATH : reported;
-    use_math(p, p->math[dir]);
+static const char *math_name(cudnnMathType_t m) {
+    switch (m) {
+    case CUDNN_DEFAULT_MATH: return "default";
+    case CUDNN_TENSOR_OP_MATH: return "tensor-op";
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION: return "tensor-op-allow-conversion";
+    case CUDNN_FMA_MATH: return "fma";
+    }
+    return "?";
+}
+
+static const char *algo_name(int dir, int a) {
+    static const char *fwd[] = {"IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "GEMM", "DIRECT", "FFT", "FFT_TILING",
+                                "WINOGRAD", "WINOGRAD_NONFUSED"};
+    static const char *bwd_data[] = {"ALGO_0", "ALGO_1", "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"};
+    static const char *bwd_filter[] = {"ALGO_0", "ALGO_1", "FFT", "ALGO_3", "WINOGRAD", "WINOGRAD_NONFUSED",
+                                       "FFT_TILING"};
+    const char *const *t = dir == DIR_FWD ? fwd : dir == DIR_BWD_DATA ? bwd_data : bwd_filter;
+    int n = dir == DIR_FWD ? 8 : dir == DIR_BWD_DATA ? 6 : 7;
+    return a >= 0 && a < n ? t[a] : "?";
 }
 
 static ConvPlan *plan_new(const ConvGeom *g, int n, int h, int w, DType dt) {
@@ -151,90 +179,159 @@ static ConvPlan *plan_get(CudaCtx *ctx, const ConvGeom *g, int n, int h, int w, 
     return c->plans[c->nplans++];
 }
 
-static int is_tensor_op(cudnnMathType_t m) {
-    return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
-}
-
-/* Results come best first. fp32: take the first that ran, is not a tensor-core (TF32) kernel and
- * fits the workspace limit; failing that, the first that ran and fits (with a warning). fp16/bf16:
- * the first that ran and fits (tensor-core kernels are the point). */
-template <typename Perf>
-static int pick_algo(struct ConvCache *c, const Perf *res, int got, int dir, const ConvPlan *p) {
-    for (int i = 0; i < got; i++)
-        if (res[i].status == CUDNN_STATUS_SUCCESS && (p->dt != DT_F32 || !is_tensor_op(res[i].mathType)) &&
-            res[i].memory <= WORKSPACE_LIMIT)
-            return i;
-    for (int i = 0; i < got; i++) {
-        if (res[i].status == CUDNN_STATUS_SUCCESS && res[i].memory <= WORKSPACE_LIMIT) {
-            if (!c->warned_tf32)
-                fprintf(stderr, "cnntrain: warning: cuDNN offers only tensor-core algorithms for some fp32 "
-                                "convolutions; results may carry TF32 rounding\n");
-            c->warned_tf32 = 1;
-            return i;
+/* cuDNN's results (best first) as candidates in the order to try them: for fp32 the plain fp32
+ * (FMA) kernels first and tensor-core (TF32) ones after, as a last resort; fp16/bf16 in cuDNN's
+ * order. Results cuDNN itself marks as failed are left out. */
+template <typename Perf> static int candidates(const ConvPlan *p, const Perf *res, int got, Candidate *out) {
+    int n = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < got && n < MAX_CANDIDATES; i++) {
+            if (res[i].status != CUDNN_STATUS_SUCCESS) continue;
+            int tf32 = p->dt == DT_F32 && is_tensor_op(res[i].mathType);
+            if (tf32 != pass) continue; /* pass 0: all that are not TF32; pass 1: the TF32 ones */
+            out[n].algo = (int)res[i].algo;
+            out[n].math = res[i].mathType;
+            out[n].status = res[i].status;
+            out[n].memory = res[i].memory;
+            n++;
         }
+    return n;
+}
+
+/* cuDNN's candidates for one direction (heuristics, or cudnnFind* with CNNTRAIN_CUDNN_FIND=1). */
+static int list_candidates(CudaCtx *ctx, ConvPlan *p, int dir, Candidate *out) {
+    int got = 0;
+    use_math(p, base_math(p));
+    cudnnHandle_t h = ctx->cudnn;
+    int find = ctx->conv->use_find;
+    if (dir == DIR_FWD) {
+        cudnnConvolutionFwdAlgoPerf_t res[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        if (find)
+            CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h, p->x_desc, p->w_desc, p->conv_desc, p->y_desc,
+                                                             CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, res));
+        else
+            CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p->x_desc, p->w_desc, p->conv_desc, p->y_desc,
+                                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, res));
+        return candidates(p, res, got, out);
     }
-    die("cuda conv: cuDNN found no usable %s algorithm for cin=%d cout=%d k=%d stride=%d pad=%d input %dx%dx%d %s "
-        "(%d candidates)",
-        dir_name[dir], p->g.cin, p->g.cout, p->g.k, p->g.stride, p->g.pad, p->n, p->h, p->w, dtype_name(p->dt), got);
-}
-
-static void choose_fwd(CudaCtx *ctx, ConvPlan *p) {
-    cudnnConvolutionFwdAlgoPerf_t res[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    int got = 0;
-    use_math(p, base_math(p));
-    if (ctx->conv->use_find)
-        CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(ctx->cudnn, p->x_desc, p->w_desc, p->conv_desc, p->y_desc,
-                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, res));
-    else
-        CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx->cudnn, p->x_desc, p->w_desc, p->conv_desc, p->y_desc,
-                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, res));
-    int k = pick_algo(ctx->conv, res, got, DIR_FWD, p);
-    p->fwd_algo = res[k].algo;
-    chose(p, DIR_FWD, res[k].mathType);
-    CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(ctx->cudnn, p->x_desc, p->w_desc, p->conv_desc, p->y_desc,
-                                                        p->fwd_algo, &p->ws_bytes[DIR_FWD]));
-    p->chosen[DIR_FWD] = 1;
-}
-
-static void choose_bwd_data(CudaCtx *ctx, ConvPlan *p) {
-    cudnnConvolutionBwdDataAlgoPerf_t res[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    int got = 0;
-    use_math(p, base_math(p));
-    if (ctx->conv->use_find)
-        CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(ctx->cudnn, p->w_desc, p->y_desc, p->conv_desc,
-                                                              p->x_desc, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got,
-                                                              res));
-    else
-        CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(ctx->cudnn, p->w_desc, p->y_desc, p->conv_desc,
-                                                                p->x_desc, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                                &got, res));
-    int k = pick_algo(ctx->conv, res, got, DIR_BWD_DATA, p);
-    p->bwd_data_algo = res[k].algo;
-    chose(p, DIR_BWD_DATA, res[k].mathType);
-    CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(ctx->cudnn, p->w_desc, p->y_desc, p->conv_desc,
-                                                             p->x_desc, p->bwd_data_algo, &p->ws_bytes[DIR_BWD_DATA]));
-    p->chosen[DIR_BWD_DATA] = 1;
-}
-
-static void choose_bwd_filter(CudaCtx *ctx, ConvPlan *p) {
+    if (dir == DIR_BWD_DATA) {
+        cudnnConvolutionBwdDataAlgoPerf_t res[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        if (find)
+            CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(h, p->w_desc, p->y_desc, p->conv_desc, p->x_desc,
+                                                                  CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, res));
+        else
+            CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w_desc, p->y_desc, p->conv_desc, p->x_desc,
+                                                                    CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got,
+                                                                    res));
+        return candidates(p, res, got, out);
+    }
     cudnnConvolutionBwdFilterAlgoPerf_t res[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    int got = 0;
-    use_math(p, base_math(p));
-    if (ctx->conv->use_find)
-        CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(ctx->cudnn, p->x_desc, p->y_desc, p->conv_desc,
-                                                                p->w_desc, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                                                                &got, res));
+    if (find)
+        CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(h, p->x_desc, p->y_desc, p->conv_desc, p->w_desc,
+                                                                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, res));
     else
-        CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(ctx->cudnn, p->x_desc, p->y_desc, p->conv_desc,
-                                                                  p->w_desc, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                                                                  &got, res));
-    int k = pick_algo(ctx->conv, res, got, DIR_BWD_FILTER, p);
-    p->bwd_filter_algo = res[k].algo;
-    chose(p, DIR_BWD_FILTER, res[k].mathType);
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(ctx->cudnn, p->x_desc, p->y_desc, p->conv_desc,
-                                                               p->w_desc, p->bwd_filter_algo,
-                                                               &p->ws_bytes[DIR_BWD_FILTER]));
-    p->chosen[DIR_BWD_FILTER] = 1;
+        CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x_desc, p->y_desc, p->conv_desc, p->w_desc,
+                                                                  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got,
+                                                                  res));
+    return candidates(p, res, got, out);
+}
+
+static cudnnStatus_t workspace_size(CudaCtx *ctx, ConvPlan *p, int dir, int algo, size_t *bytes) {
+    cudnnHandle_t h = ctx->cudnn;
+    if (dir == DIR_FWD)
+        return cudnnGetConvolutionForwardWorkspaceSize(h, p->x_desc, p->w_desc, p->conv_desc, p->y_desc,
+                                                       (cudnnConvolutionFwdAlgo_t)algo, bytes);
+    if (dir == DIR_BWD_DATA)
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(h, p->w_desc, p->y_desc, p->conv_desc, p->x_desc,
+                                                            (cudnnConvolutionBwdDataAlgo_t)algo, bytes);
+    return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p->x_desc, p->y_desc, p->conv_desc, p->w_desc,
+                                                          (cudnnConvolutionBwdFilterAlgo_t)algo, bytes);
+}
+
+static void plan_label(const ConvPlan *p, char *buf, size_t len) {
+    snprintf(buf, len, "cin=%d cout=%d k=%d stride=%d pad=%d input %dx%dx%d %s", p->g.cin, p->g.cout, p->g.k,
+             p->g.stride, p->g.pad, p->n, p->h, p->w, dtype_name(p->dt));
+}
+
+/* Runs direction dir of plan p: run(algo, workspace, bytes) enqueues the cuDNN call. The first
+ * time, cuDNN's candidates are tried in order (as PyTorch's Conv_v7.cpp does): one whose workspace
+ * size cannot be had, that wants more than WORKSPACE_LIMIT, whose call returns an error, or whose
+ * kernels fail to launch (checked by waiting for it, once) is passed over for the next; the first
+ * that runs is kept for every later call. Only when none runs is it fatal, naming each one tried.
+ * (A candidate that returned an error wrote nothing; an accumulating backward-data call is safe.) */
+template <typename Run> static void run_dir(CudaCtx *ctx, ConvPlan *p, int dir, Run &&run) {
+    if (p->chosen[dir]) {
+        use_math(p, p->math[dir]);
+        void *ws = cuda_buf_reserve(ctx->stream, &ctx->workspace, p->ws_bytes[dir]);
+        CUDNN_CHECK(run(p->algo[dir], ws, p->ws_bytes[dir]));
+        return;
+    }
+    struct ConvCache *c = ctx->conv;
+    Candidate cand[MAX_CANDIDATES];
+    int n = list_candidates(ctx, p, dir, cand);
+    char skipped[1024] = "";
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        const char *why = NULL;
+        char why_buf[160];
+        size_t bytes = 0;
+        use_math(p, cand[i].math);
+        cudnnStatus_t st = workspace_size(ctx, p, dir, cand[i].algo, &bytes);
+        void *ws = NULL;
+        if (st != CUDNN_STATUS_SUCCESS) {
+            snprintf(why_buf, sizeof why_buf, "workspace size: %s", cudnnGetErrorString(st));
+            why = why_buf;
+        } else if (bytes > WORKSPACE_LIMIT) {
+            snprintf(why_buf, sizeof why_buf, "wants %zu MiB of workspace", bytes >> 20);
+            why = why_buf;
+        } else if (bytes > 0 && !(ws = cuda_buf_try_reserve(ctx->stream, &ctx->workspace, bytes))) {
+            snprintf(why_buf, sizeof why_buf, "%zu MiB of workspace not available", bytes >> 20);
+            why = why_buf;
+        } else if ((st = run(cand[i].algo, ws, bytes)) != CUDNN_STATUS_SUCCESS) {
+            snprintf(why_buf, sizeof why_buf, "%s", cudnnGetErrorString(st));
+            why = why_buf;
+        } else {
+            /* a launch that failed shows at the next sync; a failure that is not sticky is cleared */
+            cudaError_t e = cudaStreamSynchronize(ctx->stream);
+            if (e == cudaSuccess) e = cudaGetLastError();
+            if (e != cudaSuccess) {
+                (void)cudaGetLastError();
+                CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* a sticky error: nothing can go on */
+                snprintf(why_buf, sizeof why_buf, "launch failed: %s", cudaGetErrorString(e));
+                why = why_buf;
+            }
+        }
+        if (why) {
+            used += (size_t)snprintf(skipped + used, used < sizeof skipped ? sizeof skipped - used : 0, "%s%s (%s): %s",
+                                     used ? "; " : "", algo_name(dir, cand[i].algo), math_name(cand[i].math), why);
+            if (used >= sizeof skipped) used = sizeof skipped - 1;
+            continue;
+        }
+        p->chosen[dir] = 1;
+        p->algo[dir] = cand[i].algo;
+        p->math[dir] = cand[i].math;
+        p->ws_bytes[dir] = bytes;
+        int tf32 = p->dt == DT_F32 && is_tensor_op(cand[i].math);
+        char label[160];
+        plan_label(p, label, sizeof label);
+        if (tf32) {
+            c->warned_tf32 += 1;
+            if (c->warned_tf32 == 1)
+                fprintf(stderr,
+                        "cnntrain: warning: no plain fp32 kernel ran for the %s convolution %s; it runs on TF32 "
+                        "tensor cores (about 1e-3 relative error), as may others (CNNTRAIN_CUDNN_LOG=1 lists them)\n",
+                        dir_name[dir], label);
+        }
+        if (c->log)
+            fprintf(stderr, "cnntrain: cudnn %s %s: %s, math %s, workspace %zu bytes%s%s%s\n", dir_name[dir], label,
+                    algo_name(dir, cand[i].algo), math_name(cand[i].math), bytes, tf32 ? " (TF32)" : "",
+                    used ? "; passed over: " : "", skipped);
+        return;
+    }
+    char label[160];
+    plan_label(p, label, sizeof label);
+    die("cuda conv: no %s algorithm ran for %s (%d candidates from cuDNN%s%s)", dir_name[dir], label, n,
+        used ? ": " : "", skipped);
 }
 
 /* dy must be the conv's output for an input of the plan's size, in the plan's dtype. */
@@ -260,14 +357,14 @@ void cuda_conv_forward(Backend *b, const ConvGeom *g, const Tensor *x, const flo
     DType dt = check_in(g, x, "conv_forward");
     cuda_require_dtype(y, dt, "conv_forward");
     ConvPlan *p = plan_get(ctx, g, x->n, x->h, x->w, dt);
-    if (!p->chosen[DIR_FWD]) choose_fwd(ctx, p);
     const void *wd = cuda_weights(b, w, filter_count(g), dt, "conv_forward");
     cuda_set_shape(y, x->n, g->cout, p->oh, p->ow);
-    void *ws = cuda_buf_reserve(ctx->stream, &ctx->workspace, p->ws_bytes[DIR_FWD]);
     const float one = 1.0f, zero = 0.0f;
-    use_math(p, p->math[DIR_FWD]);
-    CUDNN_CHECK(cudnnConvolutionForward(ctx->cudnn, &one, p->x_desc, x->data, p->w_desc, wd, p->conv_desc,
-                                        p->fwd_algo, ws, p->ws_bytes[DIR_FWD], &zero, p->y_desc, y->data));
+    run_dir(ctx, p, DIR_FWD, [&](int algo, void *ws, size_t bytes) {
+        return cudnnConvolutionForward(ctx->cudnn, &one, p->x_desc, x->data, p->w_desc, wd, p->conv_desc,
+                                       (cudnnConvolutionFwdAlgo_t)algo, ws, bytes, &zero, p->y_desc, y->data);
+    });
+    b->tf32_ops = ctx->conv->warned_tf32;
 }
 
 /* dx's shape (set by the caller) says the input size: stride > 1 makes it ambiguous from dy. */
@@ -277,19 +374,22 @@ void cuda_conv_backward_data(Backend *b, const ConvGeom *g, const Tensor *dy, co
     DType dt = check_in(g, dx, "conv_backward_data");
     ConvPlan *p = plan_get(ctx, g, dx->n, dx->h, dx->w, dt);
     check_out(p, dy, "conv_backward_data");
-    if (!p->chosen[DIR_BWD_DATA]) choose_bwd_data(ctx, p);
     const void *wd = cuda_weights(b, w, filter_count(g), dt, "conv_backward_data");
-    void *ws = cuda_buf_reserve(ctx->stream, &ctx->workspace, p->ws_bytes[DIR_BWD_DATA]);
     const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f; /* beta 1: dx += result */
-    use_math(p, p->math[DIR_BWD_DATA]);
-    CUDNN_CHECK(cudnnConvolutionBackwardData(ctx->cudnn, &one, p->w_desc, wd, p->y_desc, dy->data, p->conv_desc,
-                                             p->bwd_data_algo, ws, p->ws_bytes[DIR_BWD_DATA], &beta, p->x_desc,
-                                             dx->data));
+    run_dir(ctx, p, DIR_BWD_DATA, [&](int algo, void *ws, size_t bytes) {
+        return cudnnConvolutionBackwardData(ctx->cudnn, &one, p->w_desc, wd, p->y_desc, dy->data, p->conv_desc,
+                                            (cudnnConvolutionBwdDataAlgo_t)algo, ws, bytes, &beta, p->x_desc,
+                                            dx->data);
+    });
+    b->tf32_ops = ctx->conv->warned_tf32;
 }
 
-/* dw (fp32) = the low-precision dw * inv_scale. */
+/* dw (fp32) = the low-precision dw * inv_scale. cuDNN may saturate an fp16 result that overflowed
+ * at +-65504 instead of making it inf; the loss scaler must see the overflow, so for fp16 a
+ * magnitude of 65504 or more becomes inf here (65504 itself is a sum that reached the top of the
+ * range: treating it as an overflow only halves the scale once more). bf16 has fp32's range. */
 template <typename T> __global__ void widen_grad_kernel(const T *src, float *dst, size_t count, float inv_scale) {
-    GRID_STRIDE(i, count) dst[i] = to_float(src[i]) * inv_scale;
+    GRID_STRIDE(i, count) dst[i] = widen_grad(src[i], inv_scale);
 }
 
 void cuda_conv_backward_filter(Backend *b, const ConvGeom *g, const Tensor *x, const Tensor *dy, float *dw) {
@@ -297,22 +397,24 @@ void cuda_conv_backward_filter(Backend *b, const ConvGeom *g, const Tensor *x, c
     DType dt = check_in(g, x, "conv_backward_filter");
     ConvPlan *p = plan_get(ctx, g, x->n, x->h, x->w, dt);
     check_out(p, dy, "conv_backward_filter");
-    if (!p->chosen[DIR_BWD_FILTER]) choose_bwd_filter(ctx, p);
-    void *ws = cuda_buf_reserve(ctx->stream, &ctx->workspace, p->ws_bytes[DIR_BWD_FILTER]);
     /* parameter gradients are overwritten (beta 0) and come out divided by the loss scale */
     const float inv_scale = 1.0f / b->loss_scale, one = 1.0f, zero = 0.0f;
-    use_math(p, p->math[DIR_BWD_FILTER]);
     if (dt == DT_F32) {
-        CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx->cudnn, &inv_scale, p->x_desc, x->data, p->y_desc, dy->data,
-                                                   p->conv_desc, p->bwd_filter_algo, ws, p->ws_bytes[DIR_BWD_FILTER],
-                                                   &zero, p->w_desc, dw));
+        run_dir(ctx, p, DIR_BWD_FILTER, [&](int algo, void *ws, size_t bytes) {
+            return cudnnConvolutionBackwardFilter(ctx->cudnn, &inv_scale, p->x_desc, x->data, p->y_desc, dy->data,
+                                                  p->conv_desc, (cudnnConvolutionBwdFilterAlgo_t)algo, ws, bytes,
+                                                  &zero, p->w_desc, dw);
+        });
+        b->tf32_ops = ctx->conv->warned_tf32;
         return;
     }
     size_t count = filter_count(g);
     void *lp = cuda_buf_reserve(ctx->stream, &ctx->convert, count * dtype_size(dt));
-    CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx->cudnn, &one, p->x_desc, x->data, p->y_desc, dy->data,
-                                               p->conv_desc, p->bwd_filter_algo, ws, p->ws_bytes[DIR_BWD_FILTER],
-                                               &zero, p->w_desc, lp));
+    run_dir(ctx, p, DIR_BWD_FILTER, [&](int algo, void *ws, size_t bytes) {
+        return cudnnConvolutionBackwardFilter(ctx->cudnn, &one, p->x_desc, x->data, p->y_desc, dy->data,
+                                              p->conv_desc, (cudnnConvolutionBwdFilterAlgo_t)algo, ws, bytes, &zero,
+                                              p->w_desc, lp);
+    });
     cuda_dispatch(dt, "conv_backward_filter", [&](auto tag) {
         using T = decltype(tag);
         widen_grad_kernel<T><<<cuda_grid(count), CUDA_BLOCK, 0, ctx->stream>>>((const T *)lp, dw, count, inv_scale);

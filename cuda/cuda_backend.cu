@@ -35,7 +35,7 @@ void cuda_fail(const char *library, const char *call, int code, const char *msg,
 
 /* ---- shared helpers ---- */
 
-void *cuda_buf_reserve(cudaStream_t stream, CudaBuf *b, size_t bytes) {
+void *cuda_buf_try_reserve(cudaStream_t stream, CudaBuf *b, size_t bytes) {
     if (bytes <= b->bytes) return b->p;
     if (b->p) {
         CUDA_CHECK(cudaStreamSynchronize(stream)); /* no queued op may still use the old block */
@@ -45,9 +45,27 @@ void *cuda_buf_reserve(cudaStream_t stream, CudaBuf *b, size_t bytes) {
     b->bytes = 0;
     const size_t MiB = (size_t)1 << 20;
     bytes = (bytes + MiB - 1) / MiB * MiB; /* whole MiBs: fewer regrowths as shapes creep up */
-    CUDA_CHECK(cudaMalloc(&b->p, bytes));
+    cudaError_t e = cudaMalloc(&b->p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError(); /* not sticky: clear it, the caller decides */
+        b->p = NULL;
+        return NULL;
+    }
+    CUDA_CHECK(e);
     b->bytes = bytes;
     return b->p;
+}
+
+void *cuda_buf_reserve(cudaStream_t stream, CudaBuf *b, size_t bytes) {
+    void *p = cuda_buf_try_reserve(stream, b, bytes);
+    if (!p && bytes > 0) {
+        size_t free_b = 0, total_b = 0;
+        CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+        die("cuda: out of GPU memory for a %zu-byte scratch buffer (%zu of %zu bytes free); use a smaller batch "
+            "or image size",
+            bytes, free_b, total_b);
+    }
+    return p;
 }
 
 void cuda_buf_free(CudaBuf *b) {

@@ -22,6 +22,8 @@ typedef struct {
     size_t bytes;
 } CudaBuf;
 void *cuda_buf_reserve(cudaStream_t stream, CudaBuf *b, size_t bytes);
+/* The same, but NULL instead of exiting when the device is out of memory (b is then empty). */
+void *cuda_buf_try_reserve(cudaStream_t stream, CudaBuf *b, size_t bytes);
 void cuda_buf_free(CudaBuf *b);
 
 struct ConvCache; /* conv.cu */

@@ -234,6 +234,10 @@ struct Backend {
     float loss_scale;
     int threads;       /* host threads the backend may use */
     size_t bytes_in_use, peak_bytes;  /* device memory through ops->alloc, for the benchmarks */
+    /* fp32 operations that run on TF32 tensor cores (10-bit significand) because no plain fp32
+     * kernel would run for their shape (cuda; 0 elsewhere): their results then differ from exact
+     * fp32 by about 1e-3 relative, and comparisons must allow for it. */
+    int tf32_ops;
 };
 
 /* Create a backend by name: "cpu", "cuda", or "auto" (cuda when built in and a GPU is present,
