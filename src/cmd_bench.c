@@ -1,10 +1,15 @@
 /* cmd_bench.c: `train bench MODEL`: training images/s (forward + backward + AdamW) and peak memory,
  * at a chosen precision, on random data.
  *
- * What one timed step is, on purpose the trainer's step: upload of a host NCHW float32 batch,
- * forward, loss (which reads the loss back: one sync), backward, AdamW over every parameter. fp16
- * adds what dynamic loss scaling costs: an overflow count of the gradients each step, halving the
- * scale and skipping the update on overflow.
+ * What one timed step is: forward, loss, backward, AdamW over every parameter, on a batch that
+ * is already on the device (--data device, the default), as training has it: the trainer uploads
+ * uint8 images through pinned, double-buffered memory on a copy stream while the previous step
+ * runs, and augments them on the device, so no step waits for an upload. The PyTorch side
+ * (scripts/bench_gpu_torch.py --data device) does the same. The loss stays on the device and is
+ * read after the last step. fp16 adds what dynamic loss scaling costs: an overflow count of the
+ * gradients each step, halving the scale and skipping the update on overflow.
+ * --data host charges every step an upload of a host NCHW float32 batch (pageable, reordered to
+ * NHWC on the device, waited for) and a read of the loss: the worst case, for comparison.
  *
  * Output: a human line, then `bench ...` (the keys scripts/bench_cpu.sh reads: img_per_s,
  * peak_rss_mib) and, last, one `RESULT key=value ...` line for scripts (scripts/bench_gpu.sh):
@@ -43,7 +48,7 @@ static int parse_precision(const char *s, DType *out) {
 
 int cmd_bench(int argc, char **argv) {
     int size = 64, batch = 32, steps = 5, warmup = 1, classes = 1000;
-    const char *device = "cpu", *precision = "fp32";
+    const char *device = "cpu", *precision = "fp32", *data = "device";
     const Flag flags[] = {
         {"--size", FLAG_INT, &size, "image side (default 64)"},
         {"--batch", FLAG_INT, &batch, "batch size (default 32)"},
@@ -53,15 +58,23 @@ int cmd_bench(int argc, char **argv) {
         {"--device", FLAG_STR, &device, "cpu, cuda or auto (default cpu)"},
         {"--precision", FLAG_STR, &precision, "fp32, fp16 or bf16 compute (default fp32; fp32 master weights; "
                                               "a backend without the dtype computes in fp32 and says so)"},
+        {"--data", FLAG_STR, &data, "device (default: the batch is on the device, as training's feed has it) or "
+                                    "host (upload a host float32 batch and read the loss every step)"},
         {0},
     };
-    const char *usage = "MODEL [--size S] [--batch B] [--steps N] [--warmup W] [--device D] [--precision P]";
+    const char *usage =
+        "MODEL [--size S] [--batch B] [--steps N] [--warmup W] [--device D] [--precision P] [--data device|host]";
     const char *pos[1];
     int npos;
     cli_parse("bench", usage, argc, argv, 2, flags, pos, 1, &npos);
     DType want;
     if (parse_precision(precision, &want)) {
         fprintf(stderr, "train bench: --precision %s: choose fp32, fp16 or bf16\n", precision);
+        return 2;
+    }
+    int per_step_upload = !strcmp(data, "host");
+    if (!per_step_upload && strcmp(data, "device")) {
+        fprintf(stderr, "train bench: --data %s: choose device or host\n", data);
         return 2;
     }
     if (npos != 1 || size < 1 || batch < 1 || steps < 1 || warmup < 0 || classes < 1) {
@@ -97,13 +110,22 @@ int cmd_bench(int argc, char **argv) {
     AdamWArgs adam = {1e-3f, 0.9f, 0.99f, 1e-5f, 0.01f, 0};
     double t0 = 0;
     float loss = 0;
+    if (!per_step_upload) { /* once: the batch and its labels stay on the device */
+        be->ops->tensor_upload(be, model_input(m, batch, size, size), x);
+        model_labels(m, batch, labels, NULL, NULL);
+    }
     for (int s = 0; s < warmup + steps; s++) {
         if (s == warmup) {
             be->ops->sync(be);
             t0 = now_seconds();
         }
-        model_forward(m, x, batch, size, size, 1);
-        loss = model_loss(m, labels, 0.0f);
+        if (per_step_upload) {
+            model_forward(m, x, batch, size, size, 1);
+            loss = model_loss(m, labels, 0.0f);
+        } else {
+            model_run(m, 1);
+            model_loss_queue(m, 0.0f);
+        }
         model_backward(m);
         if (used == DT_F16 && be->ops->count_nonfinite(be, m->grads_d, m->param_floats)) {
             be->loss_scale *= 0.5f;
@@ -113,6 +135,7 @@ int cmd_bench(int argc, char **argv) {
         adam.step++;
         optim_adamw_step(m, &adam);
     }
+    if (!per_step_upload) loss = model_loss_read(m);
     be->ops->sync(be);
     double dt = now_seconds() - t0;
     struct rusage ru;
@@ -132,10 +155,11 @@ int cmd_bench(int argc, char **argv) {
     printf("bench model=%s device=%s size=%d batch=%d steps=%d img_per_s=%.1f step_ms=%.1f "
            "peak_backend_mib=%.0f peak_rss_mib=%.0f loss=%.4f threads=%d\n",
            m->arch, be->ops->name, size, batch, steps, img_s, step_ms, peak_mib, rss_mib, loss, be->threads);
-    printf("RESULT model=%s device=%s size=%d batch=%d steps=%d warmup=%d precision=%s compute=%s img_s=%.1f "
-           "step_ms=%.2f peak_mib=%.0f peak_kind=backend_alloc rss_mib=%.0f loss=%.4f skipped=%d threads=%d\n",
-           m->arch, be->ops->name, size, batch, steps, warmup, dtype_name(want), dtype_name(used), img_s, step_ms,
-           peak_mib, rss_mib, loss, skipped, be->threads);
+    printf("RESULT model=%s device=%s size=%d batch=%d steps=%d warmup=%d precision=%s compute=%s data=%s "
+           "img_s=%.1f step_ms=%.2f peak_mib=%.0f peak_kind=backend_alloc rss_mib=%.0f loss=%.4f skipped=%d "
+           "threads=%d\n",
+           m->arch, be->ops->name, size, batch, steps, warmup, dtype_name(want), dtype_name(used), data, img_s,
+           step_ms, peak_mib, rss_mib, loss, skipped, be->threads);
     free(x);
     free(labels);
     free(params);

@@ -8,6 +8,8 @@
 # 2. tests/gpu/run.sh (make test-gpu's runner) on fake suites: one that passes, one that skips, one
 # that fails, one that dies half-way (run again part by part), one that hangs (time limit): every
 # suite runs, each has its log, and the combined status fails.
+# 3. ./train bench, which bench_gpu.sh times against PyTorch: --data device (the batch uploaded once,
+# as training's device feed has it) trains on the same numbers as --data host (uploaded each step).
 # Part of make test.
 set -u
 cd "$(dirname "$0")/.."
@@ -114,6 +116,20 @@ has "$out" "part b                   0 s  exit 1: no summary: cnntrain: cuDNN er
 has "$out" "TIMED OUT after 2 s"; check $? "runner: a hanging suite is stopped"
 has "$out" "test-gpu: 5 suites: 1 passed, 1 skipped, 3 failed (s3_fail s4_dies s5_hangs)"; check $? "runner: the combined status"
 [ -s "$tmp/logs/s1_pass.log" ] && grep -q "PASS a" "$tmp/logs/s4_dies.log"; check $? "runner: one log per suite, parts appended"
+
+# ---- 3. the benchmark's two data modes
+if [ -x ./train ]; then
+    b1=$(./train bench xresnet_tiny --size 24 --batch 4 --steps 3 --classes 5 --data device 2>&1 | grep '^RESULT')
+    b2=$(./train bench xresnet_tiny --size 24 --batch 4 --steps 3 --classes 5 --data host 2>&1 | grep '^RESULT')
+    echo "    $b1"
+    has "$b1" "data=device" && has "$b2" "data=host"; check $? "bench: RESULT says where the data was"
+    l1=$(grep -o 'loss=[^ ]*' <<<"$b1") l2=$(grep -o 'loss=[^ ]*' <<<"$b2")
+    [ -n "$l1" ] && [ "$l1" = "$l2" ]; check $? "bench: --data device and --data host train on the same batch ($l1, $l2)"
+    ./train bench xresnet_tiny --data disk >/dev/null 2>&1
+    [ $? = 2 ]; check $? "bench: --data disk is refused"
+else
+    echo "FAIL ./train is not built"; fails=$((fails + 1))
+fi
 
 if [ $fails -gt 0 ]; then echo "test_gpu_scripts: $fails check(s) failed"; exit 1; fi
 echo "test_gpu_scripts: all checks passed"
