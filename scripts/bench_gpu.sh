@@ -6,9 +6,11 @@
 #                        [--models "resnet50 xresnet50"] [--precision bf16] [--data device|host]
 #                        [--python python3] [--out DIR] [--no-build] [--build-only]
 #
-# Ours:    ./train bench MODEL --device cuda --precision P --batch B --size S (its RESULT line).
-# PyTorch: scripts/bench_gpu_torch.py (eager, channels-last, autocast to P, fused AdamW, data on the
-#          device; --data host copies a host batch every step, as our step does).
+# Ours:    ./train bench MODEL --device cuda --precision P --batch B --size S --data D (its RESULT line).
+# PyTorch: scripts/bench_gpu_torch.py (eager, channels-last, autocast to P, fused AdamW).
+# Data:    device (default): on both sides the batch is on the device before the timed steps, as
+#          training has it (our trainer uploads uint8 batches on a copy stream while the previous
+#          step runs and augments on the device); host: both copy a host float32 batch every step.
 # Memory:  "ours peak" is what our cuda backend hands out through ops->alloc (weights, gradients,
 #          moments, activations; not its private cuDNN workspace and scratch buffers, which it does
 #          not expose, nor the CUDA context); "PyTorch peak" is torch.cuda.max_memory_allocated.
@@ -19,8 +21,7 @@
 # Needs an NVIDIA GPU with nvidia-smi, nvcc + cuDNN (make CUDA=1) and a CUDA build of PyTorch
 # (python3, or PYTHON=...). TRAIN=path benchmarks another binary than ./train.
 # Raw outputs go to DIR (default runs/bench_gpu-<time>); the table is also DIR/table.txt.
-# --build-only: the checks and the build (make CUDA=1 train, cuDNN found in PyTorch's wheel when not
-# installed system-wide: build/gpu_env.sh then holds the LD_LIBRARY_PATH to source), then exit.
+# --build-only: the checks and the build (make CUDA=1 train with what scripts/gpu_env.sh finds), then exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,29 +53,12 @@ for n in "$steps" "$warmup" "$batch" $sizes; do [[ "$n" =~ ^[0-9]+$ ]] || fail "
 command -v nvidia-smi >/dev/null || fail "nvidia-smi not found: this benchmark needs an NVIDIA GPU machine"
 gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1) || true
 [ -n "$gpu" ] || fail "nvidia-smi lists no GPU ($(nvidia-smi -L 2>&1 | head -1))"
-# cuDNN where the Makefile does not look: PyTorch's wheel (nvidia-cudnn-*) ships cudnn.h and
-# libcudnn.so.N under site-packages/nvidia/cudnn. Point the compilers, the linker (through an
-# unversioned link in build/cudnn-link) and the loader at it; build/gpu_env.sh keeps the loader's
-# part for later runs (scripts/gpu_end_to_end.sh sources it).
-make_args=()
+# nvcc, cuDNN, cuBLAS and libjpeg wherever this machine keeps them (PyTorch's wheels included),
+# and the run-time library path for ./train: scripts/gpu_env.sh, as every GPU script does
+. scripts/gpu_env.sh
 mkdir -p build
-: >build/gpu_env.sh
-if [ -z "$(ls /usr/local/cuda/include/cudnn.h /usr/include/cudnn.h /usr/include/x86_64-linux-gnu/cudnn.h 2>/dev/null)" ]; then
-    cudnn=$("$py" -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)
-    lib=$(find "$cudnn/lib" -maxdepth 1 -name 'libcudnn.so*' 2>/dev/null | sort | head -1 || true)
-    if [ -n "$cudnn" ] && [ -f "$cudnn/include/cudnn.h" ] && [ -n "$lib" ]; then
-        echo "cuDNN from $cudnn (PyTorch's wheel)"
-        mkdir -p build/cudnn-link
-        ln -sf "$lib" build/cudnn-link/libcudnn.so
-        export CPATH="$cudnn/include${CPATH:+:$CPATH}" NVCC_APPEND_FLAGS="-I$cudnn/include ${NVCC_APPEND_FLAGS:-}"
-        export LIBRARY_PATH="$PWD/build/cudnn-link${LIBRARY_PATH:+:$LIBRARY_PATH}"
-        export LD_LIBRARY_PATH="$cudnn/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-        echo "export LD_LIBRARY_PATH=\"$cudnn/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}\"" >build/gpu_env.sh
-        make_args+=(CUDNN_H="$cudnn/include/cudnn.h")
-    fi
-fi
 if [ "$build" = 1 ]; then
-    make -j"$(nproc)" CUDA=1 "${make_args[@]}" train >build/bench_gpu_build.log 2>&1 ||
+    make -j"$(nproc)" "${GPU_MAKE_ARGS[@]}" train >build/bench_gpu_build.log 2>&1 ||
         { tail -30 build/bench_gpu_build.log >&2; fail "make CUDA=1 train failed (output above, all of it in build/bench_gpu_build.log)"; }
     grep -E '^cnntrain build|CUDA backend' build/bench_gpu_build.log || true
 fi
@@ -130,7 +114,7 @@ for m in $models; do
         tag=$m-$s
         echo "== $m at $s px, batch $batch"
         run "ours-$tag" "$train" bench "$m" --device cuda --precision "$precision" --batch "$batch" --size "$s" \
-            --steps "$steps" --warmup "$warmup"
+            --steps "$steps" --warmup "$warmup" --data "$data"
         run "torch-$tag" "$py" scripts/bench_gpu_torch.py "$m" --device cuda --precision "$precision" --batch "$batch" \
             --size "$s" --steps "$steps" --warmup "$warmup" --data "$data"
         [ -n "$t1" ] || t1=$out/torch-$tag.txt

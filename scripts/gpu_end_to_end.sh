@@ -74,7 +74,7 @@ if [ "$device" = cuda ]; then
     else scripts/bench_gpu.sh --build-only --no-build --python "$py"; fi
     # cuDNN from PyTorch's wheel, when that is where the build found it
     # shellcheck source=/dev/null
-    if [ -s build/gpu_env.sh ]; then . build/gpu_env.sh; fi
+    . scripts/gpu_env.sh
 fi
 
 # run NAME CMD...: wall time from start to exit; NAME.log and NAME.result in $results
