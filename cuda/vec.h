@@ -86,6 +86,11 @@ template <typename... P> static inline bool aligned16(const P *...p) {
     return ((((uintptr_t)p & 15) == 0) && ...);
 }
 
+/* The 16-byte path of an NHWC kernel whose threads each take L channels of one pixel. */
+template <typename T, typename... P> static inline bool channels_wide(int c, const P *...p) {
+    return c % vec_width<T>() == 0 && aligned16(p...);
+}
+
 /* Calls f(std::integral_constant<int, L>{}) with L = vec_width<T>() when wide, else L = 1. */
 template <typename T, typename F> static inline void lanes_dispatch(bool wide, F &&f) {
     if (wide) f(std::integral_constant<int, vec_width<T>()>{});
