@@ -11,7 +11,10 @@
  *   parameters with BFLOAT16 data, and its derived descriptor for BFLOAT16 may be BFLOAT16), for
  *   backward through frozen statistics in every dtype (cuDNN has no such call), and for every dtype
  *   when CNNTRAIN_BN_KERNELS=own (a switch for comparing the two and for working around a cuDNN
- *   that refuses a configuration). They reduce in fp32, in a fixed order (deterministic).
+ *   that refuses a configuration). They reduce in fp32, in a fixed order (deterministic): training
+ *   forward reads x twice (statistics by Welford/Chan in one pass, then y), backward twice (the
+ *   two sums, then dx); the per-channel finish is a warp per channel; element passes move 16 bytes
+ *   per access when c and the pointers allow (vec.h).
  *
  * How cuDNN's conventions line up with backend.h (PyTorch's):
  * - exponentialAverageFactor is applied as running = (1-f)*running + f*batch, so f = momentum.
@@ -35,6 +38,7 @@
  * kernels. */
 #include "cuda_backend.h"
 #include "dtype.h"
+#include "vec.h"
 
 /* ---- cuDNN ---- */
 
@@ -69,150 +73,335 @@ static void bn_descs_free(BnDescs *d) {
 
 static int use_cudnn(const CudaCtx *ctx, DType dt) { return !ctx->bn_own && (dt == DT_F32 || dt == DT_F16); }
 
-/* ---- our kernels: per-channel sums over the rows (n*h*w) of an NHWC tensor ----
- * Pass 1: block (RED_CH, RED_ROWS) sums a slab of rows for RED_CH channels; the threads of a column
- * share a channel, so the loads of a warp are contiguous. Writes one partial per (slab, channel).
- * Pass 2: one thread per channel adds the slabs in a fixed order (deterministic). */
+/* ---- our kernels ----
+ * Per-channel reductions over the rows (n*h*w) of an NHWC tensor, in one pass over the data:
+ * - A block of bx x by threads (bx*by = CUDA_BLOCK) covers bx groups of L channels (L = 16 bytes
+ *   of them when c and the pointers allow, vec.h) and a slab of rows: thread (tx, ty) takes rows
+ *   slab*by + ty, then every slabs*by further. Training forward keeps a Welford mean and M2 per
+ *   channel, so mean and variance come from one pass with no cancellation when |mean| >> std;
+ *   backward keeps plain sums of dy and dy*(x-mean).
+ * - The block merges its by rows of threads in a fixed tree (Chan's formula for mean/M2) and
+ *   writes one partial per (slab, channel).
+ * - A warp per channel merges the slabs: lane j takes slabs j, j+32, ... in order, then a shuffle
+ *   tree, and lane 0 finishes the channel (statistics, running averages, parameter gradients).
+ * Every order is fixed, so results are deterministic; everything accumulates in fp32. */
 
-enum { RED_CH = 32, RED_ROWS = 8 };
+enum { BN_MAX_SLABS = 1024, BN_ROWS_PER_THREAD = 32, BN_WARPS = CUDA_BLOCK / 32 };
 
-/* dy == NULL: a = sum x (mean == NULL) or sum (x-mean)^2.  dy given: a = sum dy, b = sum dy*(x-mean). */
-template <typename T>
-__global__ void bn_partial_kernel(const T *x, const T *dy, const float *mean, size_t rows, int c, float *part_a,
-                                  float *part_b) {
-    __shared__ float s_a[RED_ROWS][RED_CH], s_b[RED_ROWS][RED_CH];
-    int ch = blockIdx.x * RED_CH + threadIdx.x;
-    float a = 0.0f, bsum = 0.0f;
+/* (n, mean, m2) += (nb, mb, m2b): Chan et al.'s parallel merge; an empty side changes nothing. */
+__device__ static inline void chan_merge(float &n, float &mean, float &m2, float nb, float mb, float m2b) {
+    if (nb == 0.0f) return;
+    float nn = n + nb, d = mb - mean, f = nb / nn;
+    mean += d * f;
+    m2 += m2b + d * d * n * f;
+    n = nn;
+}
+
+/* Training forward, pass 1: per (slab, channel) count, mean and M2 of x. */
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK) bn_stats_kernel(const T *__restrict__ x, size_t rows, int c,
+                                                              float *part_n, float *part_mean, float *part_m2) {
+    __shared__ float s_n[CUDA_BLOCK], s_mean[L][CUDA_BLOCK], s_m2[L][CUDA_BLOCK];
+    int bx = blockDim.x, by = blockDim.y, ty = threadIdx.y, tid = ty * bx + threadIdx.x;
+    int ch = (blockIdx.x * bx + threadIdx.x) * L;
+    float n = 0.0f, mean[L], m2[L];
+#pragma unroll
+    for (int l = 0; l < L; l++) mean[l] = m2[l] = 0.0f;
     if (ch < c) {
-        float m = mean ? mean[ch] : 0.0f;
-        for (size_t r = (size_t)blockIdx.y * RED_ROWS + threadIdx.y; r < rows; r += (size_t)gridDim.y * RED_ROWS) {
-            float v = to_float(x[r * c + ch]) - m;
-            if (dy) {
-                float g = to_float(dy[r * c + ch]);
-                a += g;
-                bsum += g * v;
-            } else {
-                a += mean ? v * v : v;
+#pragma unroll 2
+        for (size_t r = (size_t)blockIdx.y * by + ty; r < rows; r += (size_t)gridDim.y * by) {
+            float v[L];
+            load_floats(x + r * c + ch, v);
+            n += 1.0f;
+            float inv = 1.0f / n; /* one division for the L channels */
+#pragma unroll
+            for (int l = 0; l < L; l++) {
+                float d = v[l] - mean[l];
+                mean[l] += d * inv;
+                m2[l] += d * (v[l] - mean[l]);
             }
         }
     }
-    s_a[threadIdx.y][threadIdx.x] = a;
-    s_b[threadIdx.y][threadIdx.x] = bsum;
-    __syncthreads();
-    if (threadIdx.y == 0 && ch < c) {
-        for (int i = 1; i < RED_ROWS; i++) {
-            a += s_a[i][threadIdx.x];
-            bsum += s_b[i][threadIdx.x];
+    for (int half = by / 2; half > 0; half /= 2) {
+        if (ty >= half && ty < 2 * half) {
+            s_n[tid] = n;
+#pragma unroll
+            for (int l = 0; l < L; l++) {
+                s_mean[l][tid] = mean[l];
+                s_m2[l][tid] = m2[l];
+            }
         }
-        part_a[(size_t)blockIdx.y * c + ch] = a;
-        part_b[(size_t)blockIdx.y * c + ch] = bsum;
+        __syncthreads();
+        if (ty < half) {
+            int o = tid + half * bx;
+            float nb = s_n[o], na = n;
+#pragma unroll
+            for (int l = 0; l < L; l++) {
+                n = na;
+                chan_merge(n, mean[l], m2[l], nb, s_mean[l][o], s_m2[l][o]);
+            }
+        }
+        __syncthreads();
+    }
+    if (ty == 0 && ch < c) {
+        size_t at = (size_t)blockIdx.y * c + ch;
+#pragma unroll
+        for (int l = 0; l < L; l++) {
+            part_n[at + l] = n;
+            part_mean[at + l] = mean[l];
+            part_m2[at + l] = m2[l];
+        }
     }
 }
 
-__global__ void bn_final_kernel(const float *part_a, const float *part_b, int slabs, int c, float *sum_a,
-                                float *sum_b) {
-    int ch = blockIdx.x * blockDim.x + threadIdx.x;
-    if (ch >= c) return;
-    float a = 0.0f, bsum = 0.0f;
-    for (int s = 0; s < slabs; s++) {
+/* Training forward, pass 1 finished: a warp per channel merges the slabs into save_mean,
+ * save_invstd (biased variance, m = rows) and the running statistics (unbiased variance). */
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    bn_stats_final_kernel(const float *part_n, const float *part_mean, const float *part_m2, int slabs, int c,
+                          float m, float eps, float momentum, float *save_mean, float *save_invstd,
+                          float *running_mean, float *running_var) {
+    int ch = blockIdx.x * BN_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (ch >= c) return; /* the whole warp: ch is the same for its 32 lanes */
+    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+    for (int s = lane; s < slabs; s += 32) {
+        size_t at = (size_t)s * c + ch;
+        chan_merge(n, mean, m2, part_n[at], part_mean[at], part_m2[at]);
+    }
+    for (int o = 16; o > 0; o /= 2) {
+        float nb = __shfl_down_sync(0xffffffffu, n, o), mb = __shfl_down_sync(0xffffffffu, mean, o),
+              m2b = __shfl_down_sync(0xffffffffu, m2, o);
+        chan_merge(n, mean, m2, nb, mb, m2b);
+    }
+    if (lane != 0) return;
+    save_mean[ch] = mean;
+    save_invstd[ch] = rsqrtf(m2 / m + eps);
+    running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * mean;
+    running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (m2 / (m - 1.0f));
+}
+
+/* Backward, pass 1: per (slab, channel) sum of dy and of dy*(x-mean). */
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    bn_grad_sums_kernel(const T *__restrict__ x, const T *__restrict__ dy, const float *__restrict__ mean,
+                        size_t rows, int c, float *part_a, float *part_b) {
+    __shared__ float s_a[L][CUDA_BLOCK], s_b[L][CUDA_BLOCK];
+    int bx = blockDim.x, by = blockDim.y, ty = threadIdx.y, tid = ty * bx + threadIdx.x;
+    int ch = (blockIdx.x * bx + threadIdx.x) * L;
+    float a[L], b[L], mu[L];
+#pragma unroll
+    for (int l = 0; l < L; l++) a[l] = b[l] = mu[l] = 0.0f;
+    if (ch < c) {
+#pragma unroll
+        for (int l = 0; l < L; l++) mu[l] = mean[ch + l];
+#pragma unroll 4
+        for (size_t r = (size_t)blockIdx.y * by + ty; r < rows; r += (size_t)gridDim.y * by) {
+            float v[L], g[L];
+            load_floats(x + r * c + ch, v);
+            load_floats(dy + r * c + ch, g);
+#pragma unroll
+            for (int l = 0; l < L; l++) {
+                a[l] += g[l];
+                b[l] += g[l] * (v[l] - mu[l]);
+            }
+        }
+    }
+    for (int half = by / 2; half > 0; half /= 2) {
+        if (ty >= half && ty < 2 * half) {
+#pragma unroll
+            for (int l = 0; l < L; l++) {
+                s_a[l][tid] = a[l];
+                s_b[l][tid] = b[l];
+            }
+        }
+        __syncthreads();
+        if (ty < half) {
+            int o = tid + half * bx;
+#pragma unroll
+            for (int l = 0; l < L; l++) {
+                a[l] += s_a[l][o];
+                b[l] += s_b[l][o];
+            }
+        }
+        __syncthreads();
+    }
+    if (ty == 0 && ch < c) {
+        size_t at = (size_t)blockIdx.y * c + ch;
+#pragma unroll
+        for (int l = 0; l < L; l++) {
+            part_a[at + l] = a[l];
+            part_b[at + l] = b[l];
+        }
+    }
+}
+
+/* Backward, pass 1 finished: a warp per channel adds the slabs into sum_dy and sum_dyx, and writes
+ * dgamma = sum_dyx*rstd and dbeta = sum_dy, both divided by the loss scale (either may be NULL);
+ * rstd = invstd[ch] or, with invstd NULL, 1/sqrt(var[ch] + eps). */
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    bn_grad_final_kernel(const float *part_a, const float *part_b, int slabs, int c, const float *invstd,
+                         const float *var, float eps, float inv_scale, float *sum_dy, float *sum_dyx, float *dgamma,
+                         float *dbeta) {
+    int ch = blockIdx.x * BN_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (ch >= c) return; /* the whole warp */
+    float a = 0.0f, b = 0.0f;
+    for (int s = lane; s < slabs; s += 32) {
         a += part_a[(size_t)s * c + ch];
-        bsum += part_b[(size_t)s * c + ch];
+        b += part_b[(size_t)s * c + ch];
     }
-    sum_a[ch] = a;
-    sum_b[ch] = bsum;
+    for (int o = 16; o > 0; o /= 2) {
+        a += __shfl_down_sync(0xffffffffu, a, o);
+        b += __shfl_down_sync(0xffffffffu, b, o);
+    }
+    if (lane != 0) return;
+    sum_dy[ch] = a;
+    sum_dyx[ch] = b;
+    float rstd = invstd ? invstd[ch] : rsqrtf(var[ch] + eps);
+    if (dbeta) dbeta[ch] = a * inv_scale;
+    if (dgamma) dgamma[ch] = b * rstd * inv_scale;
 }
 
-/* Scratch of one reduction: partials and the per-channel sums, carved from ctx->scratch. */
+/* Scratch of one reduction, carved from ctx->scratch: three partials per (slab, channel) (the
+ * forward's n, mean, M2; the backward uses the first two) and two sums per channel. */
 typedef struct {
-    float *part, *sum_a, *sum_b;
-    int slabs;
-} BnSums;
+    float *part[3], *sum_a, *sum_b;
+    dim3 grid, block;
+    int lanes;
+} BnReduce;
 
-static BnSums bn_sums_reserve(CudaCtx *ctx, size_t rows, int c) {
-    size_t slabs = (rows + 32 * RED_ROWS - 1) / (32 * RED_ROWS); /* ~32 rows per thread */
+/* The launch shape for rows x c with L = lanes channels per thread (c % lanes == 0). */
+static BnReduce bn_reduce_plan(CudaCtx *ctx, size_t rows, int c, int lanes) {
+    int groups = c / lanes, bx = 1;
+    while (bx < groups && bx < 32) bx *= 2;
+    int by = CUDA_BLOCK / bx;
+    size_t slabs = (rows + (size_t)by * BN_ROWS_PER_THREAD - 1) / ((size_t)by * BN_ROWS_PER_THREAD);
     if (slabs < 1) slabs = 1;
-    if (slabs > 512) slabs = 512;
-    float *s = (float *)cuda_buf_reserve(ctx->stream, &ctx->scratch, (2 * slabs + 2) * (size_t)c * sizeof(float));
-    BnSums r = {s, s + 2 * slabs * (size_t)c, s + (2 * slabs + 1) * (size_t)c, (int)slabs};
+    if (slabs > BN_MAX_SLABS) slabs = BN_MAX_SLABS;
+    size_t per = slabs * (size_t)c;
+    float *s = (float *)cuda_buf_reserve(ctx->stream, &ctx->scratch, (3 * per + 2 * (size_t)c) * sizeof(float));
+    BnReduce r;
+    for (int k = 0; k < 3; k++) r.part[k] = s + k * per;
+    r.sum_a = s + 3 * per;
+    r.sum_b = r.sum_a + c;
+    r.grid = dim3((unsigned)((groups + bx - 1) / bx), (unsigned)slabs);
+    r.block = dim3((unsigned)bx, (unsigned)by);
+    r.lanes = lanes;
     return r;
 }
 
-/* sum_a, sum_b per channel of the rows of x (and dy), as bn_partial_kernel describes. */
-template <typename T>
-static void bn_sums(CudaCtx *ctx, const BnSums *s, const T *x, const T *dy, const float *mean, size_t rows, int c) {
-    dim3 grid((unsigned)((c + RED_CH - 1) / RED_CH), (unsigned)s->slabs), block(RED_CH, RED_ROWS);
-    bn_partial_kernel<T><<<grid, block, 0, ctx->stream>>>(x, dy, mean, rows, c, s->part,
-                                                          s->part + (size_t)s->slabs * c);
-    KERNEL_CHECK();
-    bn_final_kernel<<<(c + CUDA_BLOCK - 1) / CUDA_BLOCK, CUDA_BLOCK, 0, ctx->stream>>>(
-        s->part, s->part + (size_t)s->slabs * c, s->slabs, c, s->sum_a, s->sum_b);
-    KERNEL_CHECK();
-}
+static unsigned warp_blocks(int c) { return (unsigned)((c + BN_WARPS - 1) / BN_WARPS); }
 
-__global__ void bn_mean_kernel(const float *sum, int c, float inv_m, float *mean) {
-    int ch = blockIdx.x * blockDim.x + threadIdx.x;
-    if (ch < c) mean[ch] = sum[ch] * inv_m;
-}
-
-/* From the sum of squared deviations: save_invstd, and the running statistics (unbiased variance). */
-__global__ void bn_var_kernel(const float *sumsq, const float *mean, int c, float m, float eps, float momentum,
-                              float *invstd, float *running_mean, float *running_var) {
-    int ch = blockIdx.x * blockDim.x + threadIdx.x;
-    if (ch >= c) return;
-    float var = sumsq[ch] / m;
-    invstd[ch] = rsqrtf(var + eps);
-    running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * mean[ch];
-    running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (sumsq[ch] / (m - 1.0f));
-}
-
-/* y = gamma*(x-mean)*rstd + beta, rstd = invstd[ch] or, with invstd NULL, 1/sqrt(var[ch] + eps). */
-template <typename T>
-__global__ void bn_apply_kernel(const T *x, const float *gamma, const float *beta, const float *mean,
-                                const float *invstd, const float *var, float eps, size_t total, int c, T *y) {
-    GRID_STRIDE(i, total) {
+/* y = gamma*(x-mean)*rstd + beta, rstd = invstd[ch] or, with invstd NULL, 1/sqrt(var[ch] + eps).
+ * L channels of one row per thread (c % L == 0). No __restrict__ on x, y: the contract does not
+ * forbid y == x. */
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    bn_apply_kernel(const T *x, const float *gamma, const float *beta, const float *mean, const float *invstd,
+                    const float *var, float eps, size_t total, int c, T *y) {
+    GRID_STRIDE(g, total / L) {
+        size_t i = g * L;
         int ch = (int)(i % c);
-        float rstd = invstd ? invstd[ch] : rsqrtf(var[ch] + eps);
-        y[i] = from_float<T>(gamma[ch] * (to_float(x[i]) - mean[ch]) * rstd + beta[ch]);
+        float v[L];
+        load_floats(x + i, v);
+#pragma unroll
+        for (int l = 0; l < L; l++) {
+            float rstd = invstd ? invstd[ch + l] : rsqrtf(var[ch + l] + eps);
+            v[l] = gamma[ch + l] * (v[l] - mean[ch + l]) * rstd + beta[ch + l];
+        }
+        store_floats(y + i, v);
     }
 }
 
-/* dgamma = sum(dy*(x-mean))*rstd, dbeta = sum(dy), both divided by the loss scale; either may be NULL. */
-__global__ void bn_param_grad_kernel(const float *sum_dy, const float *sum_dyx, const float *invstd,
-                                     const float *var, float eps, int c, float inv_scale, float *dgamma,
-                                     float *dbeta) {
-    int ch = blockIdx.x * blockDim.x + threadIdx.x;
-    if (ch >= c) return;
-    float rstd = invstd ? invstd[ch] : rsqrtf(var[ch] + eps);
-    if (dbeta) dbeta[ch] = sum_dy[ch] * inv_scale;
-    if (dgamma) dgamma[ch] = sum_dyx[ch] * rstd * inv_scale;
-}
-
 /* Training backward: dx = gamma*rstd*(dy - sum(dy)/m - (x-mean)*rstd^2*sum(dy*(x-mean))/m). */
-template <typename T>
-__global__ void bn_dx_kernel(const T *x, const T *dy, const float *gamma, const float *mean, const float *invstd,
-                             const float *sum_dy, const float *sum_dyx, float inv_m, size_t total, int c, T *dx,
-                             int accumulate) {
-    GRID_STRIDE(i, total) {
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    bn_dx_kernel(const T *x, const T *dy, const float *gamma, const float *mean, const float *invstd,
+                 const float *sum_dy, const float *sum_dyx, float inv_m, size_t total, int c, T *dx, int accumulate) {
+    GRID_STRIDE(gi, total / L) {
+        size_t i = gi * L;
         int ch = (int)(i % c);
-        float rstd = invstd[ch];
-        float xmu = to_float(x[i]) - mean[ch];
-        float g = gamma[ch] * rstd * (to_float(dy[i]) - sum_dy[ch] * inv_m - xmu * rstd * rstd * sum_dyx[ch] * inv_m);
-        dx[i] = from_float<T>(accumulate ? to_float(dx[i]) + g : g);
+        float v[L], d[L], old[L];
+        load_floats(x + i, v);
+        load_floats(dy + i, d);
+        if (accumulate) load_floats(dx + i, old);
+#pragma unroll
+        for (int l = 0; l < L; l++) {
+            int k = ch + l;
+            float rstd = invstd[k];
+            float xmu = v[l] - mean[k];
+            float g = gamma[k] * rstd * (d[l] - sum_dy[k] * inv_m - xmu * rstd * rstd * sum_dyx[k] * inv_m);
+            d[l] = accumulate ? old[l] + g : g;
+        }
+        store_floats(dx + i, d);
     }
 }
 
 /* Backward through frozen statistics: dx = dy*gamma/sqrt(var+eps). */
-template <typename T>
-__global__ void bn_frozen_dx_kernel(const T *dy, const float *gamma, const float *var, float eps, size_t total, int c,
-                                    T *dx, int accumulate) {
-    GRID_STRIDE(i, total) {
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK) bn_frozen_dx_kernel(const T *dy, const float *gamma, const float *var,
+                                                                  float eps, size_t total, int c, T *dx,
+                                                                  int accumulate) {
+    GRID_STRIDE(gi, total / L) {
+        size_t i = gi * L;
         int ch = (int)(i % c);
-        float g = to_float(dy[i]) * gamma[ch] * rsqrtf(var[ch] + eps);
-        dx[i] = from_float<T>(accumulate ? to_float(dx[i]) + g : g);
+        float d[L], old[L];
+        load_floats(dy + i, d);
+        if (accumulate) load_floats(dx + i, old);
+#pragma unroll
+        for (int l = 0; l < L; l++) {
+            float g = d[l] * gamma[ch + l] * rsqrtf(var[ch + l] + eps);
+            d[l] = accumulate ? old[l] + g : g;
+        }
+        store_floats(dx + i, d);
     }
 }
 
-static unsigned ch_blocks(int c) { return (unsigned)((c + CUDA_BLOCK - 1) / CUDA_BLOCK); }
+/* ---- launches of our kernels ---- */
+
+/* Training statistics of x: save_mean, save_invstd and the running averages. */
+template <typename T>
+static void bn_stats(CudaCtx *ctx, const T *x, size_t rows, int c, float eps, float momentum, float *save_mean,
+                     float *save_invstd, float *running_mean, float *running_var) {
+    lanes_dispatch<T>(channels_wide<T>(c, x), [&](auto lanes) {
+        constexpr int L = decltype(lanes)::value;
+        BnReduce r = bn_reduce_plan(ctx, rows, c, L);
+        bn_stats_kernel<T, L><<<r.grid, r.block, 0, ctx->stream>>>(x, rows, c, r.part[0], r.part[1], r.part[2]);
+        KERNEL_CHECK();
+        bn_stats_final_kernel<<<warp_blocks(c), CUDA_BLOCK, 0, ctx->stream>>>(
+            r.part[0], r.part[1], r.part[2], (int)r.grid.y, c, (float)rows, eps, momentum, save_mean, save_invstd,
+            running_mean, running_var);
+        KERNEL_CHECK();
+    });
+}
+
+/* sum(dy) and sum(dy*(x-mean)) per channel (in scratch: valid until the next op) and the parameter
+ * gradients (NULL: not wanted); rstd as bn_grad_final_kernel takes it. */
+template <typename T>
+static BnReduce bn_grad_sums(CudaCtx *ctx, const T *x, const T *dy, const float *mean, size_t rows, int c,
+                             const float *invstd, const float *var, float eps, float inv_scale, float *dgamma,
+                             float *dbeta) {
+    BnReduce r;
+    lanes_dispatch<T>(channels_wide<T>(c, x, dy), [&](auto lanes) {
+        constexpr int L = decltype(lanes)::value;
+        r = bn_reduce_plan(ctx, rows, c, L);
+        bn_grad_sums_kernel<T, L><<<r.grid, r.block, 0, ctx->stream>>>(x, dy, mean, rows, c, r.part[0], r.part[1]);
+        KERNEL_CHECK();
+        bn_grad_final_kernel<<<warp_blocks(c), CUDA_BLOCK, 0, ctx->stream>>>(
+            r.part[0], r.part[1], (int)r.grid.y, c, invstd, var, eps, inv_scale, r.sum_a, r.sum_b, dgamma, dbeta);
+        KERNEL_CHECK();
+    });
+    return r;
+}
+
+template <typename T>
+static void bn_apply(CudaCtx *ctx, const T *x, const float *gamma, const float *beta, const float *mean,
+                     const float *invstd, const float *var, float eps, size_t total, int c, T *y) {
+    lanes_dispatch<T>(channels_wide<T>(c, x, y), [&](auto lanes) {
+        constexpr int L = decltype(lanes)::value;
+        bn_apply_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, ctx->stream>>>(x, gamma, beta, mean, invstd,
+                                                                                    var, eps, total, c, y);
+        KERNEL_CHECK();
+    });
+}
 
 /* ---- the ops ---- */
 
@@ -239,21 +428,12 @@ void cuda_bn_forward_train(Backend *b, const Tensor *x, const float *gamma, cons
         return;
     }
     int c = x->c;
-    BnSums s = bn_sums_reserve(ctx, rows, c);
     cuda_dispatch(dt, "bn_forward_train", [&](auto tag) {
         using T = decltype(tag);
         const T *xd = (const T *)x->data;
-        /* two passes (mean, then squared deviations): no cancellation when |mean| >> std */
-        bn_sums<T>(ctx, &s, xd, NULL, NULL, rows, c);
-        bn_mean_kernel<<<ch_blocks(c), CUDA_BLOCK, 0, ctx->stream>>>(s.sum_a, c, 1.0f / (float)rows, save_mean);
-        KERNEL_CHECK();
-        bn_sums<T>(ctx, &s, xd, NULL, save_mean, rows, c);
-        bn_var_kernel<<<ch_blocks(c), CUDA_BLOCK, 0, ctx->stream>>>(s.sum_a, save_mean, c, (float)rows, eps, momentum,
-                                                                    save_invstd, running_mean, running_var);
-        KERNEL_CHECK();
-        bn_apply_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, ctx->stream>>>(xd, gamma, beta, save_mean, save_invstd,
-                                                                             NULL, eps, total, c, (T *)y->data);
-        KERNEL_CHECK();
+        /* two passes: the statistics (one read, Welford), then y */
+        bn_stats<T>(ctx, xd, rows, c, eps, momentum, save_mean, save_invstd, running_mean, running_var);
+        bn_apply<T>(ctx, xd, gamma, beta, save_mean, save_invstd, NULL, eps, total, c, (T *)y->data);
     });
 }
 
@@ -276,10 +456,9 @@ void cuda_bn_forward_infer(Backend *b, const Tensor *x, const float *gamma, cons
     }
     cuda_dispatch(dt, "bn_forward_infer", [&](auto tag) {
         using T = decltype(tag);
-        bn_apply_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, ctx->stream>>>(
-            (const T *)x->data, gamma, beta, running_mean, NULL, running_var, eps, total, x->c, (T *)y->data);
+        bn_apply<T>(ctx, (const T *)x->data, gamma, beta, running_mean, NULL, running_var, eps, total, x->c,
+                    (T *)y->data);
     });
-    KERNEL_CHECK();
 }
 
 void cuda_bn_backward(Backend *b, const Tensor *x, const Tensor *dy, const float *gamma, const float *save_mean,
@@ -313,19 +492,18 @@ void cuda_bn_backward(Backend *b, const Tensor *x, const Tensor *dy, const float
         bn_descs_free(&d);
         return;
     }
-    BnSums s = bn_sums_reserve(ctx, rows, c);
     cuda_dispatch(dt, "bn_backward", [&](auto tag) {
         using T = decltype(tag);
-        bn_sums<T>(ctx, &s, (const T *)x->data, (const T *)dy->data, save_mean, rows, c);
-        if (dgamma || dbeta) {
-            bn_param_grad_kernel<<<ch_blocks(c), CUDA_BLOCK, 0, ctx->stream>>>(s.sum_a, s.sum_b, save_invstd, NULL,
-                                                                               0.0f, c, inv_scale, dgamma, dbeta);
+        const T *xd = (const T *)x->data, *dyd = (const T *)dy->data;
+        BnReduce r = bn_grad_sums<T>(ctx, xd, dyd, save_mean, rows, c, save_invstd, NULL, 0.0f, inv_scale, dgamma,
+                                     dbeta);
+        lanes_dispatch<T>(channels_wide<T>(c, xd, dyd, dx->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            bn_dx_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, ctx->stream>>>(
+                xd, dyd, gamma, save_mean, save_invstd, r.sum_a, r.sum_b, 1.0f / (float)rows, total, c, (T *)dx->data,
+                accumulate);
             KERNEL_CHECK();
-        }
-        bn_dx_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, ctx->stream>>>(
-            (const T *)x->data, (const T *)dy->data, gamma, save_mean, save_invstd, s.sum_a, s.sum_b,
-            1.0f / (float)rows, total, c, (T *)dx->data, accumulate);
-        KERNEL_CHECK();
+        });
     });
 }
 
@@ -343,19 +521,19 @@ void cuda_bn_backward_infer(Backend *b, const Tensor *x, const Tensor *dy, const
     if (total == 0) return;
     cuda_dispatch(dt, "bn_backward_infer", [&](auto tag) {
         using T = decltype(tag);
-        if (dgamma || dbeta) {
-            BnSums s = bn_sums_reserve(ctx, rows, c);
-            bn_sums<T>(ctx, &s, (const T *)x->data, (const T *)dy->data, running_mean, rows, c);
-            bn_param_grad_kernel<<<ch_blocks(c), CUDA_BLOCK, 0, ctx->stream>>>(
-                s.sum_a, s.sum_b, NULL, running_var, eps, c, 1.0f / b->loss_scale, dgamma, dbeta);
-            KERNEL_CHECK();
-        }
+        const T *xd = (const T *)x->data, *dyd = (const T *)dy->data;
+        if (dgamma || dbeta)
+            bn_grad_sums<T>(ctx, xd, dyd, running_mean, rows, c, NULL, running_var, eps, 1.0f / b->loss_scale,
+                            dgamma, dbeta);
         if (dx) {
             cuda_require_dtype(dx, dt, "bn_backward_infer");
             cuda_set_shape(dx, x->n, x->c, x->h, x->w);
-            bn_frozen_dx_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, ctx->stream>>>(
-                (const T *)dy->data, gamma, running_var, eps, total, c, (T *)dx->data, accumulate);
-            KERNEL_CHECK();
+            lanes_dispatch<T>(channels_wide<T>(c, dyd, dx->data), [&](auto lanes) {
+                constexpr int L = decltype(lanes)::value;
+                bn_frozen_dx_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, ctx->stream>>>(
+                    dyd, gamma, running_var, eps, total, c, (T *)dx->data, accumulate);
+                KERNEL_CHECK();
+            });
         }
     });
 }

@@ -2,35 +2,73 @@
  * with label smoothing and mixup, and the AdamW step. All layouts are flat here (NHWC or not does not
  * matter to an elementwise op; the logits are (n, classes, 1, 1), i.e. row-major [n][classes]).
  * Activations may be fp32, fp16 or bf16 (kernels are templates computing in float, see dtype.h);
- * AdamW and count_nonfinite work on the fp32 parameter blocks. */
+ * AdamW and count_nonfinite work on the fp32 parameter blocks. ReLU, add and accumulate move 16
+ * bytes per access when their pointers allow (vec.h), with the same per-element float math. */
 #include "cuda_backend.h"
 #include "dtype.h"
+#include "vec.h"
 
 #include <math.h>
 
-/* ---- ReLU, add, accumulate ---- */
+/* ---- ReLU, add, accumulate ----
+ * L elements per access (vec.h): 16 bytes when every pointer is 16-byte aligned, the last
+ * total % L one by one. No __restrict__: y may alias x (relu), a or b (add). */
 
-template <typename T> __global__ void relu_fwd_kernel(const T *x, T *y, size_t total) {
-    GRID_STRIDE(i, total) {
-        float v = to_float(x[i]);
-        y[i] = from_float<T>(v > 0.0f ? v : 0.0f);
-    }
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK) relu_fwd_kernel(const T *x, T *y, size_t total) {
+    for_lanes<L>(total, [&](auto lanes, size_t i) {
+        constexpr int K = decltype(lanes)::value;
+        float v[K];
+        load_floats(x + i, v);
+#pragma unroll
+        for (int k = 0; k < K; k++) v[k] = v[k] > 0.0f ? v[k] : 0.0f;
+        store_floats(y + i, v);
+    });
 }
 
 /* y is the forward output: y > 0 exactly where x > 0. */
-template <typename T> __global__ void relu_bwd_kernel(const T *y, const T *dy, T *dx, size_t total, int accumulate) {
-    GRID_STRIDE(i, total) {
-        float g = to_float(y[i]) > 0.0f ? to_float(dy[i]) : 0.0f;
-        dx[i] = from_float<T>(accumulate ? to_float(dx[i]) + g : g);
-    }
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    relu_bwd_kernel(const T *y, const T *dy, T *dx, size_t total, int accumulate) {
+    for_lanes<L>(total, [&](auto lanes, size_t i) {
+        constexpr int K = decltype(lanes)::value;
+        float yv[K], g[K], old[K];
+        load_floats(y + i, yv);
+        load_floats(dy + i, g);
+        if (accumulate) load_floats(dx + i, old);
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            g[k] = yv[k] > 0.0f ? g[k] : 0.0f;
+            if (accumulate) g[k] = old[k] + g[k];
+        }
+        store_floats(dx + i, g);
+    });
 }
 
-template <typename T> __global__ void add_kernel(const T *a, const T *b, T *y, size_t total) {
-    GRID_STRIDE(i, total) y[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK) add_kernel(const T *a, const T *b, T *y, size_t total) {
+    for_lanes<L>(total, [&](auto lanes, size_t i) {
+        constexpr int K = decltype(lanes)::value;
+        float va[K], vb[K];
+        load_floats(a + i, va);
+        load_floats(b + i, vb);
+#pragma unroll
+        for (int k = 0; k < K; k++) va[k] += vb[k];
+        store_floats(y + i, va);
+    });
 }
 
-template <typename T> __global__ void acc_kernel(const T *src, T *dst, size_t total) {
-    GRID_STRIDE(i, total) dst[i] = from_float<T>(to_float(dst[i]) + to_float(src[i]));
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK) acc_kernel(const T *src, T *dst, size_t total) {
+    for_lanes<L>(total, [&](auto lanes, size_t i) {
+        constexpr int K = decltype(lanes)::value;
+        float vd[K], vs[K];
+        load_floats(dst + i, vd);
+        load_floats(src + i, vs);
+#pragma unroll
+        for (int k = 0; k < K; k++) vd[k] += vs[k];
+        store_floats(dst + i, vd);
+    });
 }
 
 void cuda_relu_forward(Backend *b, const Tensor *x, Tensor *y) {
@@ -42,8 +80,11 @@ void cuda_relu_forward(Backend *b, const Tensor *x, Tensor *y) {
     if (total == 0) return;
     cuda_dispatch(dt, "relu_forward", [&](auto tag) {
         using T = decltype(tag);
-        relu_fwd_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>((const T *)x->data, (T *)y->data,
-                                                                                     total);
+        lanes_dispatch<T>(aligned16(x->data, y->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            relu_fwd_kernel<T, L><<<lanes_grid(total, L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+                (const T *)x->data, (T *)y->data, total);
+        });
     });
     KERNEL_CHECK();
 }
@@ -59,8 +100,11 @@ void cuda_relu_backward(Backend *b, const Tensor *y, const Tensor *dy, Tensor *d
     if (total == 0) return;
     cuda_dispatch(dt, "relu_backward", [&](auto tag) {
         using T = decltype(tag);
-        relu_bwd_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
-            (const T *)y->data, (const T *)dy->data, (T *)dx->data, total, accumulate);
+        lanes_dispatch<T>(aligned16(y->data, dy->data, dx->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            relu_bwd_kernel<T, L><<<lanes_grid(total, L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+                (const T *)y->data, (const T *)dy->data, (T *)dx->data, total, accumulate);
+        });
     });
     KERNEL_CHECK();
 }
@@ -76,9 +120,11 @@ void cuda_add(Backend *b, const Tensor *a, const Tensor *bt, Tensor *y) {
     if (total == 0) return;
     cuda_dispatch(dt, "add", [&](auto tag) {
         using T = decltype(tag);
-        add_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>((const T *)a->data,
-                                                                                (const T *)bt->data, (T *)y->data,
-                                                                                total);
+        lanes_dispatch<T>(aligned16(a->data, bt->data, y->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            add_kernel<T, L><<<lanes_grid(total, L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+                (const T *)a->data, (const T *)bt->data, (T *)y->data, total);
+        });
     });
     KERNEL_CHECK();
 }
@@ -99,7 +145,11 @@ void cuda_accumulate(Backend *b, const Tensor *src, Tensor *dst, int accumulate)
     }
     cuda_dispatch(dt, "accumulate", [&](auto tag) {
         using T = decltype(tag);
-        acc_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, ctx->stream>>>((const T *)src->data, (T *)dst->data, total);
+        lanes_dispatch<T>(aligned16(src->data, dst->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            acc_kernel<T, L><<<lanes_grid(total, L), CUDA_BLOCK, 0, ctx->stream>>>((const T *)src->data,
+                                                                                   (T *)dst->data, total);
+        });
     });
     KERNEL_CHECK();
 }

@@ -1,47 +1,79 @@
 /* head.cu: the ops of fastai's cnn_learner head: concat pooling ([max | mean] over the map) and
  * dropout, NHWC, forward and backward, templates over the activation type (fp32, fp16, bf16; math in
- * fp32). One thread per (image, channel) for the pools, so neighbouring threads read neighbouring
- * channels and the backward needs no atomics (deterministic); one thread per element for dropout,
- * whose mask is redrawn from the seed, never stored. */
+ * fp32). One thread per (image, channel group) for the pools, so neighbouring threads read
+ * neighbouring channels and the backward needs no atomics (deterministic); one thread per group of
+ * elements for dropout, whose mask is redrawn from the seed, never stored. A group is 16 bytes of
+ * channels (8 fp16/bf16, 4 fp32) when c % 8 (or 4) == 0 and the pointers are aligned, else one
+ * channel (vec.h); the per-element math is the same either way. */
 #include "cuda_backend.h"
 #include "dtype.h"
+#include "vec.h"
 
 #include <math.h>
 
 /* ---- concat pool ---- */
 
-template <typename T> __global__ void concat_pool_fwd_kernel(const T *x, T *y, int n, int c, int hw) {
-    GRID_STRIDE(i, (size_t)n * c) {
-        size_t ni = i / c, ch = i % c;
+/* A thread per (image, group of L channels); L = 16 bytes of channels when c allows (vec.h). */
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK) concat_pool_fwd_kernel(const T *__restrict__ x, T *__restrict__ y, int n,
+                                                                     int c, int hw) {
+    int cg = c / L;
+    GRID_STRIDE(i, (size_t)n * cg) {
+        size_t ni = i / cg, ch = (i % cg) * L;
         const T *xn = x + ni * hw * c + ch;
-        float mx = to_float(xn[0]), s = mx;
+        float mx[L], s[L];
+        load_floats(xn, mx);
+#pragma unroll
+        for (int l = 0; l < L; l++) s[l] = mx[l];
         for (int p = 1; p < hw; p++) {
-            float v = to_float(xn[(size_t)p * c]);
-            if ((v > mx || isnan(v)) && !isnan(mx)) mx = v; /* first maximum; a NaN sticks */
-            s += v;
+            float v[L];
+            load_floats(xn + (size_t)p * c, v);
+#pragma unroll
+            for (int l = 0; l < L; l++) {
+                if ((v[l] > mx[l] || isnan(v[l])) && !isnan(mx[l])) mx[l] = v[l]; /* first maximum; a NaN sticks */
+                s[l] += v[l];
+            }
         }
-        y[ni * 2 * c + ch] = from_float<T>(mx); /* exact: mx is one of the inputs */
-        y[ni * 2 * c + c + ch] = from_float<T>(s / (float)hw);
+#pragma unroll
+        for (int l = 0; l < L; l++) s[l] = s[l] / (float)hw;
+        store_floats(y + ni * 2 * c + ch, mx); /* exact: mx is one of the inputs */
+        store_floats(y + ni * 2 * c + c + ch, s);
     }
 }
 
 /* The max half's gradient goes to the first position equal to the forward's maximum. */
-template <typename T>
-__global__ void concat_pool_bwd_kernel(const T *x, const T *y, const T *dy, T *dx, int n, int c, int hw,
-                                       int accumulate) {
-    GRID_STRIDE(i, (size_t)n * c) {
-        size_t ni = i / c, ch = i % c;
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    concat_pool_bwd_kernel(const T *__restrict__ x, const T *__restrict__ y, const T *__restrict__ dy,
+                           T *__restrict__ dx, int n, int c, int hw, int accumulate) {
+    int cg = c / L;
+    GRID_STRIDE(i, (size_t)n * cg) {
+        size_t ni = i / cg, ch = (i % cg) * L;
         const T *xn = x + ni * hw * c + ch;
         T *dn = dx + ni * hw * c + ch;
-        float mx = to_float(y[ni * 2 * c + ch]), gmax = to_float(dy[ni * 2 * c + ch]);
-        float gmean = to_float(dy[ni * 2 * c + c + ch]) / (float)hw;
-        int hit = 0;
+        float mx[L], gmax[L], gmean[L];
+        load_floats(y + ni * 2 * c + ch, mx);
+        load_floats(dy + ni * 2 * c + ch, gmax);
+        load_floats(dy + ni * 2 * c + c + ch, gmean);
+        int hit[L];
+#pragma unroll
+        for (int l = 0; l < L; l++) {
+            gmean[l] = gmean[l] / (float)hw;
+            hit[l] = 0;
+        }
         for (int p = 0; p < hw; p++) {
-            int first = !hit && to_float(xn[(size_t)p * c]) == mx;
-            hit |= first;
-            float g = gmean + (first ? gmax : 0.0f);
             size_t o = (size_t)p * c;
-            dn[o] = from_float<T>(accumulate ? to_float(dn[o]) + g : g);
+            float v[L], g[L], old[L];
+            load_floats(xn + o, v);
+            if (accumulate) load_floats(dn + o, old);
+#pragma unroll
+            for (int l = 0; l < L; l++) {
+                int first = !hit[l] && v[l] == mx[l];
+                hit[l] |= first;
+                g[l] = gmean[l] + (first ? gmax[l] : 0.0f);
+                if (accumulate) g[l] = old[l] + g[l];
+            }
+            store_floats(dn + o, g);
         }
     }
 }
@@ -56,8 +88,11 @@ void cuda_concat_pool_forward(Backend *b, const Tensor *x, Tensor *y) {
     if (total == 0) return;
     cuda_dispatch(dt, "concat_pool_forward", [&](auto tag) {
         using T = decltype(tag);
-        concat_pool_fwd_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
-            (const T *)x->data, (T *)y->data, n, c, x->h * x->w);
+        lanes_dispatch<T>(channels_wide<T>(c, x->data, y->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            concat_pool_fwd_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+                (const T *)x->data, (T *)y->data, n, c, x->h * x->w);
+        });
     });
     KERNEL_CHECK();
 }
@@ -77,9 +112,12 @@ void cuda_concat_pool_backward(Backend *b, const Tensor *x, const Tensor *y, con
     if (total == 0) return;
     cuda_dispatch(dt, "concat_pool_backward", [&](auto tag) {
         using T = decltype(tag);
-        concat_pool_bwd_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
-            (const T *)x->data, (const T *)y->data, (const T *)dy->data, (T *)dx->data, n, c, x->h * x->w,
-            accumulate);
+        lanes_dispatch<T>(channels_wide<T>(c, x->data, y->data, dy->data, dx->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            concat_pool_bwd_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+                (const T *)x->data, (const T *)y->data, (const T *)dy->data, (T *)dx->data, n, c, x->h * x->w,
+                accumulate);
+        });
     });
     KERNEL_CHECK();
 }
@@ -94,16 +132,24 @@ __device__ static inline uint64_t hash64(uint64_t key, uint64_t index) {
     return z ^ (z >> 31);
 }
 
-/* x is NHWC; the mask is indexed in NCHW order (backend.h), so both layouts draw the same mask. */
-template <typename T>
-__global__ void dropout_kernel(const T *x, T *y, int c, int hw, size_t total, float p, float scale, uint64_t seed,
-                               int accumulate) {
-    GRID_STRIDE(i, total) {
-        size_t ch = i % c, pix = (i / c) % hw, ni = i / ((size_t)c * hw);
-        size_t nchw = (ni * c + ch) * hw + pix;
-        int keep = (float)(hash64(seed, nchw) >> 40) * (1.0f / 16777216.0f) >= p;
-        float v = keep ? to_float(x[i]) * scale : 0.0f;
-        y[i] = from_float<T>(accumulate ? to_float(y[i]) + v : v);
+/* x is NHWC; the mask is indexed in NCHW order (backend.h), so both layouts draw the same mask.
+ * A thread takes L elements of one pixel (c % L == 0). No __restrict__: y may alias x. */
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK) dropout_kernel(const T *x, T *y, int c, int hw, size_t total, float p,
+                                                             float scale, uint64_t seed, int accumulate) {
+    GRID_STRIDE(g, total / L) {
+        size_t i = g * L, ch = i % c, pix = (i / c) % hw, ni = i / ((size_t)c * hw);
+        float v[L], old[L];
+        load_floats(x + i, v);
+        if (accumulate) load_floats(y + i, old);
+#pragma unroll
+        for (int l = 0; l < L; l++) {
+            size_t nchw = (ni * c + ch + l) * hw + pix;
+            int keep = (float)(hash64(seed, nchw) >> 40) * (1.0f / 16777216.0f) >= p;
+            v[l] = keep ? v[l] * scale : 0.0f;
+            if (accumulate) v[l] = old[l] + v[l];
+        }
+        store_floats(y + i, v);
     }
 }
 
@@ -119,8 +165,11 @@ static void dropout_launch(Backend *b, const Tensor *x, float p, uint64_t seed, 
     float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f; /* computed once, as the CPU does */
     cuda_dispatch(dt, op, [&](auto tag) {
         using T = decltype(tag);
-        dropout_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
-            (const T *)x->data, (T *)y->data, c, h * w, total, p, scale, seed, accumulate);
+        lanes_dispatch<T>(channels_wide<T>(c, x->data, y->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            dropout_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+                (const T *)x->data, (T *)y->data, c, h * w, total, p, scale, seed, accumulate);
+        });
     });
     KERNEL_CHECK();
 }

@@ -1,10 +1,12 @@
 /* pool.cu: max and average pooling (PyTorch's ceil_mode and count_include_pad rules) and global
  * average pooling, NHWC, forward and backward, templates over the activation type T (fp32, fp16,
  * bf16; sums in fp32). Kernels of our own: cuDNN pooling has no ceil mode. Backward kernels gather
- * (one thread per input element, summing the windows that cover it), so no atomics and the result is
- * deterministic. */
+ * (one thread per input position and channel group, summing the windows that cover it), so no
+ * atomics and the result is deterministic. A thread takes 16 bytes of channels (8 fp16/bf16, 4 fp32)
+ * when c allows it (vec.h), else one channel. */
 #include "cuda_backend.h"
 #include "dtype.h"
+#include "vec.h"
 
 #include <math.h>
 
@@ -16,69 +18,103 @@ __device__ static inline void covering(int i, int k, int stride, int pad, int ou
     *hi = last < out - 1 ? last : out - 1;
 }
 
-/* The first maximum in scan order, as PyTorch picks it; NaN wins, so it propagates. Returns the
- * flat (h*w) index of the winner in the input map, or -1 for a window of padding only. */
-template <typename T>
-__device__ static inline int max_index(const T *x, int h, int w, int c, int ch, int hs, int ws, int k) {
-    int best = -1;
-    float bv = -INFINITY;
+/* Every kernel is templated on L, the channels one thread handles (vec.h): L = 1, or 16 bytes of
+ * them when c % L == 0 and the pointers are 16-byte aligned. Each channel's arithmetic is the same
+ * at either width. A thread's work item is (pixel, channel group): idx = pix * (c / L) + group. */
+
+/* The first maximum in scan order, as PyTorch picks it; NaN wins, so it propagates. For each of the
+ * L channels at x (the map's pixel 0, first channel of the group): best = the flat (h*w) index of
+ * the winner in the input map, or -1 for a window of padding only; bv = its value, bit for bit. */
+template <typename T, int L>
+__device__ static inline void max_index(const T *__restrict__ x, int h, int w, int c, int hs, int ws, int k,
+                                        int (&best)[L], T (&bv)[L]) {
+    float bf[L];
+#pragma unroll
+    for (int l = 0; l < L; l++) {
+        best[l] = -1;
+        bf[l] = -INFINITY;
+    }
     for (int i = hs; i < hs + k; i++) {
         if (i < 0 || i >= h) continue;
         for (int j = ws; j < ws + k; j++) {
             if (j < 0 || j >= w) continue;
-            float v = to_float(x[((size_t)i * w + j) * c + ch]);
-            if (best < 0 || v > bv || isnan(v)) {
-                best = i * w + j;
-                bv = v;
-                if (isnan(v)) return best;
+            T v[L];
+            load_raw(x + ((size_t)i * w + j) * c, v);
+#pragma unroll
+            for (int l = 0; l < L; l++) {
+                float f = to_float(v[l]);
+                /* once the best is NaN it stays: the scan stopped there */
+                if (best[l] < 0 || ((f > bf[l] || isnan(f)) && !isnan(bf[l]))) {
+                    best[l] = i * w + j;
+                    bf[l] = f;
+                    bv[l] = v[l];
+                }
             }
         }
     }
-    return best;
 }
 
-template <typename T>
-__global__ void maxpool_fwd_kernel(const T *x, T *y, int n, int c, int h, int w, int oh, int ow, int k, int stride,
-                                   int pad) {
-    size_t total = (size_t)n * oh * ow * c;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t t = i;
-        int ch = (int)(t % c);
-        t /= c;
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    maxpool_fwd_kernel(const T *__restrict__ x, T *__restrict__ y, int n, int c, int h, int w, int oh, int ow, int k,
+                       int stride, int pad) {
+    int cg = c / L;
+    GRID_STRIDE(i, (size_t)n * oh * ow * cg) {
+        int ch = (int)(i % cg) * L;
+        size_t pix = i / cg, t = pix;
         int ox = (int)(t % ow);
         t /= ow;
         int oy = (int)(t % oh);
         int ni = (int)(t / oh);
-        const T *xn = x + (size_t)ni * h * w * c;
-        int best = max_index(xn, h, w, c, ch, oy * stride - pad, ox * stride - pad, k);
-        y[i] = best < 0 ? from_float<T>(-INFINITY) : xn[(size_t)best * c + ch];
+        int best[L];
+        T bv[L];
+        max_index<T, L>(x + (size_t)ni * h * w * c + ch, h, w, c, oy * stride - pad, ox * stride - pad, k, best, bv);
+#pragma unroll
+        for (int l = 0; l < L; l++)
+            if (best[l] < 0) bv[l] = from_float<T>(-INFINITY);
+        store_raw(y + pix * c + ch, bv);
     }
 }
 
-/* Recomputes each covering window's argmax rather than storing indices in the forward pass. */
-template <typename T>
-__global__ void maxpool_bwd_kernel(const T *x, const T *dy, T *dx, int n, int c, int h, int w, int oh, int ow, int k,
-                                   int stride, int pad, int accumulate) {
-    size_t total = (size_t)n * h * w * c;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t t = i;
-        int ch = (int)(t % c);
-        t /= c;
+/* Recomputes each covering window's argmax rather than storing indices in the forward pass.
+ * No __launch_bounds__: with it ptxas squeezes the fp16/bf16 L = 1 kernel into 32 registers and spills. */
+template <typename T, int L>
+__global__ void maxpool_bwd_kernel(const T *__restrict__ x, const T *__restrict__ dy, T *__restrict__ dx, int n, int c,
+                                   int h, int w, int oh, int ow, int k, int stride, int pad, int accumulate) {
+    int cg = c / L;
+    GRID_STRIDE(i, (size_t)n * h * w * cg) {
+        int ch = (int)(i % cg) * L;
+        size_t pix = i / cg, t = pix;
         int ix = (int)(t % w);
         t /= w;
         int iy = (int)(t % h);
         int ni = (int)(t / h);
-        const T *xn = x + (size_t)ni * h * w * c;
-        const T *dyn = dy + (size_t)ni * oh * ow * c;
+        const T *xn = x + (size_t)ni * h * w * c + ch;
+        const T *dyn = dy + (size_t)ni * oh * ow * c + ch;
         int y0, y1, x0, x1;
         covering(iy, k, stride, pad, oh, &y0, &y1);
         covering(ix, k, stride, pad, ow, &x0, &x1);
-        float g = 0.0f;
+        float g[L];
+#pragma unroll
+        for (int l = 0; l < L; l++) g[l] = 0.0f;
         for (int oy = y0; oy <= y1; oy++)
-            for (int ox = x0; ox <= x1; ox++)
-                if (max_index(xn, h, w, c, ch, oy * stride - pad, ox * stride - pad, k) == iy * w + ix)
-                    g += to_float(dyn[((size_t)oy * ow + ox) * c + ch]);
-        dx[i] = from_float<T>(accumulate ? to_float(dx[i]) + g : g);
+            for (int ox = x0; ox <= x1; ox++) {
+                int best[L];
+                T bv[L];
+                max_index<T, L>(xn, h, w, c, oy * stride - pad, ox * stride - pad, k, best, bv);
+                float d[L];
+                load_floats(dyn + ((size_t)oy * ow + ox) * c, d);
+#pragma unroll
+                for (int l = 0; l < L; l++)
+                    if (best[l] == iy * w + ix) g[l] += d[l];
+            }
+        if (accumulate) {
+            float old[L];
+            load_floats(dx + pix * c + ch, old);
+#pragma unroll
+            for (int l = 0; l < L; l++) g[l] = old[l] + g[l];
+        }
+        store_floats(dx + pix * c + ch, g);
     }
 }
 
@@ -90,69 +126,113 @@ __device__ static inline int avg_divisor(int oy, int ox, int h, int w, int k, in
     return (he - hs) * (we - ws);
 }
 
-template <typename T>
-__global__ void avgpool_fwd_kernel(const T *x, T *y, int n, int c, int h, int w, int oh, int ow, int k, int stride,
-                                   int pad) {
-    size_t total = (size_t)n * oh * ow * c;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t t = i;
-        int ch = (int)(t % c);
-        t /= c;
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    avgpool_fwd_kernel(const T *__restrict__ x, T *__restrict__ y, int n, int c, int h, int w, int oh, int ow, int k,
+                       int stride, int pad) {
+    int cg = c / L;
+    GRID_STRIDE(i, (size_t)n * oh * ow * cg) {
+        int ch = (int)(i % cg) * L;
+        size_t pix = i / cg, t = pix;
         int ox = (int)(t % ow);
         t /= ow;
         int oy = (int)(t % oh);
         int ni = (int)(t / oh);
-        const T *xn = x + (size_t)ni * h * w * c;
+        const T *xn = x + (size_t)ni * h * w * c + ch;
         int hs = oy * stride - pad, ws = ox * stride - pad;
-        float s = 0.0f;
+        float s[L];
+#pragma unroll
+        for (int l = 0; l < L; l++) s[l] = 0.0f;
         for (int yy = max(hs, 0); yy < min(hs + k, h); yy++)
-            for (int xx = max(ws, 0); xx < min(ws + k, w); xx++) s += to_float(xn[((size_t)yy * w + xx) * c + ch]);
-        y[i] = from_float<T>(s / (float)avg_divisor(oy, ox, h, w, k, stride, pad));
+            for (int xx = max(ws, 0); xx < min(ws + k, w); xx++) {
+                float v[L];
+                load_floats(xn + ((size_t)yy * w + xx) * c, v);
+#pragma unroll
+                for (int l = 0; l < L; l++) s[l] += v[l];
+            }
+        float div = (float)avg_divisor(oy, ox, h, w, k, stride, pad);
+#pragma unroll
+        for (int l = 0; l < L; l++) s[l] = s[l] / div;
+        store_floats(y + pix * c + ch, s);
     }
 }
 
-template <typename T>
-__global__ void avgpool_bwd_kernel(const T *dy, T *dx, int n, int c, int h, int w, int oh, int ow, int k, int stride,
-                                   int pad, int accumulate) {
-    size_t total = (size_t)n * h * w * c;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t t = i;
-        int ch = (int)(t % c);
-        t /= c;
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    avgpool_bwd_kernel(const T *__restrict__ dy, T *__restrict__ dx, int n, int c, int h, int w, int oh, int ow,
+                       int k, int stride, int pad, int accumulate) {
+    int cg = c / L;
+    GRID_STRIDE(i, (size_t)n * h * w * cg) {
+        int ch = (int)(i % cg) * L;
+        size_t pix = i / cg, t = pix;
         int ix = (int)(t % w);
         t /= w;
         int iy = (int)(t % h);
         int ni = (int)(t / h);
-        const T *dyn = dy + (size_t)ni * oh * ow * c;
+        const T *dyn = dy + (size_t)ni * oh * ow * c + ch;
         int y0, y1, x0, x1;
         covering(iy, k, stride, pad, oh, &y0, &y1);
         covering(ix, k, stride, pad, ow, &x0, &x1);
-        float g = 0.0f;
+        float g[L];
+#pragma unroll
+        for (int l = 0; l < L; l++) g[l] = 0.0f;
         for (int oy = y0; oy <= y1; oy++)
-            for (int ox = x0; ox <= x1; ox++)
-                g += to_float(dyn[((size_t)oy * ow + ox) * c + ch]) / (float)avg_divisor(oy, ox, h, w, k, stride, pad);
-        dx[i] = from_float<T>(accumulate ? to_float(dx[i]) + g : g);
+            for (int ox = x0; ox <= x1; ox++) {
+                float d[L];
+                load_floats(dyn + ((size_t)oy * ow + ox) * c, d);
+                float div = (float)avg_divisor(oy, ox, h, w, k, stride, pad);
+#pragma unroll
+                for (int l = 0; l < L; l++) g[l] += d[l] / div;
+            }
+        if (accumulate) {
+            float old[L];
+            load_floats(dx + pix * c + ch, old);
+#pragma unroll
+            for (int l = 0; l < L; l++) g[l] = old[l] + g[l];
+        }
+        store_floats(dx + pix * c + ch, g);
     }
 }
 
-/* One thread per (image, channel): neighbouring threads read neighbouring channels. */
-template <typename T> __global__ void gap_fwd_kernel(const T *x, T *y, int n, int c, int hw) {
-    size_t total = (size_t)n * c;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t ni = i / c, ch = i % c;
+/* One thread per (image, channel group): neighbouring threads read neighbouring channels. */
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK) gap_fwd_kernel(const T *__restrict__ x, T *__restrict__ y, int n, int c,
+                                                             int hw) {
+    int cg = c / L;
+    GRID_STRIDE(i, (size_t)n * cg) {
+        size_t ni = i / cg, ch = (i % cg) * L;
         const T *xn = x + ni * hw * c + ch;
-        float s = 0.0f;
-        for (int p = 0; p < hw; p++) s += to_float(xn[(size_t)p * c]);
-        y[i] = from_float<T>(s / (float)hw);
+        float s[L];
+#pragma unroll
+        for (int l = 0; l < L; l++) s[l] = 0.0f;
+        for (int p = 0; p < hw; p++) {
+            float v[L];
+            load_floats(xn + (size_t)p * c, v);
+#pragma unroll
+            for (int l = 0; l < L; l++) s[l] += v[l];
+        }
+#pragma unroll
+        for (int l = 0; l < L; l++) s[l] = s[l] / (float)hw;
+        store_floats(y + ni * c + ch, s);
     }
 }
 
-template <typename T> __global__ void gap_bwd_kernel(const T *dy, T *dx, int n, int c, int hw, int accumulate) {
-    size_t total = (size_t)n * hw * c;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t ch = i % c, ni = i / ((size_t)hw * c);
-        float g = to_float(dy[ni * c + ch]) / (float)hw;
-        dx[i] = from_float<T>(accumulate ? to_float(dx[i]) + g : g);
+template <typename T, int L>
+__global__ void __launch_bounds__(CUDA_BLOCK) gap_bwd_kernel(const T *__restrict__ dy, T *__restrict__ dx, int n,
+                                                             int c, int hw, int accumulate) {
+    GRID_STRIDE(i, (size_t)n * hw * c / L) {
+        size_t e = i * L, ch = e % c, ni = e / ((size_t)hw * c);
+        float g[L];
+        load_floats(dy + ni * c + ch, g);
+#pragma unroll
+        for (int l = 0; l < L; l++) g[l] = g[l] / (float)hw;
+        if (accumulate) {
+            float old[L];
+            load_floats(dx + e, old);
+#pragma unroll
+            for (int l = 0; l < L; l++) g[l] = old[l] + g[l];
+        }
+        store_floats(dx + e, g);
     }
 }
 
@@ -180,8 +260,11 @@ void cuda_maxpool_forward(Backend *b, const PoolGeom *g, const Tensor *x, Tensor
     if (total == 0) return;
     cuda_dispatch(dt, "maxpool_forward", [&](auto tag) {
         using T = decltype(tag);
-        maxpool_fwd_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
-            (const T *)x->data, (T *)y->data, x->n, x->c, x->h, x->w, oh, ow, g->k, g->stride, g->pad);
+        lanes_dispatch<T>(channels_wide<T>(x->c, x->data, y->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            maxpool_fwd_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+                (const T *)x->data, (T *)y->data, x->n, x->c, x->h, x->w, oh, ow, g->k, g->stride, g->pad);
+        });
     });
     KERNEL_CHECK();
 }
@@ -203,9 +286,12 @@ void cuda_maxpool_backward(Backend *b, const PoolGeom *g, const Tensor *x, const
     if (total == 0) return;
     cuda_dispatch(dt, "maxpool_backward", [&](auto tag) {
         using T = decltype(tag);
-        maxpool_bwd_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
-            (const T *)x->data, (const T *)dy->data, (T *)dx->data, x->n, x->c, x->h, x->w, oh, ow, g->k, g->stride,
-            g->pad, accumulate);
+        lanes_dispatch<T>(channels_wide<T>(x->c, x->data, dy->data, dx->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            maxpool_bwd_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+                (const T *)x->data, (const T *)dy->data, (T *)dx->data, x->n, x->c, x->h, x->w, oh, ow, g->k,
+                g->stride, g->pad, accumulate);
+        });
     });
     KERNEL_CHECK();
 }
@@ -220,8 +306,11 @@ void cuda_avgpool_forward(Backend *b, const PoolGeom *g, const Tensor *x, Tensor
     if (total == 0) return;
     cuda_dispatch(dt, "avgpool_forward", [&](auto tag) {
         using T = decltype(tag);
-        avgpool_fwd_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
-            (const T *)x->data, (T *)y->data, x->n, x->c, x->h, x->w, oh, ow, g->k, g->stride, g->pad);
+        lanes_dispatch<T>(channels_wide<T>(x->c, x->data, y->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            avgpool_fwd_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+                (const T *)x->data, (T *)y->data, x->n, x->c, x->h, x->w, oh, ow, g->k, g->stride, g->pad);
+        });
     });
     KERNEL_CHECK();
 }
@@ -239,9 +328,12 @@ void cuda_avgpool_backward(Backend *b, const PoolGeom *g, const Tensor *dy, Tens
     if (total == 0) return;
     cuda_dispatch(dt, "avgpool_backward", [&](auto tag) {
         using T = decltype(tag);
-        avgpool_bwd_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
-            (const T *)dy->data, (T *)dx->data, dx->n, dx->c, dx->h, dx->w, oh, ow, g->k, g->stride, g->pad,
-            accumulate);
+        lanes_dispatch<T>(channels_wide<T>(dx->c, dy->data, dx->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            avgpool_bwd_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+                (const T *)dy->data, (T *)dx->data, dx->n, dx->c, dx->h, dx->w, oh, ow, g->k, g->stride, g->pad,
+                accumulate);
+        });
     });
     KERNEL_CHECK();
 }
@@ -255,8 +347,11 @@ void cuda_global_avgpool_forward(Backend *b, const Tensor *x, Tensor *y) {
     if (total == 0) return;
     cuda_dispatch(dt, "global_avgpool_forward", [&](auto tag) {
         using T = decltype(tag);
-        gap_fwd_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>((const T *)x->data, (T *)y->data,
-                                                                                    x->n, x->c, x->h * x->w);
+        lanes_dispatch<T>(channels_wide<T>(x->c, x->data, y->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            gap_fwd_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+                (const T *)x->data, (T *)y->data, x->n, x->c, x->h * x->w);
+        });
     });
     KERNEL_CHECK();
 }
@@ -272,8 +367,11 @@ void cuda_global_avgpool_backward(Backend *b, const Tensor *dy, Tensor *dx, int 
     if (total == 0) return;
     cuda_dispatch(dt, "global_avgpool_backward", [&](auto tag) {
         using T = decltype(tag);
-        gap_bwd_kernel<T><<<cuda_grid(total), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
-            (const T *)dy->data, (T *)dx->data, dx->n, dx->c, dx->h * dx->w, accumulate);
+        lanes_dispatch<T>(channels_wide<T>(dx->c, dy->data, dx->data), [&](auto lanes) {
+            constexpr int L = decltype(lanes)::value;
+            gap_bwd_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
+                (const T *)dy->data, (T *)dx->data, dx->n, dx->c, dx->h * dx->w, accumulate);
+        });
     });
     KERNEL_CHECK();
 }

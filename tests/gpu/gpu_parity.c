@@ -24,7 +24,10 @@
  * are compared as they are: they must come out unscaled. An fp16 overflow must reach the fp32
  * gradients as inf (count_nonfinite), not be clamped.
  * Batch norm runs through cuDNN in fp32 and fp16 and through the backend's own kernels in bf16; a
- * second cuda backend made with CNNTRAIN_BN_KERNELS=own checks the own kernels in fp32 and fp16 too. */
+ * second cuda backend made with CNNTRAIN_BN_KERNELS=own checks the own kernels in fp32 and fp16 too.
+ * Memory-bound kernels move 16 bytes per access when the channel count (or, flat, the pointers)
+ * allow: shapes mix channel counts that do (64, 16, 8, 24) and do not (65, 3), and one test passes
+ * pointers one element off alignment. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -457,14 +460,25 @@ static void test_conv(void) {
 
 /* ---- batch norm ---- */
 
+/* The own kernels take 16 bytes of channels per access when c % 8 == 0 (c % 4 in fp32): 16, 32, 64
+ * and 8 do, 65 and 3 do not. 64x8x64x64 has 262144 rows: more slabs than a warp has lanes. A mean
+ * of 100 with std 1 checks the one-pass variance against cancellation. */
 static void test_bn(void) {
-    static const int shapes[][4] = {{3, 65, 5, 5}, {4, 3, 7, 7}, {8, 16, 1, 1}, {2, 32, 9, 9}};
+    static const struct {
+        int n, c, h, w;
+        float mean, std;
+    } shapes[] = {{3, 65, 5, 5, 0.5f, 2.0f},   {4, 3, 7, 7, 0.5f, 2.0f},    {8, 16, 1, 1, 0.5f, 2.0f},
+                  {2, 32, 9, 9, 0.5f, 2.0f},   {4, 64, 28, 28, 0.5f, 2.0f}, {64, 8, 64, 64, 0.5f, 2.0f},
+                  {2, 24, 13, 11, 100.0f, 1.0f}};
     const float momentum = 0.1f, eps = 1e-5f;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         if (quick && s >= 3) break;
-        int n = shapes[s][0], c = shapes[s][1], h = shapes[s][2], w = shapes[s][3];
-        char tag[64], name[160];
-        snprintf(tag, sizeof tag, "%dx%dx%dx%d", n, c, h, w);
+        int n = shapes[s].n, c = shapes[s].c, h = shapes[s].h, w = shapes[s].w;
+        char tag[96], name[160];
+        if (shapes[s].mean != 0.5f)
+            snprintf(tag, sizeof tag, "%dx%dx%dx%d mean=%g std=%g", n, c, h, w, shapes[s].mean, shapes[s].std);
+        else
+            snprintf(tag, sizeof tag, "%dx%dx%dx%d", n, c, h, w);
         Pair x = pair_new(n, c, h, w), y = pair_new(n, c, h, w), dy = pair_new(n, c, h, w), dx = pair_new(n, c, h, w);
         Buf gamma = buf_new(c), beta = buf_new(c), rmean = buf_new(c), rvar = buf_new(c), smean = buf_new(c),
             sinv = buf_new(c), dgamma = buf_new(c), dbeta = buf_new(c);
@@ -473,7 +487,7 @@ static void test_bn(void) {
             stats_m[i] = 0.1f * rng_normal(&rng);
             stats_v[i] = 0.5f + rng_uniform(&rng);
         }
-        pair_random(&x, 0.5f, 2.0f); /* a non-zero mean, as after a conv */
+        pair_random(&x, shapes[s].mean, shapes[s].std); /* a non-zero mean, as after a conv */
         buf_random(&gamma, 1.0f, 0.2f);
         buf_random(&beta, 0.0f, 0.2f);
         buf_set(&rmean, stats_m);
@@ -537,6 +551,48 @@ static void test_bn(void) {
 
 /* ---- ReLU, add, accumulate ---- */
 
+/* A tensor of shape (n, c, h, w) one element into a larger allocation on both backends: its data
+ * pointer is not 16-byte aligned, so the cuda kernels must take their one-element path. */
+static Pair pair_view_offset(Pair *base, int n, int c, int h, int w) {
+    Pair v = *base;
+    v.c.data = (float *)base->c.data + 1;
+    v.g.data = (char *)base->g.data + dtype_size(gdt);
+    v.c.n = v.g.n = n;
+    v.c.c = v.g.c = c;
+    v.c.h = v.g.h = h;
+    v.c.w = v.g.w = w;
+    return v;
+}
+
+/* ReLU, add and accumulate on pointers one element off alignment (the 16-byte path's fallback). */
+static void test_elementwise_unaligned(void) {
+    const int n = 2, c = 64, h = 3, w = 3, count = n * c * h * w;
+    Pair bx = pair_new(1, count + 1, 1, 1), by = pair_new(1, count + 1, 1, 1), bd = pair_new(1, count + 1, 1, 1);
+    Pair x = pair_view_offset(&bx, n, c, h, w), y = pair_view_offset(&by, n, c, h, w),
+         d = pair_view_offset(&bd, n, c, h, w);
+    pair_random(&x, 0, 1);
+    cpu->ops->relu_forward(cpu, &x.c, &y.c);
+    gpu->ops->relu_forward(gpu, &x.g, &y.g);
+    cmp_pair("relu_forward unaligned (pointers one element off) 2x64x3x3", &y, tol(TOL_ELEM));
+    pair_random_grad(&x, 0, 1);
+    pair_random_grad(&d, 0, 1);
+    cpu->ops->relu_backward(cpu, &y.c, &x.c, &d.c, 1);
+    gpu->ops->relu_backward(gpu, &y.g, &x.g, &d.g, 1);
+    cmp_pair_grad("relu_backward acc=1 unaligned 2x64x3x3", &d, tol(TOL_ELEM));
+    pair_random(&x, 0, 1);
+    pair_random(&d, 0, 1);
+    cpu->ops->add(cpu, &x.c, &d.c, &y.c);
+    gpu->ops->add(gpu, &x.g, &d.g, &y.g);
+    cmp_pair("add unaligned 2x64x3x3", &y, tol(TOL_ELEM));
+    cpu->ops->accumulate(cpu, &x.c, &d.c, 1);
+    gpu->ops->accumulate(gpu, &x.g, &d.g, 1);
+    cmp_pair("accumulate acc=1 unaligned 2x64x3x3", &d, tol(TOL_ELEM));
+    pair_free(&bx);
+    pair_free(&by);
+    pair_free(&bd);
+}
+
+/* Sizes: 3x65x7x7 (9555 elements) and 2x3x5x5 (150) take the 16-byte path with a one-by-one tail. */
 static void test_elementwise(void) {
     static const int shapes[][4] = {{3, 65, 7, 7}, {2, 3, 5, 5}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -621,18 +677,33 @@ static void test_elementwise(void) {
         pair_free(&dy);
         pair_free(&dx);
     }
+    test_elementwise_unaligned();
 }
 
 /* ---- pooling ---- */
 
-static void test_pool_case(const char *kind, const PoolGeom *g, int n, int c, int h, int w) {
+/* Small integers: many ties, so the first-maximum rules are tested, exactly representable in
+ * every dtype. */
+static void pair_random_ties(Pair *p) {
+    size_t n = tensor_numel(&p->c);
+    float *h = host_floats(n);
+    for (size_t i = 0; i < n; i++) h[i] = floorf(2.0f * rng_normal(&rng));
+    pair_set(p, h);
+    free(h);
+}
+
+/* ties: x of small integers (pair_random_ties) */
+static void test_pool_case(const char *kind, const PoolGeom *g, int n, int c, int h, int w, int ties) {
     int oh = pool_out_size(h, g), ow = pool_out_size(w, g);
     int is_max = !strcmp(kind, "maxpool");
-    char tag[96], name[160];
-    snprintf(tag, sizeof tag, "k%d s%d p%d ceil=%d x=%dx%dx%dx%d -> %dx%d", g->k, g->stride, g->pad, g->ceil_mode, n,
-             c, h, w, oh, ow);
+    char tag[112], name[160];
+    snprintf(tag, sizeof tag, "k%d s%d p%d ceil=%d x=%dx%dx%dx%d -> %dx%d%s", g->k, g->stride, g->pad, g->ceil_mode,
+             n, c, h, w, oh, ow, ties ? " ties" : "");
     Pair x = pair_new(n, c, h, w), y = pair_new(n, c, oh, ow), dy = pair_new(n, c, oh, ow), dx = pair_new(n, c, h, w);
-    pair_random(&x, 0, 1);
+    if (ties)
+        pair_random_ties(&x);
+    else
+        pair_random(&x, 0, 1);
     if (is_max) {
         cpu->ops->maxpool_forward(cpu, g, &x.c, &y.c);
         gpu->ops->maxpool_forward(gpu, g, &x.g, &y.g);
@@ -666,19 +737,28 @@ static void test_pool(void) {
     const PoolGeom avg2ceil = {2, 2, 0, 1};     /* xresnet shortcut AvgPool2d(2, ceil_mode=True) */
     const PoolGeom avg3pad = {3, 2, 1, 0};      /* padding counted in the divisor */
     const PoolGeom avg3padceil = {3, 2, 1, 1};  /* ceil window clipped at the padded edge */
-    test_pool_case("maxpool", &max3, 3, 65, 7, 7);
-    test_pool_case("avgpool", &avg2ceil, 3, 65, 7, 7);
-    test_pool_case("avgpool", &avg3padceil, 2, 3, 6, 6);
+    /* c % 8 == 0 (64, 16, 8) takes the 16-byte path in every dtype, c = 4 in fp32 only */
+    test_pool_case("maxpool", &max3, 3, 65, 7, 7, 0);
+    test_pool_case("maxpool", &max3, 2, 64, 9, 9, 0);
+    test_pool_case("avgpool", &avg2ceil, 3, 65, 7, 7, 0);
+    test_pool_case("avgpool", &avg3padceil, 2, 3, 6, 6, 0);
     if (!quick) {
-        test_pool_case("maxpool", &max3, 2, 3, 8, 8);
-        test_pool_case("maxpool", &max3, 2, 5, 6, 5);
-        test_pool_case("avgpool", &avg2ceil, 3, 3, 5, 5);
-        test_pool_case("avgpool", &avg2ceil, 2, 16, 8, 6);
-        test_pool_case("avgpool", &avg3pad, 2, 3, 7, 7);
-        test_pool_case("avgpool", &avg3padceil, 3, 65, 5, 5);
+        test_pool_case("maxpool", &max3, 2, 3, 8, 8, 0);
+        test_pool_case("maxpool", &max3, 2, 5, 6, 5, 0);
+        test_pool_case("maxpool", &max3, 2, 8, 7, 6, 1);
+        test_pool_case("maxpool", &max3, 2, 3, 7, 6, 1);
+        test_pool_case("maxpool", &max3, 2, 4, 5, 5, 0);
+        test_pool_case("avgpool", &avg2ceil, 3, 3, 5, 5, 0);
+        test_pool_case("avgpool", &avg2ceil, 2, 16, 8, 6, 0);
+        test_pool_case("avgpool", &avg2ceil, 2, 64, 7, 7, 0);
+        test_pool_case("avgpool", &avg3pad, 2, 3, 7, 7, 0);
+        test_pool_case("avgpool", &avg3pad, 2, 8, 7, 7, 0);
+        test_pool_case("avgpool", &avg3padceil, 3, 65, 5, 5, 0);
+        test_pool_case("avgpool", &avg3padceil, 2, 4, 5, 5, 0);
     }
 
-    static const int shapes[][4] = {{3, 65, 7, 7}, {2, 3, 5, 5}, {2, 16, 1, 1}};
+    static const int shapes[][4] = {{3, 65, 7, 7}, {2, 3, 5, 5}, {2, 16, 1, 1}, {2, 64, 7, 7}, {3, 8, 3, 2},
+                                    {3, 4, 5, 5}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int n = shapes[s][0], c = shapes[s][1], h = shapes[s][2], w = shapes[s][3];
         char name[160];
@@ -705,16 +785,23 @@ static void test_pool(void) {
 
 /* ---- fastai's head: concat pool and dropout ---- */
 
+/* Concat pool and dropout take 16 bytes of channels per thread when c % 8 == 0 (c % 4 in fp32):
+ * 2048, 16, 64 and 24 do, 65, 3, 7 and 9 do not. The last concat pool shape has ties (argmax routing
+ * to the first maximum); the dropout on 2x24x3x3 checks the NCHW mask index on the wide path. */
 static void test_head(void) {
-    static const int shapes[][4] = {{3, 65, 7, 7}, {2, 3, 5, 5}, {4, 2048, 7, 7}, {2, 16, 1, 1}};
+    static const int shapes[][5] = {{3, 65, 7, 7, 0}, {2, 3, 5, 5, 0}, {4, 2048, 7, 7, 0}, {2, 16, 1, 1, 0},
+                                    {2, 64, 3, 3, 1}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         if (quick && s == 2) continue;
-        int n = shapes[s][0], c = shapes[s][1], h = shapes[s][2], w = shapes[s][3];
+        int n = shapes[s][0], c = shapes[s][1], h = shapes[s][2], w = shapes[s][3], ties = shapes[s][4];
         char tag[64], name[160];
-        snprintf(tag, sizeof tag, "%dx%dx%dx%d", n, c, h, w);
+        snprintf(tag, sizeof tag, "%dx%dx%dx%d%s", n, c, h, w, ties ? " ties" : "");
         Pair x = pair_new(n, c, h, w), y = pair_new(n, 2 * c, 1, 1), dy = pair_new(n, 2 * c, 1, 1),
              dx = pair_new(n, c, h, w);
-        pair_random(&x, 0, 1);
+        if (ties)
+            pair_random_ties(&x);
+        else
+            pair_random(&x, 0, 1);
         cpu->ops->concat_pool_forward(cpu, &x.c, &y.c);
         gpu->ops->concat_pool_forward(gpu, &x.g, &y.g);
         snprintf(name, sizeof name, "concat_pool_forward %s", tag);
@@ -738,7 +825,7 @@ static void test_head(void) {
         int n, c, h, w;
         float p;
     } drops[] = {{64, 4096, 1, 1, 0.25f}, {64, 512, 1, 1, 0.5f}, {3, 65, 7, 7, 0.5f}, {5, 7, 1, 1, 0.0f},
-                 {2, 9, 1, 1, 1.0f}};
+                 {2, 9, 1, 1, 1.0f}, {2, 24, 3, 3, 0.5f}};
     for (size_t s = 0; s < sizeof drops / sizeof drops[0]; s++) {
         if (quick && s < 2) continue;
         int n = drops[s].n, c = drops[s].c, h = drops[s].h, w = drops[s].w;
