@@ -141,12 +141,24 @@ static void cu_zero(Backend *b, void *p, size_t bytes) {
     CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, cuda_ctx(b)->stream));
 }
 
-/* Synchronous with respect to the host buffer: it may be reused as soon as this returns, even if
- * the caller passed pinned memory (where an async copy would still be reading it). */
+/* Whether p is page-locked host memory (cudaHostAlloc / cudaHostRegister). */
+static int host_is_pinned(const void *p) {
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        (void)cudaGetLastError(); /* an unknown pointer: ordinary host memory */
+        return 0;
+    }
+    return a.type == cudaMemoryTypeHost;
+}
+
+/* Synchronous with respect to the host buffer: it may be reused as soon as this returns. From
+ * ordinary (pageable) memory cudaMemcpyAsync already is (the runtime stages the bytes before it
+ * returns), so the device is not waited for: the labels uploaded before every step do not stall
+ * it. From pinned memory the copy reads the buffer later, so that waits for the stream. */
 static void cu_upload(Backend *b, void *dst, const void *host_src, size_t bytes) {
     CudaCtx *ctx = cuda_ctx(b);
     CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, ctx->stream));
-    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    if (host_is_pinned(host_src)) CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
 }
 
 static void cu_download(Backend *b, void *host_dst, const void *src, size_t bytes) {

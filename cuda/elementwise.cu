@@ -58,19 +58,6 @@ __global__ void __launch_bounds__(CUDA_BLOCK) add_kernel(const T *a, const T *b,
     });
 }
 
-template <typename T, int L>
-__global__ void __launch_bounds__(CUDA_BLOCK) acc_kernel(const T *src, T *dst, size_t total) {
-    for_lanes<L>(total, [&](auto lanes, size_t i) {
-        constexpr int K = decltype(lanes)::value;
-        float vd[K], vs[K];
-        load_floats(dst + i, vd);
-        load_floats(src + i, vs);
-#pragma unroll
-        for (int k = 0; k < K; k++) vd[k] += vs[k];
-        store_floats(dst + i, vd);
-    });
-}
-
 void cuda_relu_forward(Backend *b, const Tensor *x, Tensor *y) {
     DType dt = cuda_act_dtype(x, "relu_forward");
     cuda_require_dtype(y, dt, "relu_forward");
@@ -147,8 +134,9 @@ void cuda_accumulate(Backend *b, const Tensor *src, Tensor *dst, int accumulate)
         using T = decltype(tag);
         lanes_dispatch<T>(aligned16(src->data, dst->data), [&](auto lanes) {
             constexpr int L = decltype(lanes)::value;
-            acc_kernel<T, L><<<lanes_grid(total, L), CUDA_BLOCK, 0, ctx->stream>>>((const T *)src->data,
-                                                                                   (T *)dst->data, total);
+            /* dst += src is add with y = a = dst */
+            add_kernel<T, L><<<lanes_grid(total, L), CUDA_BLOCK, 0, ctx->stream>>>(
+                (const T *)dst->data, (const T *)src->data, (T *)dst->data, total);
         });
     });
     KERNEL_CHECK();

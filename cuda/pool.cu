@@ -54,18 +54,32 @@ __device__ static inline void max_index(const T *__restrict__ x, int h, int w, i
     }
 }
 
+/* Work item i of a grid over (pixel, group of L channels) of an NHWC map hh x ww with cg groups:
+ * its pixel (flat over images, rows, columns), first channel, column, row and image. */
+struct PixelAt {
+    size_t pix;
+    int ch, x, y, n;
+};
+__device__ __forceinline__ PixelAt pixel_at(size_t i, int cg, int L, int hh, int ww) {
+    PixelAt a;
+    a.ch = (int)(i % cg) * L;
+    a.pix = i / cg;
+    a.x = (int)(a.pix % ww);
+    size_t t = a.pix / ww;
+    a.y = (int)(t % hh);
+    a.n = (int)(t / hh);
+    return a;
+}
+
 template <typename T, int L>
 __global__ void __launch_bounds__(CUDA_BLOCK)
     maxpool_fwd_kernel(const T *__restrict__ x, T *__restrict__ y, int n, int c, int h, int w, int oh, int ow, int k,
                        int stride, int pad) {
     int cg = c / L;
     GRID_STRIDE(i, (size_t)n * oh * ow * cg) {
-        int ch = (int)(i % cg) * L;
-        size_t pix = i / cg, t = pix;
-        int ox = (int)(t % ow);
-        t /= ow;
-        int oy = (int)(t % oh);
-        int ni = (int)(t / oh);
+        PixelAt at = pixel_at(i, cg, L, oh, ow);
+        int ch = at.ch, ox = at.x, oy = at.y, ni = at.n;
+        size_t pix = at.pix;
         int best[L];
         T bv[L];
         max_index<T, L>(x + (size_t)ni * h * w * c + ch, h, w, c, oy * stride - pad, ox * stride - pad, k, best, bv);
@@ -83,12 +97,9 @@ __global__ void maxpool_bwd_kernel(const T *__restrict__ x, const T *__restrict_
                                    int h, int w, int oh, int ow, int k, int stride, int pad, int accumulate) {
     int cg = c / L;
     GRID_STRIDE(i, (size_t)n * h * w * cg) {
-        int ch = (int)(i % cg) * L;
-        size_t pix = i / cg, t = pix;
-        int ix = (int)(t % w);
-        t /= w;
-        int iy = (int)(t % h);
-        int ni = (int)(t / h);
+        PixelAt at = pixel_at(i, cg, L, h, w);
+        int ch = at.ch, ix = at.x, iy = at.y, ni = at.n;
+        size_t pix = at.pix;
         const T *xn = x + (size_t)ni * h * w * c + ch;
         const T *dyn = dy + (size_t)ni * oh * ow * c + ch;
         int y0, y1, x0, x1;
@@ -132,12 +143,9 @@ __global__ void __launch_bounds__(CUDA_BLOCK)
                        int stride, int pad) {
     int cg = c / L;
     GRID_STRIDE(i, (size_t)n * oh * ow * cg) {
-        int ch = (int)(i % cg) * L;
-        size_t pix = i / cg, t = pix;
-        int ox = (int)(t % ow);
-        t /= ow;
-        int oy = (int)(t % oh);
-        int ni = (int)(t / oh);
+        PixelAt at = pixel_at(i, cg, L, oh, ow);
+        int ch = at.ch, ox = at.x, oy = at.y, ni = at.n;
+        size_t pix = at.pix;
         const T *xn = x + (size_t)ni * h * w * c + ch;
         int hs = oy * stride - pad, ws = ox * stride - pad;
         float s[L];
@@ -163,12 +171,9 @@ __global__ void __launch_bounds__(CUDA_BLOCK)
                        int k, int stride, int pad, int accumulate) {
     int cg = c / L;
     GRID_STRIDE(i, (size_t)n * h * w * cg) {
-        int ch = (int)(i % cg) * L;
-        size_t pix = i / cg, t = pix;
-        int ix = (int)(t % w);
-        t /= w;
-        int iy = (int)(t % h);
-        int ni = (int)(t / h);
+        PixelAt at = pixel_at(i, cg, L, h, w);
+        int ch = at.ch, ix = at.x, iy = at.y, ni = at.n;
+        size_t pix = at.pix;
         const T *dyn = dy + (size_t)ni * oh * ow * c + ch;
         int y0, y1, x0, x1;
         covering(iy, k, stride, pad, oh, &y0, &y1);

@@ -43,7 +43,7 @@ probe() {
 }
 
 out=$(probe)
-echo "$out" | sed 's/^/    /'
+show=$out # printed at the end when a check failed
 has "$out" "nvcc:        $cuda/bin/nvcc (release 13.0, V13.0.88)"; check $? "finds nvcc in CUDA_HOME and its version"
 has "$out" "cuDNN:       9.8.1, from the Python wheel nvidia-cudnn in $site"; check $? "finds cuDNN in the wheel, with its version"
 has "$out" "libcudnn.so.9 libcudnn_cnn.so.9 in $site/nvidia/cudnn/lib"; check $? "lists the cuDNN libraries"
@@ -104,7 +104,7 @@ fake s5_hangs 'sleep 30'
 out=$(GPU_SUITE_SECONDS=2 bash tests/gpu/run.sh "$tmp/logs" "$suites"/s1_pass "$suites"/s2_skip "$suites"/s3_fail \
     "$suites"/s4_dies "$suites"/s5_hangs 2>&1)
 rc=$?
-echo "$out" | sed 's/^/    /'
+show="$show"$'\n'"$out"
 [ $rc -ne 0 ]; check $? "runner: a failing suite fails the whole run"
 has "$out" "s1_pass         0 s  passed: 4 cases, 0 failed"; check $? "runner: a passing suite"
 has "$out" "s2_skip         0 s  skipped: no usable GPU (none); skipped"; check $? "runner: a skipped suite"
@@ -121,7 +121,7 @@ has "$out" "test-gpu: 5 suites: 1 passed, 1 skipped, 3 failed (s3_fail s4_dies s
 if [ -x ./train ]; then
     b1=$(./train bench xresnet_tiny --size 24 --batch 4 --steps 3 --classes 5 --data device 2>&1 | grep '^RESULT')
     b2=$(./train bench xresnet_tiny --size 24 --batch 4 --steps 3 --classes 5 --data host 2>&1 | grep '^RESULT')
-    echo "    $b1"
+    show="$show"$'\n'"$b1"$'\n'"$b2"
     has "$b1" "data=device" && has "$b2" "data=host"; check $? "bench: RESULT says where the data was"
     l1=$(grep -o 'loss=[^ ]*' <<<"$b1") l2=$(grep -o 'loss=[^ ]*' <<<"$b2")
     [ -n "$l1" ] && [ "$l1" = "$l2" ]; check $? "bench: --data device and --data host train on the same batch ($l1, $l2)"
@@ -131,5 +131,10 @@ else
     echo "FAIL ./train is not built"; fails=$((fails + 1))
 fi
 
-if [ $fails -gt 0 ]; then echo "test_gpu_scripts: $fails check(s) failed"; exit 1; fi
+if [ $fails -gt 0 ]; then
+    echo "what the scripts printed:"
+    echo "$show" | sed 's/^/    /'
+    echo "test_gpu_scripts: $fails check(s) failed"
+    exit 1
+fi
 echo "test_gpu_scripts: all checks passed"
