@@ -9,7 +9,8 @@
 #     preflight (scripts/gpu_env.sh: nvcc, driver, GPU, cuDNN, cuBLAS, libjpeg, library path),
 #     build (make CUDA=1: ./train and the GPU suites), a 2-step probe of the cuda backend with
 #     cuDNN's choices logged, every GPU suite (make test-gpu: none hides another), one benchmark
-#     pair (resnet50, 224 px, bf16, batch 256: our img/s beside PyTorch's channels-last bf16)
+#     pair (resnet50, 224 px, bf16, batch 256: our img/s beside PyTorch's channels-last bf16), and
+#     our step again with the trainer's two waits a step (train bench --reads step)
 # Call 2, with what is left, one of:
 #   scripts/gpu_check.sh --debug [SUITE[:PART] ...]
 #     the suites (default: all; e.g. gpu_parity:fp16) again with CUDA_LAUNCH_BLOCKING=1, cuDNN's and
@@ -166,6 +167,11 @@ if [ $bench = 1 ] && [ $debug = 0 ]; then
     else
         tail -15 "$work/bench.log" | sed 's/^/  /' | tee -a "$summary"
     fi
+    # what the trainer's two waits a step (loss read, gradient check) cost: the same step with them
+    phase bench-reads 60 ./train bench resnet50 --device cuda --precision bf16 --batch 256 --size 224 \
+        --steps "$bench_steps" --warmup 5 --reads step
+    grep -h '^RESULT' "$work/bench/ours-resnet50-224.txt" "$work/bench-reads.log" 2>/dev/null |
+        sed 's/^/  /' | tee -a "$summary"
 fi
 
 say "gpu_check: $failed phase(s) failed, $((SECONDS - start)) s of the ${budget} s budget; logs in logs.tgz ($out)"

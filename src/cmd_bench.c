@@ -10,6 +10,8 @@
  * gradients each step, halving the scale and skipping the update on overflow.
  * --data host charges every step an upload of a host NCHW float32 batch (pageable, reordered to
  * NHWC on the device, waited for) and a read of the loss: the worst case, for comparison.
+ * --reads step waits for the device twice a step, as the trainer does today (the loss read back,
+ * then the gradients' finiteness count): what those waits cost is the difference to --reads end.
  *
  * Output: a human line, then `bench ...` (the keys scripts/bench_cpu.sh reads: img_per_s,
  * peak_rss_mib) and, last, one `RESULT key=value ...` line for scripts (scripts/bench_gpu.sh):
@@ -48,7 +50,7 @@ static int parse_precision(const char *s, DType *out) {
 
 int cmd_bench(int argc, char **argv) {
     int size = 64, batch = 32, steps = 5, warmup = 1, classes = 1000;
-    const char *device = "cpu", *precision = "fp32", *data = "device";
+    const char *device = "cpu", *precision = "fp32", *data = "device", *reads = "end";
     const Flag flags[] = {
         {"--size", FLAG_INT, &size, "image side (default 64)"},
         {"--batch", FLAG_INT, &batch, "batch size (default 32)"},
@@ -60,10 +62,12 @@ int cmd_bench(int argc, char **argv) {
                                               "a backend without the dtype computes in fp32 and says so)"},
         {"--data", FLAG_STR, &data, "device (default: the batch is on the device, as training's feed has it) or "
                                     "host (upload a host float32 batch and read the loss every step)"},
+        {"--reads", FLAG_STR, &reads, "end (default: the loss is read after the last step) or step (the loss and a "
+                                      "finiteness count of the gradients read every step, as the trainer does)"},
         {0},
     };
-    const char *usage =
-        "MODEL [--size S] [--batch B] [--steps N] [--warmup W] [--device D] [--precision P] [--data device|host]";
+    const char *usage = "MODEL [--size S] [--batch B] [--steps N] [--warmup W] [--device D] [--precision P] "
+                        "[--data device|host] [--reads end|step]";
     const char *pos[1];
     int npos;
     cli_parse("bench", usage, argc, argv, 2, flags, pos, 1, &npos);
@@ -72,9 +76,13 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "train bench: --precision %s: choose fp32, fp16 or bf16\n", precision);
         return 2;
     }
-    int per_step_upload = !strcmp(data, "host");
+    int per_step_upload = !strcmp(data, "host"), per_step_reads = !strcmp(reads, "step");
     if (!per_step_upload && strcmp(data, "device")) {
         fprintf(stderr, "train bench: --data %s: choose device or host\n", data);
+        return 2;
+    }
+    if (!per_step_reads && strcmp(reads, "end")) {
+        fprintf(stderr, "train bench: --reads %s: choose end or step\n", reads);
         return 2;
     }
     if (npos != 1 || size < 1 || batch < 1 || steps < 1 || warmup < 0 || classes < 1) {
@@ -127,8 +135,9 @@ int cmd_bench(int argc, char **argv) {
             model_loss_queue(m, 0.0f);
         }
         model_backward(m);
-        if (used == DT_F16 && be->ops->count_nonfinite(be, m->grads_d, m->param_floats)) {
-            be->loss_scale *= 0.5f;
+        if (per_step_reads && !per_step_upload) loss = model_loss_read(m);
+        if ((used == DT_F16 || per_step_reads) && be->ops->count_nonfinite(be, m->grads_d, m->param_floats)) {
+            if (used == DT_F16) be->loss_scale *= 0.5f;
             skipped++;
             continue;
         }
@@ -155,10 +164,10 @@ int cmd_bench(int argc, char **argv) {
     printf("bench model=%s device=%s size=%d batch=%d steps=%d img_per_s=%.1f step_ms=%.1f "
            "peak_backend_mib=%.0f peak_rss_mib=%.0f loss=%.4f threads=%d\n",
            m->arch, be->ops->name, size, batch, steps, img_s, step_ms, peak_mib, rss_mib, loss, be->threads);
-    printf("RESULT model=%s device=%s size=%d batch=%d steps=%d warmup=%d precision=%s compute=%s data=%s "
+    printf("RESULT model=%s device=%s size=%d batch=%d steps=%d warmup=%d precision=%s compute=%s data=%s reads=%s "
            "img_s=%.1f step_ms=%.2f peak_mib=%.0f peak_kind=backend_alloc rss_mib=%.0f loss=%.4f skipped=%d "
            "threads=%d\n",
-           m->arch, be->ops->name, size, batch, steps, warmup, dtype_name(want), dtype_name(used), data, img_s,
+           m->arch, be->ops->name, size, batch, steps, warmup, dtype_name(want), dtype_name(used), data, reads, img_s,
            step_ms, peak_mib, rss_mib, loss, skipped, be->threads);
     free(x);
     free(labels);

@@ -125,6 +125,10 @@ if [ -x ./train ]; then
     has "$b1" "data=device" && has "$b2" "data=host"; check $? "bench: RESULT says where the data was"
     l1=$(grep -o 'loss=[^ ]*' <<<"$b1") l2=$(grep -o 'loss=[^ ]*' <<<"$b2")
     [ -n "$l1" ] && [ "$l1" = "$l2" ]; check $? "bench: --data device and --data host train on the same batch ($l1, $l2)"
+    b3=$(./train bench xresnet_tiny --size 24 --batch 4 --steps 3 --classes 5 --reads step 2>&1 | grep '^RESULT')
+    show="$show"$'\n'"$b3"
+    has "$b3" "reads=step $(grep -o 'img_s' <<<"$b3")" && [ "$(grep -o 'loss=[^ ]*' <<<"$b3")" = "$l1" ]
+    check $? "bench: --reads step (the trainer's two waits a step) trains the same numbers"
     ./train bench xresnet_tiny --data disk >/dev/null 2>&1
     [ $? = 2 ]; check $? "bench: --data disk is refused"
 else
