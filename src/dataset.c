@@ -32,13 +32,26 @@ static int cmp_sample_path(const void *a, const void *b) {
     return strcmp(((const Sample *)a)->path, ((const Sample *)b)->path);
 }
 
-/* A value quoted for a message: control characters shown as '?', long values cut, so that a
- * corrupt file cannot flood or garble the terminal. */
+/* A value quoted for a message: control characters shown as '?', bytes that are not UTF-8 as
+ * \xNN (so the name can be found), long values cut, so that a corrupt file cannot flood or garble
+ * the terminal. */
 static const char *shown(const char *s, char *buf, size_t size) {
-    size_t k = 0, max = size - 5;
+    size_t k = 0, max = size - 5, n = strlen(s), i = 0;
     buf[k++] = '"';
-    for (; *s && k < max; s++) buf[k++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
-    if (*s) buf[k++] = '.', buf[k++] = '.', buf[k++] = '.';
+    while (i < n) {
+        size_t len = utf8_seq((const unsigned char *)s + i, n - i);
+        if (k + (len ? len : 4) > max) break;
+        if (!len) {
+            k += (size_t)snprintf(buf + k, 5, "\\x%02x", (unsigned char)s[i++]);
+        } else if (len == 1) {
+            buf[k++] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+            i++;
+        } else {
+            memcpy(buf + k, s + i, len);
+            k += len, i += len;
+        }
+    }
+    if (i < n) buf[k++] = '.', buf[k++] = '.', buf[k++] = '.';
     buf[k++] = '"';
     buf[k] = 0;
     return buf;
@@ -210,6 +223,9 @@ static int list_split(Ctx *c, const char *split, int is_train, char ***classes, 
         } else if (e[i].is_dir && has_control(e[i].name)) {
             /* as a CSV label would be: class names are stored one per line in checkpoints */
             problem(c, split, 0, "class folder %s has a control character in its name", shown(e[i].name, sb, sizeof sb));
+        } else if (e[i].is_dir && !utf8_valid(e[i].name)) {
+            /* class names go into checkpoints' JSON metadata, which must be UTF-8 */
+            problem(c, split, 0, "class folder %s is not valid UTF-8 (rename it)", shown(e[i].name, sb, sizeof sb));
         } else if (e[i].is_dir && is_train) {
             int found = list_class(c, path, *nclasses, out);
             if (found == 0) problem(c, path, 0, "empty class folder (no .jpg or .jpeg files directly in it)");
@@ -584,6 +600,8 @@ static int open_csv(const DatasetSpec *spec, Ctx *c, Dataset *ds, char *err, siz
             problem(c, csv, r->line, "empty label");
         else if (has_control(r->label))
             problem(c, csv, r->line, "bad label %s (a control character)", shown(r->label, sb, sizeof sb));
+        else if (!utf8_valid(r->label))   /* text labels are class names, stored in checkpoints' JSON */
+            problem(c, csv, r->line, "bad label %s (not valid UTF-8)", shown(r->label, sb, sizeof sb));
         else if (int_mode && !parse_int(r->label, &r->value))
             problem(c, csv, r->line, "bad label %s (the other labels are integers)", shown(r->label, sb, sizeof sb));
         else if (r->isval && !r->isval[0])

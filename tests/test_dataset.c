@@ -518,6 +518,65 @@ static void test_csv_fatal(void **state) {
     ASSERT_HAS(open_fails(&spec, 0), "c4/imgs: cannot open the images folder");
 }
 
+/* ================================================================ names that reach checkpoints */
+
+/* Class names go into every checkpoint's metadata, which is JSON and must be UTF-8: a folder name
+ * or a CSV text label that is not (Latin-1 "caf\xE9", an overlong "/") would stop the run at its
+ * first checkpoint, after a whole epoch. Refused while listing, naming the folder or file:line, the
+ * bad bytes shown as \xNN; valid UTF-8 ("Z\xC3\xBCrich") is a class like any other. */
+static void test_non_utf8_class_names(void **state) {
+    (void)state;
+    touch("u1/train/ok/a.jpg");
+    touch("u1/train/caf\xE9/b.jpg");
+    touch("u1/train/bad\xC0\xAF/c.jpg");
+    touch("u1/train/Z\xC3\xBCrich/d.jpg");
+    touch("u1/val/ok/e.jpg");
+    touch("u1/val/caf\xE9/f.jpg");
+    DatasetSpec spec = folder_spec(root_of("u1"));
+    const char *report;
+    Dataset ds = open_ok(&spec, 0, &report);
+    char want[600];
+    snprintf(want, sizeof want, "%s: class folder \"caf\\xe9\" is not valid UTF-8", in_dir("u1/train"));
+    ASSERT_HAS(report, want);
+    snprintf(want, sizeof want, "%s: class folder \"bad\\xc0\\xaf\" is not valid UTF-8", in_dir("u1/train"));
+    ASSERT_HAS(report, want);
+    snprintf(want, sizeof want, "%s: class folder \"caf\\xe9\" is not valid UTF-8", in_dir("u1/val"));
+    ASSERT_HAS(report, want);
+    assert_int_equal(count_lines(report), 3);
+    assert_int_equal(ds.skipped, 3);
+    assert_int_equal(ds.nclasses, 2);
+    assert_string_equal(ds.classes[0], "Z\xC3\xBCrich");
+    assert_string_equal(ds.classes[1], "ok");
+    assert_int_equal(ds.ntrain, 2);
+    assert_int_equal(ds.nvalid, 1);
+    dataset_free(&ds);
+    snprintf(want, sizeof want, "%s: class folder \"bad\\xc0\\xaf\" is not valid UTF-8", in_dir("u1/train"));
+    ASSERT_STARTS(open_fails(&spec, 1), want);
+
+    /* CSV text labels: a Latin-1 one, a cut-off sequence; an image id needs no UTF-8 (it never
+     * reaches a checkpoint) */
+    touch("u2/train_images/1.jpg");
+    touch("u2/train_images/2.jpg");
+    touch("u2/train_images/3.jpg");
+    touch("u2/train_images/4\xE9.jpg");
+    write_text("u2/train.csv", "image_id,label,is_val\n"
+                               "1.jpg,caf\xE9,False\n"       /* 2 */
+                               "2.jpg,Z\xC3\xBCrich,False\n" /* 3 ok */
+                               "3.jpg,cut\xC3,False\n"       /* 4 */
+                               "4\xE9.jpg,Z\xC3\xBCrich,True\n");
+    spec = csv_spec(root_of("u2"));
+    ds = open_ok(&spec, 0, &report);
+    ASSERT_HAS(report, "train.csv:2: bad label \"caf\\xe9\" (not valid UTF-8)");
+    ASSERT_HAS(report, "train.csv:4: bad label \"cut\\xc3\" (not valid UTF-8)");
+    assert_int_equal(count_lines(report), 2);
+    assert_int_equal(ds.nclasses, 1);
+    assert_string_equal(ds.classes[0], "Z\xC3\xBCrich");
+    assert_int_equal(ds.ntrain, 1);
+    assert_int_equal(ds.nvalid, 1);
+    dataset_free(&ds);
+    ASSERT_HAS(open_fails(&spec, 1), "train.csv:2: bad label \"caf\\xe9\" (not valid UTF-8)");
+}
+
 /* ================================================================ the shared data sets */
 
 static const char *shared(const char *name) {
@@ -621,6 +680,7 @@ int main(void) {
         cmocka_unit_test(test_csv_bad_rows),
         cmocka_unit_test(test_csv_valid_pct),
         cmocka_unit_test(test_csv_fatal),
+        cmocka_unit_test(test_non_utf8_class_names),
         cmocka_unit_test(test_imagenette),
         cmocka_unit_test(test_cassava),
     };
