@@ -439,9 +439,12 @@ typedef struct {
     size_t mask;
 } IdSet;
 
-/* The row already holding rows[row]'s file, or -1 after inserting `row`. */
-static int idset_add(IdSet *set, const Row *rows, int row) {
-    const Row *r = &rows[row];
+/* The row already holding the file st describes, or -1 after inserting `row` (which takes st's
+ * device and inode). */
+static int idset_add(IdSet *set, Row *rows, int row, const struct stat *st) {
+    Row *r = &rows[row];
+    r->dev = st->st_dev;
+    r->ino = st->st_ino;
     uint64_t h = ((uint64_t)r->ino ^ (uint64_t)r->dev * 0x9E3779B97F4A7C15ULL) * 1099511628211ULL;
     for (size_t i = (size_t)(h ^ h >> 29) & set->mask;; i = (i + 1) & set->mask) {
         if (!set->slot[i]) {
@@ -453,9 +456,23 @@ static int idset_add(IdSet *set, const Row *rows, int row) {
     }
 }
 
-/* Two rows' labels name the same class ("03" and "3" do in integer mode). */
-static int same_label(const Row *a, const Row *b, int int_mode) {
-    return int_mode ? a->value == b->value : !strcmp(a->label, b->label);
+/* Row r names the image of the earlier row `first`. With the same label (or when first was
+ * already refused) r is a repeat and left out; with another label neither can be trusted, and
+ * they could land in both splits: both left out, each message naming the other line. */
+static void repeated(Ctx *c, const char *csv, const Row *r, Row *first, int int_mode) {
+    char a[96], b[96], la[96], lb[96], as[112] = "";
+    int same = int_mode ? r->value == first->value : !strcmp(r->label, first->label);   /* "03" is 3 */
+    if (!first->ok || same) {
+        if (strcmp(r->id, first->id)) snprintf(as, sizeof as, " (as %s)", shown(first->id, b, sizeof b));
+        problem(c, csv, r->line, "image_id %s already listed on line %d%s", shown(r->id, a, sizeof a), first->line, as);
+        return;
+    }
+    problem(c, csv, r->line, "image_id %s is the image of line %d (%s) with another label (%s here, %s there): both "
+            "rows left out", shown(r->id, a, sizeof a), first->line, shown(first->id, b, sizeof b),
+            shown(r->label, la, sizeof la), shown(first->label, lb, sizeof lb));
+    problem(c, csv, first->line, "image_id %s is listed again on line %d with another label", shown(first->id, b, sizeof b),
+            r->line);
+    first->ok = 0;
 }
 
 static int read_file(const char *path, char **data, size_t *size, char *err, size_t errlen) {
@@ -620,25 +637,10 @@ static int open_csv(const DatasetSpec *spec, Ctx *c, Dataset *ds, char *err, siz
             else if (!S_ISREG(st.st_mode))
                 problem(c, csv, r->line, "image_id %s is not a regular file (in %s)", shown(r->id, sb, sizeof sb),
                         images);
-            else if ((r->dev = st.st_dev, r->ino = st.st_ino, dup = idset_add(&set, rows, i)) < 0)
+            else if ((dup = idset_add(&set, rows, i, &st)) < 0)
                 r->ok = 1;
-            else if (!rows[dup].ok || same_label(r, &rows[dup], int_mode))
-                /* a repeat: the first row stands (or was already refused) */
-                problem(c, csv, r->line, "image_id %s already listed on line %d%s%s%s", shown(r->id, sb, sizeof sb),
-                        rows[dup].line, strcmp(r->id, rows[dup].id) ? " (as " : "",
-                        strcmp(r->id, rows[dup].id) ? shown(rows[dup].id, sb2, sizeof sb2) : "",
-                        strcmp(r->id, rows[dup].id) ? ")" : "");
-            else {
-                /* one image, two classes: neither can be trusted, and they could land in both splits */
-                char lb[96], lb2[96];
-                problem(c, csv, r->line, "image_id %s is the image of line %d (%s) with another label (%s here, %s there): "
-                        "both rows left out", shown(r->id, sb, sizeof sb), rows[dup].line,
-                        shown(rows[dup].id, sb2, sizeof sb2), shown(r->label, lb, sizeof lb),
-                        shown(rows[dup].label, lb2, sizeof lb2));
-                problem(c, csv, rows[dup].line, "image_id %s is listed again on line %d with another label",
-                        shown(rows[dup].id, sb, sizeof sb), r->line);
-                rows[dup].ok = 0;
-            }
+            else
+                repeated(c, csv, r, &rows[dup], int_mode);
         }
     }
     if (c->failed) goto done;
