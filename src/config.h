@@ -58,6 +58,7 @@ typedef struct {
     DatasetSpec data;          /* strings point into this struct's storage */
     int strict_images;         /* on_bad_image = fail */
     int max_megapixels;        /* JPEGs larger than this are bad images (refused before decoding) */
+    int max_file_mb;           /* image files larger than this (10^6 bytes) are bad images, never read */
     int augment_on;            /* AUGMENT_AUTO, _HOST or _DEVICE */
     char arch[32];
     int classes;               /* 0 = the data set's class count */

@@ -32,13 +32,26 @@ static int cmp_sample_path(const void *a, const void *b) {
     return strcmp(((const Sample *)a)->path, ((const Sample *)b)->path);
 }
 
-/* A value quoted for a message: control characters shown as '?', long values cut, so that a
- * corrupt file cannot flood or garble the terminal. */
+/* A value quoted for a message: control characters shown as '?', bytes that are not UTF-8 as
+ * \xNN (so the name can be found), long values cut, so that a corrupt file cannot flood or garble
+ * the terminal. */
 static const char *shown(const char *s, char *buf, size_t size) {
-    size_t k = 0, max = size - 5;
+    size_t k = 0, max = size - 5, n = strlen(s), i = 0;
     buf[k++] = '"';
-    for (; *s && k < max; s++) buf[k++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
-    if (*s) buf[k++] = '.', buf[k++] = '.', buf[k++] = '.';
+    while (i < n) {
+        size_t len = utf8_seq((const unsigned char *)s + i, n - i);
+        if (k + (len ? len : 4) > max) break;
+        if (!len) {
+            k += (size_t)snprintf(buf + k, 5, "\\x%02x", (unsigned char)s[i++]);
+        } else if (len == 1) {
+            buf[k++] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+            i++;
+        } else {
+            memcpy(buf + k, s + i, len);
+            k += len, i += len;
+        }
+    }
+    if (i < n) buf[k++] = '.', buf[k++] = '.', buf[k++] = '.';
     buf[k++] = '"';
     buf[k] = 0;
     return buf;
@@ -210,6 +223,9 @@ static int list_split(Ctx *c, const char *split, int is_train, char ***classes, 
         } else if (e[i].is_dir && has_control(e[i].name)) {
             /* as a CSV label would be: class names are stored one per line in checkpoints */
             problem(c, split, 0, "class folder %s has a control character in its name", shown(e[i].name, sb, sizeof sb));
+        } else if (e[i].is_dir && !utf8_valid(e[i].name)) {
+            /* class names go into checkpoints' JSON metadata, which must be UTF-8 */
+            problem(c, split, 0, "class folder %s is not valid UTF-8 (rename it)", shown(e[i].name, sb, sizeof sb));
         } else if (e[i].is_dir && is_train) {
             int found = list_class(c, path, *nclasses, out);
             if (found == 0) problem(c, path, 0, "empty class folder (no .jpg or .jpeg files directly in it)");
@@ -372,6 +388,8 @@ typedef struct {
     char *id, *label, *isval;
     int is_val;        /* once checked */
     long long value;   /* the label as an integer, in integer mode */
+    dev_t dev;         /* the image file, once found: two ids naming one file are one image */
+    ino_t ino;
     int ok;
 } Row;
 
@@ -413,32 +431,48 @@ static const char *id_escape(const char *id) {
     return NULL;
 }
 
-/* Open addressing set of accepted image ids -> their row, for the duplicate check. */
+/* Open addressing set of accepted images -> their row, for the duplicate check. Keyed by the
+ * file (device and inode), not the id's text: "./x.jpg", "x.jpg", "a//x.jpg" or a link to it are
+ * the same image. */
 typedef struct {
     int *slot;   /* row index + 1, 0 = empty */
     size_t mask;
 } IdSet;
 
-static uint64_t hash_str(const char *s) {
-    uint64_t h = 1469598103934665603ULL;   /* FNV-1a */
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-/* The row already holding id, or -1 after inserting `row`. */
-static int idset_add(IdSet *set, const Row *rows, const char *id, int row) {
-    for (size_t i = hash_str(id) & set->mask;; i = (i + 1) & set->mask) {
+/* The row already holding the file st describes, or -1 after inserting `row` (which takes st's
+ * device and inode). */
+static int idset_add(IdSet *set, Row *rows, int row, const struct stat *st) {
+    Row *r = &rows[row];
+    r->dev = st->st_dev;
+    r->ino = st->st_ino;
+    uint64_t h = ((uint64_t)r->ino ^ (uint64_t)r->dev * 0x9E3779B97F4A7C15ULL) * 1099511628211ULL;
+    for (size_t i = (size_t)(h ^ h >> 29) & set->mask;; i = (i + 1) & set->mask) {
         if (!set->slot[i]) {
             set->slot[i] = row + 1;
             return -1;
         }
-        if (!strcmp(rows[set->slot[i] - 1].id, id)) return set->slot[i] - 1;
+        const Row *o = &rows[set->slot[i] - 1];
+        if (o->ino == r->ino && o->dev == r->dev) return set->slot[i] - 1;
     }
 }
 
-static int cmp_ll(const void *a, const void *b) {
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return (x > y) - (x < y);
+/* Row r names the image of the earlier row `first`. With the same label (or when first was
+ * already refused) r is a repeat and left out; with another label neither can be trusted, and
+ * they could land in both splits: both left out, each message naming the other line. */
+static void repeated(Ctx *c, const char *csv, const Row *r, Row *first, int int_mode) {
+    char a[96], b[96], la[96], lb[96], as[112] = "";
+    int same = int_mode ? r->value == first->value : !strcmp(r->label, first->label);   /* "03" is 3 */
+    if (!first->ok || same) {
+        if (strcmp(r->id, first->id)) snprintf(as, sizeof as, " (as %s)", shown(first->id, b, sizeof b));
+        problem(c, csv, r->line, "image_id %s already listed on line %d%s", shown(r->id, a, sizeof a), first->line, as);
+        return;
+    }
+    problem(c, csv, r->line, "image_id %s is the image of line %d (%s) with another label (%s here, %s there): both "
+            "rows left out", shown(r->id, a, sizeof a), first->line, shown(first->id, b, sizeof b),
+            shown(r->label, la, sizeof la), shown(first->label, lb, sizeof lb));
+    problem(c, csv, first->line, "image_id %s is listed again on line %d with another label", shown(first->id, b, sizeof b),
+            r->line);
+    first->ok = 0;
 }
 
 static int read_file(const char *path, char **data, size_t *size, char *err, size_t errlen) {
@@ -507,7 +541,7 @@ static int open_csv(const DatasetSpec *spec, Ctx *c, Dataset *ds, char *err, siz
     int nrows = 0, rc = -1;
     IdSet set = {0};
     List tl = {0}, vl = {0};
-    long long *values = NULL;
+    unsigned char *trained = NULL;
     char **keys = NULL;
     char sb[96], sb2[96];
 
@@ -584,8 +618,12 @@ static int open_csv(const DatasetSpec *spec, Ctx *c, Dataset *ds, char *err, siz
             problem(c, csv, r->line, "empty label");
         else if (has_control(r->label))
             problem(c, csv, r->line, "bad label %s (a control character)", shown(r->label, sb, sizeof sb));
+        else if (!utf8_valid(r->label))   /* text labels are class names, stored in checkpoints' JSON */
+            problem(c, csv, r->line, "bad label %s (not valid UTF-8)", shown(r->label, sb, sizeof sb));
         else if (int_mode && !parse_int(r->label, &r->value))
             problem(c, csv, r->line, "bad label %s (the other labels are integers)", shown(r->label, sb, sizeof sb));
+        else if (int_mode && r->value < 0)
+            problem(c, csv, r->line, "label %lld is negative (integer labels are class numbers 0, 1, 2, ...)", r->value);
         else if (r->isval && !r->isval[0])
             problem(c, csv, r->line, "empty is_val");
         else if (r->isval && !parse_bool(r->isval, &r->is_val))
@@ -599,14 +637,44 @@ static int open_csv(const DatasetSpec *spec, Ctx *c, Dataset *ds, char *err, siz
             else if (!S_ISREG(st.st_mode))
                 problem(c, csv, r->line, "image_id %s is not a regular file (in %s)", shown(r->id, sb, sizeof sb),
                         images);
-            else if ((dup = idset_add(&set, rows, r->id, i)) >= 0)
-                problem(c, csv, r->line, "image_id %s already listed on line %d", shown(r->id, sb, sizeof sb),
-                        rows[dup].line);
-            else
+            else if ((dup = idset_add(&set, rows, i, &st)) < 0)
                 r->ok = 1;
+            else
+                repeated(c, csv, r, &rows[dup], int_mode);
         }
     }
     if (c->failed) goto done;
+
+    /* Integer labels are class numbers, as in Kaggle's train.csv: output k is label k, never a
+     * renumbering (fastai's sorted vocabulary would make -1, 0..4, 99 seven classes, output 6 being
+     * label 99). The classes are 0..N-1, N the first number no usable row has; a label past a gap
+     * is refused with its line. Counted over both splits, so N does not depend on the split. */
+    int nint_classes = 0;
+    if (int_mode) {
+        unsigned char *seen = xcalloc((size_t)nrows + 1, 1);
+        int first = -1;
+        for (int i = 0; i < nrows; i++) {
+            if (!rows[i].ok) continue;
+            if (first < 0) first = i;
+            if (rows[i].value < nrows) seen[rows[i].value] = 1;
+        }
+        while (nint_classes < nrows && seen[nint_classes]) nint_classes++;
+        free(seen);
+        if (first >= 0 && nint_classes == 0) {
+            char where[4096 + 16];
+            snprintf(where, sizeof where, "%s:%d", csv, rows[first].line);
+            error_at(err, errlen, where, "label %lld: integer labels are class numbers from 0, and no row has label 0 "
+                     "(number the classes from 0, or give them names)", rows[first].value);
+            goto done;
+        }
+        for (int i = 0; i < nrows && !c->failed; i++)
+            if (rows[i].ok && rows[i].value >= nint_classes) {
+                problem(c, csv, rows[i].line, "label %lld is not one of the classes 0..%d (integer labels are class "
+                        "numbers, and no row has label %d)", rows[i].value, nint_classes - 1, nint_classes);
+                rows[i].ok = 0;
+            }
+        if (c->failed) goto done;
+    }
 
     int nok = 0;
     for (int i = 0; i < nrows; i++) nok += rows[i].ok;
@@ -633,31 +701,30 @@ static int open_csv(const DatasetSpec *spec, Ctx *c, Dataset *ds, char *err, siz
         free(ok);
     }
 
-    /* classes: the distinct labels of the training rows */
-    int nk = 0;
-    if (int_mode) values = xmalloc((size_t)nok * sizeof *values + 1);
-    else keys = xmalloc((size_t)nok * sizeof *keys + 1);
+    /* classes: 0..N-1 (integer labels), or the distinct text labels of the training rows, sorted
+     * (fastai's vocabulary); trained: which classes have a training row */
+    int nk = 0, nc = int_mode ? nint_classes : 0;
+    keys = xmalloc((size_t)nok * sizeof *keys + 1);
+    trained = xcalloc((size_t)nint_classes + 1, 1);
     for (int i = 0; i < nrows; i++) {
         if (!rows[i].ok || rows[i].is_val) continue;
-        if (int_mode) values[nk++] = rows[i].value;
-        else keys[nk++] = rows[i].label;
+        if (int_mode) trained[rows[i].value] = 1;
+        keys[nk++] = rows[i].label;
     }
-    qsort(int_mode ? (void *)values : (void *)keys, (size_t)nk, int_mode ? sizeof *values : sizeof *keys,
-          int_mode ? cmp_ll : cmp_str);
-    int nc = 0;
-    for (int i = 0; i < nk; i++) {
-        if (int_mode && (i == 0 || values[i] != values[nc - 1])) values[nc++] = values[i];
-        if (!int_mode && (i == 0 || strcmp(keys[i], keys[nc - 1]))) keys[nc++] = keys[i];
-    }
-    if (nc == 0) {
+    if (nk == 0) {
         error_at(err, errlen, csv, "no usable training rows (%d row%s, %d left out)", nrows, nrows == 1 ? "" : "s",
                  c->skipped);
         goto done;
     }
+    if (!int_mode) {
+        qsort(keys, (size_t)nk, sizeof *keys, cmp_str);
+        for (int i = 0; i < nk; i++)
+            if (i == 0 || strcmp(keys[i], keys[nc - 1])) keys[nc++] = keys[i];
+    }
     ds->classes = xmalloc((size_t)nc * sizeof *ds->classes);
     for (int i = 0; i < nc; i++) {
         if (int_mode) {
-            snprintf(sb, sizeof sb, "%lld", values[i]);
+            snprintf(sb, sizeof sb, "%d", i);
             ds->classes[i] = xstrdup(sb);
         } else {
             ds->classes[i] = xstrdup(keys[i]);
@@ -669,13 +736,14 @@ static int open_csv(const DatasetSpec *spec, Ctx *c, Dataset *ds, char *err, siz
     for (int i = 0; i < nrows && !c->failed; i++) {
         Row *r = &rows[i];
         if (!r->ok) continue;
-        void *hit = int_mode ? bsearch(&r->value, values, (size_t)nc, sizeof *values, cmp_ll)
-                             : bsearch(&r->label, keys, (size_t)nc, sizeof *keys, cmp_str);
-        if (!hit) {
+        int label = -1;
+        if (int_mode && trained[r->value]) label = (int)r->value;
+        char **hit = int_mode ? NULL : bsearch(&r->label, keys, (size_t)nc, sizeof *keys, cmp_str);
+        if (hit) label = (int)(hit - keys);
+        if (label < 0) {
             problem(c, csv, r->line, "label %s appears only in validation rows", shown(r->label, sb2, sizeof sb2));
             continue;
         }
-        int label = (int)(int_mode ? (long long *)hit - values : (char **)hit - keys);
         push(r->is_val ? &vl : &tl, join(images, r->id), label);
     }
     if (c->failed) goto done;
@@ -694,7 +762,7 @@ static int open_csv(const DatasetSpec *spec, Ctx *c, Dataset *ds, char *err, siz
 done:
     list_free(&tl);
     list_free(&vl);
-    free(values);
+    free(trained);
     free(keys);
     free(set.slot);
     rows_free(rows, nrows);

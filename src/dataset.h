@@ -2,7 +2,11 @@
  *   folder: ROOT/<train_dir>/<class>/<image>, ROOT/<valid_dir>/<class>/<image>; class = parent folder
  *           name, classes sorted by name (fastai's parent_label + sorted vocab).
  *   csv:    ROOT/<csv> with columns image_id,label[,is_val] and images in ROOT/<images_dir>/ (the
- *           Kaggle layout); the validation split from is_val, else a seeded random valid_pct.
+ *           Kaggle layout); the validation split from is_val, else a seeded random valid_pct. Integer
+ *           labels are class numbers 0..N-1 (output k is label k; a label that would renumber them,
+ *           negative or past a gap, is refused); text labels are the sorted names of the training
+ *           rows' labels (fastai's vocab). One image listed twice (by any spelling of its path, or
+ *           a link) is listed once; with two labels, not at all.
  * Listing checks names and labels but does not decode images (the loader skips and counts bad ones). */
 #ifndef CNN_DATASET_H
 #define CNN_DATASET_H

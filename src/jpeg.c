@@ -223,20 +223,23 @@ static int decode_run(Decode *d, const uint8_t *data, size_t size, const JpegOpt
     return 0;
 }
 
+/* -1 with a message unless the first n bytes of a size-byte file start like a JPEG (FF D8 FF). */
+static int check_signature(const uint8_t *data, size_t n, uint64_t size, const char *label, char *err, size_t errlen) {
+    if (size == 0) return error_at(err, errlen, label, "empty file");
+    if (n >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return 0;
+    const char *kind = sniff(data, n);
+    if (kind) return error_at(err, errlen, label, "not a JPEG file (%s signature)", kind);
+    if (n < 3) return error_at(err, errlen, label, "not a JPEG file (only %zu bytes)", n);
+    return error_at(err, errlen, label, "not a JPEG file (starts with 0x%02x 0x%02x 0x%02x)", data[0], data[1], data[2]);
+}
+
 int jpeg_decode_mem(const uint8_t *data, size_t size, const char *label, const JpegOptions *opt, Image *out,
                     int *scale_out, char *err, size_t errlen) {
     out->w = out->h = 0;
     out->rgb = NULL;
     if (scale_out) *scale_out = 1;
     if (!label) label = "(memory)";
-    if (size == 0) return error_at(err, errlen, label, "empty file");
-    if (size < 3 || data[0] != 0xFF || data[1] != 0xD8 || data[2] != 0xFF) {
-        const char *kind = sniff(data, size);
-        if (kind) return error_at(err, errlen, label, "not a JPEG file (%s signature)", kind);
-        if (size < 3) return error_at(err, errlen, label, "not a JPEG file (only %zu bytes)", size);
-        return error_at(err, errlen, label, "not a JPEG file (starts with 0x%02x 0x%02x 0x%02x)", data[0], data[1],
-                        data[2]);
-    }
+    if (check_signature(data, size, size, label, err, errlen)) return -1;
     Decode *d = malloc(sizeof *d);
     if (!d) return error_at(err, errlen, label, "out of memory");
     d->pixels = d->cmyk = NULL;
@@ -260,14 +263,34 @@ int jpeg_decode_file(const char *path, const JpegOptions *opt, Image *out, int *
     out->w = out->h = 0;
     out->rgb = NULL;
     if (scale_out) *scale_out = 1;
-    uint8_t *buf;
-    size_t size;
-    if (read_whole_file(path, &buf, &size, err, errlen)) return -1;
-    if (size == 0) {
-        free(buf);
-        return error_at(err, errlen, path, "empty file");
+    /* The first bytes, then the size, before the rest: a huge file that is no JPEG (a video named
+     * .jpg) or is over the limit is refused without reading it (reading first cost 3 GB and 20 s
+     * per loader thread for a 3 GB file). */
+    uint64_t size;
+    int fd = open_regular(path, &size, err, errlen);
+    if (fd < 0) return -1;
+    uint8_t head[16], *buf = NULL;
+    size_t n = size < sizeof head ? (size_t)size : sizeof head;
+    long long max = opt && opt->max_file_bytes > 0 ? opt->max_file_bytes : JPEG_DEFAULT_MAX_FILE_BYTES;
+    int rc = -1;
+    if (read_full(fd, head, n, 0, path, err, errlen) || check_signature(head, n, size, path, err, errlen)) goto done;
+    if (size > (uint64_t)max) {
+        error_at(err, errlen, path, "%llu bytes, over the limit of %lld bytes for an image file ([data] max_file_mb)",
+                 (unsigned long long)size, max);
+        goto done;
     }
-    int rc = jpeg_decode_mem(buf, size, path, opt, out, scale_out, err, errlen);
+    buf = malloc((size_t)size);
+    if (!buf) {
+        error_at(err, errlen, path, "out of memory reading its %llu bytes", (unsigned long long)size);
+        goto done;
+    }
+    memcpy(buf, head, n);
+    if (read_full(fd, buf + n, (size_t)size - n, n, path, err, errlen)) goto done;
+    close(fd);
+    fd = -1;
+    rc = jpeg_decode_mem(buf, (size_t)size, path, opt, out, scale_out, err, errlen);
+done:
+    if (fd >= 0) close(fd);
     free(buf);
     return rc;
 }

@@ -125,7 +125,7 @@ static void process_item(Loader *L, int item, int *sample_out, int *ok_out, char
     int sample = L->order[item], batch = item / s->batch, pos = item % s->batch;
     Slot *slot = slot_of(L, batch);
     Rng rng = rng_split(&L->epoch_rng, (uint64_t)item);
-    JpegOptions jo = {transform_min_source_side(&s->tf), s->max_pixels};
+    JpegOptions jo = {transform_min_source_side(&s->tf), s->max_pixels, s->max_file_bytes};
     Image img;
     *sample_out = sample;
     *ok_out = jpeg_decode_file(s->samples[sample].path, &jo, &img, NULL, err, errlen) == 0;

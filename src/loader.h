@@ -39,6 +39,7 @@ typedef struct {
     Backend *backend;
     int strict;             /* on_bad_image = fail: the first bad image stops the run */
     long max_pixels;        /* JPEG size limit; 0 = the default */
+    long long max_file_bytes; /* larger files are bad images, never read; 0 = the default (image.h) */
 } LoaderSpec;
 
 typedef struct {

@@ -187,6 +187,7 @@ static Loader *make_loader(Trainer *T, const TransformSpec *tf, int batch, int t
     s.backend = on_device ? T->be : NULL;
     s.strict = T->cfg->strict_images;
     s.max_pixels = (long)T->cfg->max_megapixels * 1000000L;
+    s.max_file_bytes = (long long)T->cfg->max_file_mb * 1000000LL;
     char err[512];
     Loader *L = loader_create(&s, err, sizeof err);
     if (!L) die("%s", err);

@@ -158,6 +158,36 @@ int read_whole_file(const char *path, uint8_t **data, size_t *size, char *err, s
     return 0;
 }
 
+/* Length of the valid UTF-8 sequence at s (1 to 4), or 0 when it is not one (overlong forms,
+ * surrogates and code points past U+10FFFF are invalid). */
+size_t utf8_seq(const unsigned char *s, size_t avail) {
+    unsigned c = s[0];
+    size_t len;
+    uint32_t cp, min;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F, min = 0x80;
+    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07, min = 0x10000;
+    else return 0;
+    if (avail < len) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
+int utf8_valid(const char *s) {
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq((const unsigned char *)s + i, n - i);
+        if (!k) return 0;
+        i += k;
+    }
+    return 1;
+}
+
 int write_full(int fd, const void *data, size_t n) {
     const unsigned char *p = data;
     while (n) {

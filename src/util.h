@@ -36,6 +36,11 @@ typedef struct {
 } StrList;
 void strlist_add(StrList *, const char *fmt, ...) CNN_PRINTF(2, 3);
 void strlist_free(StrList *);
+/* UTF-8 (checkpoint metadata and class names must be): utf8_seq is the length of the valid
+ * sequence at s (1 to 4; avail bytes there), or 0 when there is none (a stray continuation byte,
+ * a cut or overlong sequence, a surrogate, past U+10FFFF); utf8_valid says whether all of s is. */
+size_t utf8_seq(const unsigned char *s, size_t avail);
+int utf8_valid(const char *s);
 double now_seconds(void);   /* monotonic */
 /* mkdir -p: returns 0, or -1 with errno set (the failing component is left in path's prefix). */
 int make_dirs(const char *path);

@@ -601,6 +601,7 @@ static void test_transfer_keys(void **state) {
             NULL, 0, &c);
     assert_string_equal(c.pretrained, "w.safetensors");
     assert_int_equal(c.max_megapixels, 64); /* the default JPEG limit */
+    assert_int_equal(c.max_file_mb, 64);    /* the default file size limit */
     assert_true(c.stages[0].lr == 1e-3f && c.stages[0].lr_lo == 1e-5f);
     assert_int_equal(c.stages[0].freeze, FREEZE_YES);
     assert_true(c.stages[1].lr == 2e-3f && c.stages[1].lr_lo == 0);

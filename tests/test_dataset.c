@@ -276,28 +276,28 @@ static void test_csv_quoting_and_columns(void **state) {
     touch("c1/train_images/g.jpg");
     touch("c1/train_images/sub/h.jpg");   /* a sub-folder that stays inside is fine */
     /* columns in another order, an extra column, a BOM, CRLF, blank lines, quotes, spaces,
-     * is_val in every accepted spelling, integer labels that sort numerically */
+     * is_val in every accepted spelling, integer labels (class numbers: "01" is class 1) */
     write_text("c1/train.csv",
                "\xEF\xBB\xBF" "label,notes,image_id,is_val\r\n"
-               "10,\"x, y\",a.jpg,False\r\n"
+               "2,\"x, y\",a.jpg,False\r\n"
                "\r\n"
-               "2,,\"b,c.jpg\",false\r\n"
-               "\"1\",\"multi\r\nline note\",\"say \"\"hi\"\".jpg\",0\r\n"
+               "1,,\"b,c.jpg\",false\r\n"
+               "\"0\",\"multi\r\nline note\",\"say \"\"hi\"\".jpg\",0\r\n"
                "   \r\n"
-               " 2 , z , d.jpg , True\r\n"
-               "10,,e.jpg,true\r\n"
-               "1,,f.jpg,1\r\n"
-               "02,,g.jpg,TRUE\r\n"
-               "2,,sub/h.jpg,FALSE");   /* no line end at the end */
+               " 1 , z , d.jpg , True\r\n"
+               "2,,e.jpg,true\r\n"
+               "0,,f.jpg,1\r\n"
+               "01,,g.jpg,TRUE\r\n"
+               "1,,sub/h.jpg,FALSE");   /* no line end at the end */
     DatasetSpec spec = csv_spec(root_of("c1"));
     const char *report;
     Dataset ds = open_ok(&spec, 1, &report);
     assert_string_equal(report, "");
     assert_int_equal(ds.skipped, 0);
     assert_int_equal(ds.nclasses, 3);
-    assert_string_equal(ds.classes[0], "1");
-    assert_string_equal(ds.classes[1], "2");
-    assert_string_equal(ds.classes[2], "10");
+    assert_string_equal(ds.classes[0], "0");
+    assert_string_equal(ds.classes[1], "1");
+    assert_string_equal(ds.classes[2], "2");
     /* both splits in file order */
     assert_int_equal(ds.ntrain, 4);
     assert_string_equal(ds.train[0].path, in_dir("c1/train_images/a.jpg"));
@@ -313,7 +313,7 @@ static void test_csv_quoting_and_columns(void **state) {
     assert_int_equal(ds.valid[1].label, 2);
     assert_int_equal(ds.valid[2].label, 0);
     assert_string_equal(ds.valid[3].path, in_dir("c1/train_images/g.jpg"));
-    assert_int_equal(ds.valid[3].label, 1);   /* "02" is the integer 2 */
+    assert_int_equal(ds.valid[3].label, 1);   /* "01" is the integer 1 */
     dataset_free(&ds);
 
     /* text labels sort by bytes; LF only; is_valid (fastai's name) works as the split column */
@@ -355,7 +355,7 @@ static void test_csv_bad_rows(void **state) {
                "/etc/passwd,1,False\n"            /* 10 absolute */
                "sub/../../outside.jpg,1,False\n"  /* 11 escapes via a component */
                "..\\outside.jpg,1,False\n"        /* 12 backslash */
-               "1.jpg,1,True\n"                   /* 13 duplicate of line 2 */
+               "1.jpg,0,True\n"                   /* 13 duplicate of line 2 */
                "3.jpg,one,False\n"                /* 14 text among integer labels */
                "3.jpg,1,False\n"                  /* 15 ok */
                "\"4.jpg\"x,1,True\n"              /* 16 text after a closing quote */
@@ -363,7 +363,7 @@ static void test_csv_bad_rows(void **state) {
                "adir.jpg,0,False\n"               /* 18 a folder, not a file */
                "..x.jpg,0,False\n"                /* 19 ok: ".." only inside a name */
                "5.jpg,0,True\n"                   /* 20 ok */
-               "6.jpg,7,True\n"                   /* 21 label only in validation rows */
+               "6.jpg,2,True\n"                   /* 21 label only in validation rows */
                "6.jpg,0,\"True\n");               /* 22 unterminated quote */
     DatasetSpec spec = csv_spec(root_of("c2"));
     const char *report;
@@ -384,7 +384,7 @@ static void test_csv_bad_rows(void **state) {
         "train.csv:16: text after a closing quote",
         "train.csv:17: empty is_val",
         "train.csv:18: image_id \"adir.jpg\" is not a regular file",
-        "train.csv:21: label \"7\" appears only in validation rows",
+        "train.csv:21: label \"2\" appears only in validation rows",
         "train.csv:22: a quoted field is never closed",
     };
     int n = (int)(sizeof expect / sizeof *expect);
@@ -395,9 +395,11 @@ static void test_csv_bad_rows(void **state) {
     ASSERT_LACKS(report, "train.csv:20:");
     assert_int_equal(count_lines(report), n);
     assert_int_equal(ds.skipped, n);
-    assert_int_equal(ds.nclasses, 2);
+    /* class 2 stays (output k is label k) though its only row, a validation one, is left out */
+    assert_int_equal(ds.nclasses, 3);
     assert_string_equal(ds.classes[0], "0");
     assert_string_equal(ds.classes[1], "1");
+    assert_string_equal(ds.classes[2], "2");
     assert_int_equal(ds.ntrain, 3);
     assert_string_equal(ds.train[0].path, in_dir("c2/train_images/1.jpg"));
     assert_int_equal(ds.train[0].label, 0);
@@ -518,6 +520,165 @@ static void test_csv_fatal(void **state) {
     ASSERT_HAS(open_fails(&spec, 0), "c4/imgs: cannot open the images folder");
 }
 
+/* Integer labels are class numbers (Kaggle's layout): output k is label k. A label that would
+ * renumber the classes (-1, or 99 among 0..4: fastai's sorted vocabulary makes them 7 classes) is
+ * refused with its line, and so is a set of labels that does not start at 0. */
+static void test_csv_label_numbers(void **state) {
+    (void)state;
+    for (int i = 1; i <= 8; i++) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "n1/train_images/%d.jpg", i);
+        touch(rel);
+    }
+    write_text("n1/train.csv", "image_id,label,is_val\n"
+                               "1.jpg,0,False\n"   /* 2 */
+                               "2.jpg,4,False\n"   /* 3 */
+                               "3.jpg,2,False\n"   /* 4 */
+                               "4.jpg,3,False\n"   /* 5 */
+                               "5.jpg,1,False\n"   /* 6 */
+                               "6.jpg,-1,False\n"  /* 7 negative */
+                               "7.jpg,99,False\n"  /* 8 past the classes */
+                               "8.jpg,2,True\n");  /* 9 */
+    DatasetSpec spec = csv_spec(root_of("n1"));
+    const char *report;
+    Dataset ds = open_ok(&spec, 0, &report);
+    ASSERT_HAS(report, "train.csv:7: label -1 is negative (integer labels are class numbers 0, 1, 2, ...)");
+    ASSERT_HAS(report, "train.csv:8: label 99 is not one of the classes 0..4 (integer labels are class numbers, "
+                       "and no row has label 5)");
+    assert_int_equal(count_lines(report), 2);
+    assert_int_equal(ds.skipped, 2);
+    assert_int_equal(ds.nclasses, 5);
+    for (int k = 0; k < 5; k++) {
+        char name[8];
+        snprintf(name, sizeof name, "%d", k);
+        assert_string_equal(ds.classes[k], name);
+    }
+    const int want[] = {0, 4, 2, 3, 1};   /* the labels themselves */
+    assert_int_equal(ds.ntrain, 5);
+    for (int i = 0; i < 5; i++) assert_int_equal(ds.train[i].label, want[i]);
+    assert_int_equal(ds.nvalid, 1);
+    assert_int_equal(ds.valid[0].label, 2);
+    dataset_free(&ds);
+    ASSERT_HAS(open_fails(&spec, 1), "train.csv:7: label -1 is negative");
+
+    /* labels from 1 (or any set without 0): no class numbers to take them as */
+    write_text("n1/from1.csv", "image_id,label,is_val\n1.jpg,1,False\n2.jpg,2,False\n3.jpg,3,True\n");
+    spec.csv = "from1.csv";
+    ASSERT_HAS(open_fails(&spec, 0), "from1.csv:2: label 1: integer labels are class numbers from 0, and no row has "
+                                     "label 0");
+}
+
+/* The same image listed twice, however its id is spelled (./x.jpg, a//b, a/./b, a link to it):
+ * with another label both rows are left out (a contradiction; they would land in both splits);
+ * with the same label the later row is, as an exact repeat is. */
+static void test_csv_same_image_twice(void **state) {
+    (void)state;
+    const char *files[] = {"a", "b", "sub/c", "x", "d", "e", "f"};
+    for (int i = 0; i < 7; i++) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "n2/train_images/%s.jpg", files[i]);
+        touch(rel);
+    }
+    assert_int_equal(symlink("x.jpg", in_dir("n2/train_images/link.jpg")), 0);
+    write_text("n2/train.csv", "image_id,label,is_val\n"
+                               "a.jpg,0,False\n"        /* 2 ok */
+                               "./b.jpg,1,False\n"      /* 3 */
+                               "sub//c.jpg,0,False\n"   /* 4 */
+                               "x.jpg,1,True\n"         /* 5 ok */
+                               "b.jpg,0,True\n"         /* 6 = 3, another label: both out */
+                               "./a.jpg,0,True\n"       /* 7 = 2, same label: 7 out */
+                               "sub/./c.jpg,1,False\n"  /* 8 = 4, another label: both out */
+                               "link.jpg,1,False\n"     /* 9 = 5 through a link, same label: 9 out */
+                               "d.jpg,0,False\n"        /* 10 ok */
+                               "e.jpg,1,False\n"        /* 11 ok */
+                               "f.jpg,1,True\n");       /* 12 ok */
+    DatasetSpec spec = csv_spec(root_of("n2"));
+    const char *report;
+    Dataset ds = open_ok(&spec, 0, &report);
+    const char *expect[] = {
+        "train.csv:6: image_id \"b.jpg\" is the image of line 3 (\"./b.jpg\") with another label (\"0\" here, \"1\" "
+        "there): both rows left out",
+        "train.csv:3: image_id \"./b.jpg\" is listed again on line 6 with another label",
+        "train.csv:7: image_id \"./a.jpg\" already listed on line 2 (as \"a.jpg\")",
+        "train.csv:8: image_id \"sub/./c.jpg\" is the image of line 4 (\"sub//c.jpg\") with another label",
+        "train.csv:4: image_id \"sub//c.jpg\" is listed again on line 8 with another label",
+        "train.csv:9: image_id \"link.jpg\" already listed on line 5 (as \"x.jpg\")",
+    };
+    int n = (int)(sizeof expect / sizeof *expect);
+    for (int i = 0; i < n; i++) ASSERT_HAS(report, expect[i]);
+    assert_int_equal(count_lines(report), n);
+    assert_int_equal(ds.skipped, n);
+    assert_int_equal(ds.ntrain, 3);
+    assert_string_equal(ds.train[0].path, in_dir("n2/train_images/a.jpg"));
+    assert_string_equal(ds.train[1].path, in_dir("n2/train_images/d.jpg"));
+    assert_string_equal(ds.train[2].path, in_dir("n2/train_images/e.jpg"));
+    assert_int_equal(ds.nvalid, 2);
+    assert_string_equal(ds.valid[0].path, in_dir("n2/train_images/x.jpg"));
+    assert_string_equal(ds.valid[1].path, in_dir("n2/train_images/f.jpg"));
+    dataset_free(&ds);
+    /* strict: the contradiction is the error, naming both lines */
+    ASSERT_HAS(open_fails(&spec, 1), "train.csv:6: image_id \"b.jpg\" is the image of line 3");
+}
+
+/* ================================================================ names that reach checkpoints */
+
+/* Class names go into every checkpoint's metadata, which is JSON and must be UTF-8: a folder name
+ * or a CSV text label that is not (Latin-1 "caf\xE9", an overlong "/") would stop the run at its
+ * first checkpoint, after a whole epoch. Refused while listing, naming the folder or file:line, the
+ * bad bytes shown as \xNN; valid UTF-8 ("Z\xC3\xBCrich") is a class like any other. */
+static void test_non_utf8_class_names(void **state) {
+    (void)state;
+    touch("u1/train/ok/a.jpg");
+    touch("u1/train/caf\xE9/b.jpg");
+    touch("u1/train/bad\xC0\xAF/c.jpg");
+    touch("u1/train/Z\xC3\xBCrich/d.jpg");
+    touch("u1/val/ok/e.jpg");
+    touch("u1/val/caf\xE9/f.jpg");
+    DatasetSpec spec = folder_spec(root_of("u1"));
+    const char *report;
+    Dataset ds = open_ok(&spec, 0, &report);
+    char want[600];
+    snprintf(want, sizeof want, "%s: class folder \"caf\\xe9\" is not valid UTF-8", in_dir("u1/train"));
+    ASSERT_HAS(report, want);
+    snprintf(want, sizeof want, "%s: class folder \"bad\\xc0\\xaf\" is not valid UTF-8", in_dir("u1/train"));
+    ASSERT_HAS(report, want);
+    snprintf(want, sizeof want, "%s: class folder \"caf\\xe9\" is not valid UTF-8", in_dir("u1/val"));
+    ASSERT_HAS(report, want);
+    assert_int_equal(count_lines(report), 3);
+    assert_int_equal(ds.skipped, 3);
+    assert_int_equal(ds.nclasses, 2);
+    assert_string_equal(ds.classes[0], "Z\xC3\xBCrich");
+    assert_string_equal(ds.classes[1], "ok");
+    assert_int_equal(ds.ntrain, 2);
+    assert_int_equal(ds.nvalid, 1);
+    dataset_free(&ds);
+    snprintf(want, sizeof want, "%s: class folder \"bad\\xc0\\xaf\" is not valid UTF-8", in_dir("u1/train"));
+    ASSERT_STARTS(open_fails(&spec, 1), want);
+
+    /* CSV text labels: a Latin-1 one, a cut-off sequence; an image id needs no UTF-8 (it never
+     * reaches a checkpoint) */
+    touch("u2/train_images/1.jpg");
+    touch("u2/train_images/2.jpg");
+    touch("u2/train_images/3.jpg");
+    touch("u2/train_images/4\xE9.jpg");
+    write_text("u2/train.csv", "image_id,label,is_val\n"
+                               "1.jpg,caf\xE9,False\n"       /* 2 */
+                               "2.jpg,Z\xC3\xBCrich,False\n" /* 3 ok */
+                               "3.jpg,cut\xC3,False\n"       /* 4 */
+                               "4\xE9.jpg,Z\xC3\xBCrich,True\n");
+    spec = csv_spec(root_of("u2"));
+    ds = open_ok(&spec, 0, &report);
+    ASSERT_HAS(report, "train.csv:2: bad label \"caf\\xe9\" (not valid UTF-8)");
+    ASSERT_HAS(report, "train.csv:4: bad label \"cut\\xc3\" (not valid UTF-8)");
+    assert_int_equal(count_lines(report), 2);
+    assert_int_equal(ds.nclasses, 1);
+    assert_string_equal(ds.classes[0], "Z\xC3\xBCrich");
+    assert_int_equal(ds.ntrain, 1);
+    assert_int_equal(ds.nvalid, 1);
+    dataset_free(&ds);
+    ASSERT_HAS(open_fails(&spec, 1), "train.csv:2: bad label \"caf\\xe9\" (not valid UTF-8)");
+}
+
 /* ================================================================ the shared data sets */
 
 static const char *shared(const char *name) {
@@ -621,6 +782,9 @@ int main(void) {
         cmocka_unit_test(test_csv_bad_rows),
         cmocka_unit_test(test_csv_valid_pct),
         cmocka_unit_test(test_csv_fatal),
+        cmocka_unit_test(test_non_utf8_class_names),
+        cmocka_unit_test(test_csv_label_numbers),
+        cmocka_unit_test(test_csv_same_image_twice),
         cmocka_unit_test(test_imagenette),
         cmocka_unit_test(test_cassava),
     };

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -443,7 +444,7 @@ static void test_jpeg_pixel_limit(void **state) {
         assert_int_equal(jpeg_decode_mem(b, n, "huge.jpg", NULL, &im, NULL, err, sizeof err), -1);
         ASSERT_STARTS(err, "huge.jpg: the header claims 60000x60000 = 3600000000 pixels, over the limit of 67108864");
         assert_null(im.rgb);
-        JpegOptions small = {0, 1000};
+        JpegOptions small = {0, 1000, 0};
         const char *path = in_dir("huge.jpg");
         spit(path, b, n);
         assert_int_equal(jpeg_decode_file(path, &small, &im, NULL, err, sizeof err), -1);
@@ -463,6 +464,60 @@ static void test_jpeg_pixel_limit(void **state) {
     assert_int_equal(jpeg_decode_mem(b, n, "zero.jpg", NULL, &im, NULL, err, sizeof err), -1);
     ASSERT_STARTS(err, "zero.jpg: ");
     free(b);
+}
+
+/* A file of `size` bytes (sparse: no disk) that starts with the n bytes of head. */
+static const char *sparse_file(const char *name, const void *head, size_t n, long long size) {
+    const char *path = in_dir(name);
+    spit(path, head, n);
+    assert_int_equal(truncate(path, (off_t)size), 0);
+    return path;
+}
+
+static long peak_rss_kb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+/* A 3 GB file named .jpg that is no JPEG (a zip, zeros) is refused from its first bytes, without
+ * being read (the whole file was read first: 3 GB of memory and 20 s per loader thread). One that
+ * starts like a JPEG but is over the size limit is refused from its size, naming the limit. */
+static void test_jpeg_huge_files(void **state) {
+    (void)state;
+    const long long big = 3LL << 30;
+    const char *zip = sparse_file("zip.jpg", "PK\3\4", 4, big), *zeros = sparse_file("zeros.jpg", "", 0, big);
+    Image im;
+    char err[512];
+    long rss0 = peak_rss_kb();
+    assert_int_equal(jpeg_decode_file(zip, NULL, &im, NULL, err, sizeof err), -1);
+    ASSERT_STARTS(err, zip);
+    ASSERT_HAS(err, "not a JPEG file (zip signature)");
+    assert_int_equal(jpeg_decode_file(zeros, NULL, &im, NULL, err, sizeof err), -1);
+    ASSERT_HAS(err, "not a JPEG file (starts with 0x00 0x00 0x00)");
+    if (peak_rss_kb() - rss0 > 64 * 1024) fail_msg("peak memory grew by %ld KB: the file was read", peak_rss_kb() - rss0);
+
+    /* a JPEG's first bytes, then 3 GB: over the default limit (64 MB) */
+    const char *fake = sparse_file("fake.jpg", "\xFF\xD8\xFF\xE0", 4, big);
+    assert_int_equal(jpeg_decode_file(fake, NULL, &im, NULL, err, sizeof err), -1);
+    ASSERT_STARTS(err, fake);
+    ASSERT_HAS(err, "3221225472 bytes, over the limit of 64000000 bytes for an image file ([data] max_file_mb)");
+    if (peak_rss_kb() - rss0 > 64 * 1024) fail_msg("peak memory grew by %ld KB: the file was read", peak_rss_kb() - rss0);
+
+    /* a chosen limit: a real JPEG one byte over it is refused, at it decoded */
+    Image small = {40, 25, xcalloc(40 * 25 * 3, 1)};
+    const char *path = in_dir("small.jpg");
+    if (jpeg_write_file(path, &small, 90, err, sizeof err)) fail_msg("%s", err);
+    image_free(&small);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    JpegOptions o = {.max_file_bytes = st.st_size - 1};
+    assert_int_equal(jpeg_decode_file(path, &o, &im, NULL, err, sizeof err), -1);
+    ASSERT_HAS(err, "over the limit of");
+    o.max_file_bytes = st.st_size;
+    if (jpeg_decode_file(path, &o, &im, NULL, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(im.w, 40);
+    image_free(&im);
 }
 
 typedef struct {
@@ -504,13 +559,42 @@ static void test_loader_pixel_limit(void **state) {
     image_free(&ok), image_free(&over);
 }
 
+/* The loader's file size limit (LoaderSpec.max_file_bytes, [data] max_file_mb): a file over it
+ * is skipped and reported with its path like any bad image, and so is a huge non-JPEG. */
+static void test_loader_file_limit(void **state) {
+    (void)state;
+    Image im = {40, 25, xcalloc(40 * 25 * 3, 1)};
+    char err[512];
+    Sample s[3] = {{xstrdup(in_dir("l1.jpg")), 0}, {xstrdup(in_dir("l2.jpg")), 1}, {xstrdup(in_dir("l3.jpg")), 0}};
+    if (jpeg_write_file(s[0].path, &im, 90, err, sizeof err) || jpeg_write_file(s[2].path, &im, 90, err, sizeof err))
+        fail_msg("%s", err);
+    sparse_file("l2.jpg", "\xFF\xD8\xFF\xE0", 4, 1LL << 30);
+    struct stat st;
+    assert_int_equal(stat(s[0].path, &st), 0);
+    LoaderSpec spec = {.samples = s, .count = 3, .tf = transform_defaults(TF_RESIZE_CENTER_CROP, 16, 0), .batch = 3,
+                       .threads = 2, .seed = 1, .format = BATCH_F32, .max_file_bytes = 1000000};
+    Drain d = {loader_create(&spec, err, sizeof err), 0, 0};
+    if (!d.L) fail_msg("%s", err);
+    const char *report = captured(drain, &d);
+    loader_destroy(d.L);
+    assert_int_equal(d.got, 2);
+    assert_int_equal(d.bad, 1);
+    char want[600];
+    snprintf(want, sizeof want, "%s: 1073741824 bytes, over the limit of 1000000 bytes", s[1].path);
+    ASSERT_HAS(report, want);
+    ASSERT_HAS(report, "1 of 3 images are bad");
+    for (int i = 0; i < 3; i++) free(s[i].path);
+    image_free(&im);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_length_lies), cmocka_unit_test(test_offsets_past_the_end),
         cmocka_unit_test(test_shapes_that_overflow), cmocka_unit_test(test_names_that_do_not_fit),
         cmocka_unit_test(test_not_regular_files), cmocka_unit_test(test_csv_ids_stay_inside),
         cmocka_unit_test(test_class_folder_names), cmocka_unit_test(test_jpeg_pixel_limit),
-        cmocka_unit_test(test_loader_pixel_limit),
+        cmocka_unit_test(test_loader_pixel_limit), cmocka_unit_test(test_jpeg_huge_files),
+        cmocka_unit_test(test_loader_file_limit),
     };
     return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

@@ -135,7 +135,7 @@ static const char *write_pattern_jpeg(const char *name, int w, int h, const EncO
 }
 
 static Image decode_ok(const char *path, int min_short_side, int *scale) {
-    JpegOptions o = {min_short_side, 0};
+    JpegOptions o = {min_short_side, 0, 0};
     Image im;
     char err[512];
     if (jpeg_decode_file(path, &o, &im, scale, err, sizeof err)) fail_msg("%s", err);
@@ -452,10 +452,10 @@ static void test_max_pixels(void **state) {
     b[sof + 7] = 60000 >> 8, b[sof + 8] = 60000 & 255; /* width */
     spit(in_dir("huge.jpg"), b, n);
     expect_bad(in_dir("huge.jpg"), NULL, "60000x60000");
-    expect_bad(in_dir("huge.jpg"), &(JpegOptions){0, 0}, "over the limit");
-    expect_bad(in_dir("huge.jpg"), &(JpegOptions){128, 0}, "over the limit");
+    expect_bad(in_dir("huge.jpg"), &(JpegOptions){0, 0, 0}, "over the limit");
+    expect_bad(in_dir("huge.jpg"), &(JpegOptions){128, 0, 0}, "over the limit");
     /* the limit is inclusive */
-    JpegOptions at = {0, 1000}, below = {0, 999};
+    JpegOptions at = {0, 1000, 0}, below = {0, 999, 0};
     Image im;
     char err[512];
     if (jpeg_decode_file(full, &at, &im, NULL, err, sizeof err)) fail_msg("%s", err);
@@ -524,7 +524,7 @@ static void *decode_worker(void *arg) {
         for (int i = 0; i < THREAD_FILES; i++) {
             Image im;
             char err[512];
-            JpegOptions o = {i % 2 ? 40 : 0, 0};
+            JpegOptions o = {i % 2 ? 40 : 0, 0, 0};
             int rc = jpeg_decode_file(thread_paths[i], &o, &im, NULL, err, sizeof err);
             if (!thread_want[i].rgb) {
                 bad += rc != -1 || !strstr(err, thread_paths[i]);
@@ -554,7 +554,7 @@ static void test_threads(void **state) {
     thread_paths[5] = strdup(in_dir("thread_missing.jpg"));
     for (int i = 0; i < THREAD_FILES; i++) {
         char err[512];
-        JpegOptions opt = {i % 2 ? 40 : 0, 0};
+        JpegOptions opt = {i % 2 ? 40 : 0, 0, 0};
         if (jpeg_decode_file(thread_paths[i], &opt, &thread_want[i], NULL, err, sizeof err)) thread_want[i].rgb = NULL;
     }
     assert_non_null(thread_want[3].rgb);

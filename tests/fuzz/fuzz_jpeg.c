@@ -21,7 +21,7 @@
 int FUZZ_ENTRY(const uint8_t *data, size_t size);
 int FUZZ_ENTRY(const uint8_t *data, size_t size) {
     static const int sides[4] = {0, 8, 30, 200};
-    JpegOptions o = {size ? sides[data[size - 1] & 3] : 0, JPG_MAX_PIXELS};
+    JpegOptions o = {size ? sides[data[size - 1] & 3] : 0, JPG_MAX_PIXELS, 0};
     Image im;
     char err[512];
     int scale = 0;

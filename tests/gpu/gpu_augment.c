@@ -97,7 +97,7 @@ static void add_crop(const Image *im, int x0, int y0, int w, int h, const char *
 
 static int decode(const char *path, Image *im) {
     char err[512];
-    JpegOptions jo = {0, 0};
+    JpegOptions jo = {0, 0, 0};
     if (jpeg_decode_file(path, &jo, im, NULL, err, sizeof err)) {
         printf("     not used: %s\n", err);
         return -1;
