@@ -85,6 +85,7 @@ static const Choice loss_scales[] = {{"auto", LOSS_SCALE_AUTO}, {"dynamic", LOSS
 static const Choice precisions[] = {{"fp32", DT_F32}, {"fp16", DT_F16}, {"bf16", DT_BF16}, {NULL, 0}};
 static const Choice resize_modes[] = {{"resize", 0}, {"crop", 1}, {NULL, 0}};
 static const Choice trainables[] = {{"head", 0}, {"head,final_bn", 1}, {NULL, 0}};
+static const Choice pretrained_heads[] = {{"auto", PRETRAINED_HEAD_AUTO}, {"keep", PRETRAINED_HEAD_KEEP}, {"new", PRETRAINED_HEAD_NEW}, {NULL, 0}};
 static const Choice freezes[] = {{"keep", FREEZE_KEEP}, {"yes", FREEZE_YES}, {"no", FREEZE_NO}, {NULL, 0}};
 
 #define BIT(v) (1u << (v))
@@ -143,6 +144,10 @@ static const Key keys[] = {
     {.sec = SEC_MODEL, .name = "pretrained", .type = T_STRING, CF(pretrained), .def = "",
      .help = "starting weights: a checkpoint of ours or a torchvision state dict as safetensors "
              "(scripts/pth_to_safetensors.py); matching names and shapes load, a classifier of another class count is new"},
+    {.sec = SEC_MODEL, .name = "pretrained_head", ENUM(pretrained_heads), CF(pretrained_head), .def = "auto",
+     .help = "a pretrained classifier with the data's class count: auto = load it when the file's class names are the "
+             "data's (or it names none, as torchvision's do), refuse when they differ; keep = load it anyway; new = always "
+             "a fresh classifier (fastai's cnn_learner)"},
     {.sec = SEC_MODEL, .name = "classes", .type = T_INT, CF(classes), RANGE(0, 1000000), .def = "0",
      .help = "outputs of the classifier; 0 = the data set's class count (the seeds' xresnet50() has 1000)"},
     /* [run] */
