@@ -160,9 +160,9 @@ static const Key keys[] = {
     {.sec = SEC_RUN, .name = "out_dir", .type = T_STRING, CF(out_dir), .def = "runs",
      .help = "parent of the run folders (<out_dir>/<config name>-<time>/)"},
     {.sec = SEC_RUN, .name = "name", .type = T_STRING, CF(run_name), .def = "",
-     .help = "the run folder's name under out_dir; empty = <config name>-<time>. A folder that holds a run already, "
-             "is not empty, or lies outside out_dir is refused unless ./train is given --force (which replaces "
-             "the old run's files)"},
+     .help = "the run folder's name under out_dir; empty = <config name>-<time>. A folder that holds a run already "
+             "(its cnntrain-run file) or lies outside out_dir is refused unless ./train is given --force (which removes "
+             "only the files the old run's cnntrain-run lists); a non-empty folder that is not a run's, always"},
     {.sec = SEC_RUN, .name = "loss_scale", ENUM(loss_scales), CF(loss_scale), .def = "auto",
      .help = "auto = dynamic for fp16, off otherwise. dynamic: PyTorch's GradScaler (start at 65536; a step whose "
              "gradients overflow is skipped and the scale halved; doubled after 2000 good steps). off: any inf/NaN "

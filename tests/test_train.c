@@ -370,7 +370,8 @@ static void test_inf_gradient_stops_or_is_skipped(void **state) {
 }
 
 /* [run] name: a fixed run folder. A second run into it, a name that leaves out_dir, or a non-empty
- * folder is refused before any work; --force replaces the old run's files (not its subfolders). */
+ * folder is refused before any work; --force removes the files the old run wrote (not its
+ * subfolders, not a file of the user's). */
 static void test_run_name_refuses_to_overwrite(void **state) {
     (void)state;
     char root[] = "/tmp/cnn_train_XXXXXX", path[1200], out[16384], run_dir[1024], err[1024];
