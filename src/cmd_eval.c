@@ -16,6 +16,7 @@
 #include "model.h"
 #include "plot.h"
 #include "rng.h"
+#include "run_record.h"
 #include "safetensors.h"
 #include "scores.h"
 #include "util.h"
@@ -100,6 +101,48 @@ static int check_classes(const char *ckpt, const char *joined, int model_classes
     return rc;
 }
 
+/* ------------------------------------------------------------------------- the split */
+
+/* The split the model was validated on, for a CSV data set without is_val: the checkpoint's
+ * valid_pct and split_seed unless the user gave them. */
+static void split_from_checkpoint(const StFile *hdr, const EvalOptions *o, DatasetSpec *ds) {
+    const char *pct = st_meta(hdr, "valid_pct"), *seed = st_meta(hdr, "split_seed");
+    char *end = NULL;
+    if (ds->format != DATA_CSV) return;
+    if (pct && !(o->split_given & EVAL_SPLIT_PCT)) {
+        float v = strtof(pct, &end);
+        if (!*end && v > 0 && v < 1) ds->valid_pct = v;
+    }
+    if (seed && !(o->split_given & EVAL_SPLIT_SEED)) {
+        unsigned long long v = strtoull(seed, &end, 10);
+        if (!*end) ds->seed = v;
+    }
+}
+
+/* The data against the checkpoint's fingerprint (run_record.h): the run's own data split another
+ * way is refused; other data is evaluated as given, with a line saying so. */
+static int check_split(const char *ck, const StFile *hdr, const Dataset *d, const DatasetSpec *ds, char *err, size_t errlen) {
+    long run_n[2], now_n[2];
+    uint64_t run_h[2], now_h[2];
+    char fp[DATA_FP_CHARS];
+    if (data_fingerprint_parse(st_meta(hdr, "data"), run_n, run_h)) return 0; /* an older checkpoint: nothing to check */
+    data_fingerprint(d, ds->root, fp);
+    data_fingerprint_parse(fp, now_n, now_h);
+    if (run_n[0] + run_n[1] != now_n[0] + now_n[1] || run_h[0] + run_h[1] != now_h[0] + now_h[1]) {
+        printf("data: %s is not the data set %s was trained on (%ld images then, %ld now): evaluated as given\n", ds->root,
+               ck, run_n[0] + run_n[1], now_n[0] + now_n[1]);
+        return 0;
+    }
+    if (run_h[1] == now_h[1]) return 0;
+    const char *pct = st_meta(hdr, "valid_pct"), *seed = st_meta(hdr, "split_seed");
+    return error_at(err, errlen, ck,
+                    "the data at %s is the data set this model was trained on, split another way: the run validated on %ld "
+                    "images, this split holds %ld (valid_pct %g, split_seed %llu; the run's: %s, %s), so it would score "
+                    "images the model trained on. Leave out --valid-pct and --split-seed (the checkpoint's split is used)",
+                    ds->root, run_n[1], now_n[1], (double)ds->valid_pct, (unsigned long long)ds->seed, pct ? pct : "?",
+                    seed ? seed : "?");
+}
+
 /* ------------------------------------------------------------------------- passes */
 
 typedef struct {
@@ -180,8 +223,11 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     }
     Dataset d = {0};
     char msg[1024];
-    if (!rc && dataset_open(&o->data, 0, &d, msg, sizeof msg)) rc = fail(err, errlen, "%s", msg);
-    else if (!rc && (rc = check_classes(ck, st_meta(&hdr, "class_names"), (int)classes, &d, o->data.root, err, errlen)))
+    DatasetSpec ds = o->data;
+    split_from_checkpoint(&hdr, o, &ds);
+    if (!rc && dataset_open(&ds, 0, &d, msg, sizeof msg)) rc = fail(err, errlen, "%s", msg);
+    else if (!rc && ((rc = check_classes(ck, st_meta(&hdr, "class_names"), (int)classes, &d, o->data.root, err, errlen)) ||
+                     (rc = check_split(ck, &hdr, &d, &ds, err, errlen))))
         dataset_free(&d);
     st_close(&hdr);
     if (rc) return -1;
@@ -189,6 +235,9 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     Model *m = NULL;
     Backend *be = NULL;
     FILE *csv = NULL;
+    char *csv_text = NULL;
+    size_t csv_len = 0;
+    AtomicFile csv_out = {-1, NULL, NULL};
     float *params = NULL, *stats = NULL, *logits = NULL, *plain = NULL, *aug = NULL, *pass = NULL;
     int32_t *labels = NULL, *pass_labels = NULL;
     char dir[2048], csv_path[2200], png_path[2200];
@@ -235,7 +284,10 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     }
     snprintf(csv_path, sizeof csv_path, "%s/eval.csv", dir);
     snprintf(png_path, sizeof png_path, "%s/eval.png", dir);
-    csv = fopen(csv_path, "w");
+    /* eval.csv is written whole at the end (util.h's atomic write: a device or FIFO there is
+     * refused now, before the work); the table gathers in memory */
+    if (atomic_open(&csv_out, csv_path, err, errlen)) goto done;
+    csv = open_memstream(&csv_text, &csv_len);
     if (!csv) {
         error_at(err, errlen, csv_path, "cannot write: %s", strerror(errno));
         goto done;
@@ -317,10 +369,8 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     }
     FILE *f = csv;
     csv = NULL;
-    if (fclose(f)) {
-        error_at(err, errlen, csv_path, "cannot write: %s", strerror(errno));
-        goto done;
-    }
+    int written = !fclose(f) && !write_full(csv_out.fd, csv_text, csv_len);
+    if (atomic_commit(&csv_out, written, err, errlen)) goto done;
     printf("eval: wrote %s\n", csv_path);
     if (o->plot) {
         const char *base = slash ? slash + 1 : ck;
@@ -331,6 +381,8 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     rc = 0;
 done:
     if (csv) fclose(csv);
+    free(csv_text);
+    atomic_abort(&csv_out); /* nothing, once committed */
     free(params), free(stats), free(logits), free(plain), free(aug), free(pass), free(labels), free(pass_labels);
     if (m) model_free(m); /* detaches from the backend first */
     if (be) backend_destroy(be);
@@ -359,8 +411,8 @@ int cmd_eval(int argc, char **argv) {
     eval_options_default(&o);
     const char *data = NULL, *format = "folder", *sizes = NULL, *out = NULL;
     const char *train_dir = o.data.train_dir, *valid_dir = o.data.valid_dir, *csv = o.data.csv, *images = o.data.images_dir;
-    float ratio = 0, valid_pct = o.data.valid_pct, beta = o.tta_beta;
-    int split_seed = (int)o.data.seed, seed = 0, tta = 0, center_crop = 0, no_plot = 0;
+    float ratio = 0, valid_pct = -1, beta = o.tta_beta; /* -1: not given (the checkpoint's, else the default) */
+    int split_seed = -1, seed = 0, tta = 0, center_crop = 0, no_plot = 0;
     /* cli has no switches: these are taken out of argv first; their table rows are for --help */
     int dummy;
     const Flag flags[] = {
@@ -371,8 +423,8 @@ int cmd_eval(int argc, char **argv) {
         {"--valid-dir", FLAG_STR, &valid_dir, "folder layout: validation folder (default val)"},
         {"--csv", FLAG_STR, &csv, "csv layout: label file (default train.csv)"},
         {"--images", FLAG_STR, &images, "csv layout: image folder (default train_images)"},
-        {"--valid-pct", FLAG_FLOAT, &valid_pct, "csv without is_val: the training run's valid_pct (default 0.2)"},
-        {"--split-seed", FLAG_INT, &split_seed, "csv without is_val: the training run's split_seed (default 42)"},
+        {"--valid-pct", FLAG_FLOAT, &valid_pct, "csv without is_val: the training run's valid_pct (default: the checkpoint's, else 0.2)"},
+        {"--split-seed", FLAG_INT, &split_seed, "csv without is_val: the training run's split_seed (default: the checkpoint's, else 42)"},
         {"--resize-ratio", FLAG_FLOAT, &ratio, "Resize(round(ratio*s)) + CenterCrop(s) (default 1: plain resize)"},
         {"--center-crop", FLAG_INT, &dummy, "(switch) CenterCrop(s) of the unresized image instead of resizing"},
         {"--batch", FLAG_INT, &o.batch, "batch size (default 64)"},
@@ -419,8 +471,9 @@ int cmd_eval(int argc, char **argv) {
     o.data.valid_dir = valid_dir;
     o.data.csv = csv;
     o.data.images_dir = images;
-    o.data.valid_pct = valid_pct;
-    o.data.seed = (uint64_t)split_seed;
+    o.split_given = (valid_pct >= 0 ? EVAL_SPLIT_PCT : 0) | (split_seed >= 0 ? EVAL_SPLIT_SEED : 0);
+    if (valid_pct >= 0) o.data.valid_pct = valid_pct;
+    if (split_seed >= 0) o.data.seed = (uint64_t)split_seed;
     o.sizes = list;
     o.nsizes = nsizes;
     o.resize_ratio = ratio != 0 ? ratio : 1.0f;

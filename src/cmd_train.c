@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "config.h"
+#include "run_record.h"
 #include "train.h"
 #include "util.h"
 
@@ -23,10 +24,11 @@ int cmd_train(int argc, char **argv) {
             force = 1;
         } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
             sets[nsets] = argv[++i];
-            /* a resumed run is the same experiment: only how it runs may change */
-            if (resume && strncmp(sets[nsets], "run.", 4)) {
-                fprintf(stderr, "train: --resume takes only [run] overrides (run.threads, run.stop_after, ...), not '%s'\n",
-                        sets[nsets]);
+            /* a resumed run is the same experiment: only what cannot change its numbers may change
+             * (train_run checks the whole config against the run's record, config.ini edits too) */
+            if (resume && strncmp(sets[nsets], "run.threads=", 12) && strncmp(sets[nsets], "run.stop_after=", 15)) {
+                fprintf(stderr, "train: --resume takes only %s overrides (the others change the run's numbers), not '%s'\n",
+                        RESUME_FREE_KEYS, sets[nsets]);
                 free(sets);
                 return 2;
             }

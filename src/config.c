@@ -85,6 +85,7 @@ static const Choice loss_scales[] = {{"auto", LOSS_SCALE_AUTO}, {"dynamic", LOSS
 static const Choice precisions[] = {{"fp32", DT_F32}, {"fp16", DT_F16}, {"bf16", DT_BF16}, {NULL, 0}};
 static const Choice resize_modes[] = {{"resize", 0}, {"crop", 1}, {NULL, 0}};
 static const Choice trainables[] = {{"head", 0}, {"head,final_bn", 1}, {NULL, 0}};
+static const Choice pretrained_heads[] = {{"auto", PRETRAINED_HEAD_AUTO}, {"keep", PRETRAINED_HEAD_KEEP}, {"new", PRETRAINED_HEAD_NEW}, {NULL, 0}};
 static const Choice freezes[] = {{"keep", FREEZE_KEEP}, {"yes", FREEZE_YES}, {"no", FREEZE_NO}, {NULL, 0}};
 
 #define BIT(v) (1u << (v))
@@ -146,6 +147,10 @@ static const Key keys[] = {
     {.sec = SEC_MODEL, .name = "pretrained", .type = T_STRING, CF(pretrained), .def = "",
      .help = "starting weights: a checkpoint of ours or a torchvision state dict as safetensors "
              "(scripts/pth_to_safetensors.py); matching names and shapes load, a classifier of another class count is new"},
+    {.sec = SEC_MODEL, .name = "pretrained_head", ENUM(pretrained_heads), CF(pretrained_head), .def = "auto",
+     .help = "a pretrained classifier with the data's class count: auto = load it when the file's class names are the "
+             "data's (or it names none, as torchvision's do), refuse when they differ; keep = load it anyway; new = always "
+             "a fresh classifier (fastai's cnn_learner)"},
     {.sec = SEC_MODEL, .name = "classes", .type = T_INT, CF(classes), RANGE(0, 1000000), .def = "0",
      .help = "outputs of the classifier; 0 = the data set's class count (the seeds' xresnet50() has 1000)"},
     /* [run] */
@@ -158,9 +163,9 @@ static const Key keys[] = {
     {.sec = SEC_RUN, .name = "out_dir", .type = T_STRING, CF(out_dir), .def = "runs",
      .help = "parent of the run folders (<out_dir>/<config name>-<time>/)"},
     {.sec = SEC_RUN, .name = "name", .type = T_STRING, CF(run_name), .def = "",
-     .help = "the run folder's name under out_dir; empty = <config name>-<time>. A folder that holds a run already, "
-             "is not empty, or lies outside out_dir is refused unless ./train is given --force (which replaces "
-             "the old run's files)"},
+     .help = "the run folder's name under out_dir; empty = <config name>-<time>. A folder that holds a run already "
+             "(its cnntrain-run file) or lies outside out_dir is refused unless ./train is given --force (which removes "
+             "only the files the old run's cnntrain-run lists); a non-empty folder that is not a run's, always"},
     {.sec = SEC_RUN, .name = "loss_scale", ENUM(loss_scales), CF(loss_scale), .def = "auto",
      .help = "auto = dynamic for fp16, off otherwise. dynamic: PyTorch's GradScaler (start at 65536; a step whose "
              "gradients overflow is skipped and the scale halved; doubled after 2000 good steps). off: any inf/NaN "

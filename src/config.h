@@ -52,6 +52,7 @@ typedef struct {
 enum { FREEZE_KEEP, FREEZE_YES, FREEZE_NO };
 enum { LOSS_SCALE_AUTO, LOSS_SCALE_DYNAMIC, LOSS_SCALE_OFF };
 enum { AUGMENT_AUTO, AUGMENT_HOST, AUGMENT_DEVICE };
+enum { PRETRAINED_HEAD_AUTO, PRETRAINED_HEAD_KEEP, PRETRAINED_HEAD_NEW }; /* [model] pretrained_head */
 
 typedef struct {
     char path[512];            /* the config file */
@@ -63,6 +64,7 @@ typedef struct {
     char arch[32];
     int classes;               /* 0 = the data set's class count */
     char pretrained[512];      /* starting weights (safetensors state dict); "" = none */
+    int pretrained_head;       /* PRETRAINED_HEAD_*: a pretrained classifier of the model's shape (pretrained.h) */
     char device[16];           /* auto | cpu | cuda */
     DType precision;
     uint64_t seed;

@@ -11,6 +11,11 @@
 typedef struct {
     const char *checkpoint;   /* model file written by ckpt_save (metadata arch, classes, class_names) */
     DatasetSpec data;         /* its validation split is evaluated */
+    /* EVAL_SPLIT_* bits: which of data.valid_pct and data.seed the user gave. A CSV data set without
+     * is_val is split as the checkpoint's run split it (its metadata valid_pct, split_seed) unless
+     * given; a split that differs from the run's on the run's own data (data fingerprint) is
+     * refused: it would score images the model trained on. */
+    int split_given;
     const int *sizes;         /* test sides, evaluated in this order */
     int nsizes;
     /* The test transform at side s: torchvision's Resize(round(resize_ratio*s), short side) +
@@ -34,6 +39,7 @@ typedef struct {
 /* The defaults of `train eval`: folder layout train/ + val/, ratio 1, batch 64, device auto,
  * tta_n 4, beta 0.25, plot on. checkpoint, data.root and sizes are left to the caller. */
 void eval_options_default(EvalOptions *);
+enum { EVAL_SPLIT_PCT = 1, EVAL_SPLIT_SEED = 2 };
 
 /* Evaluate at every size, print the table (size, loss, accuracy[, tta_loss, tta_accuracy]) to
  * stdout, write out_dir/eval.csv (the same columns and images) and eval.png. Before any model is

@@ -345,23 +345,11 @@ int jpeg_write_file(const char *path, const Image *im, int quality, char *err, s
         return -1;
     }
 
-    /* Temporary name unique per process and per call, so threads writing the same path never share
-     * one; then fsync and rename, so readers see the old file or the whole new one. */
-    static atomic_ulong counter;
-    size_t tlen = strlen(path) + 48;
-    char *tmp = xmalloc(tlen);
-    snprintf(tmp, tlen, "%s.tmp.%ld.%lu", path, (long)getpid(), atomic_fetch_add(&counter, 1));
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        error_at(err, errlen, path, "cannot create the temporary file %s: %s", tmp, strerror(errno));
-        free(tmp);
-        free(e->buf);
-        free(e);
-        return -1;
-    }
-    int ok = !write_full(fd, e->buf, e->len);
-    rc = commit_temp_file(fd, ok, tmp, path, err, errlen);
-    free(tmp);
+    /* One helper for every whole-file write: a device or FIFO at path is refused, a symbolic link
+     * written through, and readers see the old file or the whole new one. */
+    AtomicFile a;
+    if (atomic_open(&a, path, err, errlen)) rc = -1;
+    else rc = atomic_commit(&a, !write_full(a.fd, e->buf, e->len), err, errlen);
     free(e->buf);
     free(e);
     return rc;

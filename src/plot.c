@@ -357,6 +357,34 @@ static int has_suffix(const char *s, const char *suffix) {
     return a >= b && !strcmp(s + a - b, suffix);
 }
 
+/* gnuplot writes the PNGs itself, in place (through a symbolic link): a target that exists and is
+ * not a regular file (a device, a FIFO) is refused first (util.h's output_target). */
+static int png_target_ok(const char *dir, const char *png) {
+    char path[5200], err[1024], *target;
+    snprintf(path, sizeof path, "%s/%s", dir, png);
+    if (output_target(path, &target, err, sizeof err)) {
+        printf("plots: %s\n", err);
+        return 0;
+    }
+    free(target);
+    return 1;
+}
+
+/* The script, written whole (util.h's atomic write) from the memory stream f. 0, or -1 said. */
+static int write_script(FILE *f, char **text, size_t *len, const char *path) {
+    char err[1024];
+    int bad = fclose(f) != 0;
+    if (!bad && write_file_atomic(path, *text, *len, err, sizeof err)) {
+        printf("plots: %s\n", err);
+        bad = 1;
+    } else if (bad) {
+        printf("plots: cannot write %s: %s\n", path, strerror(errno));
+    }
+    free(*text);
+    *text = NULL;
+    return bad ? -1 : 0;
+}
+
 static int is_eval_csv(const struct dirent *e) {
     return !strncmp(e->d_name, "eval-", 5) && has_suffix(e->d_name, ".csv") && strlen(e->d_name) > 9;
 }
@@ -379,14 +407,16 @@ int plot_run(const char *run_dir) {
         return -1;
     }
 
-    snprintf(path, sizeof path, "%s/plots.gp", run_dir);
-    FILE *f = fopen(path, "w");
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = open_memstream(&text, &text_len);
     char drawn[2048] = "";
     int ok = f != NULL, nplots = 0;
-    if (!f) printf("plots: cannot write %s: %s\n", path, strerror(errno));
+    if (!f) printf("plots: cannot write %s/plots.gp: %s\n", run_dir, strerror(errno));
     if (f) {
         gp_header(f);
-        if (have_metrics) {
+        if (have_metrics && png_target_ok(run_dir, "loss.png") && png_target_ok(run_dir, "accuracy.png") &&
+            png_target_ok(run_dir, "size.png")) {
             gp_epoch_plots(f, &m);
             snprintf(drawn, sizeof drawn, "loss.png accuracy.png size.png");
             nplots += 3;
@@ -396,9 +426,10 @@ int plot_run(const char *run_dir) {
             snprintf(path, sizeof path, "%s/%s", run_dir, name);
             EvalTable t;
             if (eval_table_read(path, &t)) continue;
-            if (t.size.n > 0) {
-                char png[512], block[32], title[600];
-                snprintf(png, sizeof png, "%.*s.png", (int)(strlen(name) - 4), name);
+            char png[512];
+            snprintf(png, sizeof png, "%.*s.png", (int)(strlen(name) - 4), name);
+            if (t.size.n > 0 && png_target_ok(run_dir, png)) {
+                char block[32], title[600];
                 snprintf(block, sizeof block, "eval%d", i);
                 snprintf(title, sizeof title, "accuracy vs test size (%s)", name);
                 gp_eval_plot(f, &t, block, png, title);
@@ -409,10 +440,8 @@ int plot_run(const char *run_dir) {
             eval_table_free(&t);
         }
         fputs("unset output\n", f);
-        if (fclose(f)) {
-            printf("plots: cannot write %s/plots.gp: %s\n", run_dir, strerror(errno));
-            ok = 0;
-        }
+        snprintf(path, sizeof path, "%s/plots.gp", run_dir);
+        if (write_script(f, &text, &text_len, path)) ok = 0;
     }
     for (int i = 0; i < nnames; i++) free(names[i]);
     free(names);
@@ -444,21 +473,18 @@ int plot_eval(const char *csv_path, const char *png_path, const char *title) {
     snprintf(script, sizeof script, "%.*s.gp", has_suffix(png, ".png") ? (int)strlen(png) - 4 : (int)strlen(png), png);
     char path[5200];
     snprintf(path, sizeof path, "%s/%s", dir, script);
-    FILE *f = fopen(path, "w");
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = png_target_ok(dir, png) ? open_memstream(&text, &text_len) : NULL;
     if (!f) {
-        printf("plots: cannot write %s: %s\n", path, strerror(errno));
         eval_table_free(&t);
         return -1;
     }
     gp_header(f);
     gp_eval_plot(f, &t, "eval", png, title ? title : "accuracy vs test size");
     fputs("unset output\n", f);
-    int bad = fclose(f) != 0;
     eval_table_free(&t);
-    if (bad) {
-        printf("plots: cannot write %s: %s\n", path, strerror(errno));
-        return -1;
-    }
+    if (write_script(f, &text, &text_len, path)) return -1;
     if (run_gnuplot(gnuplot, dir, script)) return -1;
     printf("plots: %s (script %s)\n", png_path, script);
     return 0;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "config.h"
 #include "util.h"
 
 #define TNAME (NAME_LEN + 32)
@@ -172,14 +173,31 @@ static StTensor *build_view(const Target *t, int n, float **floats, int64_t **co
     return v;
 }
 
-int pretrained_load(const StFile *f, const char *label, Model *m, float *params, float *stats,
-                    PretrainedReport *rep, char *err, size_t errlen) {
+/* The first difference between two newline-joined class lists, for a message; 0 when equal. */
+static int class_difference(const char *a, const char *b, char *buf, size_t len) {
+    for (int i = 0;; i++) {
+        size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
+        if (la != lb || memcmp(a, b, la) || !a[la] != !b[lb]) {
+            snprintf(buf, len, "class %d is '%.*s' in the file, '%.*s' in the data", i, (int)la, a, (int)lb, b);
+            return 1;
+        }
+        if (!a[la]) return 0;
+        a += la + 1;
+        b += lb + 1;
+    }
+}
+
+static int load_impl(const StFile *f, const char *label, Model *m, float *params, float *stats, int head,
+                     const char *class_names, PretrainedReport *rep, char *err, size_t errlen) {
     const char *fmt = st_meta(f, "format");
     if (fmt && !strcmp(fmt, CKPT_TRAIN_FORMAT))
         return error_at(err, errlen, label, "this is a training-state file (Adam moments), not weights");
     int n;
     Target *t = model_targets(m, params, stats, &n);
     StrList skipped = {0}, wrong = {0};
+    char note[600] = "", diff[300] = "";
+    const char *file_names = st_meta(f, "class_names");
+    int names_differ = file_names && class_names && class_difference(file_names, class_names, diff, sizeof diff);
     for (int i = 0; i < f->count; i++) {
         const StTensor *s = &f->tensors[i];
         char alt[6][TNAME];
@@ -190,7 +208,24 @@ int pretrained_load(const StFile *f, const char *label, Model *m, float *params,
             strlist_add(&skipped, "%s: not in the model", s->name);
             continue;
         }
+        if (same_shape(s, x) && x->classifier && head == PRETRAINED_HEAD_NEW) {
+            strlist_add(&skipped, "%s: the classifier (pretrained_head = new)", s->name);
+            continue;
+        }
+        if (same_shape(s, x) && x->classifier && head == PRETRAINED_HEAD_AUTO && names_differ) {
+            strlist_free(&skipped);
+            strlist_free(&wrong);
+            free(t);
+            return error_at(err, errlen, label,
+                            "its classifier has the data's %d classes, but other ones (%s): set [model] pretrained_head = "
+                            "new to start the classifier fresh, or keep to load it anyway", m->classes, diff);
+        }
         if (same_shape(s, x)) {
+            if (x->classifier && head == PRETRAINED_HEAD_KEEP && names_differ)
+                snprintf(note, sizeof note, "the classifier loaded although its classes differ (%s): pretrained_head = keep", diff);
+            else if (x->classifier && head == PRETRAINED_HEAD_AUTO && !file_names && class_names)
+                snprintf(note, sizeof note, "the classifier loaded: %d classes like the data's, but the file names none to "
+                                            "compare (pretrained_head = new starts it fresh)", m->classes);
             x->src = s;
             continue;
         }
@@ -246,7 +281,8 @@ int pretrained_load(const StFile *f, const char *label, Model *m, float *params,
             else
                 strlist_add(&loaded, "%s", t[i].name);
         }
-        *rep = (PretrainedReport){loaded.n, fresh.n, skipped.n, loaded.items, fresh.items, skipped.items};
+        *rep = (PretrainedReport){loaded.n, fresh.n, skipped.n, loaded.items, fresh.items, skipped.items,
+                                  note[0] ? xstrdup(note) : NULL};
         skipped = (StrList){0};
     }
     strlist_free(&skipped);
@@ -255,13 +291,23 @@ int pretrained_load(const StFile *f, const char *label, Model *m, float *params,
     return rc;
 }
 
-int pretrained_load_file(const char *path, Model *m, float *params, float *stats, PretrainedReport *rep,
-                         char *err, size_t errlen) {
+int pretrained_load(const StFile *f, const char *label, Model *m, float *params, float *stats,
+                    PretrainedReport *rep, char *err, size_t errlen) {
+    return load_impl(f, label, m, params, stats, PRETRAINED_HEAD_KEEP, NULL, rep, err, errlen);
+}
+
+int pretrained_load_file_head(const char *path, Model *m, float *params, float *stats, int head,
+                              const char *class_names, PretrainedReport *rep, char *err, size_t errlen) {
     StFile f;
     if (st_read(path, &f, err, errlen)) return -1;
-    int rc = pretrained_load(&f, path, m, params, stats, rep, err, errlen);
+    int rc = load_impl(&f, path, m, params, stats, head, class_names, rep, err, errlen);
     st_close(&f);
     return rc;
+}
+
+int pretrained_load_file(const char *path, Model *m, float *params, float *stats, PretrainedReport *rep,
+                         char *err, size_t errlen) {
+    return pretrained_load_file_head(path, m, params, stats, PRETRAINED_HEAD_KEEP, NULL, rep, err, errlen);
 }
 
 void pretrained_report_print(FILE *out, const PretrainedReport *r, const char *prefix, int verbose) {
@@ -272,11 +318,13 @@ void pretrained_report_print(FILE *out, const PretrainedReport *r, const char *p
     for (int i = 0; verbose && i < r->nloaded; i++) fprintf(out, "%s  loaded  %s\n", prefix, r->loaded[i]);
     for (int i = 0; i < r->nnew; i++) fprintf(out, "%s  new     %s\n", prefix, r->fresh[i]);
     for (int i = 0; i < r->nskipped; i++) fprintf(out, "%s  skipped %s\n", prefix, r->skipped[i]);
+    if (r->head_note) fprintf(out, "%s  note    %s\n", prefix, r->head_note);
 }
 
 void pretrained_report_free(PretrainedReport *r) {
     if (!r) return;
     StrList l[3] = {{r->loaded, r->nloaded, 0}, {r->fresh, r->nnew, 0}, {r->skipped, r->nskipped, 0}};
     for (int i = 0; i < 3; i++) strlist_free(&l[i]);
+    free(r->head_note);
     memset(r, 0, sizeof *r);
 }

@@ -24,6 +24,7 @@ typedef struct {
     char **loaded;   /* model tensor names; "name <- file name" where the file calls it otherwise */
     char **fresh;    /* model tensors the file does not provide: they keep their initial values */
     char **skipped;  /* file tensors not used: "name: why" */
+    char *head_note; /* what was decided about a classifier of the model's shape, and why; or NULL */
 } PretrainedReport;
 
 /* params / stats: host arrays in our layout (param_floats / stat_floats floats), already
@@ -34,6 +35,15 @@ int pretrained_load(const StFile *f, const char *label, Model *m, float *params,
 /* The same from a path. */
 int pretrained_load_file(const char *path, Model *m, float *params, float *stats, PretrainedReport *rep,
                          char *err, size_t errlen);
+/* pretrained_load_file, with a choice for a classifier of the model's shape ([model] pretrained_head,
+ * PRETRAINED_HEAD_* in config.h; the functions above keep it): AUTO loads it when the file's
+ * class_names are class_names (the data's, newline-joined), or when the file names no classes (a
+ * torchvision file: the same count is all there is to go on, as timm does), and refuses when the
+ * names differ (the same count, other classes: a classifier that would silently mean other
+ * things); KEEP loads it whatever the names (saying when they differ); NEW never loads it (fastai's
+ * cnn_learner: always a fresh head). What was decided goes into rep->head_note. */
+int pretrained_load_file_head(const char *path, Model *m, float *params, float *stats, int head,
+                              const char *class_names, PretrainedReport *rep, char *err, size_t errlen);
 
 /* "pretrained: 320 tensors loaded (318 renamed), 14 new, 2 skipped", then the new and skipped
  * tensors one per line (and the loaded ones with verbose), each line after prefix. */

@@ -747,20 +747,14 @@ int st_write(StWriter *w, const char *path, char *err, size_t errlen) {
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
 
-    size_t tlen = strlen(path) + 32;
-    char *tmp = xmalloc(tlen);
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        error_at(err, errlen, path, "cannot create the temporary file %s: %s", tmp, strerror(errno));
-        free(tmp);
+    AtomicFile a; /* a device or FIFO at path is refused; a symbolic link is written through */
+    if (atomic_open(&a, path, err, errlen)) {
         free(h.p);
         return -1;
     }
-    int ok = !write_full(fd, len8, 8) && !write_full(fd, h.p, h.len);
-    for (int i = 0; ok && i < w->n; i++) ok = !w->t[i].bytes || !write_full(fd, w->t[i].data, w->t[i].bytes);
-    int rc = commit_temp_file(fd, ok, tmp, path, err, errlen);
-    free(tmp);
+    int ok = !write_full(a.fd, len8, 8) && !write_full(a.fd, h.p, h.len);
+    for (int i = 0; ok && i < w->n; i++) ok = !w->t[i].bytes || !write_full(a.fd, w->t[i].data, w->t[i].bytes);
+    int rc = atomic_commit(&a, ok, err, errlen);
     free(h.p);
     return rc;
 }

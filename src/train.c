@@ -25,6 +25,7 @@
 #include "plot.h"
 #include "pretrained.h"
 #include "progressive.h"
+#include "run_record.h"
 #include "schedule.h"
 #include "scores.h"
 #include "util.h"
@@ -72,6 +73,7 @@ typedef struct {
     int frozen;             /* fastai's freeze(): only the last parameter group and the batch norms train */
     float group_scale[MAX_GROUPS]; /* the running fit's lr per parameter group, as a fraction of its lr */
     int stopped;            /* why the run stopped early: a signal number, or -1 for stop_after */
+    char data_fp[DATA_FP_CHARS]; /* the data set's fingerprint (run_record.h), in every checkpoint */
 } Trainer;
 
 static volatile sig_atomic_t stop_signal;
@@ -353,7 +355,14 @@ static void save_checkpoint(Trainer *T, const char *name, const char *stage) {
     snprintf(epoch, sizeof epoch, "%d", T->epoch);
     snprintf(step, sizeof step, "%d", T->adam_step);
     char *classes = class_list(&T->data);
-    const char *meta[] = {CKPT_ID_KEY, id, "class_names", classes, "stage", stage, "epochs_done", epoch, "adam_step", step, NULL};
+    /* the split, so that `eval` can tell the run's validation images from its training images */
+    const DatasetSpec *ds = &T->cfg->data;
+    char pct[32], seed[32];
+    snprintf(pct, sizeof pct, "%.9g", (double)ds->valid_pct);
+    snprintf(seed, sizeof seed, "%" PRIu64, ds->seed);
+    int csv = ds->format == DATA_CSV;
+    const char *meta[] = {CKPT_ID_KEY, id, "class_names", classes, "stage", stage, "epochs_done", epoch, "adam_step", step,
+                          "data", T->data_fp, csv ? "valid_pct" : NULL, pct, "split_seed", seed, NULL}; /* folder: no split keys */
     snprintf(path, sizeof path, "%s/%s.safetensors", T->run_dir, name);
     if (ckpt_train_path(path, train_path, sizeof train_path)) die("checkpoint path too long: %s", path);
     /* the training state first: a crash between the two leaves ids that do not match */
@@ -363,6 +372,19 @@ static void save_checkpoint(Trainer *T, const char *name, const char *stage) {
     say(T, "checkpoint: %s\n", path);
     free(classes);
     host_state_free(&h);
+}
+
+/* The hash of run_dir/metrics.csv's first len bytes (the resume checkpoint's record of it), or 0
+ * when it holds fewer. */
+static uint64_t metrics_hash(const char *run_dir, long len) {
+    char path[1200], err[1400];
+    snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
+    uint8_t *data;
+    size_t n;
+    if (read_whole_file(path, &data, &n, err, sizeof err)) die("%s", err);
+    uint64_t h = len >= 0 && (size_t)len <= n ? fnv1a(FNV_START, data, (size_t)len) : 0;
+    free(data);
+    return h;
 }
 
 /* RUN/resume.safetensors: everything `./train --resume RUN` needs to go on from T->at as if the
@@ -385,7 +407,10 @@ static void save_resume(Trainer *T) {
     snprintf(scale, sizeof scale, "%a", (double)T->loss_scale);
     snprintf(good, sizeof good, "%d", T->good_steps);
     fflush(T->metrics);
-    snprintf(bytes, sizeof bytes, "%ld", ftell(T->metrics));
+    long metrics_len = ftell(T->metrics);
+    snprintf(bytes, sizeof bytes, "%ld", metrics_len);
+    char mhash[24];
+    snprintf(mhash, sizeof mhash, "%016" PRIx64, metrics_hash(T->run_dir, metrics_len));
     /* Mid-epoch, the epoch's order was drawn without the bad images known when it began. */
     char *bad = T->train_loader ? loader_bad_list(T->train_loader, 0) : xcalloc(1, 1);
     char *bad_start = T->train_loader && p->batch ? loader_bad_list(T->train_loader, 1) : xstrdup(bad);
@@ -394,7 +419,8 @@ static void save_resume(Trainer *T) {
     const char *meta[] = {"class_names", classes, "stage", name, "stage_index", stage, "phase", phase, "stage_epoch", epoch,
                           "batch", batch, "epochs_done", done, "adam_step", step, "loss_sum", sum, "seen", seen,
                           "metrics_bytes", bytes, "bad_images", bad, "bad_images_at_epoch_start", bad_start,
-                          "frozen", frozen, "loss_scale", scale, "good_steps", good, NULL};
+                          "frozen", frozen, "loss_scale", scale, "good_steps", good, "data", T->data_fp,
+                          "metrics_hash", mhash, NULL};
     snprintf(path, sizeof path, "%s/resume.safetensors", T->run_dir);
     if (ckpt_save_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, meta, err, sizeof err)) die("%s", err);
     free(classes);
@@ -530,7 +556,9 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
 static int eval_sizes(Trainer *T, const StageConfig *st) {
     char path[1200];
     snprintf(path, sizeof path, "%s/eval-%s.csv", T->run_dir, st->name);
-    FILE *csv = fopen(path, "w");
+    char *text = NULL, err[1400];
+    size_t len = 0;
+    FILE *csv = open_memstream(&text, &len); /* written whole at the end (util.h's atomic write) */
     if (!csv) die("cannot write %s: %s", path, strerror(errno));
     fprintf(csv, "size,loss,accuracy,images\n");
     say(T, "stage %s: evaluation at %d sizes\n%-6s %-11s %-9s\n", st->name, st->nsizes, "size", "loss", "accuracy");
@@ -547,7 +575,8 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
         say(T, "%-6d %-11.6f %-9.6f\n", tf.size, r.loss, acc);
         fprintf(csv, "%d,%.6f,%.6f,%d\n", tf.size, r.loss, acc, r.count);
     }
-    fclose(csv);
+    if (fclose(csv) || write_file_atomic(path, text, len, err, sizeof err)) die("%s", err);
+    free(text);
     return interrupted;
 }
 
@@ -739,6 +768,64 @@ static void load_resume(Trainer *T) {
     if (truncate(path, (off_t)v[7])) die("cannot truncate %s for the resumed run: %s", path, strerror(errno));
 }
 
+/* --resume, before anything is read or written in the folder: it must be a run folder, and the
+ * config (config.ini with any --set) must be the one the run started with, but RESUME_FREE_KEYS. */
+static void check_resume_config(const Config *cfg, const char *run_dir) {
+    RunMark mark;
+    char what[600], diff[1400];
+    if (!run_mark_read(run_dir, &mark)) {
+        folder_summary(run_dir, what, sizeof what);
+        die("--resume %s: not a run folder (every folder ./train makes holds a %s file; this one holds %s): nothing "
+            "resumed, nothing written", run_dir, RUN_MARK, what);
+    }
+    char *now = run_config_text(cfg);
+    if (config_text_diff(mark.config, now, diff, sizeof diff))
+        die("--resume %s: the config differs from the one the run started with: %s (config.ini edited, or a --set). A "
+            "resume goes on with the same experiment: only %s may change; start a new run to change anything else",
+            run_dir, diff, RESUME_FREE_KEYS);
+    free(now);
+    run_mark_free(&mark);
+}
+
+/* --resume from a checkpoint, before any work: the data set is the one the checkpoint was trained
+ * on (counts and files), and metrics.csv holds the rows the checkpoint recorded, unchanged. */
+static void check_resume_record(const Config *cfg, const char *run_dir, const char *data_fp) {
+    char path[1200], err[1400];
+    snprintf(path, sizeof path, "%s/resume.safetensors", run_dir);
+    if (access(path, F_OK)) return; /* no checkpoint yet: the run starts over */
+    StFile h;
+    if (st_read_header(path, &h, err, sizeof err)) die("%s", err);
+    const char *data = st_meta(&h, "data"), *bytes = st_meta(&h, "metrics_bytes"), *hash = st_meta(&h, "metrics_hash");
+    long count[2][2];
+    uint64_t fp[2][2];
+    if (!data || !bytes || !hash || data_fingerprint_parse(data, count[0], fp[0]))
+        die("%s: it records no data set or metrics.csv (written by an older ./train?), so resuming cannot be checked to "
+            "continue the same run", path);
+    data_fingerprint_parse(data_fp, count[1], fp[1]);
+    if (count[0][0] != count[1][0] || count[0][1] != count[1][1])
+        die("%s: the data set at %s changed since this checkpoint: %ld training / %ld validation images then, %ld / %ld "
+            "now; resuming would not continue the same run", path, cfg->data.root, count[0][0], count[0][1],
+            count[1][0], count[1][1]);
+    if (fp[0][0] != fp[1][0] || fp[0][1] != fp[1][1])
+        die("%s: the data set at %s changed since this checkpoint: the same counts, but other %s files or labels; resuming "
+            "would not continue the same run", path, cfg->data.root, fp[0][0] != fp[1][0] ? "training" : "validation");
+    char *end = NULL;
+    long len = strtol(bytes, &end, 10);
+    snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
+    uint64_t size = 0;
+    int fd = open_regular(path, &size, err, sizeof err);
+    if (fd < 0) die("%s (the run's record of its epochs, which the checkpoint continues): not resumed", err);
+    close(fd);
+    if (*end || len < 0 || size < (uint64_t)len)
+        die("%s: %llu bytes, shorter than the %s bytes the checkpoint recorded: damaged; not resumed", path,
+            (unsigned long long)size, bytes);
+    char now[24];
+    snprintf(now, sizeof now, "%016" PRIx64, metrics_hash(run_dir, len));
+    if (strcmp(now, hash))
+        die("%s: its first %ld bytes differ from what the checkpoint recorded: damaged or edited; not resumed", path, len);
+    st_close(&h);
+}
+
 /* One trainer per run folder: a second --resume of a running run would interleave checkpoints.
  * The lock goes with the process, however it ends. */
 static int lock_run_folder(const char *run_dir) {
@@ -763,71 +850,82 @@ static void remove_temp_files(const char *run_dir) {
     closedir(d);
 }
 
+/* The run folder's mark (run_record.h) first, then the resolved config. config.ini records the
+ * experiment: stop_after (how long this process runs) is left out, so a resume never inherits it. */
 static void write_run_config(const Trainer *T) {
-    char path[1200];
+    char path[1200], err[1400];
+    if (run_mark_write(T->run_dir, T->cfg, err, sizeof err)) die("%s", err);
     snprintf(path, sizeof path, "%s/config.ini", T->run_dir);
-    FILE *f = fopen(path, "w");
+    Config c = *T->cfg;
+    c.stop_after = 0;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
     if (!f) die("cannot write %s: %s", path, strerror(errno));
-    config_write(T->cfg, f);
-    if (fclose(f)) die("cannot write %s: %s", path, strerror(errno));
-}
-
-/* What a run leaves in its folder: a folder holding one of these is a run. */
-static int holds_run(const char *dir) {
-    static const char *const marks[] = {"config.ini", "metrics.csv", "resume.safetensors", "log.txt"};
-    char path[1300];
-    for (size_t i = 0; i < sizeof marks / sizeof *marks; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, marks[i]);
-        if (!access(path, F_OK)) return 1;
-    }
-    return 0;
-}
-
-static int folder_empty(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return 1;
-    int empty = 1;
-    for (struct dirent *e; empty && (e = readdir(d));) empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
-    closedir(d);
-    return empty;
+    config_write(&c, f);
+    if (fclose(f) || write_file_atomic(path, text, len, err, sizeof err)) die("%s", err);
+    free(text);
 }
 
 /* [run] name: the run folder is out_dir/name. Checked before any work: a name that leaves out_dir
- * ("/", "..") or an existing non-empty folder is refused unless --force (Config.force). */
+ * ("/", "..") is refused unless --force (Config.force); an existing folder must be empty, or a run
+ * folder (it holds run_record.h's mark) with --force. A folder that is not a run's is never written
+ * into, --force or not: whatever it holds is not ours to replace. */
 static void check_run_name(const Config *cfg) {
     const char *name = cfg->run_name;
-    if (!name[0] || cfg->force) return;
+    if (!name[0]) return;
     int plain = !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
-    if (!plain)
+    if (!plain && !cfg->force)
         die("%s: [run] name = %s would put the run outside %s (a name is one folder name, without '/' or '..'); "
             "pass --force to write there anyway", cfg->path, name, cfg->out_dir);
-    char dir[1200];
+    char dir[1200], what[600];
     snprintf(dir, sizeof dir, "%s/%s", cfg->out_dir, name);
     struct stat sb;
     if (lstat(dir, &sb)) return;
     if (!S_ISDIR(sb.st_mode)) die("%s: [run] name: %s exists and is not a folder", cfg->path, dir);
-    if (holds_run(dir))
+    if (run_mark_read(dir, NULL)) {
+        if (cfg->force) return;
         die("%s: [run] name: %s holds a run already; go on with it (./train --resume %s), choose another name, or pass "
             "--force to replace it", cfg->path, dir, dir);
-    if (!folder_empty(dir)) die("%s: [run] name: %s is not empty; pass --force to write into it", cfg->path, dir);
+    }
+    folder_summary(dir, what, sizeof what);
+    if (strcmp(what, "nothing"))
+        die("%s: [run] name: %s is not empty (it holds %s) and is not a run folder (every folder ./train makes holds a "
+            "%s file); ./train writes only into a new or empty folder, or with --force over one of its own runs: choose "
+            "another name", cfg->path, dir, what, RUN_MARK);
 }
 
-/* --force over an existing run: its files go (not its subfolders), so that nothing of the old run
- * is mistaken for the new one's. Runs with the folder locked. */
+/* --force over an existing run: the files its mark lists go (and their temporary files), so that
+ * nothing of the old run is mistaken for the new one's; anything else stays. Runs with the folder
+ * locked. */
 static void clear_old_run(const char *run_dir) {
+    RunMark mark;
+    if (!run_mark_read(run_dir, &mark)) return; /* an empty folder: nothing of a run */
     DIR *d = opendir(run_dir);
     if (!d) die("cannot open the run folder %s: %s", run_dir, strerror(errno));
     char path[1400];
-    int removed = 0;
+    int removed = 0, kept = 0;
     for (struct dirent *e; (e = readdir(d));) {
         struct stat sb;
         snprintf(path, sizeof path, "%s/%s", run_dir, e->d_name);
-        if (!strcmp(e->d_name, "lock") || lstat(path, &sb) || S_ISDIR(sb.st_mode)) continue;
+        if (!strcmp(e->d_name, "lock") || !strcmp(e->d_name, RUN_MARK) || lstat(path, &sb) || S_ISDIR(sb.st_mode)) continue;
+        int ours = 0;
+        for (int i = 0; i < mark.files.n && !ours; i++) {
+            size_t n = strlen(mark.files.items[i]);
+            ours = !strncmp(e->d_name, mark.files.items[i], n) && (!e->d_name[n] || !strncmp(e->d_name + n, ".tmp.", 5));
+        }
+        if (!ours) {
+            kept++;
+            continue;
+        }
         if (unlink(path)) die("--force: cannot remove %s: %s", path, strerror(errno));
         removed++;
     }
     closedir(d);
-    if (removed) printf("cnntrain: --force: removed %d files of the previous run in %s\n", removed, run_dir);
+    run_mark_free(&mark);
+    printf("cnntrain: --force: removed %d files of the previous run in %s", removed, run_dir);
+    if (kept) printf("; kept %d files it did not write", kept);
+    printf("\n");
 }
 
 /* A new run folder, locked (returns the lock): out_dir/<config name>-<time>/, or out_dir/<name>/
@@ -882,7 +980,10 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     }
     char err[1024];
     if (!resume_dir) check_run_name(cfg);
+    else check_resume_config(cfg, resume_dir);
     if (dataset_open(&cfg->data, cfg->strict_images, &T.data, err, sizeof err)) die("%s", err);
+    data_fingerprint(&T.data, cfg->data.root, T.data_fp);
+    if (resume_dir) check_resume_record(cfg, resume_dir, T.data_fp);
     int classes = cfg->classes ? cfg->classes : T.data.nclasses;
     if (classes < T.data.nclasses)
         die("%s: classes = %d but the data has %d classes", cfg->path, classes, T.data.nclasses);
@@ -920,8 +1021,11 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         model_init_host(T.model, &init, h.params, h.stats);
         if (cfg->pretrained[0]) {
             PretrainedReport rep;
-            if (pretrained_load_file(cfg->pretrained, T.model, h.params, h.stats, &rep, err, sizeof err))
+            char *names = class_list(&T.data);
+            if (pretrained_load_file_head(cfg->pretrained, T.model, h.params, h.stats, cfg->pretrained_head, names, &rep, err,
+                                          sizeof err))
                 die("%s: [model] pretrained: %s", cfg->path, err);
+            free(names);
             pretrained_report_print(stdout, &rep, "", 0);
             pretrained_report_free(&rep);
             /* fastai's cnn_learner starts frozen when its body is pretrained */

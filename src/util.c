@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,4 +234,97 @@ int commit_temp_file(int fd, int ok, const char *tmp, const char *path, char *er
     if (sync_parent_folder(path))
         return error_at(err, errlen, path, "written, but syncing its folder failed: %s", strerror(errno));
     return 0;
+}
+
+static const char *node_kind(mode_t m) {
+    return S_ISDIR(m) ? "a folder" : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device"
+         : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
+int output_target(const char *path, char **target, char *err, size_t errlen) {
+    *target = NULL;
+    if (!path || !*path) {
+        error_at(err, errlen, "(no path)", "an output needs a file name");
+        return -1;
+    }
+    char *cur = xstrdup(path);
+    for (int hops = 0;; hops++) {
+        struct stat st;
+        if (lstat(cur, &st)) {
+            if (errno == ENOENT) break; /* a new file (its folder is checked when it is created) */
+            error_at(err, errlen, path, "cannot stat %s: %s", cur, strerror(errno));
+            free(cur);
+            return -1;
+        }
+        if (S_ISREG(st.st_mode)) break;
+        if (!S_ISLNK(st.st_mode)) {
+            if (strcmp(cur, path)) error_at(err, errlen, path, "leads to %s, which is %s, not a regular file: not replaced", cur, node_kind(st.st_mode));
+            else error_at(err, errlen, path, "exists and is %s, not a regular file: not replaced", node_kind(st.st_mode));
+            free(cur);
+            return -1;
+        }
+        char link[4096];
+        ssize_t n = hops < 40 ? readlink(cur, link, sizeof link - 1) : -1;
+        if (n < 0) {
+            error_at(err, errlen, path, "cannot follow its symbolic links: %s", hops < 40 ? strerror(errno) : "more than 40");
+            free(cur);
+            return -1;
+        }
+        link[n] = 0;
+        /* a relative link is relative to the folder holding it */
+        const char *slash = strrchr(cur, '/');
+        size_t dlen = link[0] != '/' && slash ? (size_t)(slash - cur) + 1 : 0;
+        char *next = xmalloc(dlen + (size_t)n + 1);
+        memcpy(next, cur, dlen);
+        memcpy(next + dlen, link, (size_t)n + 1);
+        free(cur);
+        cur = next;
+    }
+    *target = cur;
+    return 0;
+}
+
+int atomic_open(AtomicFile *a, const char *path, char *err, size_t errlen) {
+    static atomic_ulong counter; /* threads writing the same path never share a temporary name */
+    a->fd = -1;
+    a->tmp = NULL;
+    if (output_target(path, &a->target, err, errlen)) return -1;
+    size_t tlen = strlen(a->target) + 48;
+    a->tmp = xmalloc(tlen);
+    snprintf(a->tmp, tlen, "%s.tmp.%ld.%lu", a->target, (long)getpid(), atomic_fetch_add(&counter, 1));
+    a->fd = open(a->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (a->fd < 0) {
+        error_at(err, errlen, path, "cannot create the temporary file %s: %s", a->tmp, strerror(errno));
+        free(a->tmp);
+        free(a->target);
+        a->tmp = a->target = NULL;
+        return -1;
+    }
+    struct stat st;
+    if (!stat(a->target, &st)) fchmod(a->fd, st.st_mode & 07777);
+    return 0;
+}
+
+int atomic_commit(AtomicFile *a, int ok, char *err, size_t errlen) {
+    int rc = commit_temp_file(a->fd, ok, a->tmp, a->target, err, errlen);
+    free(a->tmp);
+    free(a->target);
+    a->fd = -1;
+    a->tmp = a->target = NULL;
+    return rc;
+}
+
+void atomic_abort(AtomicFile *a) {
+    if (a->fd >= 0) close(a->fd);
+    if (a->tmp) unlink(a->tmp);
+    free(a->tmp);
+    free(a->target);
+    a->fd = -1;
+    a->tmp = a->target = NULL;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen) {
+    AtomicFile a;
+    if (atomic_open(&a, path, err, errlen)) return -1;
+    return atomic_commit(&a, !write_full(a.fd, data, n), err, errlen);
 }

@@ -68,4 +68,29 @@ int sync_parent_folder(const char *path);
  * either way; tmp (the name) stays the caller's. */
 int commit_temp_file(int fd, int ok, const char *tmp, const char *path, char *err, size_t errlen);
 
+/* Every file we write whole (checkpoints, show-batch's JPEG, eval's CSV, the run folder's files)
+ * goes through these, so that what is at a path the user named is never replaced blindly.
+ * output_target: where a write of path lands. A symbolic link is written through (the file it
+ * leads to is replaced, the link stays); a path that exists and is not a regular file (a device, a
+ * FIFO, a folder, a socket) is refused, since renaming over it would replace the node itself. 0
+ * with *target malloc'd (path, or the end of its links; it may not exist yet), or -1 with
+ * "PATH: exists and is a character device, not a regular file: not replaced" in err. */
+int output_target(const char *path, char **target, char *err, size_t errlen);
+/* An atomic write of path: data goes to a temporary file beside the target (output_target), which
+ * atomic_commit syncs and renames over it, so readers see the old file or the whole new one. An
+ * existing file's permissions are kept. */
+typedef struct {
+    int fd;          /* the temporary file, open for writing */
+    char *tmp;       /* its name: "<target>.tmp.<pid>.<n>" */
+    char *target;    /* the file the rename replaces */
+} AtomicFile;
+int atomic_open(AtomicFile *a, const char *path, char *err, size_t errlen);
+/* ok: whether every write into a->fd succeeded (if not, errno still says why). 0, or -1 as
+ * commit_temp_file; a is released either way. */
+int atomic_commit(AtomicFile *a, int ok, char *err, size_t errlen);
+/* Gives up: the temporary file goes, the target is untouched. */
+void atomic_abort(AtomicFile *a);
+/* The whole of data as path, atomically: atomic_open + write + atomic_commit. */
+int write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen);
+
 #endif

@@ -24,6 +24,7 @@
 #include "model.h"
 #include "plot.h"
 #include "rng.h"
+#include "run_record.h"
 #include "util.h"
 
 
@@ -335,11 +336,89 @@ static void test_plot_run_without_gnuplot(void **state) {
     free(out);
 }
 
+
+/* Issue 13.9: a CSV data set without is_val is split by valid_pct and split_seed. `eval` takes
+ * the split from the checkpoint when not given, and refuses another split of the run's own data
+ * (it would score training images); other data is evaluated as given. */
+static void test_csv_split_from_checkpoint(void **state) {
+    (void)state;
+    char err[2048], path[1200], root[700];
+    /* a Kaggle-style copy of the demo data: csv/train.csv, csv/train_images/<class>_<i>.jpg */
+    snprintf(root, sizeof root, "%s", in_dir("csv"));
+    snprintf(path, sizeof path, "%s/train_images", root);
+    assert_int_equal(make_dirs(path), 0);
+    snprintf(path, sizeof path, "%s/train.csv", root);
+    FILE *csv = fopen(path, "w");
+    assert_non_null(csv);
+    fprintf(csv, "image_id,label\n");
+    DatasetSpec folder = {DATA_FOLDER, data_dir, "train", "val", NULL, NULL, 0, 0, 1};
+    Dataset fd;
+    if (dataset_open(&folder, 1, &fd, err, sizeof err)) fail_msg("%s", err);
+    for (int split = 0; split < 2; split++)
+        for (int i = 0; i < (split ? fd.nvalid : fd.ntrain); i++) {
+            const Sample *smp = split ? &fd.valid[i] : &fd.train[i];
+            char id[64], dst[1300];
+            snprintf(id, sizeof id, "%s_%d_%d.jpg", fd.classes[smp->label], split, i);
+            snprintf(dst, sizeof dst, "%s/train_images/%s", root, id);
+            assert_int_equal(link(smp->path, dst), 0);
+            fprintf(csv, "%s,%s\n", id, fd.classes[smp->label]);
+        }
+    fclose(csv);
+    dataset_free(&fd);
+
+    /* the model's record: the run split valid_pct 0.25, split_seed 7 */
+    DatasetSpec spec = {DATA_CSV, root, NULL, NULL, "train.csv", "train_images", 0.25f, 7, 1};
+    Dataset d;
+    if (dataset_open(&spec, 1, &d, err, sizeof err)) fail_msg("%s", err);
+    char fp[DATA_FP_CHARS];
+    data_fingerprint(&d, root, fp);
+    int run_valid = d.nvalid;
+    dataset_free(&d);
+    Model *m = model_build("xresnet18", CLASSES, err, sizeof err);
+    float *params = xmalloc(m->param_floats * sizeof(float)), *stats = xmalloc((m->stat_floats + 1) * sizeof(float));
+    Rng r;
+    rng_seed(&r, 5);
+    model_init_host(m, &r, params, stats);
+    const char *meta[] = {"class_names", class_names, "data", fp, "valid_pct", "0.25", "split_seed", "7", NULL};
+    if (ckpt_save(in_dir("split.safetensors"), m, params, stats, meta, err, sizeof err)) fail_msg("%s", err);
+    free(params);
+    free(stats);
+    model_free(m);
+
+    EvalOptions o;
+    eval_options_default(&o);
+    int sizes[] = {24};
+    o.checkpoint = in_dir("split.safetensors");
+    o.data = spec;
+    o.data.valid_pct = 0.2f; /* eval's defaults: what the user gets without the flags */
+    o.data.seed = 42;
+    o.sizes = sizes;
+    o.nsizes = 1;
+    o.device = "cpu";
+    o.threads = 1;
+    o.batch = 16;
+    o.out_dir = in_dir("split_out");
+    o.plot = 0;
+    /* another split seed, given: refused before any work */
+    o.split_given = EVAL_SPLIT_SEED;
+    assert_int_equal(eval_checkpoint(&o, err, sizeof err), -1);
+    ASSERT_HAS(err, "is the data set this model was trained on, split another way");
+    ASSERT_HAS(err, "(valid_pct 0.25, split_seed 42; the run's: 0.25, 7)");
+    assert_int_equal(access(in_dir("split_out/eval.csv"), F_OK), -1);
+    /* not given: the checkpoint's split, exactly the run's validation images */
+    o.split_given = 0;
+    if (eval_checkpoint(&o, err, sizeof err)) fail_msg("%s", err);
+    Row rows[2];
+    assert_int_equal(read_eval_csv(in_dir("split_out/eval.csv"), "size,loss,accuracy,images", rows, 2), 1);
+    assert_int_equal(rows[0].images, run_valid);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cmd_eval_two_sizes),
         cmocka_unit_test(test_eval_tta_default_folder),
         cmocka_unit_test(test_class_list_mismatch),
+        cmocka_unit_test(test_csv_split_from_checkpoint),
         cmocka_unit_test(test_plot_run),
         cmocka_unit_test(test_plot_run_without_gnuplot),
     };

@@ -26,6 +26,7 @@
 
 #include "backend.h"
 #include "checkpoint.h"
+#include "config.h"
 #include "model.h"
 #include "models.h"
 #include "pretrained.h"
@@ -299,6 +300,60 @@ static void test_other_class_count(void **state) {
     net_free(&b);
 }
 
+
+/* Issue 13.9: a classifier with the data's class count but other class names is not loaded
+ * silently. [model] pretrained_head: auto refuses (naming the first difference) and loads it when
+ * the names agree or the file names none; keep loads it and says so; new never loads it. */
+static void test_classifier_of_other_classes(void **state) {
+    (void)state;
+    Net a = net_build("xresnet_tiny", 3, 1), b = net_build("xresnet_tiny", 3, 2);
+    const char *file = in_dir("abc.safetensors"), *bare = in_dir("bare.safetensors");
+    const char *meta[] = {"class_names", "ant\nbee\ncat", NULL};
+    char err[1024];
+    if (ckpt_save(file, a.m, a.params, a.stats, meta, err, sizeof err)) fail_msg("%s", err);
+    save(bare, &a);
+    const Param *w = param_named(b.m, "11.weight");
+    assert_non_null(w);
+    float *fresh = xmalloc(w->count * sizeof(float));
+    memcpy(fresh, b.params + w->offset, w->count * sizeof(float));
+    PretrainedReport rep = {0};
+
+    /* auto, other names: refused, nothing changed */
+    assert_int_equal(pretrained_load_file_head(file, b.m, b.params, b.stats, PRETRAINED_HEAD_AUTO, "ant\nbee\ndog", &rep, err,
+                                               sizeof err), -1);
+    ASSERT_HAS(err, "its classifier has the data's 3 classes, but other ones (class 2 is 'cat' in the file, 'dog' in the data)");
+    ASSERT_HAS(err, "pretrained_head = new");
+    assert_memory_equal(fresh, b.params + w->offset, w->count * sizeof(float));
+    /* new: a fresh classifier, the body loaded */
+    if (pretrained_load_file_head(file, b.m, b.params, b.stats, PRETRAINED_HEAD_NEW, "ant\nbee\ndog", &rep, err, sizeof err))
+        fail_msg("%s", err);
+    assert_memory_equal(fresh, b.params + w->offset, w->count * sizeof(float));
+    assert_true(has_item(rep.skipped, rep.nskipped, "11.weight: the classifier (pretrained_head = new)"));
+    assert_int_equal(rep.nnew, 2);
+    pretrained_report_free(&rep);
+    /* keep: loaded, and said */
+    if (pretrained_load_file_head(file, b.m, b.params, b.stats, PRETRAINED_HEAD_KEEP, "ant\nbee\ndog", &rep, err, sizeof err))
+        fail_msg("%s", err);
+    assert_memory_equal(a.params + w->offset, b.params + w->offset, w->count * sizeof(float));
+    assert_non_null(rep.head_note);
+    ASSERT_HAS(rep.head_note, "classes differ (class 2 is 'cat' in the file, 'dog' in the data): pretrained_head = keep");
+    pretrained_report_free(&rep);
+    /* auto: the same names load; a file without names loads, saying there was nothing to compare */
+    if (pretrained_load_file_head(file, b.m, b.params, b.stats, PRETRAINED_HEAD_AUTO, "ant\nbee\ncat", &rep, err, sizeof err))
+        fail_msg("%s", err);
+    assert_null(rep.head_note);
+    assert_int_equal(rep.nnew, 0);
+    pretrained_report_free(&rep);
+    if (pretrained_load_file_head(bare, b.m, b.params, b.stats, PRETRAINED_HEAD_AUTO, "ant\nbee\ndog", &rep, err, sizeof err))
+        fail_msg("%s", err);
+    assert_non_null(rep.head_note);
+    ASSERT_HAS(rep.head_note, "the file names none to compare");
+    pretrained_report_free(&rep);
+    free(fresh);
+    net_free(&a);
+    net_free(&b);
+}
+
 /* The file is refused and params, stats and the report are left as they were. */
 static void expect_error(const char *file, Net *n, const char *text) {
     float *p0 = xmalloc(n->m->param_floats * sizeof(float));
@@ -396,6 +451,7 @@ int main(void) {
         cmocka_unit_test(test_resnet18_names),
         cmocka_unit_test(test_xresnet_names),
         cmocka_unit_test(test_other_class_count),
+        cmocka_unit_test(test_classifier_of_other_classes),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_pth_converter),
     };

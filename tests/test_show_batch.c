@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -354,6 +355,60 @@ static void test_write_jpeg(void **state) {
     free(s);
 }
 
+
+/* Issue 13.2: an output path (show-batch --out here; every whole-file write goes through util.h's
+ * atomic writer) that exists and is not a regular file is refused and left as it was; a symbolic
+ * link is written through: the file it leads to is replaced (or made), the link stays. */
+static void test_write_refuses_nodes_and_follows_links(void **state) {
+    (void)state;
+    SolidBatch *s = solid_batch(1);
+    char dir[] = "/tmp/cnn_show_batch_XXXXXX", path[128], target[128], err[512];
+    assert_non_null(mkdtemp(dir));
+    struct stat st;
+    /* a FIFO and a folder */
+    snprintf(path, sizeof path, "%s/fifo.jpg", dir);
+    assert_int_equal(mkfifo(path, 0666), 0);
+    assert_int_equal(show_batch_write(&s->b, NAMES, NB, 3, path, err, sizeof err), -1);
+    if (!strstr(err, "fifo.jpg: exists and is a FIFO, not a regular file: not replaced")) fail_msg("%s", err);
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    unlink(path);
+    snprintf(path, sizeof path, "%s/folder.jpg", dir);
+    assert_int_equal(mkdir(path, 0777), 0);
+    assert_int_equal(write_file_atomic(path, "x", 1, err, sizeof err), -1);
+    if (!strstr(err, "is a folder")) fail_msg("%s", err);
+    rmdir(path);
+    /* a link to an existing file, and a link to a file not there yet (relative, through two links) */
+    snprintf(target, sizeof target, "%s/real.jpg", dir);
+    assert_int_equal(write_file_atomic(target, "old", 3, err, sizeof err), 0);
+    snprintf(path, sizeof path, "%s/link.jpg", dir);
+    assert_int_equal(symlink(target, path), 0);
+    if (show_batch_write(&s->b, NAMES, NB, 3, path, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    Image g;
+    if (jpeg_decode_file(target, NULL, &g, NULL, err, sizeof err)) fail_msg("%s", err);
+    image_free(&g);
+    snprintf(path, sizeof path, "%s/hop2", dir);
+    assert_int_equal(symlink("new.jpg", path), 0);
+    snprintf(path, sizeof path, "%s/hop1", dir);
+    assert_int_equal(symlink("hop2", path), 0);
+    assert_int_equal(write_file_atomic(path, "new", 3, err, sizeof err), 0);
+    snprintf(target, sizeof target, "%s/new.jpg", dir);
+    size_t n = 0;
+    uint8_t *data;
+    if (read_whole_file(target, &data, &n, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(n, 3);
+    assert_memory_equal(data, "new", 3);
+    free(data);
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(s);
+}
+
 /* Labels outside the class list get their number as a title; an empty batch is an error. */
 static void test_odd_batches(void **state) {
     (void)state;
@@ -414,7 +469,7 @@ int main(void) {
         cmocka_unit_test(test_font_width),        cmocka_unit_test(test_font_clipping),
         cmocka_unit_test(test_layout),            cmocka_unit_test(test_render_f32),
         cmocka_unit_test(test_render_u8),         cmocka_unit_test(test_write_jpeg),
-        cmocka_unit_test(test_odd_batches),
+        cmocka_unit_test(test_odd_batches),       cmocka_unit_test(test_write_refuses_nodes_and_follows_links),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,8 @@
  * multi-size evaluation trains, lowers the loss, beats chance clearly, and leaves a run folder with
  * its resolved config, metrics and loadable checkpoints. */
 #include <setjmp.h>
+#include <dirent.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -368,7 +370,8 @@ static void test_inf_gradient_stops_or_is_skipped(void **state) {
 }
 
 /* [run] name: a fixed run folder. A second run into it, a name that leaves out_dir, or a non-empty
- * folder is refused before any work; --force replaces the old run's files (not its subfolders). */
+ * folder is refused before any work; --force removes the files the old run wrote (not its
+ * subfolders, not a file of the user's). */
 static void test_run_name_refuses_to_overwrite(void **state) {
     (void)state;
     char root[] = "/tmp/cnn_train_XXXXXX", path[1200], out[16384], run_dir[1024], err[1024];
@@ -409,10 +412,15 @@ static void test_run_name_refuses_to_overwrite(void **state) {
     assert_int_equal(run_program_to_end(path, NULL, out, sizeof out), 1);
     ASSERT_HAS(out, "/runs/other is not empty");
 
-    /* --force: the old run's files go, a subfolder stays, a new run is written */
+    /* --force: the old run's files go (a temporary file of a killed write too), a subfolder and a
+     * file the run did not write stay, a new run is written */
     snprintf(path, sizeof path, "%s/runs/exp1/keep", root);
     assert_int_equal(mkdir(path, 0777), 0);
     snprintf(path, sizeof path, "%s/runs/exp1/stale.csv", root);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/runs/exp1/resume.safetensors.tmp.123.0", root);
     f = fopen(path, "w");
     assert_non_null(f);
     fclose(f);
@@ -423,11 +431,227 @@ static void test_run_name_refuses_to_overwrite(void **state) {
     assert_int_equal(train_run(&cfg, NULL, run_dir, sizeof run_dir), 0);
     config_free(&cfg);
     snprintf(path, sizeof path, "%s/runs/exp1/stale.csv", root);
+    assert_int_equal(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/runs/exp1/resume.safetensors.tmp.123.0", root);
     assert_int_equal(access(path, F_OK), -1);
     snprintf(path, sizeof path, "%s/runs/exp1/keep", root);
     assert_int_equal(access(path, F_OK), 0);
     snprintf(path, sizeof path, "%s/runs/exp1/final.safetensors", root);
     assert_int_equal(access(path, F_OK), 0);
+    remove_tree(root);
+}
+
+
+/* ./train with the given arguments (NULL-terminated), to its end; its output in out. */
+static int run_train(char *out, size_t outlen, ...) {
+    char *argv[16] = {"./train"};
+    va_list ap;
+    va_start(ap, outlen);
+    for (int i = 1; i < 15 && (argv[i] = va_arg(ap, char *)); i++) {}
+    va_end(ap);
+    char log[] = "/tmp/cnn_train_err_XXXXXX";
+    int fd = mkstemp(log);
+    assert_true(fd >= 0);
+    unlink(log);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+        char *envp[] = {"OMP_NUM_THREADS=2", NULL};
+        execve("./train", argv, envp);
+        _exit(127);
+    }
+    return finish_program(pid, fd, out, outlen);
+}
+
+static void touch(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int count_files(const char *folder) {
+    DIR *d = opendir(folder);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* A config on root/data with [run] name = name and out_dir = root/out_dir, at root/ini. */
+static const char *name_config(const char *root, const char *ini, const char *out_dir, const char *name) {
+    static char path[1200];
+    snprintf(path, sizeof path, "%s/%s", root, ini);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "[data]\npath = %s/data\n[model]\narch = xresnet_tiny\n[run]\ndevice = cpu\nout_dir = %s/%s\nname = %s\n"
+               "[stage a]\ntype = fit_one_cycle\nepochs = 1\nsize = 32\nbatch = 16\nlr = 3e-3\n", root, root, out_dir, name);
+    fclose(f);
+    return path;
+}
+
+/* Issue 13.1: --force never writes into a folder that is not a run folder (one without the
+ * cnntrain-run mark), whatever it holds: a project folder, a class folder of the data, out_dir
+ * itself (name = .); the refusal says what the folder holds, and nothing in it is touched. */
+static void test_force_touches_only_run_folders(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_train_XXXXXX", path[1200], out[16384], run_dir[1024];
+    assert_non_null(mkdtemp(root));
+    train_on_demo(root, "xresnet_tiny", 4, 2, 32, 5, "[stage a]\ntype = fit_one_cycle\nepochs = 1\nsize = 32\nbatch = 16\n",
+                  run_dir, sizeof run_dir);
+    /* the run folder is recognisable */
+    snprintf(path, sizeof path, "%s/cnntrain-run", run_dir);
+    assert_int_equal(access(path, F_OK), 0);
+
+    /* a project folder: README, Makefile, paper.tex */
+    snprintf(path, sizeof path, "%s/paper", root);
+    assert_int_equal(mkdir(path, 0777), 0);
+    const char *files[] = {"README", "Makefile", "paper.tex"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/paper/%s", root, files[i]);
+        touch(path, "mine\n");
+    }
+    const char *ini = name_config(root, "p.ini", ".", "paper");
+    assert_int_equal(run_train(out, sizeof out, ini, "--force", NULL), 1);
+    ASSERT_HAS(out, "is not a run folder");
+    ASSERT_HAS(out, "README");
+    ASSERT_HAS(out, "paper.tex");
+    ASSERT_LACKS(out, "removed");
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/paper/%s", root, files[i]);
+        assert_int_equal(access(path, F_OK), 0);
+    }
+    /* name = . : out_dir itself (here the project folder) */
+    ini = name_config(root, "dot.ini", "paper", ".");
+    assert_int_equal(run_train(out, sizeof out, ini, "--force", NULL), 1);
+    ASSERT_HAS(out, "is not a run folder");
+    snprintf(path, sizeof path, "%s/paper/README", root);
+    assert_int_equal(access(path, F_OK), 0);
+
+    /* a class folder of the training data, reached with ../ */
+    ini = name_config(root, "c.ini", "runs", "../data/train/disc");
+    snprintf(path, sizeof path, "%s/data/train/disc", root);
+    int before = count_files(path);
+    assert_true(before > 0);
+    assert_int_equal(run_train(out, sizeof out, ini, "--force", NULL), 1);
+    ASSERT_HAS(out, "is not a run folder");
+    assert_int_equal(count_files(path), before);
+
+    /* a run folder: --force replaces it, and keeps what its run did not write */
+    ini = name_config(root, "r.ini", "runs", "exp");
+    assert_int_equal(run_train(out, sizeof out, ini, NULL), 0);
+    snprintf(path, sizeof path, "%s/runs/exp/notes.txt", root);
+    touch(path, "my notes\n");
+    assert_int_equal(run_train(out, sizeof out, ini, "--force", NULL), 0);
+    ASSERT_HAS(out, "kept 1 files it did not write");
+    assert_int_equal(access(path, F_OK), 0);
+    remove_tree(root);
+}
+
+
+/* Replaces the first occurrence of from with to in the text file path. */
+static void edit_file(const char *path, const char *from, const char *to) {
+    size_t n;
+    char *text = (char *)slurp(path, &n);
+    text[n] = 0;
+    char *at = strstr(text, from);
+    if (!at) fail_msg("no \"%s\" in %s", from, path);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    fclose(f);
+    free(text);
+}
+
+/* Issue 13.8: --resume goes on with exactly the run that stopped, or refuses with the reason and
+ * writes nothing: an edited config.ini, a changed seed, a data set that changed (count, or files
+ * at the same count), a folder that was never a run (its metrics.csv stays as it was), a missing
+ * or damaged metrics.csv. stop_after does not carry over to the resumed process. */
+static void test_resume_refuses_what_breaks_the_record(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_train_XXXXXX", path[1200], path2[1200], out[16384], run_dir[1024], straight[1024];
+    assert_non_null(mkdtemp(root));
+    train_on_demo(root, "xresnet_tiny", 8, 3, 32, 5,
+                  "[stage a]\ntype = fit_one_cycle\nepochs = 2\nsize = 32\nbatch = 16\nlr = 3e-3\n", straight, sizeof straight);
+    snprintf(path, sizeof path, "%s/run.ini", root);
+    assert_int_equal(run_with(path, run_dir, sizeof run_dir, "run.stop_after=3"), TRAIN_STOPPED);
+    char config[1300], metrics[1300];
+    snprintf(config, sizeof config, "%s/config.ini", run_dir);
+    snprintf(metrics, sizeof metrics, "%s/metrics.csv", run_dir);
+
+    /* an edited config.ini: named, refused */
+    edit_file(config, "lr = 0.003", "lr = 0.001");
+    assert_int_equal(run_train(out, sizeof out, "--resume", run_dir, NULL), 1);
+    ASSERT_HAS(out, "the config differs from the one the run started with: [stage a] 'lr = 0.003' when the run started, "
+                    "'lr = 0.001' now");
+    edit_file(config, "lr = 0.001", "lr = 0.003");
+    edit_file(config, "seed = 3", "seed = 4");
+    assert_int_equal(run_train(out, sizeof out, "--resume", run_dir, NULL), 1);
+    ASSERT_HAS(out, "[run] 'seed = 3' when the run started, 'seed = 4' now");
+    edit_file(config, "seed = 4", "seed = 3");
+    /* --set of a key that changes the numbers */
+    assert_int_equal(run_train(out, sizeof out, "--resume", run_dir, "--set", "run.seed=5", NULL), 2);
+    ASSERT_HAS(out, "--resume takes only run.threads, run.stop_after overrides");
+
+    /* the data set changed under the run: one image fewer, then one renamed */
+    snprintf(path, sizeof path, "%s/data/train/disc/0.jpg", root);
+    snprintf(path2, sizeof path2, "%s/data/moved.jpg", root);
+    if (rename(path, path2)) fail_msg("cannot move %s: %s", path, strerror(errno));
+    assert_int_equal(run_train(out, sizeof out, "--resume", run_dir, NULL), 1);
+    ASSERT_HAS(out, "changed since this checkpoint: 80 training / 30 validation images then, 79 / 30 now");
+    snprintf(path2, sizeof path2, "%s/data/train/disc/renamed.jpg", root);
+    snprintf(path, sizeof path, "%s/data/moved.jpg", root);
+    assert_int_equal(rename(path, path2), 0);
+    assert_int_equal(run_train(out, sizeof out, "--resume", run_dir, NULL), 1);
+    ASSERT_HAS(out, "the same counts, but other training files or labels");
+    snprintf(path, sizeof path, "%s/data/train/disc/0.jpg", root);
+    assert_int_equal(rename(path2, path), 0);
+
+    /* metrics.csv damaged, then missing */
+    size_t n;
+    char *saved = (char *)slurp(metrics, &n);
+    saved[n] = 0;
+    edit_file(metrics, "stage,", "Stage,");
+    assert_int_equal(run_train(out, sizeof out, "--resume", run_dir, NULL), 1);
+    ASSERT_HAS(out, "differ from what the checkpoint recorded");
+    assert_int_equal(unlink(metrics), 0);
+    assert_int_equal(run_train(out, sizeof out, "--resume", run_dir, NULL), 1);
+    ASSERT_HAS(out, "metrics.csv: cannot open");
+    touch(metrics, saved);
+    free(saved);
+
+    /* a folder that was never a run, with a config.ini and a metrics.csv of its own */
+    snprintf(path, sizeof path, "%s/notarun", root);
+    assert_int_equal(mkdir(path, 0777), 0);
+    snprintf(path, sizeof path, "%s/notarun/config.ini", root);
+    touch(path, "[data]\n");
+    snprintf(path2, sizeof path2, "%s/run.ini", root);
+    size_t cn;
+    char *cfg_text = (char *)slurp(path2, &cn);
+    cfg_text[cn] = 0;
+    touch(path, cfg_text);
+    free(cfg_text);
+    snprintf(path, sizeof path, "%s/notarun/metrics.csv", root);
+    touch(path, "someone's,numbers\n1,2\n");
+    snprintf(path2, sizeof path2, "%s/notarun", root);
+    assert_int_equal(run_train(out, sizeof out, "--resume", path2, NULL), 1);
+    ASSERT_HAS(out, "not a run folder");
+    assert_int_equal(count_files(path2), 2); /* no lock, no log */
+    saved = (char *)slurp(path, &n);
+    saved[n] = 0;
+    assert_string_equal(saved, "someone's,numbers\n1,2\n");
+    free(saved);
+
+    /* and the run, untouched by all of it, goes on to the end: stop_after=3 did not carry over */
+    assert_int_equal(run_with(NULL, run_dir, sizeof run_dir, NULL), 0);
+    char a[1300], b[1300];
+    snprintf(a, sizeof a, "%s/final.safetensors", straight);
+    snprintf(b, sizeof b, "%s/final.safetensors", run_dir);
+    assert_same_tensors(a, b);
     remove_tree(root);
 }
 
@@ -522,7 +746,10 @@ int main(void) {
         cmocka_unit_test(test_ctrl_c_checkpoints_and_resumes),
         cmocka_unit_test(test_inf_gradient_stops_or_is_skipped),
         cmocka_unit_test(test_run_name_refuses_to_overwrite),
+        cmocka_unit_test(test_force_touches_only_run_folders),
+        cmocka_unit_test(test_resume_refuses_what_breaks_the_record),
         cmocka_unit_test(test_device_augmentation_matches_host),
     };
+    if (getenv("CMOCKA_FILTER")) cmocka_set_test_filter(getenv("CMOCKA_FILTER")); /* one test while working on it */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
