@@ -60,6 +60,9 @@ typedef struct {
     Position from;          /* a resumed run: where the checkpoint stopped */
     int resuming;           /* the fit that `from` stopped inside has not been reached yet */
     char *from_bad[2];      /* its loader's bad images: at that epoch's start, and all */
+    char *bad_images;       /* training images found bad by the fits so far (a loader_bad_list): every
+                             * later fit leaves them out from its start, so a resumed run knows what
+                             * the run that never stopped knew */
     Loader *train_loader;   /* the running fit's, for its bad-image lists */
     long steps;             /* training steps of this process (run.stop_after) */
     long nan_step;          /* fault injection for tests: CNNTRAIN_INJECT_NAN=N poisons step N's batch, */
@@ -386,7 +389,7 @@ static void save_resume(Trainer *T) {
     fflush(T->metrics);
     snprintf(bytes, sizeof bytes, "%ld", ftell(T->metrics));
     /* Mid-epoch, the epoch's order was drawn without the bad images known when it began. */
-    char *bad = T->train_loader ? loader_bad_list(T->train_loader, 0) : xcalloc(1, 1);
+    char *bad = T->train_loader ? loader_bad_list(T->train_loader, 0) : xstrdup(T->bad_images ? T->bad_images : "");
     char *bad_start = T->train_loader && p->batch ? loader_bad_list(T->train_loader, 1) : xstrdup(bad);
     char *classes = class_list(&T->data);
     const char *name = p->stage < T->cfg->nstages ? T->cfg->stages[p->stage].name : "(done)";
@@ -419,12 +422,14 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
     set_decay(m, st->wd_bn_bias);
     T->train_loader = train;
     Position start = {T->at.stage, phase, 0, 0, 0, 0};
-    if (T->resuming) { /* this is the fit the checkpoint stopped in */
+    int resumed = T->resuming;
+    if (resumed) { /* this is the fit the checkpoint stopped in */
         start = T->from;
         if (loader_mark_bad(train, T->from_bad[0])) die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
         T->resuming = 0;
         say(T, "stage %s: resuming at epoch %d, batch %d\n", st->name, start.epoch, start.batch);
     } else {
+        if (T->bad_images && loader_mark_bad(train, T->bad_images)) die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
         say(T, "stage %s: %s, %d epochs of %d batches of %d at %dpx%s\n", st->name, label, epochs, per_epoch, st->batch,
             st->size, on_device ? ", augmented on the device" : "");
     }
@@ -437,8 +442,11 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
         double t0 = now_seconds(), sum = first ? start.loss_sum : 0;
         long seen = first ? start.seen : 0;
         int last_side = st->size; /* the side of the epoch's last batch: the schedule, for metrics.csv */
-        loader_start_epoch(train, T->epoch, first ? start.batch : 0);
-        if (first && T->from_bad[1] && loader_mark_bad(train, T->from_bad[1]))
+        if (!loader_start_epoch(train, T->epoch, first ? start.batch : 0))
+            die("stage %s, epoch %d: %d of the %d training images are bad (listed above); the %d left make no batch of %d",
+                st->name, e, loader_bad_images(train), T->data.ntrain, T->data.ntrain - loader_bad_images(train), st->batch);
+        /* the images the stopped run had found bad in this epoch after its order was drawn */
+        if (first && resumed && loader_mark_bad(train, T->from_bad[1]))
             die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
         for (const Batch *b; (b = loader_next(train));) {
             long step = (long)e * per_epoch + b->index;
@@ -510,14 +518,24 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
         }
         double dt = now_seconds() - t0;
         float acc = v.count ? (float)v.correct / v.count : 0;
-        say(T, "%-6d %-11.6f %-11.6f %-9.6f %02d:%02d\n", e, sum / (seen ? seen : 1), v.loss, acc, (int)dt / 60, (int)dt % 60);
-        fprintf(T->metrics, "%s,%d,%d,%.6f,%.6f,%.6f,%.2f,%d\n", st->name, T->epoch, e, sum / (seen ? seen : 1), v.loss, acc,
-                dt, last_side);
+        if (loader_dropped(train))
+            say(T, "  epoch %d: %d batch%s left out: bad images left %s short of %d (the next epochs leave those images out)\n",
+                e, loader_dropped(train), loader_dropped(train) == 1 ? "" : "es", loader_dropped(train) == 1 ? "it" : "them",
+                st->batch);
+        /* an epoch that trained nothing has no training loss (fastai's #na#; empty in metrics.csv) */
+        char loss[32];
+        snprintf(loss, sizeof loss, "%.6f", seen ? sum / seen : 0);
+        if (!seen) say(T, "  epoch %d trained nothing: bad images left every batch short\n", e);
+        say(T, "%-6d %-11s %-11.6f %-9.6f %02d:%02d\n", e, seen ? loss : "#na#", v.loss, acc, (int)dt / 60, (int)dt % 60);
+        fprintf(T->metrics, "%s,%d,%d,%s,%.6f,%.6f,%.2f,%d\n", st->name, T->epoch, e, seen ? loss : "", v.loss, acc, dt,
+                last_side);
         T->epoch++;
         T->at = (Position){T->at.stage, phase, e + 1, 0, 0, 0};
         save_resume(T);
     }
     if (stopped) save_resume(T);
+    free(T->bad_images);
+    T->bad_images = loader_bad_list(train, 0);
     T->train_loader = NULL;
     loader_destroy(train);
     loader_destroy(valid);
@@ -725,6 +743,7 @@ static void load_resume(Trainer *T) {
     set_trainable(T);
     T->from_bad[0] = xstrdup(st_meta(&meta, "bad_images_at_epoch_start") ? st_meta(&meta, "bad_images_at_epoch_start") : "");
     T->from_bad[1] = xstrdup(st_meta(&meta, "bad_images") ? st_meta(&meta, "bad_images") : "");
+    T->bad_images = xstrdup(T->from_bad[1]);
     /* A fresh stage (phase, epoch, batch all 0) starts as it would have: cleared moments and all. */
     T->resuming = T->from.phase || T->from.epoch || T->from.batch;
     T->at = T->from;
@@ -1014,6 +1033,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     free(T.logits);
     free(T.from_bad[0]);
     free(T.from_bad[1]);
+    free(T.bad_images);
     device_feed_free(&T.feed);
     model_free(T.model);
     backend_destroy(T.be);
