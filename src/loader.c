@@ -183,6 +183,9 @@ Loader *loader_create(const LoaderSpec *spec, char *err, size_t errlen) {
     }
     Loader *L = xcalloc(1, sizeof *L);
     L->spec = *spec;
+    /* Without drop_last no batch holds more than every image: size the buffers for that (a batch
+     * of 65536 over 100 validation images must not allocate 65536 images). */
+    if (!spec->drop_last && L->spec.batch > spec->count) L->spec.batch = spec->count;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     L->nthreads = spec->threads > 0 ? spec->threads : (cores > 0 ? (int)cores : 1);
     L->nslots = spec->prefetch > 0 ? spec->prefetch : 3;

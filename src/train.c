@@ -64,6 +64,7 @@ typedef struct {
                              * later fit leaves them out from its start, so a resumed run knows what
                              * the run that never stopped knew */
     Loader *train_loader;   /* the running fit's, for its bad-image lists */
+    int resume_written;     /* RUN/resume.safetensors exists (written or resumed from) */
     long steps;             /* training steps of this process (run.stop_after) */
     long nan_step;          /* fault injection for tests: CNNTRAIN_INJECT_NAN=N poisons step N's batch, */
     long inf_grad_step;     /* CNNTRAIN_INJECT_NAN=grad:N one gradient of step N (finite loss, inf gradient) */
@@ -105,6 +106,16 @@ static void say(Trainer *T, const char *fmt, ...) {
     }
 }
 
+/* For a message that stops the run: where it can go on from. */
+static const char *last_checkpoint(const Trainer *T, char *buf, size_t len) {
+    if (T->resume_written)
+        snprintf(buf, len, "The last good checkpoint is %s/resume.safetensors (stage %d, epoch %d, batch %d)", T->run_dir,
+                 T->at.stage, T->at.epoch, T->at.batch);
+    else
+        snprintf(buf, len, "No checkpoint was written yet (the run stopped before its first epoch ended)");
+    return buf;
+}
+
 /* PyTorch's GradScaler defaults */
 #define SCALE_INIT 65536.0f
 #define SCALE_GROWTH_INTERVAL 2000
@@ -132,6 +143,7 @@ static const char *first_nonfinite_param(Model *m) {
  * parameter and the last good checkpoint named. Finite steps grow the scale every 2000. */
 static int gradients_finite(Trainer *T, const StageConfig *st, int epoch, long step) {
     Model *m = T->model;
+    char where[1400];
     size_t bad = m->be->ops->count_nonfinite(m->be, m->grads_d, m->param_floats);
     if (!bad) {
         if (T->dynamic_scale && ++T->good_steps == SCALE_GROWTH_INTERVAL && T->loss_scale < 0x1p100f) {
@@ -143,12 +155,11 @@ static int gradients_finite(Trainer *T, const StageConfig *st, int epoch, long s
     }
     if (!T->dynamic_scale)
         die("stage %s, epoch %d, step %ld: %zu gradient values are inf or NaN (the first in %s) while the loss is finite; "
-            "stopping (lower the learning rate? [run] loss_scale = dynamic skips such steps). The last good checkpoint is "
-            "%s/resume.safetensors (stage %d, epoch %d, batch %d)",
-            st->name, epoch, step, bad, first_nonfinite_param(m), T->run_dir, T->at.stage, T->at.epoch, T->at.batch);
+            "stopping (lower the learning rate? [run] loss_scale = dynamic skips such steps). %s",
+            st->name, epoch, step, bad, first_nonfinite_param(m), last_checkpoint(T, where, sizeof where));
     if (T->loss_scale <= 1.0f)
-        die("stage %s, epoch %d, step %ld: the gradients overflow even at loss scale 1 (the first in %s); stopping. The "
-            "last good checkpoint is %s/resume.safetensors", st->name, epoch, step, first_nonfinite_param(m), T->run_dir);
+        die("stage %s, epoch %d, step %ld: the gradients overflow even at loss scale 1 (the first in %s); stopping. %s",
+            st->name, epoch, step, first_nonfinite_param(m), last_checkpoint(T, where, sizeof where));
     say(T, "  step %ld: %zu gradient values inf or NaN at loss scale %g: step skipped, scale %g\n", step, bad,
         (double)T->loss_scale, (double)T->loss_scale / 2);
     T->loss_scale /= 2;
@@ -399,6 +410,7 @@ static void save_resume(Trainer *T) {
                           "frozen", frozen, "loss_scale", scale, "good_steps", good, NULL};
     snprintf(path, sizeof path, "%s/resume.safetensors", T->run_dir);
     if (ckpt_save_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, meta, err, sizeof err)) die("%s", err);
+    T->resume_written = 1;
     free(classes);
     free(bad);
     free(bad_start);
@@ -484,10 +496,11 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
             model_loss_queue(m, st->label_smoothing);
             model_backward(m);
             float loss = model_loss_read(m);
-            if (!isfinite(loss))
-                die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). The last good "
-                    "checkpoint is %s/resume.safetensors (stage %d, epoch %d, batch %d)",
-                    st->name, e, step, loss, T->run_dir, T->at.stage, T->at.epoch, T->at.batch);
+            if (!isfinite(loss)) {
+                char where[1400];
+                die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). %s", st->name, e, step,
+                    loss, last_checkpoint(T, where, sizeof where));
+            }
             if (T->steps + 1 == T->inf_grad_step) inject_inf_gradient(m);
             if (gradients_finite(T, st, e, step)) optim_adamw_step_groups(m, &a, T->group_scale);
             else T->adam_step--; /* a skipped step leaves Adam as it was */
@@ -681,6 +694,17 @@ static int run_stage(Trainer *T, const StageConfig *st) {
     if (stopped) return 1;
     if (st->type != STAGE_EVAL && st->type != STAGE_TTA) save_checkpoint(T, st->name, st->name);
     return 0;
+}
+
+/* A training batch is always full (drop_last), so a stage's batch must fit the training images.
+ * Checked before anything is allocated or any folder made. */
+static void check_batches(const Config *cfg, const Dataset *d) {
+    for (int i = 0; i < cfg->nstages; i++) {
+        const StageConfig *st = &cfg->stages[i];
+        if (st->type != STAGE_EVAL && st->type != STAGE_TTA && st->batch > d->ntrain)
+            die("%s: [stage %s] batch = %d, but the data has %d training images: no full batch (training leaves out a "
+                "partial one)", cfg->path, st->name, st->batch, d->ntrain);
+    }
 }
 
 /* The size and batch the model must be sized for: the largest of any stage. */
@@ -904,6 +928,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     int classes = cfg->classes ? cfg->classes : T.data.nclasses;
     if (classes < T.data.nclasses)
         die("%s: classes = %d but the data has %d classes", cfg->path, classes, T.data.nclasses);
+    check_batches(cfg, &T.data);
     T.model = model_build(cfg->arch, classes, err, sizeof err);
     if (!T.model) die("%s: %s", cfg->path, err);
     T.be = backend_create(cfg->device, err, sizeof err);
@@ -915,6 +940,9 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     T.loss_scale = T.dynamic_scale ? SCALE_INIT : 1.0f;
     int max_batch, max_side;
     largest_shape(cfg, &max_batch, &max_side);
+    /* no batch holds more than the larger split (an eval stage's batch 65536 over 100 images) */
+    int images = T.data.ntrain > T.data.nvalid ? T.data.ntrain : T.data.nvalid;
+    if (max_batch > images) max_batch = images;
     if (model_attach(T.model, T.be, max_batch, max_side, max_side, err, sizeof err)) die("%s: %s", cfg->path, err);
 
     rng_seed(&T.root, cfg->seed);
@@ -929,6 +957,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         from_checkpoint = !access(path, F_OK);
         if (from_checkpoint) load_resume(&T);
         else printf("cnntrain: %s: no checkpoint yet (the run stopped before its first epoch ended): starting over\n", path);
+        T.resume_written = from_checkpoint;
     }
     T.be->loss_scale = T.loss_scale;
     device_feed_init(&T.feed, T.be);

@@ -19,6 +19,7 @@
 #define TEST_DIR_TEMPLATE "/tmp/cnn_train_XXXXXX"
 #include "testutil.h"
 
+#include "backend.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "demo_data.h"
@@ -361,6 +362,56 @@ static void test_short_batches_are_dropped(void **state) {
     remove_tree(root);
 }
 
+/* Issue 13.10: a training stage's batch larger than the training images is refused before the
+ * run folder exists (and before the model is sized for it); an eval stage's batch 65536 over 10
+ * validation images allocates for 10 (the run fits in 3 GB of address space); a NaN in the first
+ * epoch says that there is no checkpoint yet instead of naming one that does not exist. */
+static void test_batch_limits_and_first_epoch_nan(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_train_XXXXXX", out[1 << 15], path[1300], cmd[1500];
+    assert_non_null(mkdtemp(root));
+    const char *cfg = bad_data_config(root, "huge", 2, 0, "[stage a]\ntype = fit_one_cycle\nepochs = 1\nsize = 32\nbatch = 65536\n");
+    assert_int_equal(run_program(cfg, NULL, 0, NULL, out, sizeof out), 1);
+    ASSERT_HAS(out, "huge.ini: [stage a] batch = 65536, but the data has 20 training images: no full batch");
+    snprintf(path, sizeof path, "%s/runs", root);
+    assert_int_equal(access(path, F_OK), -1);
+
+    cfg = bad_data_config(root, "eval", 2, 0,
+                          "[stage a]\ntype = fit_one_cycle\nepochs = 1\nsize = 32\nbatch = 8\n"
+                          "[stage e]\ntype = eval\nsizes = 32\nbatch = 65536\n");
+    snprintf(cmd, sizeof cmd, "ulimit -v 3000000 && OMP_NUM_THREADS=2 ./train %s > %s/eval.log 2>&1", cfg, root);
+    int rc = system(cmd);
+    if (rc) {
+        snprintf(path, sizeof path, "%s/eval.log", root);
+        size_t len;
+        char *log = (char *)slurp(path, &len);
+        log[len] = 0;
+        fail_msg("exit status %d under a 3 GB address space limit: %s", rc, log);
+    }
+
+    cfg = bad_data_config(root, "nan", 2, 0, "[stage a]\ntype = fit_one_cycle\nepochs = 2\nsize = 32\nbatch = 8\n");
+    assert_int_equal(run_program(cfg, NULL, 0, "1", out, sizeof out), 1);
+    ASSERT_HAS(out, "stage a, epoch 0, step 0: the loss is nan; stopping (lower the learning rate?). No checkpoint was "
+                    "written yet (the run stopped before its first epoch ended)");
+    ASSERT_LACKS(out, "resume.safetensors");
+    remove_tree(root);
+}
+
+/* Issue 13.10: --device cuda where there is no GPU or no driver says so and what to use, not CUDA's
+ * "driver version is insufficient". (On a machine with a working GPU there is nothing to check.) */
+static void test_cuda_without_a_gpu_says_use_cpu(void **state) {
+    (void)state;
+    char err[512] = "";
+    Backend *be = backend_create("cuda", err, sizeof err);
+    if (be) {
+        backend_destroy(be);
+        return;
+    }
+    printf("%s\n", err);
+    ASSERT_LACKS(err, "insufficient");
+    if (!strstr(err, "built without the CUDA backend")) ASSERT_HAS(err, "use cpu (--device cpu, or [run] device = cpu)");
+}
+
 /* A NaN loss stops the run naming the stage, epoch and step, and the last good resume checkpoint
  * stays; a full disk (a file size limit) while writing a checkpoint keeps the previous one, names
  * the file, and the run resumes from it. */
@@ -614,6 +665,8 @@ int main(void) {
         cmocka_unit_test(test_device_augmentation_matches_host),
         cmocka_unit_test(test_resume_with_bad_images_is_bit_for_bit),
         cmocka_unit_test(test_short_batches_are_dropped),
+        cmocka_unit_test(test_batch_limits_and_first_epoch_nan),
+        cmocka_unit_test(test_cuda_without_a_gpu_says_use_cpu),
     };
     /* CNNTRAIN_TEST=GLOB runs only the tests whose names match it (cmocka's filter: `*bad*`) */
     if (getenv("CNNTRAIN_TEST")) cmocka_set_test_filter(getenv("CNNTRAIN_TEST"));
