@@ -465,8 +465,22 @@ static Backend *create_failed(CudaCtx *ctx, char *err, size_t errlen, const char
 extern "C" Backend *cuda_backend_create(char *err, size_t errlen) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
+    /* No GPU or no driver: CUDA's words for it ("CUDA driver version is insufficient for CUDA runtime
+     * version" where there is no driver at all) do not say what to do. */
+    int driver = 0;
+    if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0; /* 0: no driver installed */
+    if (e == cudaErrorInsufficientDriver && driver > 0) {
+        snprintf(err, errlen, "cuda: the NVIDIA driver supports CUDA %d.%d, older than this build's CUDA %d.%d: update the "
+                 "driver, or use cpu (--device cpu, or [run] device = cpu)", driver / 1000, driver % 1000 / 10,
+                 CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+        return NULL;
+    }
+    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorStubLibrary ||
+        (e == cudaSuccess && count == 0)) {
+        snprintf(err, errlen, "cuda: no NVIDIA GPU/driver found; use cpu (--device cpu, or [run] device = cpu)");
+        return NULL;
+    }
     if (e != cudaSuccess) return create_failed(NULL, err, errlen, "cudaGetDeviceCount", cudaGetErrorString(e));
-    if (count == 0) return create_failed(NULL, err, errlen, "cudaGetDeviceCount", "no CUDA device");
 
     CudaCtx *ctx = (CudaCtx *)xcalloc(1, sizeof *ctx);
     ctx->device = 0; /* pick another with CUDA_VISIBLE_DEVICES */

@@ -143,6 +143,24 @@ static int check_split(const char *ck, const StFile *hdr, const Dataset *d, cons
                     seed ? seed : "?");
 }
 
+/* Weights holding inf or NaN (a run that diverged) give a NaN loss and chance accuracy: refused,
+ * naming the first tensor, before any work. */
+static int check_finite(const char *ck, const Model *m, const float *params, const float *stats, char *err, size_t errlen) {
+    for (int i = 0; i < m->nparams; i++)
+        for (size_t k = 0; k < m->params[i].count; k++) {
+            float v = params[m->params[i].offset + k];
+            if (!isfinite(v))
+                return error_at(err, errlen, ck, "%s holds inf or NaN values (%s at index %zu): these weights are broken "
+                                "(saved from a run that diverged?)", m->params[i].name, isnan(v) ? "NaN" : "inf", k);
+        }
+    for (int i = 0; i < m->nnodes; i++)
+        for (int k = 0; m->nodes[i].op == OP_BN && k < 2 * m->nodes[i].features; k++)
+            if (!isfinite(stats[m->nodes[i].stat + (size_t)k]))
+                return error_at(err, errlen, ck, "%s.%s holds inf or NaN values: these weights are broken (saved from a run "
+                                "that diverged?)", m->nodes[i].name, k < m->nodes[i].features ? "running_mean" : "running_var");
+    return 0;
+}
+
 /* ------------------------------------------------------------------------- passes */
 
 typedef struct {
@@ -249,7 +267,7 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     }
     params = xmalloc((m->param_floats + 1) * sizeof(float));
     stats = xmalloc((m->stat_floats + 1) * sizeof(float));
-    if (ckpt_load(ck, m, params, stats, err, errlen)) goto done;
+    if (ckpt_load(ck, m, params, stats, err, errlen) || check_finite(ck, m, params, stats, err, errlen)) goto done;
     int max_side = 0;
     for (int i = 0; i < o->nsizes; i++) {
         Shape *shapes = xmalloc((size_t)m->nvalues * sizeof *shapes);
@@ -266,7 +284,8 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
         fail(err, errlen, "%s", msg);
         goto done;
     }
-    if (model_attach(m, be, o->batch, max_side, max_side, msg, sizeof msg)) {
+    int batch = o->batch < d.nvalid ? o->batch : d.nvalid; /* no batch holds more: allocate no more */
+    if (model_attach(m, be, batch > 0 ? batch : 1, max_side, max_side, msg, sizeof msg)) {
         fail(err, errlen, "%s", msg);
         goto done;
     }
@@ -295,7 +314,7 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     fprintf(csv, "size,loss,accuracy,images%s\n", o->tta ? ",tta_loss,tta_accuracy" : "");
 
     int C = m->classes, nv = d.nvalid;
-    logits = xmalloc((size_t)o->batch * C * sizeof(float));
+    logits = xmalloc(((size_t)batch * C + 1) * sizeof(float));
     plain = xmalloc(((size_t)nv * C + 1) * sizeof(float));
     labels = xmalloc(((size_t)nv + 1) * sizeof(int32_t));
     if (o->tta) {
@@ -359,6 +378,9 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
             int hits = tta_combine(aug, plain, labels, n, C, o->tta_beta, &tloss);
             tacc = (double)hits / n;
         }
+        if (n && !isfinite(loss))
+            fprintf(stderr, "cnntrain: size %d: the loss is %g: the model's outputs are not finite (its weights are finite "
+                    "but too large?)\n", s, loss);
         printf("%-6d %-10.6f %-9.6f", s, loss, acc);
         if (o->tta) printf(" %-10.6f %-12.6f", tloss, tacc);
         printf(" %d\n", n);

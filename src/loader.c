@@ -36,6 +36,7 @@ struct Loader {
     unsigned char *bad;      /* per sample: known to be bad */
     unsigned char *bad_at_start; /* the same when this epoch's order was drawn (for resume files) */
     int nbad, reported_bad; /* bad images found / already summarised at an epoch's end */
+    int dropped;             /* drop_last: this epoch's batches left out because bad images made them short */
     int *order, norder;      /* this epoch's samples, known-bad ones left out */
     Rng epoch_rng;
     int nbatches;
@@ -182,24 +183,28 @@ Loader *loader_create(const LoaderSpec *spec, char *err, size_t errlen) {
     }
     Loader *L = xcalloc(1, sizeof *L);
     L->spec = *spec;
+    /* Without drop_last no batch holds more than every image: size the buffers for that (a batch
+     * of 65536 over 100 validation images must not allocate 65536 images). */
+    if (!spec->drop_last && L->spec.batch > spec->count) L->spec.batch = spec->count;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     L->nthreads = spec->threads > 0 ? spec->threads : (cores > 0 ? (int)cores : 1);
     L->nslots = spec->prefetch > 0 ? spec->prefetch : 3;
     if (L->nslots < 2) L->nslots = 2; /* one for the consumer, at least one being filled */
     L->image_floats = 3 * (size_t)spec->tf.size * spec->tf.size;
     L->slots = xcalloc((size_t)L->nslots, sizeof *L->slots);
+    size_t batch = (size_t)L->spec.batch;
     for (int i = 0; i < L->nslots; i++) {
         Slot *s = &L->slots[i];
         if (spec->format == BATCH_F32) {
-            s->b.x = xmalloc((size_t)spec->batch * L->image_floats * sizeof(float));
+            s->b.x = xmalloc(batch * L->image_floats * sizeof(float));
         } else if (spec->format == BATCH_U8) {
-            s->b.u8 = xmalloc((size_t)spec->batch * L->image_floats);
+            s->b.u8 = xmalloc(batch * L->image_floats);
         } else { /* pixels: on the first image */
-            s->b.images = xmalloc((size_t)spec->batch * sizeof(ImageSlot));
-            s->b.warps = xmalloc((size_t)spec->batch * sizeof(Warp));
+            s->b.images = xmalloc(batch * sizeof(ImageSlot));
+            s->b.warps = xmalloc(batch * sizeof(Warp));
         }
-        s->b.labels = xmalloc((size_t)spec->batch * sizeof(int32_t));
-        s->ok = xcalloc((size_t)spec->batch, 1);
+        s->b.labels = xmalloc(batch * sizeof(int32_t));
+        s->ok = xcalloc(batch, 1);
     }
     L->bad = xcalloc((size_t)spec->count, 1);
     L->bad_at_start = xcalloc((size_t)spec->count, 1);
@@ -219,7 +224,7 @@ int loader_batches(const Loader *L) {
     return L->spec.drop_last ? n / b : (n + b - 1) / b;
 }
 
-void loader_start_epoch(Loader *L, int epoch, int first_batch) {
+int loader_start_epoch(Loader *L, int epoch, int first_batch) {
     raw_wait_uploads(L); /* the batch the consumer holds may still be uploading */
     pthread_mutex_lock(&L->mu);
     /* Stop handing out the old epoch's work and wait for what is in flight: its slots are reused. */
@@ -248,6 +253,7 @@ void loader_start_epoch(Loader *L, int epoch, int first_batch) {
     L->next_item = first_batch * B;
     L->released = L->consumed = first_batch;
     L->holding = 0;
+    L->dropped = 0;
     for (int b = first_batch; b < first_batch + L->nslots && b < L->nbatches; b++) {
         Slot *s = slot_of(L, b);
         s->filled = 0;
@@ -255,7 +261,9 @@ void loader_start_epoch(Loader *L, int epoch, int first_batch) {
         s->expected = (b + 1) * B <= L->end_item ? B : L->end_item - b * B;
     }
     pthread_cond_broadcast(&L->work_cv);
+    int nbatches = L->nbatches;
     pthread_mutex_unlock(&L->mu);
+    return nbatches;
 }
 
 /* Move the good images of a finished slot to the front; returns how many there are. */
@@ -322,10 +330,13 @@ const Batch *loader_next(Loader *L) {
         s->b.n = compact(L, s);
         s->b.size = L->spec.tf.size;
         s->b.index = b;
-        if (s->b.n > 0) {
+        /* drop_last: every batch is full, as PyTorch's and fastai's training batches are; one that bad
+         * images left short is dropped too (batch norm must never see a batch of 1) */
+        if (s->b.n > 0 && (!L->spec.drop_last || s->b.n == L->spec.batch)) {
             out = &s->b;
             break;
         }
+        if (s->b.n > 0) L->dropped++;
     }
     int nothing_usable = !out && L->nbad >= L->spec.count;
     pthread_mutex_unlock(&L->mu);
@@ -334,6 +345,8 @@ const Batch *loader_next(Loader *L) {
 }
 
 int loader_bad_images(const Loader *L) { return L->nbad; }
+
+int loader_dropped(const Loader *L) { return L->dropped; }
 
 char *loader_bad_list(Loader *L, int at_epoch_start) {
     pthread_mutex_lock(&L->mu);

@@ -25,7 +25,8 @@ typedef struct {
     TransformSpec tf;
     int batch;
     int shuffle;            /* a new seeded permutation every epoch */
-    int drop_last;          /* leave out the last partial batch */
+    int drop_last;          /* every batch full: leave out the last partial batch, and any batch that bad
+                             * images left short */
     int threads;            /* worker threads; 0 = the number of online cores */
     int prefetch;           /* batch buffers (the one being used + those being filled); 0 = 3 */
     uint64_t seed;
@@ -43,7 +44,8 @@ typedef struct {
 } LoaderSpec;
 
 typedef struct {
-    int n;                  /* images in this batch (fewer than the batch size when some were bad) */
+    int n;                  /* images in this batch (without drop_last: fewer than the batch size at the
+                             * end, or when some were bad) */
     int size;
     int index;              /* batch number within the epoch */
     float *x;               /* BATCH_F32 */
@@ -63,14 +65,17 @@ typedef struct Loader Loader;
 Loader *loader_create(const LoaderSpec *, char *err, size_t errlen);
 /* Batches per epoch (before any bad image is left out). */
 int loader_batches(const Loader *);
-/* Start an epoch at batch first_batch (0, or later when resuming). */
-void loader_start_epoch(Loader *, int epoch, int first_batch);
+/* Start an epoch at batch first_batch (0, or later when resuming). Returns the epoch's batches
+ * (images known to be bad left out; 0 when drop_last and the good images make no full batch). */
+int loader_start_epoch(Loader *, int epoch, int first_batch);
 /* The next batch in order, or NULL at the end of the epoch. The batch stays valid until the next
  * call. Exits with a message naming the file when strict and an image is bad, or when every image
  * of the epoch was bad. */
 const Batch *loader_next(Loader *);
 /* Images found bad so far (each reported once on stderr with its path and reason). */
 int loader_bad_images(const Loader *);
+/* drop_last: batches of the current epoch dropped so far because bad images left them short. */
+int loader_dropped(const Loader *);
 /* The samples known to be bad as "i,j,k" (indices into spec.samples; "" when none), now or as they
  * were when the current epoch's order was drawn; for resume files. The caller frees it. */
 char *loader_bad_list(Loader *, int at_epoch_start);

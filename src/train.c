@@ -61,7 +61,11 @@ typedef struct {
     Position from;          /* a resumed run: where the checkpoint stopped */
     int resuming;           /* the fit that `from` stopped inside has not been reached yet */
     char *from_bad[2];      /* its loader's bad images: at that epoch's start, and all */
+    char *bad_images;       /* training images found bad by the fits so far (a loader_bad_list): every
+                             * later fit leaves them out from its start, so a resumed run knows what
+                             * the run that never stopped knew */
     Loader *train_loader;   /* the running fit's, for its bad-image lists */
+    int resume_written;     /* RUN/resume.safetensors exists (written or resumed from) */
     long steps;             /* training steps of this process (run.stop_after) */
     long nan_step;          /* fault injection for tests: CNNTRAIN_INJECT_NAN=N poisons step N's batch, */
     long inf_grad_step;     /* CNNTRAIN_INJECT_NAN=grad:N one gradient of step N (finite loss, inf gradient) */
@@ -104,6 +108,16 @@ static void say(Trainer *T, const char *fmt, ...) {
     }
 }
 
+/* For a message that stops the run: where it can go on from. */
+static const char *last_checkpoint(const Trainer *T, char *buf, size_t len) {
+    if (T->resume_written)
+        snprintf(buf, len, "The last good checkpoint is %s/resume.safetensors (stage %d, epoch %d, batch %d)", T->run_dir,
+                 T->at.stage, T->at.epoch, T->at.batch);
+    else
+        snprintf(buf, len, "No checkpoint was written yet (the run stopped before its first epoch ended)");
+    return buf;
+}
+
 /* PyTorch's GradScaler defaults */
 #define SCALE_INIT 65536.0f
 #define SCALE_GROWTH_INTERVAL 2000
@@ -131,6 +145,7 @@ static const char *first_nonfinite_param(Model *m) {
  * parameter and the last good checkpoint named. Finite steps grow the scale every 2000. */
 static int gradients_finite(Trainer *T, const StageConfig *st, int epoch, long step) {
     Model *m = T->model;
+    char where[1400];
     size_t bad = m->be->ops->count_nonfinite(m->be, m->grads_d, m->param_floats);
     if (!bad) {
         if (T->dynamic_scale && ++T->good_steps == SCALE_GROWTH_INTERVAL && T->loss_scale < 0x1p100f) {
@@ -142,12 +157,11 @@ static int gradients_finite(Trainer *T, const StageConfig *st, int epoch, long s
     }
     if (!T->dynamic_scale)
         die("stage %s, epoch %d, step %ld: %zu gradient values are inf or NaN (the first in %s) while the loss is finite; "
-            "stopping (lower the learning rate? [run] loss_scale = dynamic skips such steps). The last good checkpoint is "
-            "%s/resume.safetensors (stage %d, epoch %d, batch %d)",
-            st->name, epoch, step, bad, first_nonfinite_param(m), T->run_dir, T->at.stage, T->at.epoch, T->at.batch);
+            "stopping (lower the learning rate? [run] loss_scale = dynamic skips such steps). %s",
+            st->name, epoch, step, bad, first_nonfinite_param(m), last_checkpoint(T, where, sizeof where));
     if (T->loss_scale <= 1.0f)
-        die("stage %s, epoch %d, step %ld: the gradients overflow even at loss scale 1 (the first in %s); stopping. The "
-            "last good checkpoint is %s/resume.safetensors", st->name, epoch, step, first_nonfinite_param(m), T->run_dir);
+        die("stage %s, epoch %d, step %ld: the gradients overflow even at loss scale 1 (the first in %s); stopping. %s",
+            st->name, epoch, step, first_nonfinite_param(m), last_checkpoint(T, where, sizeof where));
     say(T, "  step %ld: %zu gradient values inf or NaN at loss scale %g: step skipped, scale %g\n", step, bad,
         (double)T->loss_scale, (double)T->loss_scale / 2);
     T->loss_scale /= 2;
@@ -412,7 +426,7 @@ static void save_resume(Trainer *T) {
     char mhash[24];
     snprintf(mhash, sizeof mhash, "%016" PRIx64, metrics_hash(T->run_dir, metrics_len));
     /* Mid-epoch, the epoch's order was drawn without the bad images known when it began. */
-    char *bad = T->train_loader ? loader_bad_list(T->train_loader, 0) : xcalloc(1, 1);
+    char *bad = T->train_loader ? loader_bad_list(T->train_loader, 0) : xstrdup(T->bad_images ? T->bad_images : "");
     char *bad_start = T->train_loader && p->batch ? loader_bad_list(T->train_loader, 1) : xstrdup(bad);
     char *classes = class_list(&T->data);
     const char *name = p->stage < T->cfg->nstages ? T->cfg->stages[p->stage].name : "(done)";
@@ -423,6 +437,7 @@ static void save_resume(Trainer *T) {
                           "metrics_hash", mhash, NULL};
     snprintf(path, sizeof path, "%s/resume.safetensors", T->run_dir);
     if (ckpt_save_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, meta, err, sizeof err)) die("%s", err);
+    T->resume_written = 1;
     free(classes);
     free(bad);
     free(bad_start);
@@ -446,12 +461,14 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
     set_decay(m, st->wd_bn_bias);
     T->train_loader = train;
     Position start = {T->at.stage, phase, 0, 0, 0, 0};
-    if (T->resuming) { /* this is the fit the checkpoint stopped in */
+    int resumed = T->resuming;
+    if (resumed) { /* this is the fit the checkpoint stopped in */
         start = T->from;
         if (loader_mark_bad(train, T->from_bad[0])) die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
         T->resuming = 0;
         say(T, "stage %s: resuming at epoch %d, batch %d\n", st->name, start.epoch, start.batch);
     } else {
+        if (T->bad_images && loader_mark_bad(train, T->bad_images)) die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
         say(T, "stage %s: %s, %d epochs of %d batches of %d at %dpx%s\n", st->name, label, epochs, per_epoch, st->batch,
             st->size, on_device ? ", augmented on the device" : "");
     }
@@ -464,8 +481,11 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
         double t0 = now_seconds(), sum = first ? start.loss_sum : 0;
         long seen = first ? start.seen : 0;
         int last_side = st->size; /* the side of the epoch's last batch: the schedule, for metrics.csv */
-        loader_start_epoch(train, T->epoch, first ? start.batch : 0);
-        if (first && T->from_bad[1] && loader_mark_bad(train, T->from_bad[1]))
+        if (!loader_start_epoch(train, T->epoch, first ? start.batch : 0))
+            die("stage %s, epoch %d: %d of the %d training images are bad (listed above); the %d left make no batch of %d",
+                st->name, e, loader_bad_images(train), T->data.ntrain, T->data.ntrain - loader_bad_images(train), st->batch);
+        /* the images the stopped run had found bad in this epoch after its order was drawn */
+        if (first && resumed && loader_mark_bad(train, T->from_bad[1]))
             die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
         for (const Batch *b; (b = loader_next(train));) {
             long step = (long)e * per_epoch + b->index;
@@ -503,10 +523,11 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
             model_loss_queue(m, st->label_smoothing);
             model_backward(m);
             float loss = model_loss_read(m);
-            if (!isfinite(loss))
-                die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). The last good "
-                    "checkpoint is %s/resume.safetensors (stage %d, epoch %d, batch %d)",
-                    st->name, e, step, loss, T->run_dir, T->at.stage, T->at.epoch, T->at.batch);
+            if (!isfinite(loss)) {
+                char where[1400];
+                die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). %s", st->name, e, step,
+                    loss, last_checkpoint(T, where, sizeof where));
+            }
             if (T->steps + 1 == T->inf_grad_step) inject_inf_gradient(m);
             if (gradients_finite(T, st, e, step)) optim_adamw_step_groups(m, &a, T->group_scale);
             else T->adam_step--; /* a skipped step leaves Adam as it was */
@@ -537,14 +558,24 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
         }
         double dt = now_seconds() - t0;
         float acc = v.count ? (float)v.correct / v.count : 0;
-        say(T, "%-6d %-11.6f %-11.6f %-9.6f %02d:%02d\n", e, sum / (seen ? seen : 1), v.loss, acc, (int)dt / 60, (int)dt % 60);
-        fprintf(T->metrics, "%s,%d,%d,%.6f,%.6f,%.6f,%.2f,%d\n", st->name, T->epoch, e, sum / (seen ? seen : 1), v.loss, acc,
-                dt, last_side);
+        if (loader_dropped(train))
+            say(T, "  epoch %d: %d batch%s left out: bad images left %s short of %d (the next epochs leave those images out)\n",
+                e, loader_dropped(train), loader_dropped(train) == 1 ? "" : "es", loader_dropped(train) == 1 ? "it" : "them",
+                st->batch);
+        /* an epoch that trained nothing has no training loss (fastai's #na#; empty in metrics.csv) */
+        char loss[32];
+        snprintf(loss, sizeof loss, "%.6f", seen ? sum / seen : 0);
+        if (!seen) say(T, "  epoch %d trained nothing: bad images left every batch short\n", e);
+        say(T, "%-6d %-11s %-11.6f %-9.6f %02d:%02d\n", e, seen ? loss : "#na#", v.loss, acc, (int)dt / 60, (int)dt % 60);
+        fprintf(T->metrics, "%s,%d,%d,%s,%.6f,%.6f,%.2f,%d\n", st->name, T->epoch, e, seen ? loss : "", v.loss, acc, dt,
+                last_side);
         T->epoch++;
         T->at = (Position){T->at.stage, phase, e + 1, 0, 0, 0};
         save_resume(T);
     }
     if (stopped) save_resume(T);
+    free(T->bad_images);
+    T->bad_images = loader_bad_list(train, 0);
     T->train_loader = NULL;
     loader_destroy(train);
     loader_destroy(valid);
@@ -695,6 +726,17 @@ static int run_stage(Trainer *T, const StageConfig *st) {
     return 0;
 }
 
+/* A training batch is always full (drop_last), so a stage's batch must fit the training images.
+ * Checked before anything is allocated or any folder made. */
+static void check_batches(const Config *cfg, const Dataset *d) {
+    for (int i = 0; i < cfg->nstages; i++) {
+        const StageConfig *st = &cfg->stages[i];
+        if (st->type != STAGE_EVAL && st->type != STAGE_TTA && st->batch > d->ntrain)
+            die("%s: [stage %s] batch = %d, but the data has %d training images: no full batch (training leaves out a "
+                "partial one)", cfg->path, st->name, st->batch, d->ntrain);
+    }
+}
+
 /* The size and batch the model must be sized for: the largest of any stage. */
 static void largest_shape(const Config *cfg, int *batch, int *side) {
     *batch = *side = 1;
@@ -755,6 +797,7 @@ static void load_resume(Trainer *T) {
     set_trainable(T);
     T->from_bad[0] = xstrdup(st_meta(&meta, "bad_images_at_epoch_start") ? st_meta(&meta, "bad_images_at_epoch_start") : "");
     T->from_bad[1] = xstrdup(st_meta(&meta, "bad_images") ? st_meta(&meta, "bad_images") : "");
+    T->bad_images = xstrdup(T->from_bad[1]);
     /* A fresh stage (phase, epoch, batch all 0) starts as it would have: cleared moments and all. */
     T->resuming = T->from.phase || T->from.epoch || T->from.batch;
     T->at = T->from;
@@ -987,6 +1030,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     int classes = cfg->classes ? cfg->classes : T.data.nclasses;
     if (classes < T.data.nclasses)
         die("%s: classes = %d but the data has %d classes", cfg->path, classes, T.data.nclasses);
+    check_batches(cfg, &T.data);
     T.model = model_build(cfg->arch, classes, err, sizeof err);
     if (!T.model) die("%s: %s", cfg->path, err);
     T.be = backend_create(cfg->device, err, sizeof err);
@@ -998,6 +1042,9 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     T.loss_scale = T.dynamic_scale ? SCALE_INIT : 1.0f;
     int max_batch, max_side;
     largest_shape(cfg, &max_batch, &max_side);
+    /* no batch holds more than the larger split (an eval stage's batch 65536 over 100 images) */
+    int images = T.data.ntrain > T.data.nvalid ? T.data.ntrain : T.data.nvalid;
+    if (max_batch > images) max_batch = images;
     if (model_attach(T.model, T.be, max_batch, max_side, max_side, err, sizeof err)) die("%s: %s", cfg->path, err);
 
     rng_seed(&T.root, cfg->seed);
@@ -1012,6 +1059,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         from_checkpoint = !access(path, F_OK);
         if (from_checkpoint) load_resume(&T);
         else printf("cnntrain: %s: no checkpoint yet (the run stopped before its first epoch ended): starting over\n", path);
+        T.resume_written = from_checkpoint;
     }
     T.be->loss_scale = T.loss_scale;
     device_feed_init(&T.feed, T.be);
@@ -1119,6 +1167,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     free(T.logits);
     free(T.from_bad[0]);
     free(T.from_bad[1]);
+    free(T.bad_images);
     device_feed_free(&T.feed);
     model_free(T.model);
     backend_destroy(T.be);

@@ -193,6 +193,29 @@ static int eval_into_refused(const char *ckpt, char *err, size_t errlen) {
     return eval_checkpoint(&o, err, errlen);
 }
 
+/* Issue 13.10: weights holding a NaN (a run that diverged) are refused naming the tensor, not
+ * evaluated to a "nan" loss without a word. */
+static void test_broken_weights_refused(void **state) {
+    (void)state;
+    char err[2048];
+    Model *m = model_build("xresnet18", CLASSES, err, sizeof err);
+    float *params = xmalloc(m->param_floats * sizeof(float)), *stats = xmalloc((m->stat_floats + 1) * sizeof(float));
+    Rng r;
+    rng_seed(&r, 5);
+    model_init_host(m, &r, params, stats);
+    params[m->params[3].offset + 2] = NAN;
+    const char *meta[] = {"class_names", class_names, NULL};
+    if (ckpt_save(in_dir("nan.safetensors"), m, params, stats, meta, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(eval_into_refused("nan.safetensors", err, sizeof err), -1);
+    printf("refused: %s\n", err);
+    ASSERT_STARTS(err, in_dir("nan.safetensors"));
+    ASSERT_HAS(err, m->params[3].name);
+    ASSERT_HAS(err, "holds inf or NaN values (NaN at index 2)");
+    free(params);
+    free(stats);
+    model_free(m);
+}
+
 static void test_class_list_mismatch(void **state) {
     (void)state;
     char err[2048], names[1024];
@@ -419,6 +442,7 @@ int main(void) {
         cmocka_unit_test(test_eval_tta_default_folder),
         cmocka_unit_test(test_class_list_mismatch),
         cmocka_unit_test(test_csv_split_from_checkpoint),
+        cmocka_unit_test(test_broken_weights_refused),
         cmocka_unit_test(test_plot_run),
         cmocka_unit_test(test_plot_run_without_gnuplot),
     };
