@@ -167,6 +167,22 @@ static void cu_download(Backend *b, void *host_dst, const void *src, size_t byte
     CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
 }
 
+/* On the compute stream, so it follows every op issued before; the slot's event says when it
+ * has landed. */
+static void cu_read_async(Backend *b, void *host_dst, const void *src, size_t bytes, int slot) {
+    CudaCtx *ctx = cuda_ctx(b);
+    if (slot != 0 && slot != 1) die("cuda read_async: slot %d (want 0 or 1)", slot);
+    if (!ctx->read_done[slot]) CUDA_CHECK(cudaEventCreateWithFlags(&ctx->read_done[slot], cudaEventDisableTiming));
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, ctx->stream));
+    CUDA_CHECK(cudaEventRecord(ctx->read_done[slot], ctx->stream));
+}
+
+static void cu_read_wait(Backend *b, int slot) {
+    CudaCtx *ctx = cuda_ctx(b);
+    if (slot != 0 && slot != 1) die("cuda read_wait: slot %d (want 0 or 1)", slot);
+    if (ctx->read_done[slot]) CUDA_CHECK(cudaEventSynchronize(ctx->read_done[slot]));
+}
+
 static void cu_copy(Backend *b, void *dst, const void *src, size_t bytes) {
     if (dst == src || bytes == 0) return;
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_ctx(b)->stream));
@@ -383,6 +399,8 @@ static void cu_destroy(Backend *b) {
     cuda_buf_free(&ctx->scratch);
     cuda_buf_free(&ctx->mix);
     cuda_feed_free(ctx);
+    for (int i = 0; i < 2; i++)
+        if (ctx->read_done[i]) CUDA_CHECK(cudaEventDestroy(ctx->read_done[i]));
     CUBLAS_CHECK(cublasDestroy(ctx->cublas));
     CUDNN_CHECK(cudnnDestroy(ctx->cudnn));
     CUDA_CHECK(cudaStreamDestroy(ctx->stream));
@@ -391,7 +409,7 @@ static void cu_destroy(Backend *b) {
 }
 
 /* Every member is a pointer; if backend.h gains an op, this fails until the table below has it. */
-static_assert(sizeof(BackendOps) == 46 * sizeof(void *), "BackendOps changed: update the cuda ops table");
+static_assert(sizeof(BackendOps) == 49 * sizeof(void *), "BackendOps changed: update the cuda ops table");
 
 static const BackendOps *cuda_ops(void) {
     static BackendOps ops;
@@ -433,6 +451,9 @@ static const BackendOps *cuda_ops(void) {
     ops.softmax_xent = cuda_softmax_xent;
     ops.adamw = cuda_adamw;
     ops.count_nonfinite = cuda_count_nonfinite;
+    ops.scan_nonfinite = cuda_scan_nonfinite;
+    ops.read_async = cu_read_async;
+    ops.read_wait = cu_read_wait;
     ops.set_compute = cu_set_compute;
     ops.warp_batch = cuda_warp_batch;
     ops.alloc_host = cuda_alloc_host;

@@ -61,6 +61,7 @@ typedef struct {
     CudaBuf convert;          /* low-precision temporaries: a conv's dw before the cast to fp32, fp32 GEMM output */
     int bn_own;               /* batch norm through our kernels for every dtype (CNNTRAIN_BN_KERNELS=own) */
     struct CudaFeed *feed;    /* augment.cu: copy stream, upload events, warp_batch buffers (made on first use) */
+    cudaEvent_t read_done[2]; /* read_async: each slot's last copy (made on first use) */
 } CudaCtx;
 
 static inline CudaCtx *cuda_ctx(Backend *b) { return (CudaCtx *)b->impl; }
@@ -139,6 +140,7 @@ void cuda_accumulate(Backend *, const Tensor *src, Tensor *dst, int accumulate);
 void cuda_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
                        const float *lam, float smoothing, float *loss, Tensor *dlogits);
 size_t cuda_count_nonfinite(Backend *, const float *x, size_t count);
+void cuda_scan_nonfinite(Backend *, const float *x, size_t count, uint64_t *out);
 void cuda_adamw(Backend *, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
                 const AdamWArgs *a);
 

@@ -309,22 +309,39 @@ void cuda_adamw(Backend *b, float *p, const float *g, float *m, float *v, const 
 
 /* ---- finiteness ---- */
 
-__global__ void count_nonfinite_kernel(const float *x, size_t count, unsigned long long *bad) {
-    unsigned long long mine = 0;
-    GRID_STRIDE(i, count) mine += !isfinite(x[i]);
-    if (mine) atomicAdd(bad, mine);
+/* out[0] += the non-finite values a thread saw, out[1] = min(out[1], the first one's index) */
+__global__ void scan_nonfinite_kernel(const float *x, size_t count, unsigned long long *out) {
+    unsigned long long mine = 0, first = ~0ULL;
+    GRID_STRIDE(i, count) {
+        if (!isfinite(x[i])) {
+            mine++;
+            if (i < first) first = i;
+        }
+    }
+    if (mine) {
+        atomicAdd(&out[0], mine);
+        atomicMin(&out[1], first);
+    }
+}
+
+void cuda_scan_nonfinite(Backend *b, const float *x, size_t count, uint64_t *out) {
+    CudaCtx *ctx = cuda_ctx(b);
+    static_assert(sizeof(uint64_t) == sizeof(unsigned long long), "uint64_t is unsigned long long here");
+    unsigned long long *o = (unsigned long long *)out;
+    CUDA_CHECK(cudaMemsetAsync(o, 0, sizeof *o, ctx->stream));            /* count 0 */
+    CUDA_CHECK(cudaMemsetAsync(o + 1, 0xFF, sizeof *o, ctx->stream));     /* first: UINT64_MAX */
+    if (count == 0) return;
+    scan_nonfinite_kernel<<<cuda_grid(count), CUDA_BLOCK, 0, ctx->stream>>>(x, count, o);
+    KERNEL_CHECK();
 }
 
 size_t cuda_count_nonfinite(Backend *b, const float *x, size_t count) {
     if (count == 0) return 0;
     CudaCtx *ctx = cuda_ctx(b);
-    unsigned long long *bad =
-        (unsigned long long *)cuda_buf_reserve(ctx->stream, &ctx->scratch, sizeof(unsigned long long));
-    CUDA_CHECK(cudaMemsetAsync(bad, 0, sizeof *bad, ctx->stream));
-    count_nonfinite_kernel<<<cuda_grid(count), CUDA_BLOCK, 0, ctx->stream>>>(x, count, bad);
-    KERNEL_CHECK();
-    unsigned long long host = 0;
-    CUDA_CHECK(cudaMemcpyAsync(&host, bad, sizeof host, cudaMemcpyDeviceToHost, ctx->stream));
+    uint64_t *r = (uint64_t *)cuda_buf_reserve(ctx->stream, &ctx->scratch, 2 * sizeof(uint64_t));
+    cuda_scan_nonfinite(b, x, count, r);
+    uint64_t host[2];
+    CUDA_CHECK(cudaMemcpyAsync(host, r, sizeof host, cudaMemcpyDeviceToHost, ctx->stream));
     CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
-    return (size_t)host;
+    return (size_t)host[0];
 }

@@ -165,6 +165,18 @@ typedef struct BackendOps {
 
     /* How many of x[0..count) are NaN or infinite (fp32 backend memory; waits for the result). */
     size_t (*count_nonfinite)(Backend *, const float *x, size_t count);
+    /* The same without waiting: once the ops issued before it have run, out (backend memory, two
+     * uint64) holds the count and the index of the first NaN or infinite value (UINT64_MAX when
+     * there is none). Read it back with read_async. */
+    void (*scan_nonfinite)(Backend *, const float *x, size_t count, uint64_t *out);
+    /* Copy bytes of backend memory to host memory without making the host wait for the device:
+     * the copy runs after every op issued before this call; read_wait(slot) blocks until the last
+     * read_async through slot (0 or 1) has landed (at once when there was none). With host_dst
+     * from alloc_host the host goes on at once on cuda; from other memory the call may wait for
+     * the copy. cpu: a memcpy, done on return. Lets a trainer read step s's results while step
+     * s+1 runs. */
+    void (*read_async)(Backend *, void *host_dst, const void *src, size_t bytes, int slot);
+    void (*read_wait)(Backend *, int slot);
 
     /* Optional (NULL: fp32 only). Switch the activation dtype to dt before any model is attached;
      * returns 0, or -1 when the device cannot compute in dt. */

@@ -10,8 +10,9 @@
  * gradients each step, halving the scale and skipping the update on overflow.
  * --data host charges every step an upload of a host NCHW float32 batch (pageable, reordered to
  * NHWC on the device, waited for) and a read of the loss: the worst case, for comparison.
- * --reads step waits for the device twice a step, as the trainer does today (the loss read back,
- * then the gradients' finiteness count): what those waits cost is the difference to --reads end.
+ * --reads step waits for the device twice a step (the loss read back, then the gradients'
+ * finiteness count), as the trainer does with dynamic loss scaling (fp16) and did before it read
+ * them one step late: what those waits cost is the difference to --reads end.
  *
  * Output: a human line, then `bench ...` (the keys scripts/bench_cpu.sh reads: img_per_s,
  * peak_rss_mib) and, last, one `RESULT key=value ...` line for scripts (scripts/bench_gpu.sh):
@@ -63,7 +64,7 @@ int cmd_bench(int argc, char **argv) {
         {"--data", FLAG_STR, &data, "device (default: the batch is on the device, as training's feed has it) or "
                                     "host (upload a host float32 batch and read the loss every step)"},
         {"--reads", FLAG_STR, &reads, "end (default: the loss is read after the last step) or step (the loss and a "
-                                      "finiteness count of the gradients read every step, as the trainer does)"},
+                                      "finiteness count of the gradients waited for every step)"},
         {0},
     };
     const char *usage = "MODEL [--size S] [--batch B] [--steps N] [--warmup W] [--device D] [--precision P] "

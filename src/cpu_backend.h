@@ -70,6 +70,9 @@ void cpu_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, 
 /* Divide a parameter gradient by b->loss_scale (nothing to do at 1). */
 void cpu_unscale(Backend *, float *g, size_t count);
 size_t cpu_count_nonfinite(Backend *, const float *x, size_t count);
+void cpu_scan_nonfinite(Backend *, const float *x, size_t count, uint64_t *out);
+void cpu_read_async(Backend *, void *host_dst, const void *src, size_t bytes, int slot);
+void cpu_read_wait(Backend *, int slot);
 void cpu_adamw(Backend *, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
                const AdamWArgs *a);
 

@@ -388,12 +388,34 @@ void cpu_unscale(Backend *b, float *g, size_t count) {
     for (size_t i = 0; i < count; i++) g[i] *= inv;
 }
 
-size_t cpu_count_nonfinite(Backend *b, const float *x, size_t count) {
+void cpu_scan_nonfinite(Backend *b, const float *x, size_t count, uint64_t *out) {
     (void)b;
-    size_t bad = 0;
-#pragma omp parallel for schedule(static) reduction(+ : bad) if (count >= CPU_PAR_MIN)
-    for (size_t i = 0; i < count; i++) bad += !isfinite(x[i]);
-    return bad;
+    uint64_t bad = 0, first = UINT64_MAX;
+#pragma omp parallel for schedule(static) reduction(+ : bad) reduction(min : first) if (count >= CPU_PAR_MIN)
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(x[i])) {
+            bad++;
+            if (i < first) first = i;
+        }
+    out[0] = bad;
+    out[1] = first;
+}
+
+size_t cpu_count_nonfinite(Backend *b, const float *x, size_t count) {
+    uint64_t r[2];
+    cpu_scan_nonfinite(b, x, count, r);
+    return (size_t)r[0];
+}
+
+void cpu_read_async(Backend *b, void *host_dst, const void *src, size_t bytes, int slot) {
+    (void)b;
+    if (slot != 0 && slot != 1) die("cpu backend: read_async slot %d (want 0 or 1)", slot);
+    if (bytes) memcpy(host_dst, src, bytes);
+}
+
+void cpu_read_wait(Backend *b, int slot) {
+    (void)b;
+    if (slot != 0 && slot != 1) die("cpu backend: read_wait slot %d (want 0 or 1)", slot);
 }
 
 static void adamw_run(float *p, const float *g, float *m, float *v, size_t count, float lr, float wd,

@@ -78,7 +78,22 @@ typedef struct {
     float group_scale[MAX_GROUPS]; /* the running fit's lr per parameter group, as a fraction of its lr */
     int stopped;            /* why the run stopped early: a signal number, or -1 for stop_after */
     char data_fp[DATA_FP_CHARS]; /* the data set's fingerprint (run_record.h), in every checkpoint */
+    struct StepRead *reads; /* alloc_host, 2 slots: a step's loss and gradient scan, read one step late */
+    uint64_t *scan_d;       /* backend memory: scan_nonfinite's result for the step being queued */
 } Trainer;
+
+/* What the host learns of a training step, copied back while the next step runs (read_async):
+ * its loss, and how many gradient values are inf or NaN with the first one's index. */
+typedef struct StepRead {
+    float loss;
+    uint64_t scan[2];
+} StepRead;
+
+/* A step queued but not yet read back: where it was, for the message if it went wrong. */
+typedef struct {
+    int live, slot, epoch, n;
+    long step;
+} PendingStep;
 
 static volatile sig_atomic_t stop_signal;
 
@@ -139,10 +154,44 @@ static const char *first_nonfinite_param(Model *m) {
     return name;
 }
 
-/* After backward: are the gradients finite? A finite loss can still give inf/NaN gradients (an
- * overflow inside the backward pass). With dynamic loss scaling the step is skipped and the scale
- * halved (PyTorch's GradScaler: 0 returned, Adam does not step); otherwise the run stops with the
- * parameter and the last good checkpoint named. Finite steps grow the scale every 2000. */
+/* The parameter that holds flat gradient index i. */
+static const char *param_at(const Model *m, uint64_t i) {
+    for (int k = 0; k < m->nparams; k++)
+        if (i >= m->params[k].offset && i < m->params[k].offset + m->params[k].count) return m->params[k].name;
+    return "?";
+}
+
+/* Without dynamic loss scaling a bad step stops the run, so nothing needs deciding before the next
+ * step is queued: the step's loss and a scan of its gradients are copied back while the next step
+ * runs (queue_step_read), and checked then (take_step_read), with the step's own epoch and number
+ * in the message. The device never waits for the host between steps. */
+static void queue_step_read(Trainer *T, int slot) {
+    Backend *be = T->be;
+    Model *m = T->model;
+    be->ops->scan_nonfinite(be, m->grads_d, m->param_floats, T->scan_d);
+    be->ops->read_async(be, &T->reads[slot].loss, m->loss_d, sizeof(float), slot);
+    be->ops->read_async(be, T->reads[slot].scan, T->scan_d, sizeof T->reads[slot].scan, slot);
+}
+
+static float take_step_read(Trainer *T, const StageConfig *st, const PendingStep *p) {
+    T->be->ops->read_wait(T->be, p->slot);
+    const StepRead *r = &T->reads[p->slot];
+    char where[1400];
+    if (!isfinite(r->loss))
+        die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). %s", st->name, p->epoch,
+            p->step, r->loss, last_checkpoint(T, where, sizeof where));
+    if (r->scan[0])
+        die("stage %s, epoch %d, step %ld: %llu gradient values are inf or NaN (the first in %s) while the loss is "
+            "finite; stopping (lower the learning rate? [run] loss_scale = dynamic skips such steps). %s",
+            st->name, p->epoch, p->step, (unsigned long long)r->scan[0], param_at(T->model, r->scan[1]),
+            last_checkpoint(T, where, sizeof where));
+    return r->loss;
+}
+
+/* With dynamic loss scaling, after backward: are the gradients finite? A finite loss can still give
+ * inf/NaN gradients (an overflow inside the backward pass): the step is skipped and the scale
+ * halved (PyTorch's GradScaler: 0 returned, Adam does not step). Finite steps grow the scale every
+ * 2000. (Without dynamic scaling the check is take_step_read's, one step late.) */
 static int gradients_finite(Trainer *T, const StageConfig *st, int epoch, long step) {
     Model *m = T->model;
     char where[1400];
@@ -155,10 +204,6 @@ static int gradients_finite(Trainer *T, const StageConfig *st, int epoch, long s
         m->be->loss_scale = T->loss_scale;
         return 1;
     }
-    if (!T->dynamic_scale)
-        die("stage %s, epoch %d, step %ld: %zu gradient values are inf or NaN (the first in %s) while the loss is finite; "
-            "stopping (lower the learning rate? [run] loss_scale = dynamic skips such steps). %s",
-            st->name, epoch, step, bad, first_nonfinite_param(m), last_checkpoint(T, where, sizeof where));
     if (T->loss_scale <= 1.0f)
         die("stage %s, epoch %d, step %ld: the gradients overflow even at loss scale 1 (the first in %s); stopping. %s",
             st->name, epoch, step, first_nonfinite_param(m), last_checkpoint(T, where, sizeof where));
@@ -476,6 +521,7 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
     /* mixup and progressive crops draw from a stream per batch, so a resumed run draws the same */
     Rng mix_base = rng_split(&T->root, 100), crop_base = rng_split(&T->root, 200);
     int stopped = 0;
+    PendingStep pending = {0};
     for (int e = start.epoch; e < epochs && !stopped; e++) {
         int first = e == start.epoch;
         double t0 = now_seconds(), sum = first ? start.loss_sum : 0;
@@ -522,30 +568,53 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
             model_run(m, 1);
             model_loss_queue(m, st->label_smoothing);
             model_backward(m);
-            float loss = model_loss_read(m);
-            if (!isfinite(loss)) {
-                char where[1400];
-                die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). %s", st->name, e, step,
-                    loss, last_checkpoint(T, where, sizeof where));
-            }
             if (T->steps + 1 == T->inf_grad_step) inject_inf_gradient(m);
-            if (gradients_finite(T, st, e, step)) optim_adamw_step_groups(m, &a, T->group_scale);
-            else T->adam_step--; /* a skipped step leaves Adam as it was */
-            sum += (double)loss * b->n;
-            seen += b->n;
+            if (!T->dynamic_scale) {
+                /* this step's results come back while the next one runs; the previous step's are read now */
+                int slot = (int)(T->steps & 1);
+                queue_step_read(T, slot);
+                optim_adamw_step_groups(m, &a, T->group_scale);
+                if (pending.live) {
+                    sum += (double)take_step_read(T, st, &pending) * pending.n;
+                    seen += pending.n;
+                }
+                pending = (PendingStep){1, slot, e, b->n, step};
+            } else {
+                /* dynamic loss scaling decides before the optimizer step: read now */
+                float loss = model_loss_read(m);
+                if (!isfinite(loss)) {
+                    char where[1400];
+                    die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). %s", st->name,
+                        e, step, loss, last_checkpoint(T, where, sizeof where));
+                }
+                if (gradients_finite(T, st, e, step)) optim_adamw_step_groups(m, &a, T->group_scale);
+                else T->adam_step--; /* a skipped step leaves Adam as it was */
+                sum += (double)loss * b->n;
+                seen += b->n;
+            }
             T->steps++;
             if (isatty(STDOUT_FILENO)) {
                 double dt = now_seconds() - t0;
                 int done = b->index + 1;
                 printf("\r  epoch %d: %d/%d batches, %.0f img/s, loss %.4f, eta %.0fs   ", e, done, per_epoch, seen / dt,
-                       sum / seen, dt / done * (per_epoch - done));
+                       seen ? sum / seen : 0.0, dt / done * (per_epoch - done));
                 fflush(stdout);
             }
             if (stop_requested(T)) {
+                if (pending.live) {
+                    sum += (double)take_step_read(T, st, &pending) * pending.n;
+                    seen += pending.n;
+                    pending.live = 0;
+                }
                 T->at = (Position){T->at.stage, phase, e, b->index + 1, sum, seen};
                 stopped = 1;
                 break;
             }
+        }
+        if (pending.live) { /* the epoch's last step, before its validation and checkpoint */
+            sum += (double)take_step_read(T, st, &pending) * pending.n;
+            seen += pending.n;
+            pending.live = 0;
         }
         if (isatty(STDOUT_FILENO)) printf("\r%80s\r", "");
         if (stopped) break;
@@ -1102,6 +1171,8 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     T.lam = xmalloc((size_t)max_batch * sizeof(float));
     T.labels_b = xmalloc((size_t)max_batch * sizeof(int32_t));
     T.logits = xmalloc((size_t)max_batch * classes * sizeof(float));
+    T.reads = T.be->ops->alloc_host(T.be, 2 * sizeof(StepRead));
+    T.scan_d = T.be->ops->alloc(T.be, 2 * sizeof(uint64_t));
     say(&T, "cnntrain: %s%s, %s (%d classes) on %s in %s; %d train / %d valid images; run folder %s\n",
         from_checkpoint ? "resuming " : "", cfg->path, cfg->arch, classes, T.be->ops->name, dtype_name(T.be->compute),
         T.data.ntrain, T.data.nvalid, T.run_dir);
@@ -1162,6 +1233,8 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     if (!T.stopped && write_final) plot_run(T.run_dir);
     free(T.partner);
     if (T.full.data) T.be->ops->release(T.be, T.full.data);
+    T.be->ops->release(T.be, T.scan_d);
+    T.be->ops->free_host(T.be, T.reads);
     free(T.lam);
     free(T.labels_b);
     free(T.logits);

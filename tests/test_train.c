@@ -473,6 +473,13 @@ static void test_inf_gradient_stops_or_is_skipped(void **state) {
     assert_int_equal(run_program(path, NULL, 0, "grad:8", out, sizeof out), 1);
     ASSERT_HAS(out, "stage a, epoch 1, step 7: 1 gradient values are inf or NaN (the first in 0.0.weight)");
     ASSERT_HAS(out, "resume.safetensors (stage 0, epoch 1, batch 0)");
+    ASSERT_HAS(out, "valid_loss  accuracy  time\n0 "); /* epoch 0 finished */
+    /* the check is read back one step late: an epoch's last step is still checked before its
+     * validation and checkpoint (5 batches an epoch: step 4 is epoch 0's last) */
+    assert_int_equal(run_program(path, NULL, 0, "grad:5", out, sizeof out), 1);
+    ASSERT_HAS(out, "stage a, epoch 0, step 4: 1 gradient values are inf or NaN (the first in 0.0.weight)");
+    ASSERT_HAS(out, "No checkpoint was written yet");
+    assert_null(strstr(out, "valid_loss  accuracy  time\n0 ")); /* epoch 0's row never printed */
 
     assert_int_equal(run_with(path, dyn_dir, sizeof dyn_dir, "run.loss_scale=dynamic"), 0);
     snprintf(a, sizeof a, "%s/final.safetensors", run_dir);

@@ -971,6 +971,54 @@ static void test_xent(void) {
 
 /* ---- AdamW ---- */
 
+/* scan_nonfinite (queued: count and first index into device memory) read back with read_async /
+ * read_wait through pinned memory, against the cpu backend: none, one, several (the first of
+ * several found by the atomic min), an empty range; and both slots in flight at once. */
+static void test_scan_and_read(void) {
+    const size_t count = 100003;
+    Buf x = buf_new(count);
+    uint64_t *cg = gpu->ops->alloc(gpu, 4 * sizeof(uint64_t)), cres[2];
+    uint64_t *host = gpu->ops->alloc_host(gpu, 4 * sizeof(uint64_t));
+    float *h = host_floats(count);
+    static const struct {
+        const char *name;
+        size_t bad[3];
+        int nbad;
+        size_t n;
+    } cases[] = {{"all finite", {0}, 0, 100003},
+                 {"one NaN at 77777", {77777}, 1, 100003},
+                 {"inf at 99999, NaN at 5, -inf at 60000", {99999, 5, 60000}, 3, 100003},
+                 {"empty range", {0}, 0, 0}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        fill_normal(h, count, 0, 1);
+        for (int i = 0; i < cases[k].nbad; i++) h[cases[k].bad[i]] = i == 1 ? NAN : i == 2 ? -INFINITY : INFINITY;
+        if (cases[k].nbad == 1) h[cases[k].bad[0]] = NAN;
+        buf_set(&x, h);
+        int slot = (int)(k & 1);
+        host[2 * slot] = host[2 * slot + 1] = 12345; /* must be overwritten */
+        gpu->ops->scan_nonfinite(gpu, x.g, cases[k].n, cg + 2 * slot);
+        gpu->ops->read_async(gpu, host + 2 * slot, cg + 2 * slot, 2 * sizeof(uint64_t), slot);
+        gpu->ops->read_wait(gpu, slot);
+        cpu->ops->scan_nonfinite(cpu, x.c, cases[k].n, cres);
+        char name[160], why[160];
+        snprintf(name, sizeof name, "scan_nonfinite + read_async/read_wait: %s", cases[k].name);
+        snprintf(why, sizeof why, "cuda: %llu values, first at %llu; cpu: %llu, first at %llu",
+                 (unsigned long long)host[2 * slot], (unsigned long long)host[2 * slot + 1],
+                 (unsigned long long)cres[0], (unsigned long long)cres[1]);
+        int ok = host[2 * slot] == cres[0] && host[2 * slot + 1] == cres[1] &&
+                 cres[0] == (uint64_t)cases[k].nbad && (cases[k].nbad || cres[1] == UINT64_MAX);
+        report(name, 0, 0, ok ? NULL : why);
+        size_t c = gpu->ops->count_nonfinite(gpu, x.g, cases[k].n);
+        snprintf(name, sizeof name, "count_nonfinite: %s", cases[k].name);
+        snprintf(why, sizeof why, "%zu, want %d", c, cases[k].nbad);
+        report(name, 0, 0, c == (size_t)cases[k].nbad ? NULL : why);
+    }
+    free(h);
+    gpu->ops->free_host(gpu, host);
+    gpu->ops->release(gpu, cg);
+    buf_free(&x);
+}
+
 static void test_adamw(void) {
     static const struct {
         size_t count;
@@ -1114,6 +1162,7 @@ int main(int argc, char **argv) {
         test_memory();
         run_ops();
         test_adamw();
+        test_scan_and_read();
         if (!quick && set_pass(DT_F32, 64.0f)) run_grad_ops(); /* the fp32 path's unscaling */
     }
 
