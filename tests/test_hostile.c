@@ -532,6 +532,19 @@ static void drain(void *arg) {
     d->bad = loader_bad_images(d->L);
 }
 
+/* One epoch of a loader over 3 images of which the middle one is bad: two load, one is counted
+ * bad; returns what the loader reported. */
+static const char *one_bad_of_three(const LoaderSpec *spec) {
+    char err[512];
+    Drain d = {loader_create(spec, err, sizeof err), 0, 0};
+    if (!d.L) fail_msg("%s", err);
+    const char *report = captured(drain, &d);
+    loader_destroy(d.L);
+    assert_int_equal(d.got, 2);
+    assert_int_equal(d.bad, 1);
+    return report;
+}
+
 /* The loader's limit (LoaderSpec.max_pixels): an image one pixel over it is skipped, reported
  * once with its path (and counted in the summary), and the others load. */
 static void test_loader_pixel_limit(void **state) {
@@ -544,12 +557,7 @@ static void test_loader_pixel_limit(void **state) {
         fail_msg("%s", err);
     LoaderSpec spec = {.samples = s, .count = 3, .tf = transform_defaults(TF_RESIZE_CENTER_CROP, 16, 0), .batch = 3,
                        .threads = 2, .seed = 1, .format = BATCH_F32, .max_pixels = 1000};
-    Drain d = {loader_create(&spec, err, sizeof err), 0, 0};
-    if (!d.L) fail_msg("%s", err);
-    const char *report = captured(drain, &d);
-    loader_destroy(d.L);
-    assert_int_equal(d.got, 2);
-    assert_int_equal(d.bad, 1);
+    const char *report = one_bad_of_three(&spec);
     char want[600];
     snprintf(want, sizeof want, "%s: the header claims 41x25 = 1025 pixels, over the limit of 1000", s[1].path);
     ASSERT_HAS(report, want);
@@ -573,12 +581,7 @@ static void test_loader_file_limit(void **state) {
     assert_int_equal(stat(s[0].path, &st), 0);
     LoaderSpec spec = {.samples = s, .count = 3, .tf = transform_defaults(TF_RESIZE_CENTER_CROP, 16, 0), .batch = 3,
                        .threads = 2, .seed = 1, .format = BATCH_F32, .max_file_bytes = 1000000};
-    Drain d = {loader_create(&spec, err, sizeof err), 0, 0};
-    if (!d.L) fail_msg("%s", err);
-    const char *report = captured(drain, &d);
-    loader_destroy(d.L);
-    assert_int_equal(d.got, 2);
-    assert_int_equal(d.bad, 1);
+    const char *report = one_bad_of_three(&spec);
     char want[600];
     snprintf(want, sizeof want, "%s: 1073741824 bytes, over the limit of 1000000 bytes", s[1].path);
     ASSERT_HAS(report, want);
