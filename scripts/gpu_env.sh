@@ -7,7 +7,7 @@
 #
 # Where it looks, first found wins:
 #   nvcc     $NVCC, PATH, $CUDA_HOME/bin, /usr/local/cuda/bin, /usr/local/cuda-*/bin,
-#            site-packages/nvidia/cu13/bin
+#            site-packages/nvidia/cu13/bin; cudart beside it, else site-packages/nvidia/cu13/lib
 #   cuDNN    $CUDA_HOME/include + lib64, /usr/include (+ x86_64-linux-gnu) + /usr/lib/x86_64-linux-gnu,
 #            then PyTorch's wheel nvidia-cudnn-cu13: site-packages/nvidia/cudnn/{include,lib}
 #   cuBLAS   $CUDA_HOME/include + lib64 (or targets/x86_64-linux/lib), then the CUDA 13 wheels'
@@ -75,7 +75,14 @@ gpu_env_find() {
     local ch=$GPU_ENV_CUDA_HOME
     lib=$(gpu_env_first "$ch"/lib64/libcudart.so* "$ch"/targets/x86_64-linux/lib/libcudart.so* "$ch"/lib/libcudart.so*) &&
         GPU_ENV_CUDA_LIBDIR=$(dirname "$lib") || GPU_ENV_CUDA_LIBDIR=""
-    [ -n "$GPU_ENV_CUDA_LIBDIR" ] || GPU_ENV_PROBLEMS+=("libcudart.so not found under $ch (lib64, targets/x86_64-linux/lib)")
+    if [ -z "$GPU_ENV_CUDA_LIBDIR" ]; then # a toolkit with nvcc but no runtime library: the wheels'
+        while IFS= read -r d; do
+            lib=$(gpu_env_first "$d"/nvidia/cu13/lib/libcudart.so* "$d"/nvidia/cuda_runtime/lib/libcudart.so*) &&
+                { GPU_ENV_CUDA_LIBDIR=$(dirname "$lib"); break; }
+        done < <(gpu_env_site_dirs)
+    fi
+    [ -n "$GPU_ENV_CUDA_LIBDIR" ] ||
+        GPU_ENV_PROBLEMS+=("libcudart.so not found under $ch (lib64, targets/x86_64-linux/lib) or site-packages/nvidia/cu13/lib")
 
     # cuDNN: the toolkit's or the system's, else PyTorch's wheel
     GPU_ENV_CUDNN_INC="" GPU_ENV_CUDNN_LIBDIR="" GPU_ENV_CUDNN_FROM=""

@@ -64,6 +64,17 @@ has "$mk" "-l:libcublas.so.13"; check $? "make: links the wheel's libcublas.so.1
 has "$mk" "-Wl,-rpath,$site/nvidia/cudnn/lib"; check $? "make: the wheel's folder is in the run path"
 has "$mk" "-ljpeg"; check $? "make: links libjpeg"
 
+# a toolkit with nvcc but without its runtime library: cudart from the CUDA 13 wheel
+cuda2=$tmp/cuda-nort
+mkdir -p "$cuda2/bin" "$cuda2/include"
+cp "$cuda/bin/nvcc" "$cuda2/bin/"
+touch "$site/nvidia/cu13/lib/libcudart.so.13"
+out=$(env -u NVCC PATH=/usr/bin:/bin CUDA_HOME="$cuda2" CNNTRAIN_SITE_DIRS="$site" \
+    bash -c '. scripts/gpu_env.sh; gpu_preflight; echo "preflight rc=$?"' 2>&1)
+show="$show"$'\n'"$out"
+has "$out" "CUDA home:   $cuda2 (cudart in $site/nvidia/cu13/lib)"; check $? "cudart from the wheel when the toolkit has none"
+rm "$site/nvidia/cu13/lib/libcudart.so.13"
+
 # no cuDNN anywhere: the preflight says so and fails
 out=$(env CNNTRAIN_SITE_DIRS=/nonexistent bash -c "CUDA_HOME=$cuda; export CUDA_HOME; PATH=/usr/bin:/bin; . scripts/gpu_env.sh; gpu_preflight; echo rc=\$?" 2>&1)
 has "$out" "PROBLEM: cuDNN not found"; check $? "no cuDNN: the preflight names it"
