@@ -59,7 +59,6 @@ struct ConvCache {
     int nplans, cap;
     int last;       /* the previous hit: consecutive calls often share a plan (forward then backward) */
     int use_find, log;
-    int warned_tf32;
 };
 
 struct ConvCache *cuda_conv_cache_new(void) {
@@ -259,7 +258,8 @@ static void plan_label(const ConvPlan *p, char *buf, size_t len) {
  * kernels fail to launch (checked by waiting for it, once) is passed over for the next; the first
  * that runs is kept for every later call. Only when none runs is it fatal, naming each one tried.
  * (A candidate that returned an error wrote nothing; an accumulating backward-data call is safe.) */
-template <typename Run> static void run_dir(CudaCtx *ctx, ConvPlan *p, int dir, Run &&run) {
+template <typename Run> static void run_dir(Backend *b, ConvPlan *p, int dir, Run &&run) {
+    CudaCtx *ctx = cuda_ctx(b);
     if (p->chosen[dir]) {
         use_math(p, p->math[dir]);
         void *ws = cuda_buf_reserve(ctx->stream, &ctx->workspace, p->ws_bytes[dir]);
@@ -315,8 +315,8 @@ template <typename Run> static void run_dir(CudaCtx *ctx, ConvPlan *p, int dir, 
         char label[160];
         plan_label(p, label, sizeof label);
         if (tf32) {
-            c->warned_tf32 += 1;
-            if (c->warned_tf32 == 1)
+            b->tf32_ops++;
+            if (b->tf32_ops == 1)
                 fprintf(stderr,
                         "cnntrain: warning: no plain fp32 kernel ran for the %s convolution %s; it runs on TF32 "
                         "tensor cores (about 1e-3 relative error), as may others (CNNTRAIN_CUDNN_LOG=1 lists them)\n",
@@ -360,11 +360,10 @@ void cuda_conv_forward(Backend *b, const ConvGeom *g, const Tensor *x, const flo
     const void *wd = cuda_weights(b, w, filter_count(g), dt, "conv_forward");
     cuda_set_shape(y, x->n, g->cout, p->oh, p->ow);
     const float one = 1.0f, zero = 0.0f;
-    run_dir(ctx, p, DIR_FWD, [&](int algo, void *ws, size_t bytes) {
+    run_dir(b, p, DIR_FWD, [&](int algo, void *ws, size_t bytes) {
         return cudnnConvolutionForward(ctx->cudnn, &one, p->x_desc, x->data, p->w_desc, wd, p->conv_desc,
                                        (cudnnConvolutionFwdAlgo_t)algo, ws, bytes, &zero, p->y_desc, y->data);
     });
-    b->tf32_ops = ctx->conv->warned_tf32;
 }
 
 /* dx's shape (set by the caller) says the input size: stride > 1 makes it ambiguous from dy. */
@@ -376,12 +375,11 @@ void cuda_conv_backward_data(Backend *b, const ConvGeom *g, const Tensor *dy, co
     check_out(p, dy, "conv_backward_data");
     const void *wd = cuda_weights(b, w, filter_count(g), dt, "conv_backward_data");
     const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f; /* beta 1: dx += result */
-    run_dir(ctx, p, DIR_BWD_DATA, [&](int algo, void *ws, size_t bytes) {
+    run_dir(b, p, DIR_BWD_DATA, [&](int algo, void *ws, size_t bytes) {
         return cudnnConvolutionBackwardData(ctx->cudnn, &one, p->w_desc, wd, p->y_desc, dy->data, p->conv_desc,
                                             (cudnnConvolutionBwdDataAlgo_t)algo, ws, bytes, &beta, p->x_desc,
                                             dx->data);
     });
-    b->tf32_ops = ctx->conv->warned_tf32;
 }
 
 /* dw (fp32) = the low-precision dw * inv_scale. cuDNN may saturate an fp16 result that overflowed
@@ -400,17 +398,16 @@ void cuda_conv_backward_filter(Backend *b, const ConvGeom *g, const Tensor *x, c
     /* parameter gradients are overwritten (beta 0) and come out divided by the loss scale */
     const float inv_scale = 1.0f / b->loss_scale, one = 1.0f, zero = 0.0f;
     if (dt == DT_F32) {
-        run_dir(ctx, p, DIR_BWD_FILTER, [&](int algo, void *ws, size_t bytes) {
+        run_dir(b, p, DIR_BWD_FILTER, [&](int algo, void *ws, size_t bytes) {
             return cudnnConvolutionBackwardFilter(ctx->cudnn, &inv_scale, p->x_desc, x->data, p->y_desc, dy->data,
                                                   p->conv_desc, (cudnnConvolutionBwdFilterAlgo_t)algo, ws, bytes,
                                                   &zero, p->w_desc, dw);
         });
-        b->tf32_ops = ctx->conv->warned_tf32;
         return;
     }
     size_t count = filter_count(g);
     void *lp = cuda_buf_reserve(ctx->stream, &ctx->convert, count * dtype_size(dt));
-    run_dir(ctx, p, DIR_BWD_FILTER, [&](int algo, void *ws, size_t bytes) {
+    run_dir(b, p, DIR_BWD_FILTER, [&](int algo, void *ws, size_t bytes) {
         return cudnnConvolutionBackwardFilter(ctx->cudnn, &one, p->x_desc, x->data, p->y_desc, dy->data,
                                               p->conv_desc, (cudnnConvolutionBwdFilterAlgo_t)algo, ws, bytes, &zero,
                                               p->w_desc, lp);

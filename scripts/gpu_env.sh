@@ -38,6 +38,17 @@ gpu_env_site_dirs() {
     fi
 }
 
+# gpu_env_site_first PATH...: the first site folder's first existing PATH (globs allowed)
+gpu_env_site_first() {
+    local d rel f
+    while IFS= read -r d; do
+        for rel in "$@"; do
+            f=$(gpu_env_first "$d"/$rel) && { echo "$f"; return 0; }
+        done
+    done < <(gpu_env_site_dirs)
+    return 1
+}
+
 # gpu_env_wheel SUBDIR HEADER LIBGLOB: "include-dir|lib-dir|site" of the first site folder holding
 # SUBDIR/include/HEADER and SUBDIR/lib/LIBGLOB
 gpu_env_wheel() {
@@ -53,18 +64,14 @@ gpu_env_wheel() {
 
 gpu_env_find() {
     GPU_ENV_PROBLEMS=()
-    local py_site_note="" hit lib d
+    local py_site_note="" hit lib
     # nvcc and the toolkit
     local nv
     nv=${NVCC:-$(command -v nvcc 2>/dev/null)} ||
         true
     [ -n "$nv" ] || nv=$(gpu_env_first "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" /usr/local/cuda/bin/nvcc \
         /usr/local/cuda-*/bin/nvcc) || nv=""
-    if [ -z "$nv" ]; then
-        while IFS= read -r d; do
-            [ -x "$d/nvidia/cu13/bin/nvcc" ] && { nv=$d/nvidia/cu13/bin/nvcc; break; }
-        done < <(gpu_env_site_dirs)
-    fi
+    [ -n "$nv" ] || nv=$(gpu_env_site_first nvidia/cu13/bin/nvcc) || nv=""
     GPU_ENV_NVCC=$nv
     if [ -n "$nv" ]; then
         GPU_ENV_CUDA_HOME=${CUDA_HOME:-$(cd "$(dirname "$nv")/.." && pwd)}
@@ -75,11 +82,10 @@ gpu_env_find() {
     local ch=$GPU_ENV_CUDA_HOME
     lib=$(gpu_env_first "$ch"/lib64/libcudart.so* "$ch"/targets/x86_64-linux/lib/libcudart.so* "$ch"/lib/libcudart.so*) &&
         GPU_ENV_CUDA_LIBDIR=$(dirname "$lib") || GPU_ENV_CUDA_LIBDIR=""
-    if [ -z "$GPU_ENV_CUDA_LIBDIR" ]; then # a toolkit with nvcc but no runtime library: the wheels'
-        while IFS= read -r d; do
-            lib=$(gpu_env_first "$d"/nvidia/cu13/lib/libcudart.so* "$d"/nvidia/cuda_runtime/lib/libcudart.so*) &&
-                { GPU_ENV_CUDA_LIBDIR=$(dirname "$lib"); break; }
-        done < <(gpu_env_site_dirs)
+    # a toolkit with nvcc but no runtime library: the wheels'
+    if [ -z "$GPU_ENV_CUDA_LIBDIR" ] &&
+        lib=$(gpu_env_site_first 'nvidia/cu13/lib/libcudart.so*' 'nvidia/cuda_runtime/lib/libcudart.so*'); then
+        GPU_ENV_CUDA_LIBDIR=$(dirname "$lib")
     fi
     [ -n "$GPU_ENV_CUDA_LIBDIR" ] ||
         GPU_ENV_PROBLEMS+=("libcudart.so not found under $ch (lib64, targets/x86_64-linux/lib) or site-packages/nvidia/cu13/lib")
@@ -137,7 +143,7 @@ int main(void) { struct jpeg_error_mgr e; return jpeg_std_error(&e) == 0; }'
 
     # the run-time path: every library folder outside the default search (the toolkit's is in the
     # binary's run path too, but cuDNN's engine libraries are opened by name)
-    local add=""
+    local d add=""
     for d in "$GPU_ENV_CUDNN_LIBDIR" "$GPU_ENV_CUBLAS_LIBDIR" "$GPU_ENV_CUDA_LIBDIR" "$GPU_ENV_JPEG_LIBDIR"; do
         [ -n "$d" ] || continue
         case ":$add:${LD_LIBRARY_PATH:-}:" in *":$d:"*) ;; *) add=${add:+$add:}$d ;; esac

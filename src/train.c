@@ -173,7 +173,10 @@ static void queue_step_read(Trainer *T, int slot) {
     be->ops->read_async(be, T->reads[slot].scan, T->scan_d, sizeof T->reads[slot].scan, slot);
 }
 
-static float take_step_read(Trainer *T, const StageConfig *st, const PendingStep *p) {
+/* The pending step, if any: waits for its read-back, stops the run if it went wrong, else adds its
+ * loss to the epoch's sum and count. */
+static void take_step_read(Trainer *T, const StageConfig *st, PendingStep *p, double *sum, long *seen) {
+    if (!p->live) return;
     T->be->ops->read_wait(T->be, p->slot);
     const StepRead *r = &T->reads[p->slot];
     char where[1400];
@@ -185,7 +188,9 @@ static float take_step_read(Trainer *T, const StageConfig *st, const PendingStep
             "finite; stopping (lower the learning rate? [run] loss_scale = dynamic skips such steps). %s",
             st->name, p->epoch, p->step, (unsigned long long)r->scan[0], param_at(T->model, r->scan[1]),
             last_checkpoint(T, where, sizeof where));
-    return r->loss;
+    *sum += (double)r->loss * p->n;
+    *seen += p->n;
+    p->live = 0;
 }
 
 /* With dynamic loss scaling, after backward: are the gradients finite? A finite loss can still give
@@ -574,10 +579,7 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
                 int slot = (int)(T->steps & 1);
                 queue_step_read(T, slot);
                 optim_adamw_step_groups(m, &a, T->group_scale);
-                if (pending.live) {
-                    sum += (double)take_step_read(T, st, &pending) * pending.n;
-                    seen += pending.n;
-                }
+                take_step_read(T, st, &pending, &sum, &seen);
                 pending = (PendingStep){1, slot, e, b->n, step};
             } else {
                 /* dynamic loss scaling decides before the optimizer step: read now */
@@ -601,21 +603,13 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
                 fflush(stdout);
             }
             if (stop_requested(T)) {
-                if (pending.live) {
-                    sum += (double)take_step_read(T, st, &pending) * pending.n;
-                    seen += pending.n;
-                    pending.live = 0;
-                }
+                take_step_read(T, st, &pending, &sum, &seen);
                 T->at = (Position){T->at.stage, phase, e, b->index + 1, sum, seen};
                 stopped = 1;
                 break;
             }
         }
-        if (pending.live) { /* the epoch's last step, before its validation and checkpoint */
-            sum += (double)take_step_read(T, st, &pending) * pending.n;
-            seen += pending.n;
-            pending.live = 0;
-        }
+        take_step_read(T, st, &pending, &sum, &seen); /* the epoch's last step, before its validation and checkpoint */
         if (isatty(STDOUT_FILENO)) printf("\r%80s\r", "");
         if (stopped) break;
         EvalResult v = evaluate(T, valid, T->epoch, st->label_smoothing, NULL, NULL);
