@@ -10,16 +10,23 @@
 #   scripts/gpu_deps.sh [DIR]      (default: gpu-deps in the repository root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest=${1:-gpu-deps}
+final=${1:-gpu-deps}
+mark=.cnntrain-gpu-deps # says a folder was made here, so a later run may replace it
+if [ -e "$final" ] && [ ! -f "$final/$mark" ]; then
+    echo "gpu_deps.sh: $final exists and was not made by gpu_deps.sh (no $mark in it): not replaced" >&2
+    exit 1
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 chmod 777 "$tmp" # apt-get download writes as the _apt user
 (cd "$tmp" && apt-get download libjpeg62-turbo libjpeg62-turbo-dev >/dev/null) ||
     { echo "gpu_deps.sh: apt-get download failed (run apt-get update first?)" >&2; exit 1; }
+dest=$tmp/deps # built whole here, then put in place
 mkdir -p "$dest"
 for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$dest"; done
 rm -rf "$dest/usr/share"
 ls "$dest/usr/include/jpeglib.h" "$dest"/usr/lib/x86_64-linux-gnu/libjpeg.so* >/dev/null
+touch "$dest/$mark"
 # the images gpu_augment reads (its lists: the first names in C order of these classes, grey_files)
 src=../shared/data
 if [ -d "$src/imagenette2-224/val" ]; then
@@ -33,8 +40,10 @@ if [ -d "$src/imagenette2-224/val" ]; then
     mkdir -p "$dest/data/cassava-mini/train_images"
     (cd "$src/cassava-mini/train_images" && ls | LC_ALL=C sort | head -3) |
         while read -r f; do cp "$src/cassava-mini/train_images/$f" "$dest/data/cassava-mini/train_images/"; done
-    echo "gpu_deps.sh: $(find "$dest/data" -type f | wc -l) images for gpu_augment in $dest/data"
+    echo "gpu_deps.sh: $(find "$dest/data" -type f | wc -l) images for gpu_augment"
 else
     echo "gpu_deps.sh: $src/imagenette2-224 not found: gpu_augment will use generated images only"
 fi
-echo "gpu_deps.sh: $(du -sh "$dest" | cut -f1) in $dest: $(cd "$dest" && find . -name 'jpeglib.h' -o -name 'libjpeg.so*' | tr '\n' ' ')"
+rm -rf "$final" # absent, or made by an earlier run (its mark)
+mv "$dest" "$final"
+echo "gpu_deps.sh: $(du -sh "$final" | cut -f1) in $final: $(cd "$final" && find . -name 'jpeglib.h' -o -name 'libjpeg.so*' | tr '\n' ' ')"
