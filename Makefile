@@ -140,7 +140,7 @@ ifeq ($(HAVE_CMOCKA),0)
 	$(error cmocka not found: apt-get install libcmocka-dev (or run .ci/run))
 endif
 	@$(MAKE) --no-print-directory $(TEST_BIN)
-	@bash tests/run_all.sh $(TEST_BIN) tests/test_valgrind.sh tests/test_gpu_scripts.sh
+	@bash tests/run_all.sh $(TEST_BIN) tests/test_valgrind.sh tests/test_gpu_scripts.sh tests/test_reference_scripts.sh
 	@$(MAKE) --no-print-directory test-sanitize
 	@$(MAKE) --no-print-directory fuzz
 

@@ -2,7 +2,11 @@
 """PyTorch's side of the CPU training benchmark (scripts/bench_cpu.sh): images/s of forward +
 backward + AdamW step, channels-last, 2 threads, on random data, like `./train bench`.
 
-    /usr/bin/python3 scripts/bench_cpu_torch.py MODEL SIZE BATCH [STEPS]
+    /usr/bin/python3 scripts/bench_cpu_torch.py MODEL SIZE BATCH [STEPS]            (Debian's 1.13)
+    reference-env/bin/python scripts/bench_cpu_torch.py MODEL SIZE BATCH [STEPS]    (PyTorch 2.x)
+
+xresnet* is fastai's own where fastai is installed (reference-env), else its replica in
+scripts/torch_reference.py; resnet* is torchvision's.
 """
 import os
 import resource
@@ -12,14 +16,20 @@ import time
 import torch
 import torchvision
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_reference import XResNet  # noqa: E402  (fastai's xresnet, replicated)
+try:
+    from fastai.vision.models import xresnet as fastai_xresnet
+except ImportError:
+    fastai_xresnet = None
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_reference import XResNet  # noqa: E402  (fastai's xresnet, replicated)
 
 LAYERS = {"xresnet18": (1, [2, 2, 2, 2]), "xresnet34": (1, [3, 4, 6, 3]), "xresnet50": (4, [3, 4, 6, 3]),
           "xresnet101": (4, [3, 4, 23, 3])}
 
 
 def build(name):
+    if name in LAYERS and fastai_xresnet is not None:
+        return getattr(fastai_xresnet, name)(n_out=1000)
     if name in LAYERS:
         expansion, layers = LAYERS[name]
         return XResNet(expansion, layers, n_out=1000)
@@ -50,7 +60,8 @@ def main():
     dt = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"torch model={name} size={size} batch={batch} steps={steps} img_per_s={steps * batch / dt:.1f} "
-          f"peak_rss_mib={rss:.0f} loss={loss:.4f} torch={torch.__version__}")
+          f"peak_rss_mib={rss:.0f} loss={loss:.4f} torch={torch.__version__} "
+          f"xresnet={'fastai' if fastai_xresnet else 'replica'}")
 
 
 if __name__ == "__main__":
