@@ -12,23 +12,14 @@ Every case stores its source image (uint8 HWC), its parameters and torch's outpu
   pilrc* torchvision's RandomResizedCrop on a PIL image, as the PyTorch peers run it: PIL crop +
         resize(BILINEAR, antialiased) (+ FLIP_LEFT_RIGHT), uint8
   cc*   torchvision F.center_crop, including crops larger than the image (zero padding)
-  fa*   fastai's batch affine+perspective in one pass: the grid of aug_transforms(size=...) with
-        min_scale=1, written here from fastai's formulas: aff = flip @ rotate @ zoom with the
-        aspect correction of _prepare_mat, F.affine_grid(align_corners=True), the homography of
-        find_coeffs/apply_perspective, F.grid_sample(bilinear, reflection, align_corners=True)
-  fr*   the same followed by RandomResizedCropGPU's second resampling (crop, identity grid to
-        size): two bilinear passes, which cnntrain fuses into one; on a linear gradient the two
-        agree up to the reflection's kinks
-  pil*  fastai's item Resize(presize, Crop): PIL crop + resize(BILINEAR), uint8, upscaling and
-        (antialiased) downscaling
+(fastai's own transforms are the reference of scripts/fastai_reference_aug.py, in
+tests/ref/fastai_aug.safetensors.)
 """
-import math
 import os
 import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
@@ -83,83 +74,6 @@ for i, (size, use_tall) in enumerate([(8, 0), (7, 0), (31, 0), (42, 0), (9, 1), 
     y = TF.center_crop(chw(img), [size, size])
     put(f"cc{i}", params=torch.tensor([size, use_tall], dtype=torch.int32), out=y)
 
-
-# ---- fastai's affine + perspective grid, written from fastai.vision.augment's formulas
-def fastai_coords(item_h, item_w, out_h, out_w, flip, rot, zoom, col, row, wx, wy):
-    t = torch.float64
-    f = torch.tensor([[-1.0 if flip else 1.0, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=t)
-    th = rot * math.pi / 180
-    r = torch.tensor([[math.cos(th), math.sin(th), 0], [-math.sin(th), math.cos(th), 0], [0, 0, 1]], dtype=t)
-    s = 1 / zoom
-    z = torch.tensor([[s, 0, (1 - s) * (2 * col - 1)], [0, s, (1 - s) * (2 * row - 1)], [0, 0, 1]], dtype=t)
-    m = f @ r @ z
-    m[0, 1] *= item_h / item_w
-    m[1, 0] *= item_w / item_h
-    coords = F.affine_grid(m[None, :2], (1, 3, out_h, out_w), align_corners=True)
-    if wx or wy:
-        orig = torch.tensor([[-1, -1], [-1, 1], [1, -1], [1, 1]], dtype=t)
-        targ = torch.tensor([[-1 - wy, -1 - wx], [-1 + wy, 1 + wx], [1 + wy, -1 + wx], [1 - wy, 1 - wx]], dtype=t)
-        rows = []
-        for (p1x, p1y), (p2x, p2y) in zip(orig.tolist(), targ.tolist()):
-            rows.append([p2x, p2y, 1, 0, 0, 0, -p1x * p2x, -p1x * p2y])
-            rows.append([0, 0, 0, p2x, p2y, 1, -p1y * p2x, -p1y * p2y])
-        c = torch.linalg.solve(torch.tensor(rows, dtype=t), orig.reshape(8))
-        hmat = torch.cat([c, torch.ones(1, dtype=t)]).view(3, 3)
-        pts = coords.view(-1, 2)
-        p3 = pts @ hmat[:, :2].T + hmat[:, 2]
-        coords = (p3[:, :2] / p3[:, 2:]).view(coords.shape)
-    return coords
-
-
-def grid(x, coords):
-    return F.grid_sample(x[None], coords, mode="bilinear", padding_mode="reflection", align_corners=True)[0]
-
-
-fa_cases = [  # flip, rotate, zoom, col, row, warp_x, warp_y, size, tall
-    (1, 30.0, 1.05, 0.3, 0.6, 0.15, -0.1, 24, 0),
-    (0, -7.0, 1.1, 0.2, 0.9, 0.0, 0.0, 20, 0),
-    (0, 0.0, 1.0, 0.5, 0.5, -0.2, 0.2, 22, 1),
-    (1, 10.0, 1.0, 0.5, 0.5, 0.0, 0.0, 30, 1),
-]
-for i, (flip, rot, zoom, col, row, wx, wy, size, use_tall) in enumerate(fa_cases):
-    img = tall if use_tall else src
-    x = chw(img)
-    y = grid(x, fastai_coords(img.shape[0], img.shape[1], size, size, flip, rot, zoom, col, row, wx, wy))
-    put(f"fa{i}", params=torch.tensor([flip, rot, zoom, col, row, wx, wy], dtype=torch.float32),
-        size=torch.tensor([size, use_tall], dtype=torch.int32), out=y)
-
-# ---- two passes (affine at item size, then RandomResizedCropGPU) on linear gradients
-yy, xx = np.mgrid[0:48, 0:48]
-grad = np.stack([2 * xx + 3 * yy, 3 * xx + 2 * yy, 235 - 2 * xx - 3 * yy], axis=-1).astype(np.uint8)
-tensors["grad"] = torch.from_numpy(grad)
-fr_cases = [  # flip, rotate, zoom, col, row, warp_x, warp_y, crop x, y, w, h, size
-    (1, 8.0, 1.08, 0.4, 0.7, 0.1, -0.12, 5, 3, 40, 40, 24),
-    (0, -10.0, 1.0, 0.5, 0.5, 0.0, 0.2, 0, 0, 48, 48, 26),
-    (0, 3.0, 1.1, 0.9, 0.1, 0.0, 0.0, 9, 2, 37, 37, 30),
-]
-for i, (flip, rot, zoom, col, row, wx, wy, cx, cy, cw, ch, size) in enumerate(fr_cases):
-    x = chw(grad)
-    a = grid(x, fastai_coords(48, 48, 48, 48, flip, rot, zoom, col, row, wx, wy))
-    crop = a[:, cy:cy + ch, cx:cx + cw]
-    ident = torch.tensor([[[1.0, 0, 0], [0, 1, 0]]], dtype=torch.float64)
-    y = grid(crop, F.affine_grid(ident, (1, 3, size, size), align_corners=True))
-    put(f"fr{i}", params=torch.tensor([flip, rot, zoom, col, row, wx, wy], dtype=torch.float32),
-        crop=torch.tensor([cx, cy, cw, ch, size], dtype=torch.int32), out=y)
-
-# ---- fastai Resize(presize, ResizeMethod.Crop) on PIL: upscaling (pil0-2), where PIL's bilinear
-# has no antialiasing to differ by, and downscaling (pil3-5), where it has; params presize, pct_x,
-# pct_y (f32), tall
-for i, (presize, px, py, use_tall) in enumerate([(40, 0.3, 0.5, 0), (37, 0.0, 0.99, 1), (33, 0.75, 0.0, 0),
-                                                 (12, 0.5, 0.5, 0), (19, 0.2, 0.7, 1), (8, 1.0, 0.0, 0)]):
-    img = tall if use_tall else src
-    h, w = img.shape[:2]
-    px, py = float(np.float32(px)), float(np.float32(py))
-    m = w / presize if w / presize < h / presize else h / presize
-    cw = ch = int(m * presize)
-    tl = (int(px * (w - cw)), int(py * (h - ch)))
-    out = Image.fromarray(img).crop((tl[0], tl[1], tl[0] + cw, tl[1] + ch)).resize((presize, presize), Image.BILINEAR)
-    put(f"pil{i}", params=torch.tensor([presize, px, py, use_tall], dtype=torch.float32),
-        out=torch.from_numpy(np.asarray(out).copy()))
 
 # ---- torchvision RandomResizedCrop's resized_crop on a PIL image (the peers' data pipeline):
 # PIL crops, then resizes with its antialiased bilinear filter, in two uint8 passes; params
