@@ -1,27 +1,34 @@
-#!/usr/bin/python3
 """Reference values for tests/test_optim.c (AdamW, label smoothing, mixup).
 
-Run with Debian's PyTorch 1.13 from the repo root and paste its output into the block between
-the "generated" markers of tests/test_optim.c:
+Run with the reference venv (scripts/setup_reference.sh: fastai 2.8) from the repo root and paste
+its output into the block between the "generated" markers of tests/test_optim.c:
 
-    /usr/bin/python3 scripts/optim_reference.py
+    reference-env/bin/python scripts/optim_reference.py
+
+(The block was first made with Debian's PyTorch 1.13 and a hand-written fastai formula; fastai's own
+classes give the same digits.)
 
 The inputs are not stored: both sides make them with the same integer generator (lcg below and
 in the test) as multiples of powers of two, so they are exact in float32. The maths is float64;
 hyperparameters are rounded to float32 first, as the C code receives them.
 
-AdamW: torch.optim.AdamW with two parameter groups (decay / no decay), lr and beta1 changed per
-step as a one-cycle schedule does. fastai's Adam (eps 1e-5, beta2 0.99, decoupled wd
-p *= 1 - lr*wd) is the same update, so one reference serves both sets of defaults.
-Loss: F.cross_entropy(label_smoothing=eps) per sample, mixed as fastai's MixUp does
-(lerp(loss(y_b), loss(y_a), lam), then the mean), checked against fastai's
-LabelSmoothingCrossEntropy written out by hand.
+AdamW: FASTAI is fastai's own Adam (its Optimizer, eps 1e-5, sqr_mom 0.99, decoupled wd
+p *= 1 - lr*wd) with do_wd False on the no-decay parameters as Learner.create_opt sets it; TORCH is
+torch.optim.AdamW with PyTorch's defaults. lr and beta1 change per step as a one-cycle schedule does.
+Loss: fastai's LabelSmoothingCrossEntropy(eps) mixed by fastai's own MixUp.lf (lerp(loss(y_b),
+loss(y_a), lam), then the mean; lam and the partners' labels set on the callback), checked against
+F.cross_entropy(label_smoothing=eps).
 """
 import math
+
+import types
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastai.callback.mixup import MixUp
+from fastai.losses import LabelSmoothingCrossEntropy
+from fastai.optimizer import Adam
 
 
 def f32(x):
@@ -93,22 +100,33 @@ def adamw_case(tag, lrs, b1s, beta2, eps, wd, all_decay, seed):
     train = [k for k, (_, _, _, tr, _) in enumerate(PARAMS) if tr]
     dec = [ts[k] for k in train if PARAMS[k][2] or all_decay]
     nodec = [ts[k] for k in train if not (PARAMS[k][2] or all_decay)]
-    groups = [{"params": dec, "weight_decay": f32(wd)}]
-    if nodec:
-        groups.append({"params": nodec, "weight_decay": 0.0})
-    opt = torch.optim.AdamW(groups, lr=lrs[0], betas=(b1s[0], f32(beta2)), eps=f32(eps))
+    if tag == "FASTAI":  # fastai's own Adam; the no-decay parameters get do_wd False
+        opt = Adam([dec, nodec] if nodec else [dec], lr=lrs[0], mom=b1s[0], sqr_mom=f32(beta2), eps=f32(eps), wd=f32(wd))
+        for t in nodec:
+            opt.state[t]["do_wd"] = False
+        m_key, v_key = "grad_avg", "sqr_avg"
+    else:
+        groups = [{"params": dec, "weight_decay": f32(wd)}]
+        if nodec:
+            groups.append({"params": nodec, "weight_decay": 0.0})
+        opt = torch.optim.AdamW(groups, lr=lrs[0], betas=(b1s[0], f32(beta2)), eps=f32(eps))
+        m_key, v_key = "exp_avg", "exp_avg_sq"
     for s in range(steps):
-        for grp in opt.param_groups:
-            grp["lr"] = lrs[s]
-            grp["betas"] = (b1s[s], f32(beta2))
+        if tag == "FASTAI":
+            opt.set_hyper("lr", lrs[s])
+            opt.set_hyper("mom", b1s[s])
+        else:
+            for grp in opt.param_groups:
+                grp["lr"] = lrs[s]
+                grp["betas"] = (b1s[s], f32(beta2))
         for k in train:
             ts[k].grad = torch.tensor(grads[s][k], dtype=torch.float64)
         opt.step()
     p, m, v = [], [], []
     for k in train:
         p += ts[k].detach().tolist()
-        m += opt.state[ts[k]]["exp_avg"].tolist()
-        v += opt.state[ts[k]]["exp_avg_sq"].tolist()
+        m += opt.state[ts[k]][m_key].tolist()
+        v += opt.state[ts[k]][v_key].tolist()
     print("/* %s: %d steps, beta2 %g, eps %g, wd %g, %s */" %
           (tag, steps, beta2, eps, wd, "every parameter decays" if all_decay else "per Param.decay"))
     print(c_array("float", tag + "_LR", lrs))
@@ -147,10 +165,14 @@ def xent_inputs(n, k, seed):
     return z, la, lb, lam
 
 
-def fastai_ls(z, y, eps):
-    """fastai's LabelSmoothingCrossEntropy(reduction='none'), written out."""
-    lp = F.log_softmax(z, dim=-1)
-    return eps * (-lp.sum(dim=-1) / z.shape[-1]) + (1 - eps) * F.nll_loss(lp, y, reduction="none")
+def fastai_mixup_loss(z, ya, yb, lam, eps):
+    """fastai's MixUp.lf over LabelSmoothingCrossEntropy(eps), with the callback's lam and partner
+    labels set by hand (what its before_batch draws)."""
+    mix = MixUp(0.4)
+    mix.learn = types.SimpleNamespace(training=True, loss_func=LabelSmoothingCrossEntropy(eps=eps))
+    mix.before_train()
+    mix.lam, mix.yb1 = lam, (yb,)
+    return mix.lf(z, ya)
 
 
 def xent_case(tag, n, k, eps, mix, seed):
@@ -160,13 +182,12 @@ def xent_case(tag, n, k, eps, mix, seed):
     ya, yb = torch.tensor(la), torch.tensor(lb)
     lt = torch.tensor(lam, dtype=torch.float64)
     if mix:
-        loss_a = F.cross_entropy(zt, ya, reduction="none", label_smoothing=eps)
-        loss_b = F.cross_entropy(zt, yb, reduction="none", label_smoothing=eps)
-        loss = torch.lerp(loss_b, loss_a, lt).mean()  # fastai MixUp: lerp(lf(pred, yb1), lf(pred, yb), lam)
-        check = torch.lerp(fastai_ls(zt, yb, eps), fastai_ls(zt, ya, eps), lt).mean()
+        loss = fastai_mixup_loss(zt, ya, yb, lt, eps)
+        check = torch.lerp(F.cross_entropy(zt, yb, reduction="none", label_smoothing=eps),
+                           F.cross_entropy(zt, ya, reduction="none", label_smoothing=eps), lt).mean()
     else:
-        loss = F.cross_entropy(zt, ya, label_smoothing=eps)
-        check = fastai_ls(zt, ya, eps).mean()
+        loss = LabelSmoothingCrossEntropy(eps=eps)(zt, ya)
+        check = F.cross_entropy(zt, ya, label_smoothing=eps)
     assert abs(loss.item() - check.item()) < 1e-12, (tag, loss.item(), check.item())
     loss.backward()
     d = zt.grad
@@ -184,7 +205,8 @@ def xent_case(tag, n, k, eps, mix, seed):
 def main():
     torch.set_num_threads(2)
     torch.set_default_dtype(torch.float64)
-    print("/* generated by scripts/optim_reference.py (torch %s) */" % torch.__version__)
+    import fastai
+    print("/* generated by scripts/optim_reference.py (fastai %s, torch %s) */" % (fastai.__version__, torch.__version__))
     lrs, b1s = one_cycle(8, 0.05)
     adamw_case("FASTAI", lrs, b1s, 0.99, 1e-5, 0.01, 0, 1)
     adamw_case("TORCH", [f32(1e-3)] * 5, [f32(0.9)] * 5, 0.999, 1e-8, 0.1, 1, 2)

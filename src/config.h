@@ -17,7 +17,7 @@ typedef enum { STAGE_FIT_ONE_CYCLE, STAGE_FINE_TUNE, STAGE_FIT, STAGE_PROGRESSIV
 
 #define CONFIG_MAX_SIZES 16
 
-typedef struct {
+typedef struct StageConfig {
     char name[64];
     int line;                  /* of its [stage NAME] header, for messages */
     StageType type;

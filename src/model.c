@@ -345,3 +345,17 @@ void model_backward(Model *m) {
         }
     }
 }
+
+void model_set_decay(Model *m, int wd_bn_bias) {
+    for (int i = 0; i < m->nparams; i++) {
+        ParamKind k = m->params[i].kind;
+        m->params[i].decay = wd_bn_bias || k == P_CONV_WEIGHT || k == P_LINEAR_WEIGHT;
+    }
+}
+
+void model_set_frozen(Model *m, int frozen) {
+    for (int i = 0; i < m->nparams; i++) {
+        Param *p = &m->params[i];
+        p->trainable = !frozen || p->group == m->ngroups - 1 || p->kind == P_BN_WEIGHT || p->kind == P_BN_BIAS;
+    }
+}

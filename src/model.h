@@ -106,6 +106,12 @@ typedef struct Model {
 /* ---- description (host only) ---- */
 Model *model_new(const char *arch, int classes, int in_channels);
 void model_free(Model *);
+/* fastai's weight-decay groups (Learner.create_opt): with wd_bn_bias 0, norm-layer parameters and
+ * every bias (norm_bias_params) get none; only conv and linear weights decay. */
+void model_set_decay(Model *, int wd_bn_bias);
+/* fastai's freeze() = freeze_to(-1) with train_bn (frozen 1): only the last parameter group and
+ * every batch-norm parameter (force_train) train; unfreeze() (frozen 0): everything. */
+void model_set_frozen(Model *, int frozen);
 /* Builder helpers: each adds one node reading value `in` and returns its output value id. */
 int net_conv(Model *, const char *name, int in, int cin, int cout, int k, int stride, int pad);
 int net_bn(Model *, const char *name, int in, int channels, int zero_gamma);

@@ -89,3 +89,8 @@ float rng_beta(Rng *r, float a, float b) {
     float x = rng_gamma(r, a), y = rng_gamma(r, b);
     return x + y > 0 ? x / (x + y) : 0.5f;
 }
+
+float rng_mixup_lam(Rng *r, float alpha) {
+    float lam = rng_beta(r, alpha, alpha);
+    return lam > 1.0f - lam ? lam : 1.0f - lam;
+}

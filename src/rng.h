@@ -16,6 +16,8 @@ float rng_uniform(Rng *);                /* [0, 1) */
 float rng_normal(Rng *);                 /* standard normal */
 float rng_gamma(Rng *, float shape);     /* Gamma(shape, 1), shape > 0 */
 float rng_beta(Rng *, float a, float b); /* Beta(a, b) */
+/* fastai's MixUp weight of one sample: l ~ Beta(alpha, alpha), then max(l, 1 - l), in [0.5, 1]. */
+float rng_mixup_lam(Rng *, float alpha);
 
 /* Counter-based draws, for values made in parallel that must not depend on the order or the
  * device (dropout masks): a pure function of (key, index), splitmix64's output number index + 1

@@ -18,6 +18,10 @@ double softmax_row(const float *z, float *p, int n) {
     return log(sum) + mx;
 }
 
+void tta_accumulate(float *aug, const float *pass, size_t cells, int n) {
+    for (size_t i = 0; i < cells; i++) aug[i] += pass[i] / (float)n;
+}
+
 int tta_combine(float *aug, const float *plain, const int32_t *labels, int n, int C, float beta, double *loss) {
     double nll = 0;
     int hits = 0;

@@ -2,6 +2,7 @@
 #ifndef CNN_SCORES_H
 #define CNN_SCORES_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Index of the largest of v[0..n); the first one on ties. */
@@ -10,6 +11,8 @@ int argmax(const float *v, int n);
  * log(sum(exp(z))), so a cross-entropy is lse - z[label], exact even where p underflows. */
 double softmax_row(const float *z, float *p, int n);
 
+/* One of n augmented passes into the running mean: aug[i] += pass[i] / n over cells values. */
+void tta_accumulate(float *aug, const float *pass, size_t cells, int n);
 /* fastai's tta result: aug holds the mean softmax probabilities of the augmented passes (n rows of
  * C); each row becomes lerp(aug, plain, beta) (torch.lerp). Returns the hits against labels; *loss
  * gets the mean -log p of the combined probability of the label (kept finite where p underflowed). */

@@ -260,28 +260,13 @@ static Loader *make_loader(Trainer *T, const TransformSpec *tf, int batch, int t
     return L;
 }
 
-/* Which parameters decay: fastai leaves batch norm and biases out (wd_bn_bias = 0). */
-static void set_decay(Model *m, int wd_bn_bias) {
-    for (int i = 0; i < m->nparams; i++) {
-        ParamKind k = m->params[i].kind;
-        m->params[i].decay = wd_bn_bias || k == P_CONV_WEIGHT || k == P_LINEAR_WEIGHT;
-    }
-}
-
 static void reset_optimizer(Trainer *T) {
     optim_reset(T->model);
     T->adam_step = 0;
 }
 
-/* fastai's freeze() (freeze_to(-1) with train_bn): the last parameter group and every batch-norm
- * parameter train; unfreeze(): everything. A model of one group is never frozen. */
-static void set_trainable(Trainer *T) {
-    Model *m = T->model;
-    for (int i = 0; i < m->nparams; i++) {
-        Param *p = &m->params[i];
-        p->trainable = !T->frozen || p->group == m->ngroups - 1 || p->kind == P_BN_WEIGHT || p->kind == P_BN_BIAS;
-    }
-}
+/* fastai's freeze() / unfreeze() (model_set_frozen); a model of one group is never frozen. */
+static void set_trainable(Trainer *T) { model_set_frozen(T->model, T->frozen); }
 
 /* freeze() / unfreeze() as fastai does them: the optimizer state is cleared either way. */
 static void set_frozen(Trainer *T, int frozen) {
@@ -290,16 +275,9 @@ static void set_frozen(Trainer *T, int frozen) {
     reset_optimizer(T);
 }
 
-/* Learning rates over the parameter groups, as fractions of the top one: fastai's slice(lo, hi)
- * is geometric from lo to hi (lo = 0: slice(hi) = hi/10 for every group but the last); a plain
- * number (spread = 0) is the same lr for all. */
+/* Learning rates over the parameter groups, as fractions of the top one (group_lr_scales). */
 static void set_group_lrs(Trainer *T, float lo, float hi, int spread) {
-    int n = T->model->ngroups;
-    for (int g = 0; g < n; g++) {
-        if (!spread || n == 1) T->group_scale[g] = 1.0f;
-        else if (lo <= 0) T->group_scale[g] = g == n - 1 ? 1.0f : 0.1f;
-        else T->group_scale[g] = (float)pow((double)lo / hi, 1.0 - (double)g / (n - 1));
-    }
+    group_lr_scales(T->model->ngroups, lo, hi, spread, T->group_scale);
 }
 
 /* Mixup: per sample lam ~ Beta(a, a), lam = max(lam, 1 - lam), partner from a random permutation;
@@ -314,8 +292,7 @@ static void mixup(Trainer *T, Rng *rng, float alpha, Tensor *x, const int32_t *l
         perm[j] = t;
     }
     for (int i = 0; i < n; i++) {
-        float lam = rng_beta(rng, alpha, alpha);
-        T->lam[i] = lam > 1.0f - lam ? lam : 1.0f - lam;
+        T->lam[i] = rng_mixup_lam(rng, alpha);
         T->labels_b[i] = labels[perm[i]];
     }
     T->be->ops->mix_images(T->be, x, perm, T->lam); /* on the batch in backend memory */
@@ -508,7 +485,7 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
     int per_epoch = loader_batches(train);
     if (per_epoch < 1) die("stage %s: %d training images make no batch of %d", st->name, T->data.ntrain, st->batch);
     long total = (long)epochs * per_epoch;
-    set_decay(m, st->wd_bn_bias);
+    model_set_decay(m, st->wd_bn_bias);
     T->train_loader = train;
     Position start = {T->at.stage, phase, 0, 0, 0, 0};
     int resumed = T->resuming;
@@ -540,7 +517,7 @@ static int fit(Trainer *T, const StageConfig *st, int phase, const char *label, 
             die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
         for (const Batch *b; (b = loader_next(train));) {
             long step = (long)e * per_epoch + b->index;
-            float pos = (float)step / (float)total;
+            float pos = one_cycle_pos(step, total);
             AdamWArgs a = {st->lr, st->mom_max, st->beta2, st->eps, st->wd, ++T->adam_step};
             if (shape == LR_ONE_CYCLE) {
                 a.lr = one_cycle_lr(cycle, pos);
@@ -689,7 +666,7 @@ static int tta(Trainer *T, const StageConfig *st) {
     Loader *A = make_loader(T, &st->train_tf, st->batch, 0, augment_on_device(T));
     for (int p = 0; p < st->tta_n && !interrupted; p++) {
         interrupted = evaluate(T, A, 1000 + p, 0.0f, pass, NULL).interrupted;
-        for (size_t i = 0; i < (size_t)n * classes; i++) aug[i] += pass[i] / (float)st->tta_n;
+        tta_accumulate(aug, pass, (size_t)n * classes, st->tta_n);
     }
     loader_destroy(A);
     if (!interrupted) {
@@ -745,39 +722,35 @@ static int fixres(Trainer *T, const StageConfig *st) {
 /* Runs one stage; returns 1 when the run was asked to stop inside it (a resume checkpoint says
  * where), else 0 once its checkpoint (training stages) is written. */
 static int run_stage(Trainer *T, const StageConfig *st) {
-    OneCycle c = {st->lr, st->pct_start, st->div, st->div_final, st->mom_max, st->mom_min};
+    FitPhase ph[2];
+    int nph = stage_fit_phases(st, ph);
     int stopped = 0;
     /* freeze = yes / no before a fit stage (a resumed stage already is as it was) */
     if (st->freeze != FREEZE_KEEP && !T->resuming) set_frozen(T, st->freeze == FREEZE_YES);
-    set_group_lrs(T, st->lr_lo, st->lr, st->lr_lo > 0);
+    set_group_lrs(T, ph[0].lo, ph[0].hi, ph[0].spread); /* fine_tune sets its own per phase */
     switch (st->type) {
-    case STAGE_FIT_ONE_CYCLE: stopped = fit(T, st, 0, "fit_one_cycle", st->epochs, LR_ONE_CYCLE, &c, NULL); break;
+    case STAGE_FIT_ONE_CYCLE: stopped = fit(T, st, 0, "fit_one_cycle", st->epochs, LR_ONE_CYCLE, &ph[0].cycle, NULL); break;
     case STAGE_FIT: stopped = fit(T, st, 0, "fit (constant lr)", st->epochs, LR_CONSTANT, NULL, NULL); break;
     case STAGE_PROGRESSIVE: {
         ProgressiveSchedule p = {st->initial_scale, st->delay_fraction, st->finetune_fraction, st->size_increment};
-        stopped = fit(T, st, 0, "progressive resizing (one-cycle)", st->epochs, LR_ONE_CYCLE, &c, &p);
+        stopped = fit(T, st, 0, "progressive resizing (one-cycle)", st->epochs, LR_ONE_CYCLE, &ph[0].cycle, &p);
         break;
     }
     case STAGE_FIXRES: stopped = fixres(T, st); break;
     case STAGE_FINE_TUNE: {
         /* fastai: freeze, fit_one_cycle(freeze_epochs, slice(lr), pct_start=0.99), unfreeze,
-         * fit_one_cycle(epochs, slice(lr/2/100, lr/2), pct_start, div); freeze and unfreeze clear
-         * the moments. A model trained from scratch is one parameter group: freezing leaves
-         * everything trainable and every slice is the plain lr. */
-        if (!phase_done(T, 0) && st->freeze_epochs > 0) {
-            if (!T->resuming) set_frozen(T, 1);
-            OneCycle frozen = one_cycle_default(st->lr);
-            frozen.pct_start = 0.99f;
-            frozen.mom_max = st->mom_max;
-            frozen.mom_min = st->mom_min;
-            set_group_lrs(T, 0, st->lr, 1);
-            stopped = fit(T, st, 0, "fine_tune, frozen", st->freeze_epochs, LR_ONE_CYCLE, &frozen, NULL);
+         * fit_one_cycle(epochs, slice(lr/2/100, lr/2), pct_start, div) (fine_tune_phases); freeze
+         * and unfreeze clear the moments. A model trained from scratch is one parameter group:
+         * freezing leaves everything trainable and every slice is the plain lr. The frozen fit is
+         * phase 0 and the unfrozen one phase 1, whether or not there is a frozen one. */
+        for (int k = 0; k < nph && !stopped; k++) {
+            int phase = ph[k].frozen ? 0 : 1;
+            if (phase_done(T, phase)) continue;
+            if (!T->resuming) set_frozen(T, ph[k].frozen);
+            set_group_lrs(T, ph[k].lo, ph[k].hi, ph[k].spread);
+            stopped = fit(T, st, phase, ph[k].frozen ? "fine_tune, frozen" : "fine_tune, unfrozen", ph[k].epochs,
+                          LR_ONE_CYCLE, &ph[k].cycle, NULL);
         }
-        if (stopped) break;
-        if (!T->resuming) set_frozen(T, 0);
-        c.lr_max = st->lr / 2;
-        set_group_lrs(T, st->lr / 2 / 100, st->lr / 2, 1);
-        stopped = fit(T, st, 1, "fine_tune, unfrozen", st->epochs, LR_ONE_CYCLE, &c, NULL);
         break;
     }
     case STAGE_EVAL: stopped = eval_sizes(T, st); break;
