@@ -247,17 +247,23 @@ def rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
+def aligned(tensors):
+    """8-byte tensors (I64 num_batches_tracked, labels) first, so every tensor in the file is aligned
+    to its element size (the C tests read them in place); otherwise in the given order."""
+    return dict(sorted(tensors.items(), key=lambda kv: -kv[1].element_size()))
+
+
 def write_case(name, model, state, x, y, smoothing, meta):
     ref = run_case(model.double(), x.double(), y, smoothing)
     model.float().load_state_dict(state)  # and again in fp32, for the noise floor
     got = run_case(model, x, y, smoothing)
     floor = max(rel(got[k], ref[k]) for k in ref if ref[k].is_floating_point())
     wpath = os.path.join(OUT, name + ".weights.safetensors")
-    st_torch.save(state, wpath)
+    st_torch.save(aligned(state), wpath)
     io = {"input": x, "labels": y}
     io.update({k: f32(v) for k, v in ref.items()})
     iopath = os.path.join(OUT, name + ".io.safetensors")
-    st_torch.save(io, iopath, {k: str(v) for k, v in meta.items()})
+    st_torch.save(aligned(io), iopath, {k: str(v) for k, v in meta.items()})
     print("%-20s %7d params, loss %.6f, fp32 vs fp64 worst rel err %.2e, %d + %d bytes" % (
         name, count(model), ref["loss"].item(), floor, os.path.getsize(wpath), os.path.getsize(iopath)))
 
@@ -393,7 +399,7 @@ def init_files():
         model = make()
         path = os.path.join(OUT, name + ".safetensors")
         meta = {"arch": arch_meta, "classes": CLASSES, **meta}
-        st_torch.save({k: v.clone() for k, v in model.state_dict().items()}, path,
+        st_torch.save(aligned({k: v.clone() for k, v in model.state_dict().items()}), path,
                       {k: str(v) for k, v in meta.items()})
         print("%-20s %7d params, %d bytes" % (name, count(model), os.path.getsize(path)))
 
