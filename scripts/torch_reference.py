@@ -5,27 +5,25 @@ Run with Debian's PyTorch (torch 1.13, torchvision 0.14), from the repo root:
 
     /usr/bin/python3 scripts/torch_reference.py
 
-It regenerates tests/ref/ bit for bit (fixed seeds, 2 threads, float64 maths). What it writes:
-  <case>.weights.safetensors   the model's state_dict, as a PyTorch user would save it (F32)
-  <case>.io.safetensors        input, labels, train-mode logits, loss, grad.<param> for every
+It regenerates its files in tests/ref/ bit for bit (fixed seeds, 2 threads, float64 maths). What
+it writes:
+  resnet_<block>.weights.safetensors   the model's state_dict, as a PyTorch user would save it (F32)
+  resnet_<block>.io.safetensors        input, labels, train-mode logits, loss, grad.<param> for every
                                parameter, after.<bn>.running_mean/var, eval_logits; metadata
                                arch, expansion, layers, stem, widths, classes, smoothing
   op_<name>.safetensors        one layer at real width: inputs, weights, upstream dy, outputs and
                                every gradient
-  cnn_learner_<body>.*         fastai's cnn_learner model (body + create_head) on a reduced body
-                               whose weights are the <body> case's, as a pretrained file would be;
-                               dropout active, with cnntrain's masks (rng_hash below)
-  param_counts.txt             "model classes params" for the registry's models
+
+The xresnet_* and cnn_learner_* cases, param_counts.txt and fastai_models.txt come from fastai's
+own classes: scripts/fastai_reference_models.py (run with the reference venv, after this script:
+cnn_learner_resnet's body is resnet_bottleneck's weights file).
 
 The references are computed in float64 from the float32 weights and inputs and stored as F32, so
 the only error a test sees is its own fp32 rounding. The script also measures what float32
 PyTorch itself gets wrong against that, to show the noise floor under the tests' 1e-4 tolerance.
 
-It defines (a) fastai v2's XResNet / ResBlock / ConvLayer with fastai's module structure and
-state_dict names, and (b) torchvision's ResNet with torchvision's names, both generalised so the
-stem and stage widths are parameters; (b) is checked against torchvision.models at default widths;
-(c) fastai's cnn_learner model, nn.Sequential(create_body(arch), create_head(nf, n_out)), built the
-way fastai builds it (fastai itself is not installed here).
+It defines torchvision's ResNet with torchvision's names, generalised so the stem and stage
+widths are parameters, and checks it against torchvision.models at default widths.
 """
 import json
 import os
@@ -73,79 +71,6 @@ def st_save(path, tensors, metadata=None):
         for raw in blobs:
             f.write(raw)
     os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------- fastai v2 XResNet
-class ConvLayer(nn.Sequential):
-    """fastai ConvLayer: conv (no bias, padding ks//2) -> BatchNorm -> optional ReLU; names .0 .1 .2."""
-
-    def __init__(self, ni, nf, ks=3, stride=1, zero_bn=False, act=True, inplace=False):
-        conv = nn.Conv2d(ni, nf, ks, stride=stride, padding=(ks - 1) // 2, bias=False)
-        nn.init.kaiming_normal_(conv.weight)
-        bn = nn.BatchNorm2d(nf)
-        bn.bias.data.fill_(1e-3)  # fastai's BatchNorm; init_cnn sets it to 0 afterwards
-        bn.weight.data.fill_(0.0 if zero_bn else 1.0)
-        layers = [conv, bn]
-        if act:
-            layers.append(nn.ReLU(inplace=inplace))  # fastai's is not in place; benchmarks want it
-        super().__init__(*layers)
-
-
-class ResBlock(nn.Module):
-    """fastai ResBlock: act(convpath(x) + idpath(x)). ni/nh/nf are actual channel counts (fastai
-    passes them unexpanded and multiplies by expansion; same modules either way)."""
-
-    def __init__(self, expansion, ni, nh, nf, stride=1, inplace=False):
-        super().__init__()
-        if expansion == 1:
-            path = [ConvLayer(ni, nh, 3, stride=stride, inplace=inplace),
-                    ConvLayer(nh, nf, 3, zero_bn=True, act=False)]
-        else:
-            path = [ConvLayer(ni, nh, 1, inplace=inplace),
-                    ConvLayer(nh, nh, 3, stride=stride, inplace=inplace),
-                    ConvLayer(nh, nf, 1, zero_bn=True, act=False)]
-        self.convpath = nn.Sequential(*path)
-        idpath = []
-        if ni != nf:
-            idpath.append(ConvLayer(ni, nf, 1, act=False))
-        if stride != 1:  # fastai's pool_first: the pool goes in front of the conv
-            idpath.insert(0, nn.AvgPool2d(stride, ceil_mode=True))
-        self.idpath = nn.Sequential(*idpath)
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        return self.act(self.convpath(x) + self.idpath(x))
-
-
-def init_cnn(m):
-    """fastai's init_cnn: every bias 0 (batch norm's too), conv/linear weights Kaiming-normal."""
-    if getattr(m, "bias", None) is not None:
-        nn.init.constant_(m.bias, 0)
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        nn.init.kaiming_normal_(m.weight)
-    for c in m.children():
-        init_cnn(c)
-
-
-class XResNet(nn.Sequential):
-    """fastai v2 XResNet: 0,1,2 stem ConvLayers, 3 MaxPool, 4..7 stages, 8 pool, 9 flatten,
-    10 dropout, 11 Linear. The first block's input is stem[-1] (fastai: 64 = stem default)."""
-
-    def __init__(self, expansion, layers, stem=(32, 32, 64), widths=DEFAULT_WIDTHS, n_out=1000, p=0.0, inplace=False):
-        szs = [3, *stem]
-        mods = [ConvLayer(szs[i], szs[i + 1], 3, stride=2 if i == 0 else 1, inplace=inplace) for i in range(3)]
-        mods.append(nn.MaxPool2d(3, 2, 1))
-        ni = stem[-1]
-        for i, n in enumerate(layers):
-            nf = widths[i] * expansion
-            blocks = []
-            for b in range(n):
-                blocks.append(ResBlock(expansion, ni, widths[i], nf, stride=2 if (i > 0 and b == 0) else 1, inplace=inplace))
-                ni = nf
-            mods.append(nn.Sequential(*blocks))
-        mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(p), nn.Linear(ni, n_out)]
-        super().__init__(*mods)
-        init_cnn(self)
 
 
 # ---------------------------------------------------------------- torchvision ResNet, generalised
@@ -226,7 +151,7 @@ class TVResNet(nn.Module):
 STD_LAYERS = {18: (1, (2, 2, 2, 2)), 34: (1, (3, 4, 6, 3)), 50: (4, (3, 4, 6, 3)), 101: (4, (3, 4, 23, 3))}
 
 
-# ---------------------------------------------------------------- fastai's cnn_learner model
+# ---------------------------------------------------------------- concat pool (op_concat_pool)
 class AdaptiveConcatPool2d(nn.Module):
     """fastai's: max pool and average pool to 1x1, concatenated max first."""
 
@@ -237,69 +162,6 @@ class AdaptiveConcatPool2d(nn.Module):
 
     def forward(self, x):
         return torch.cat([self.mp(x), self.ap(x)], 1)
-
-
-def fastai_batchnorm1d(nf):
-    """fastai's BatchNorm(nf, ndim=1): weight 1, bias 1e-3."""
-    bn = nn.BatchNorm1d(nf)
-    with torch.no_grad():
-        bn.weight.fill_(1.0)
-        bn.bias.fill_(1e-3)
-    return bn
-
-
-def create_head(nf, n_out, hidden=512, ps=0.5):
-    """fastai v2's create_head(nf, n_out) with its defaults (concat pool, BatchNorm first, no final
-    BatchNorm, lin_ftrs=[hidden]): each LinBnDrop(ni, no, bn=True, p, act) is BatchNorm1d(ni),
-    Dropout(p) when p != 0, Linear(ni, no, bias=False), act; they are spliced into one Sequential.
-    nf is the pooled width (twice the body's). Then create_cnn_model's apply_init(head,
-    kaiming_normal_): every non-BatchNorm layer with a weight, i.e. the Linears."""
-    ftrs = [nf, hidden, n_out]
-    drops = [ps / 2] * (len(ftrs) - 2) + [ps]
-    acts = [nn.ReLU(inplace=True)] * (len(ftrs) - 2) + [None]
-    layers = [AdaptiveConcatPool2d(), nn.Flatten()]
-    for ni, no, p, act in zip(ftrs[:-1], ftrs[1:], drops, acts):
-        layers.append(fastai_batchnorm1d(ni))
-        if p != 0:
-            layers.append(nn.Dropout(p))
-        layers.append(nn.Linear(ni, no, bias=False))
-        if act is not None:
-            layers.append(act)
-    head = nn.Sequential(*layers)
-    for m in head.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.kaiming_normal_(m.weight)
-    return head
-
-
-def cnn_learner_model(arch_model, cut, n_out, hidden=512):
-    """create_cnn_model: body = nn.Sequential(*children[:cut]) (resnet cut -2, xresnet -4), head on
-    the body's width; the Learner's model is nn.Sequential(body, head)."""
-    body = nn.Sequential(*list(arch_model.children())[:cut])
-    nf = [m for m in body.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
-    return nn.Sequential(body, create_head(2 * nf, n_out, hidden))
-
-
-def check_cnn_learner_names():
-    """The names cnntrain's models/cnn_learner.c writes, from a real construction."""
-    m = cnn_learner_model(torchvision.models.resnet50(), -2, 10)
-    keys = list(m.state_dict())
-    want = ["0.0.weight", "0.1.weight", "0.4.0.conv1.weight", "0.4.0.downsample.0.weight", "0.7.2.bn3.bias",
-            "1.2.weight", "1.2.bias", "1.2.running_mean", "1.2.num_batches_tracked", "1.4.weight", "1.6.weight",
-            "1.6.running_var", "1.8.weight"]
-    missing = [k for k in want if k not in keys]
-    if missing or any(k.startswith("1.") and k.split(".")[1] not in "2468" for k in keys):
-        sys.exit("cnn_learner names differ from what cnntrain expects: %s" % missing)
-    head = m[1]
-    kinds = [type(x).__name__ for x in head]
-    if kinds != ["AdaptiveConcatPool2d", "Flatten", "BatchNorm1d", "Dropout", "Linear", "ReLU", "BatchNorm1d",
-                 "Dropout", "Linear"] or head[3].p != 0.25 or head[7].p != 0.5:
-        sys.exit("create_head structure differs: %s" % kinds)
-    x = XResNet(1, (2, 2, 2, 2))
-    xm = cnn_learner_model(x, -4, 10)
-    if "0.0.0.weight" not in xm.state_dict() or "0.4.0.convpath.0.0.weight" not in xm.state_dict():
-        sys.exit("xresnet cnn_learner body names differ")
-    print("cnn_learner model: names and head structure as models/cnn_learner.c builds them")
 
 
 # ---------------------------------------------------------------- cnntrain's dropout masks
@@ -320,19 +182,6 @@ def dropout_mask(seed, shape, p):
     n = int(np.prod(shape))
     u = (rng_hash(seed, np.arange(n, dtype=np.uint64)) >> np.uint64(40)).astype(np.float64) / 2.0 ** 24
     return torch.from_numpy((u >= float(np.float32(p))).reshape(shape))
-
-
-class MaskedDropout(nn.Module):
-    """nn.Dropout with cnntrain's mask for dropout layer `stream` of a model run with dropout_seed."""
-
-    def __init__(self, p, stream, dropout_seed):
-        super().__init__()
-        self.p, self.key = p, int(rng_hash(dropout_seed, stream))
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        return x * dropout_mask(self.key, tuple(x.shape), self.p).to(x.dtype) / (1 - self.p)
 
 
 def check_against_torchvision():
@@ -359,11 +208,11 @@ def check_against_torchvision():
 
 # ---------------------------------------------------------------- model cases
 CASES = [
-    # name, family, expansion, layers, stem, widths, input (n,c,h,w), smoothing
-    ("xresnet_basic", "xresnet", 1, (1, 1, 1, 1), (8, 8, 16), (8, 16, 32, 64), (4, 3, 40, 40), 0.0),
-    ("xresnet_bottleneck", "xresnet", 4, (1, 2, 1, 1), (8, 8, 16), (8, 16, 16, 32), (4, 3, 35, 35), 0.1),
-    ("resnet_bottleneck", "resnet", 4, (1, 2, 1, 1), (0, 0, 16), (8, 16, 16, 32), (4, 3, 35, 35), 0.0),
-    ("resnet_basic", "resnet", 1, (1, 1, 1, 1), (0, 0, 16), (8, 16, 32, 64), (3, 3, 33, 33), 0.0),
+    # name, generator seed, expansion, layers, stem, widths, input (n,c,h,w), smoothing. The xresnet
+    # cases (seeds 1000, 1001) moved to scripts/fastai_reference_models.py, which builds them with
+    # fastai's own XResNet.
+    ("resnet_bottleneck", 1002, 4, (1, 2, 1, 1), (0, 0, 16), (8, 16, 16, 32), (4, 3, 35, 35), 0.0),
+    ("resnet_basic", 1003, 1, (1, 1, 1, 1), (0, 0, 16), (8, 16, 32, 64), (3, 3, 33, 33), 0.0),
 ]
 CLASSES = 10
 
@@ -424,12 +273,9 @@ def f32(t):
 
 def model_cases():
     sizes = {}
-    for idx, (name, fam, exp, layers, stem, widths, shape, smoothing) in enumerate(CASES):
-        g = torch.Generator().manual_seed(1000 + idx)
-        if fam == "xresnet":
-            model = XResNet(exp, layers, stem, widths, CLASSES)
-        else:
-            model = TVResNet(exp, layers, stem[2], widths, CLASSES)
+    for name, seed, exp, layers, stem, widths, shape, smoothing in CASES:
+        g = torch.Generator().manual_seed(seed)
+        model = TVResNet(exp, layers, stem[2], widths, CLASSES)
         randomise(model, g)
         state = {k: v.clone() for k, v in model.state_dict().items()}
         x = torch.randn(shape, generator=g)
@@ -444,7 +290,7 @@ def model_cases():
         st_save(wpath, state)
         io = {"input": x, "labels": y}
         io.update({k: f32(v) for k, v in ref.items()})
-        meta = {"arch": fam, "expansion": exp, "layers": ",".join(map(str, layers)),
+        meta = {"arch": "resnet", "expansion": exp, "layers": ",".join(map(str, layers)),
                 "stem": ",".join(map(str, stem)), "widths": ",".join(map(str, widths)),
                 "classes": CLASSES, "smoothing": repr(smoothing)}
         iopath = os.path.join(OUT, name + ".io.safetensors")
@@ -453,66 +299,6 @@ def model_cases():
         sizes[name] = os.path.getsize(wpath) + os.path.getsize(iopath)
         print("%-20s %7d params, loss %.6f, fp32 torch vs fp64 worst rel err %.2e" % (
             name, nparam, ref["loss"].item(), floor))
-    return sizes
-
-
-# cnn_learner cases: name, body case (its weights are the body's), hidden width, dropout seed, smoothing
-LEARNER_CASES = [
-    ("cnn_learner_resnet", "resnet_bottleneck", 32, 20240917, 0.1),
-    ("cnn_learner_xresnet", "xresnet_basic", 24, 77, 0.0),
-]
-
-
-def randomise_head(head, g):
-    with torch.no_grad():
-        for m in head.modules():
-            if isinstance(m, nn.BatchNorm1d):
-                randomise_bn(m, g, 5)
-            elif isinstance(m, nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.in_features) ** 0.5)
-
-
-def cnn_learner_cases():
-    """fastai's cnn_learner model on a reduced body, train mode with dropout (our masks), backward,
-    BatchNorm1d statistics, eval logits. The body's weights are the body case's weights file, so a
-    test can also load that file as pretrained weights and get these logits."""
-    import st_torch
-    sizes = {}
-    cases = {c[0]: c for c in CASES}
-    for idx, (name, body_case, hidden, seed, smoothing) in enumerate(LEARNER_CASES):
-        _, fam, exp, layers, stem, widths, shape, _ = cases[body_case]
-        g = torch.Generator().manual_seed(3000 + idx)
-        if fam == "xresnet":
-            arch, cut = XResNet(exp, layers, stem, widths, CLASSES), -4
-        else:
-            arch, cut = TVResNet(exp, layers, stem[2], widths, CLASSES), -2
-        arch.load_state_dict(st_torch.load(os.path.join(OUT, body_case + ".weights.safetensors")))
-        model = cnn_learner_model(arch, cut, CLASSES, hidden)
-        randomise_head(model[1], g)
-        drops = [k for k, mod in enumerate(model[1]) if isinstance(mod, nn.Dropout)]
-        for stream, k in enumerate(drops):  # cnntrain numbers its dropout layers in model order
-            model[1][k] = MaskedDropout(model[1][k].p, stream, seed)
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-        x = torch.randn(shape, generator=g)
-        y = torch.randint(0, CLASSES, (shape[0],), generator=g)
-
-        ref = run_case(model.double(), x.double(), y, smoothing)
-        model.float().load_state_dict(state)
-        got = run_case(model, x, y, smoothing)
-        floor = max(rel(got[k], ref[k]) for k in ref if ref[k].is_floating_point())
-
-        wpath = os.path.join(OUT, name + ".weights.safetensors")
-        st_save(wpath, state)
-        io = {"input": x, "labels": y}
-        io.update({k: f32(v) for k, v in ref.items()})
-        meta = {"arch": "cnn_learner", "body": fam, "expansion": exp, "layers": ",".join(map(str, layers)),
-                "stem": ",".join(map(str, stem)), "widths": ",".join(map(str, widths)), "classes": CLASSES,
-                "smoothing": repr(smoothing), "hidden": hidden, "dropout_seed": seed, "body_weights": body_case}
-        iopath = os.path.join(OUT, name + ".io.safetensors")
-        st_save(iopath, io, meta)
-        sizes[name] = os.path.getsize(wpath) + os.path.getsize(iopath)
-        print("%-20s %7d params, loss %.6f, fp32 torch vs fp64 worst rel err %.2e" % (
-            name, sum(p.numel() for p in model.parameters()), ref["loss"].item(), floor))
     return sizes
 
 
@@ -664,36 +450,6 @@ def op_cases():
     return sizes
 
 
-# ---------------------------------------------------------------- parameter counts
-def param_counts():
-    lines = ["# model classes parameters (torchvision's models for resnet*, the fastai replica for xresnet*)"]
-    for classes in (1000, 10):
-        for depth in (18, 34, 50, 101):
-            exp, layers = STD_LAYERS[depth]
-            m = XResNet(exp, layers, n_out=classes)
-            lines.append("xresnet%d %d %d" % (depth, classes, sum(p.numel() for p in m.parameters())))
-        for depth in (18, 34, 50, 101):
-            m = getattr(torchvision.models, "resnet%d" % depth)(num_classes=classes)
-            lines.append("resnet%d %d %d" % (depth, classes, sum(p.numel() for p in m.parameters())))
-        m = XResNet(1, [1, 1, 1, 1], stem=(8, 8, 16), widths=(16, 32, 64, 128), n_out=classes)
-        lines.append("xresnet_tiny %d %d" % (classes, sum(p.numel() for p in m.parameters())))
-        for depth in (18, 34, 50):
-            exp, layers = STD_LAYERS[depth]
-            m = cnn_learner_model(XResNet(exp, layers), -4, classes)
-            lines.append("xresnet%d_fastai_head %d %d" % (depth, classes, sum(p.numel() for p in m.parameters())))
-        m = cnn_learner_model(XResNet(1, [1, 1, 1, 1], stem=(8, 8, 16), widths=(16, 32, 64, 128)), -4, classes)
-        lines.append("xresnet_tiny_fastai_head %d %d" % (classes, sum(p.numel() for p in m.parameters())))
-        for depth in (18, 34, 50, 101):
-            m = cnn_learner_model(getattr(torchvision.models, "resnet%d" % depth)(), -2, classes)
-            lines.append("resnet%d_fastai_head %d %d" % (depth, classes, sum(p.numel() for p in m.parameters())))
-    if "resnet50 1000 25557032" not in lines:
-        sys.exit("torchvision resnet50 should have 25,557,032 parameters")
-    path = os.path.join(OUT, "param_counts.txt")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return {"param_counts.txt": os.path.getsize(path)}
-
-
 def main():
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -702,10 +458,7 @@ def main():
     check_against_torchvision()
     sizes = {}
     sizes.update(model_cases())
-    check_cnn_learner_names()
-    sizes.update(cnn_learner_cases())
     sizes.update(op_cases())
-    sizes.update(param_counts())
     total = sum(sizes.values())
     for k, v in sizes.items():
         print("  %-22s %9d bytes" % (k, v))

@@ -9,12 +9,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "checkpoint.h"
 #include "models.h"
 #include "optim.h"
 #include "rng.h"
+#include "safetensors.h"
 #include "schedule.h"
 #include "synthetic.h"
 #include "util.h"
@@ -328,6 +331,182 @@ static void test_training_learns_generated_shapes(void **state) {
     backend_destroy(be);
 }
 
+/* ---------------------------------------------------------------- against fastai itself */
+/* tests/ref/fastai_models.txt and fastai_init.safetensors come from fastai's own classes
+ * (scripts/fastai_reference_models.py, run with the reference venv). */
+
+#define REF_DIR "tests/ref/"
+
+/* Our model as ckpt_save writes it (the file a PyTorch user loads with load_state_dict), read back
+ * header and data. */
+static void export_state_dict(const Model *m, const float *params, const float *stats, StFile *out) {
+    char path[] = "/tmp/cnn_test_models_XXXXXX", err[512];
+    int fd = mkstemp(path);
+    if (fd < 0) fail_msg("mkstemp failed");
+    close(fd);
+    if (ckpt_save(path, m, params, stats, NULL, err, sizeof err)) fail_msg("%s", err);
+    if (st_read(path, out, err, sizeof err)) fail_msg("%s", err);
+    unlink(path);
+}
+
+/* "resnet50 1000 25557032" in param_counts.txt, or -1 */
+static long long param_counts_line(const char *name, int classes) {
+    FILE *fp = fopen(REF_DIR "param_counts.txt", "r");
+    if (!fp) fail_msg(REF_DIR "param_counts.txt is missing");
+    char line[256], n[64];
+    int c;
+    long long v, found = -1;
+    while (fgets(line, sizeof line, fp))
+        if (line[0] != '#' && sscanf(line, "%63s %d %lld", n, &c, &v) == 3 && !strcmp(n, name) && c == classes) found = v;
+    fclose(fp);
+    return found;
+}
+
+/* Every state_dict name and shape, in order, and the parameter count of fastai's xresnet18/34/50,
+ * torchvision's resnet18/50 and vision_learner's xresnet50 / resnet50 models = ours, as saved. */
+static void test_fastai_state_dict_names(void **state) {
+    (void)state;
+    FILE *fp = fopen(REF_DIR "fastai_models.txt", "r");
+    if (!fp) fail_msg(REF_DIR "fastai_models.txt is missing (scripts/fastai_reference_models.py)");
+    char line[512];
+    int nmodels = 0, bad = 0;
+    while (fgets(line, sizeof line, fp)) {
+        char name[64];
+        int classes, ntensors;
+        long long want;
+        if (line[0] == '#') continue;
+        if (sscanf(line, "model %63s %d %lld %d", name, &classes, &want, &ntensors) != 4)
+            fail_msg("fastai_models.txt: expected a model line, got %s", line);
+        Model *m = build(name, classes);
+        float *params = calloc(m->param_floats + 1, sizeof *params), *stats = calloc(m->stat_floats + 1, sizeof *stats);
+        StFile f;
+        export_state_dict(m, params, stats, &f);
+        if ((long long)model_param_count(m) != want) {
+            print_error("%s: %zu parameters, fastai %lld\n", name, model_param_count(m), want);
+            bad++;
+        }
+        /* and param_counts.txt says the same */
+        assert_true(param_counts_line(name, classes) == want);
+        if (f.count != ntensors) {
+            print_error("%s: %d tensors in our state dict, fastai's has %d\n", name, f.count, ntensors);
+            bad++;
+        }
+        for (int i = 0; i < ntensors; i++) {
+            if (!fgets(line, sizeof line, fp)) fail_msg("fastai_models.txt ends inside %s", name);
+            char tname[160], *s = line;
+            int len;
+            if (sscanf(s, "%159s%n", tname, &len) != 1) fail_msg("fastai_models.txt: bad line %s", line);
+            s += len;
+            int64_t shape[8];
+            int ndim = 0;
+            for (char *end; ndim < 8; s = end) {
+                long d = strtol(s, &end, 10);
+                if (end == s) break;
+                shape[ndim++] = d;
+            }
+            if (i >= f.count) continue;
+            const StTensor *t = &f.tensors[i];
+            int same = !strcmp(t->name, tname) && t->ndim == ndim;
+            for (int d = 0; same && d < ndim; d++) same = t->shape[d] == shape[d];
+            if (!same) {
+                if (bad++ < 10) print_error("%s: tensor %d is %s (%d dims), fastai's %s (%d dims)\n", name, i, t->name,
+                                            t->ndim, tname, ndim);
+            }
+        }
+        printf("%-24s %5d classes: %4d tensors, %11zu parameters as fastai's\n", name, classes, f.count,
+               model_param_count(m));
+        st_close(&f);
+        free(params);
+        free(stats);
+        model_free(m);
+        nmodels++;
+    }
+    fclose(fp);
+    assert_int_equal(nmodels, 7);
+    assert_int_equal(bad, 0);
+}
+
+/* A fresh model from model_init_host against a fresh vision_learner model from fastai: the
+ * constants exactly (batch norm weights 1, or 0 for the last of each block, biases 0 in the body
+ * and 1e-3 in the head, running statistics 0 and 1, no Linear bias in the head), the random
+ * weights by their spread: both fastai's sample and ours must have Kaiming normal's std
+ * sqrt(2 / fan_in). A sample std has a relative error of about 1/sqrt(2n); 4 of those (n >= 216
+ * here, so at most 19%) still tells fan_in from fan_out (a factor 1.63 on the 3->8 stem conv) and
+ * torchvision's Linear init, uniform with bound 1/sqrt(fan_in) (a factor 2.45). */
+static void fastai_init_case(const char *file) {
+    char err[512], path[256];
+    StFile ref;
+    snprintf(path, sizeof path, REF_DIR "%s", file);
+    if (st_read(path, &ref, err, sizeof err)) fail_msg("%s", err);
+    ArchSpec spec = {0};
+    spec.expansion = atoi(st_meta(&ref, "expansion"));
+    sscanf(st_meta(&ref, "layers"), "%d,%d,%d,%d", &spec.layers[0], &spec.layers[1], &spec.layers[2], &spec.layers[3]);
+    sscanf(st_meta(&ref, "stem"), "%d,%d,%d", &spec.stem[0], &spec.stem[1], &spec.stem[2]);
+    sscanf(st_meta(&ref, "widths"), "%d,%d,%d,%d", &spec.widths[0], &spec.widths[1], &spec.widths[2], &spec.widths[3]);
+    int classes = atoi(st_meta(&ref, "classes"));
+    Model *m = !strcmp(st_meta(&ref, "arch"), "xresnet")
+                   ? xresnet_build(file, classes, &spec)
+                   : cnn_learner_build(file, classes, &spec, 0, atoi(st_meta(&ref, "hidden")));
+    float *params = xmalloc(m->param_floats * sizeof(float)), *stats = xmalloc((m->stat_floats + 1) * sizeof(float));
+    Rng rng;
+    rng_seed(&rng, 21);
+    model_init_host(m, &rng, params, stats);
+    StFile ours;
+    export_state_dict(m, params, stats, &ours);
+    assert_int_equal(ours.count, ref.count);
+    int bad = 0, nstd = 0, nexact = 0;
+    double worst = 0;
+    for (int i = 0; i < ref.count; i++) {
+        const StTensor *r = &ref.tensors[i], *o = st_find(&ours, r->name);
+        if (!o) fail_msg("fastai's %s is not in our model", r->name);
+        assert_int_equal(o->dtype, r->dtype);
+        assert_int_equal(o->bytes, r->bytes);
+        if (r->dtype != ST_F32 || r->ndim < 2) { /* constants: exactly fastai's */
+            nexact++;
+            if (memcmp(o->data, r->data, r->bytes)) {
+                print_error("%s: initial values differ from fastai's (first: %g, fastai %g)\n", r->name,
+                            r->dtype == ST_F32 ? ((const float *)o->data)[0] : 0.0,
+                            r->dtype == ST_F32 ? ((const float *)r->data)[0] : 0.0);
+                bad++;
+            }
+            continue;
+        }
+        size_t n = r->bytes / 4;
+        double so = 0, sr = 0;
+        for (size_t j = 0; j < n; j++) {
+            float a, b;
+            memcpy(&a, (const char *)o->data + 4 * j, 4);
+            memcpy(&b, (const char *)r->data + 4 * j, 4);
+            so += (double)a * a;
+            sr += (double)b * b;
+        }
+        /* Kaiming normal with fan_in: PyTorch's [out, in(, k, k)] layout, fan_in = n / out */
+        double want = sqrt(2.0 / ((double)n / (double)r->shape[0])), tol = 4 / sqrt(2.0 * (double)n);
+        double ro = sqrt(so / n) / want, rr = sqrt(sr / n) / want;
+        nstd++;
+        if (fabs(ro - 1) > worst) worst = fabs(ro - 1);
+        if (fabs(rr - 1) > tol) fail_msg("%s: fastai's std is %.3f x sqrt(2/fan_in): not Kaiming fan_in", r->name, rr);
+        if (fabs(ro - 1) > tol) {
+            print_error("%s: std %.3f x sqrt(2/fan_in), fastai's %.3f x (allowed 1 +- %.3f)\n", r->name, ro, rr, tol);
+            bad++;
+        }
+    }
+    printf("%s: %d tensors exactly as fastai's, %d with fastai's spread (ours worst %.1f%% off)\n", file, nexact,
+           nstd, 100 * worst);
+    assert_int_equal(bad, 0);
+    st_close(&ours);
+    st_close(&ref);
+    free(params);
+    free(stats);
+    model_free(m);
+}
+
+static void test_fastai_init(void **state) {
+    (void)state;
+    fastai_init_case("fastai_init.safetensors");         /* vision_learner's model: body and head */
+    fastai_init_case("fastai_init_xresnet.safetensors"); /* XResNet with its own classifier */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_torchvision_param_counts),
@@ -335,6 +514,8 @@ int main(void) {
         cmocka_unit_test(test_shapes_and_flops),
         cmocka_unit_test(test_frozen_body_gets_no_gradient),
         cmocka_unit_test(test_cnn_learner_groups_and_init),
+        cmocka_unit_test(test_fastai_state_dict_names),
+        cmocka_unit_test(test_fastai_init),
         cmocka_unit_test(test_cnn_learner_dropout_and_freeze),
         cmocka_unit_test(test_training_learns_generated_shapes),
     };

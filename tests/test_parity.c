@@ -1,10 +1,12 @@
 /* test_parity.c: our models and backend ops against PyTorch's numbers in tests/ref/.
  *
- * The references come from scripts/torch_reference.py (regenerate with
- * `/usr/bin/python3 scripts/torch_reference.py`): computed in float64 from float32 weights and
- * inputs, so each comparison measures our own fp32 error only. Every tensor must satisfy
- * ||ours - torch|| / ||torch|| <= 1e-4; the worst error of each case is printed so a drift
- * shows before it fails. Paths are relative to the repository root, where the tests run.
+ * The references come from scripts/torch_reference.py (op_* and resnet_* cases: torchvision;
+ * `/usr/bin/python3 scripts/torch_reference.py`) and scripts/fastai_reference_models.py (xresnet_*,
+ * cnn_learner_* and param_counts.txt, from fastai's own XResNet and vision_learner model;
+ * `/work/main/reference-env/bin/python scripts/fastai_reference_models.py`, after the first one):
+ * computed in float64 from float32 weights and inputs, so each comparison measures our own fp32
+ * error only. Every tensor must satisfy ||ours - torch|| / ||torch|| <= 1e-4; the worst error of
+ * each case is printed so a drift shows before it fails. Paths are relative to the repository root, where the tests run.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -73,7 +75,7 @@ static void report_done(const Report *rep) {
 static void open_ref(const char *file, StFile *f) {
     char path[256], err[512];
     snprintf(path, sizeof path, REF_DIR "%s", file);
-    if (st_read(path, f, err, sizeof err)) fail_msg("%s (regenerate: /usr/bin/python3 scripts/torch_reference.py)", err);
+    if (st_read(path, f, err, sizeof err)) fail_msg("%s (regenerate: scripts/torch_reference.py, scripts/fastai_reference_models.py)", err);
 }
 
 static const StTensor *need(const StFile *f, const char *name, StDType dt) {
@@ -257,6 +259,7 @@ static void model_case(const char *name) {
 
 static void test_xresnet_basic(void **state) { (void)state; model_case("xresnet_basic"); }
 static void test_xresnet_bottleneck(void **state) { (void)state; model_case("xresnet_bottleneck"); }
+static void test_xresnet18_small(void **state) { (void)state; model_case("xresnet18_small"); }
 static void test_resnet_bottleneck(void **state) { (void)state; model_case("resnet_bottleneck"); }
 static void test_resnet_basic(void **state) { (void)state; model_case("resnet_basic"); }
 static void test_cnn_learner_resnet(void **state) { (void)state; model_case("cnn_learner_resnet"); }
@@ -537,7 +540,7 @@ static void test_op_xent_mixup(void **state) {
 static void test_param_counts(void **state) {
     (void)state;
     FILE *fp = fopen(REF_DIR "param_counts.txt", "r");
-    if (!fp) fail_msg(REF_DIR "param_counts.txt is missing (run /usr/bin/python3 scripts/torch_reference.py)");
+    if (!fp) fail_msg(REF_DIR "param_counts.txt is missing (run scripts/fastai_reference_models.py)");
     int nreg;
     const ModelEntry *reg = model_registry(&nreg);
     int seen[64][2] = {{0}};
@@ -589,6 +592,7 @@ int main(void) {
         cmocka_unit_test(test_op_xent_mixup),
         cmocka_unit_test(test_xresnet_basic),
         cmocka_unit_test(test_xresnet_bottleneck),
+        cmocka_unit_test(test_xresnet18_small),
         cmocka_unit_test(test_resnet_bottleneck),
         cmocka_unit_test(test_resnet_basic),
         cmocka_unit_test(test_cnn_learner_resnet),

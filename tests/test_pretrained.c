@@ -2,7 +2,7 @@
  *
  * - PyTorch's own files: tests/ref's reduced torchvision ResNet and fastai XResNet state dicts load
  *   into fastai's cnn_learner model (names translated, old classifier skipped, head new); with the
- *   reference head on top, the eval logits are PyTorch's for nn.Sequential(body, head).
+ *   reference head on top, the eval logits are those of the model fastai's vision_learner builds.
  * - Full-size names both ways: resnet18 <-> resnet18_fastai_head, xresnet_tiny <-> its head model.
  * - A classifier of another class count is skipped; other shape mismatches, a missing part of the
  *   body and a training-state file are errors that leave the model untouched.
@@ -115,7 +115,7 @@ static void learner_case(const char *name, const char *old_classifier) {
     char path[256], err[1024];
     StFile io;
     snprintf(path, sizeof path, REF "%s.io.safetensors", name);
-    if (st_read(path, &io, err, sizeof err)) fail_msg("%s (run scripts/torch_reference.py)", err);
+    if (st_read(path, &io, err, sizeof err)) fail_msg("%s (run scripts/fastai_reference_models.py)", err);
     ArchSpec spec = {0};
     meta_ints(&io, "expansion", &spec.expansion, 1);
     meta_ints(&io, "layers", spec.layers, 4);
