@@ -6,7 +6,7 @@ backward + AdamW step, channels-last, 2 threads, on random data, like `./train b
     reference-env/bin/python scripts/bench_cpu_torch.py MODEL SIZE BATCH [STEPS]    (PyTorch 2.x)
 
 xresnet* is fastai's own where fastai is installed (reference-env), else its replica in
-scripts/torch_reference.py; resnet* is torchvision's.
+scripts/xresnet_torch.py; resnet* is torchvision's.
 """
 import os
 import resource
@@ -21,7 +21,7 @@ try:
 except ImportError:
     fastai_xresnet = None
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from torch_reference import XResNet  # noqa: E402  (fastai's xresnet, replicated)
+    from xresnet_torch import XResNet  # noqa: E402  (fastai's xresnet, replicated)
 
 LAYERS = {"xresnet18": (1, [2, 2, 2, 2]), "xresnet34": (1, [3, 4, 6, 3]), "xresnet50": (4, [3, 4, 6, 3]),
           "xresnet101": (4, [3, 4, 23, 3])}

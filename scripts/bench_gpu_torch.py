@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_reference import XResNet  # noqa: E402  (fastai's XResNet, as models/xresnet.c)
+from xresnet_torch import XResNet  # noqa: E402  (fastai's XResNet in plain PyTorch)
 
 # ---------------------------------------------------------------- fastai v2 XResNet, as models/xresnet.c
 # Module names follow fastai (0.0.weight, 4.0.convpath.0.0.weight, 5.0.idpath.1.0.weight, 11.weight),
