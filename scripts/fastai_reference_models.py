@@ -57,6 +57,7 @@ import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st_torch  # noqa: E402
+from torch_reference import f32, rel, run_case  # noqa: E402  (the same io-file contents as the torchvision cases)
 
 import warnings  # noqa: E402
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -215,36 +216,6 @@ def randomise(model, g):
                 bound = 1.0 / m.in_features ** 0.5
                 m.weight.copy_((torch.rand(m.weight.shape, generator=g) * 2 - 1) * bound)
                 m.bias.copy_((torch.rand(m.bias.shape, generator=g) * 2 - 1) * bound)
-
-
-def run_case(model, x, y, smoothing):
-    """Train-mode forward, loss, backward, then an eval-mode forward: everything the io file holds."""
-    model.train()
-    model.zero_grad(set_to_none=True)
-    logits = model(x)
-    loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-    loss.backward()
-    out = {"logits": logits.detach(), "loss": loss.detach()}
-    for n, p in model.named_parameters():
-        out["grad." + n] = p.grad.detach()
-    for n, m in model.named_modules():
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            out["after.%s.running_mean" % n] = m.running_mean.detach().clone()
-            out["after.%s.running_var" % n] = m.running_var.detach().clone()
-            out["after.%s.num_batches_tracked" % n] = m.num_batches_tracked.detach().clone()
-    model.eval()
-    with torch.no_grad():
-        out["eval_logits"] = model(x)
-    return out
-
-
-def f32(t):
-    return t.float() if t.is_floating_point() else t
-
-
-def rel(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def aligned(tensors):

@@ -38,6 +38,7 @@
 #include "scores.h"
 #define TEST_DIR_TEMPLATE "/tmp/test_fastai_train.XXXXXX"
 #include "testutil.h"
+#include "relcheck.h"
 
 #define REF_PATH "tests/ref/fastai_train.safetensors"
 #define PARAMS_PATH "tests/ref/fastai_params.txt"
@@ -57,24 +58,6 @@ static const double *f64(const char *name, size_t count) { return tensor(name, S
 static const int64_t *i64(const char *name, size_t count) { return tensor(name, ST_I64, count)->data; }
 static const float *f32(const char *name, size_t count) { return tensor(name, ST_F32, count)->data; }
 
-typedef struct {
-    const char *what;
-    double tol, worst;
-    int fails;
-} Check;
-
-/* |got - want| <= tol * (|want| + scale) */
-static void check(Check *c, const char *name, int i, double got, double want, double scale) {
-    double err = fabs(got - want) / (fabs(want) + scale);
-    if (err > c->worst || isnan(err)) c->worst = isnan(err) ? INFINITY : err;
-    if (!(err <= c->tol) && c->fails++ < 5)
-        print_error("%s %s[%d]: %.9g, want %.9g (rel err %.3g)\n", c->what, name, i, got, want, err);
-}
-
-static void check_done(Check *c) {
-    print_message("%-34s worst rel err %.3g (tol %g)\n", c->what, c->worst, c->tol);
-    if (c->fails) fail_msg("%s: %d values off", c->what, c->fails);
-}
 
 /* One stage of our config format, defaults for everything the text does not set. */
 #define HEAD "[data]\npath = data/x\n[model]\narch = xresnet18\n"

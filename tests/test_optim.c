@@ -37,6 +37,7 @@
 #include "backend.h"
 #include "model.h"
 #include "optim.h"
+#include "relcheck.h"
 
 static Backend *be;
 
@@ -174,25 +175,6 @@ static void *dev_upload(const void *host, size_t bytes) {
     return d;
 }
 
-/* Worst relative error over a series of comparisons; fails on the first few beyond tol. */
-typedef struct {
-    const char *what;
-    double tol, worst;
-    int fails;
-} Check;
-
-/* |got - want| <= tol * (|want| + scale) */
-static void check(Check *c, const char *name, int i, double got, double want, double scale) {
-    double err = fabs(got - want) / (fabs(want) + scale);
-    if (err > c->worst || isnan(err)) c->worst = isnan(err) ? INFINITY : err;
-    if (!(err <= c->tol) && c->fails++ < 5)
-        print_error("%s %s[%d]: %.9g, want %.9g (rel err %.3g)\n", c->what, name, i, got, want, err);
-}
-
-static void check_done(Check *c) {
-    print_message("%-28s worst rel err %.3g (tol %g)\n", c->what, c->worst, c->tol);
-    if (c->fails) fail_msg("%s: %d values off", c->what, c->fails);
-}
 
 /* ---- AdamW ---- */
 
