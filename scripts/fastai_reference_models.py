@@ -57,7 +57,7 @@ import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st_torch  # noqa: E402
-from torch_reference import f32, rel, run_case  # noqa: E402  (the same io-file contents as the torchvision cases)
+from torch_reference import f32, randomise, rel, run_case  # noqa: E402  (the same io-file contents as the torchvision cases)
 
 import warnings  # noqa: E402
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -194,30 +194,6 @@ def param_counts(known):
 
 
 # ---------------------------------------------------------------- 2: parity cases
-def randomise_bn(m, g, tracked):
-    """gamma in [0.5, 1.5), beta and the running mean ~ N(0, 0.1^2), running var in [0.5, 1.5)."""
-    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    m.num_batches_tracked.fill_(tracked)
-
-
-def randomise(model, g):
-    """Every path live: the convs and the classifier redrawn from g, BN gamma away from 0, random beta
-    and running statistics (fastai's init would give zero gammas and biases)."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
-            elif isinstance(m, nn.BatchNorm2d):
-                randomise_bn(m, g, 3)
-            elif isinstance(m, nn.Linear):
-                bound = 1.0 / m.in_features ** 0.5
-                m.weight.copy_((torch.rand(m.weight.shape, generator=g) * 2 - 1) * bound)
-                m.bias.copy_((torch.rand(m.bias.shape, generator=g) * 2 - 1) * bound)
-
-
 def aligned(tensors):
     """8-byte tensors (I64 num_batches_tracked, labels) first, so every tensor in the file is aligned
     to its element size (the C tests read them in place); otherwise in the given order."""

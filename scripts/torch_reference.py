@@ -227,7 +227,9 @@ def randomise_bn(m, g, tracked):
 
 
 def randomise(model, g):
-    """Every path live: BN gamma away from 0, random beta and running statistics."""
+    """Every path live: the convs and the classifier redrawn from g, BN gamma away from 0, random beta
+    and running statistics (fastai's init would give zero gammas and biases). Also used by
+    scripts/fastai_reference_models.py."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
