@@ -725,42 +725,56 @@ static void test_defaults(void **state) {
 
 static StFile ref;
 
-static int ref_setup(void **state) {
-    (void)state;
+/* Read a reference file, giving each tensor its own malloc'd copy: a tensor's data in the file need
+ * not be aligned for its type (U8 tensors come between float ones), and the tests read them as
+ * floats and ints. 0, or -1 after a message that says how to regenerate the file. */
+static int ref_file_open(StFile *f, const char *path, const char *regenerate) {
     char err[256];
-    if (st_read(REF_PATH, &ref, err, sizeof err) != 0) {
-        fprintf(stderr, "%s (regenerate with /usr/bin/python3 scripts/augment_reference.py)\n", err);
+    if (st_read(path, f, err, sizeof err) != 0) {
+        fprintf(stderr, "%s (regenerate with %s)\n", err, regenerate);
         return -1;
     }
-    /* A tensor's data in the file need not be aligned for its type (U8 tensors come between
-     * float ones): give each its own malloc'd copy, so the tests may read it as floats and ints. */
-    for (int i = 0; i < ref.count; i++)
-        ref.tensors[i].data = memcpy(xmalloc(ref.tensors[i].bytes + 1), ref.tensors[i].data, ref.tensors[i].bytes);
+    for (int i = 0; i < f->count; i++)
+        f->tensors[i].data = memcpy(xmalloc(f->tensors[i].bytes + 1), f->tensors[i].data, f->tensors[i].bytes);
     return 0;
 }
 
-static int ref_teardown(void **state) {
-    (void)state;
-    for (int i = 0; i < ref.count; i++) free((void *)ref.tensors[i].data);
-    st_close(&ref);
-    return 0;
+static void ref_file_close(StFile *f) {
+    for (int i = 0; i < f->count; i++) free((void *)f->tensors[i].data);
+    st_close(f);
 }
 
-static const StTensor *ref_get(const char *fmt, int i, const char *field) {
+/* The tensor named fmt % i followed by field ("rc%d", 3, ".out" -> "rc3.out"), or NULL. */
+static const StTensor *ref_file_get(const StFile *f, const char *fmt, int i, const char *field) {
     char name[64];
     snprintf(name, sizeof name, fmt, i);
     strncat(name, field, sizeof name - strlen(name) - 1);
-    return st_find(&ref, name);
+    return st_find(f, name);
 }
 
-static Image ref_image(const char *name) {
-    const StTensor *t = st_find(&ref, name);
+/* A stored uint8 HWC RGB image. */
+static Image ref_file_image(const StFile *f, const char *name) {
+    const StTensor *t = st_find(f, name);
     assert_non_null(t);
     assert_true(t->dtype == ST_U8 && t->ndim == 3 && t->shape[2] == 3);
     Image im = image_new((int)t->shape[1], (int)t->shape[0]);
     memcpy(im.rgb, t->data, t->bytes);
     return im;
 }
+
+static int ref_setup(void **state) {
+    (void)state;
+    return ref_file_open(&ref, REF_PATH, "/usr/bin/python3 scripts/augment_reference.py");
+}
+
+static int ref_teardown(void **state) {
+    (void)state;
+    ref_file_close(&ref);
+    return 0;
+}
+
+static const StTensor *ref_get(const char *fmt, int i, const char *field) { return ref_file_get(&ref, fmt, i, field); }
+static Image ref_image(const char *name) { return ref_file_image(&ref, name); }
 
 /* Largest and mean |ours - torch| over an output, in 0..255 units; fails past tol or mean_tol.
  * Returns the mean. */
@@ -890,38 +904,17 @@ static StFile fref;
 
 static int fref_setup(void **state) {
     (void)state;
-    char err[256];
-    if (st_read(FASTAI_REF_PATH, &fref, err, sizeof err) != 0) {
-        fprintf(stderr, "%s (regenerate with /work/main/reference-env/bin/python scripts/fastai_reference_aug.py)\n", err);
-        return -1;
-    }
-    for (int i = 0; i < fref.count; i++) /* aligned copies, as ref_setup */
-        fref.tensors[i].data = memcpy(xmalloc(fref.tensors[i].bytes + 1), fref.tensors[i].data, fref.tensors[i].bytes);
-    return 0;
+    return ref_file_open(&fref, FASTAI_REF_PATH, "reference-env/bin/python scripts/fastai_reference_aug.py");
 }
 
 static int fref_teardown(void **state) {
     (void)state;
-    for (int i = 0; i < fref.count; i++) free((void *)fref.tensors[i].data);
-    st_close(&fref);
+    ref_file_close(&fref);
     return 0;
 }
 
-static const StTensor *fa_get(const char *fmt, int i, const char *field) {
-    char name[64];
-    snprintf(name, sizeof name, fmt, i);
-    strncat(name, field, sizeof name - strlen(name) - 1);
-    return st_find(&fref, name);
-}
-
-static Image fa_image(const char *name) {
-    const StTensor *t = st_find(&fref, name);
-    assert_non_null(t);
-    assert_true(t->dtype == ST_U8 && t->ndim == 3 && t->shape[2] == 3);
-    Image im = image_new((int)t->shape[1], (int)t->shape[0]);
-    memcpy(im.rgb, t->data, t->bytes);
-    return im;
-}
+static const StTensor *fa_get(const char *fmt, int i, const char *field) { return ref_file_get(&fref, fmt, i, field); }
+static Image fa_image(const char *name) { return ref_file_image(&fref, name); }
 
 /* flip rot zoom col row warp_x warp_y brightness contrast, as the fa/fr cases store them */
 static FastaiParams params_from(const float *v) {
