@@ -36,7 +36,7 @@ them. What it writes under tests/ref/:
         smoothing 0.1
         For both: a batch of 8; the body's tensors are checked to be the loaded file's; fastai's
         head structure, eps/momentum and init are asserted (check_head); nn.Dropout layers are swapped for the same p with cnntrain's masks
-        (rng_hash below), the only change to fastai's model; the io file is as above.
+        (rng_hash from torch_reference.py), the only change to fastai's model; the io file is as above.
   fastai_init.safetensors  a fresh create_vision_model(XResNet bottleneck body, 10, pretrained=False,
         lin_ftrs=[48]) state_dict, untouched: fastai's init (init_cnn on the body: Kaiming normal
         fan_in, every bias 0, the last BatchNorm of each block weight 0; the head's apply_init).
@@ -49,7 +49,6 @@ The references are computed in float64 from the float32 weights and inputs and s
 import os
 import sys
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -57,7 +56,7 @@ import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st_torch  # noqa: E402
-from torch_reference import f32, randomise, rel, run_case  # noqa: E402  (the same io-file contents as the torchvision cases)
+from torch_reference import dropout_mask, f32, randomise, rel, rng_hash, run_case  # noqa: E402  (the same io-file contents as the torchvision cases)
 
 import warnings  # noqa: E402
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -113,15 +112,6 @@ def count(m):
 
 
 # ---------------------------------------------------------------- cnntrain's dropout masks (src/rng.c)
-def rng_hash(key, index):
-    """src/rng.c rng_hash: splitmix64 output number index + 1 from state key (index: uint64 array)."""
-    with np.errstate(over="ignore"):
-        z = np.uint64(key) + (np.asarray(index, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
 class MaskedDropout(nn.Module):
     """nn.Dropout(p) with cnntrain's mask for dropout layer `stream` of a model run with dropout_seed:
     element i (NCHW order) kept when (rng_hash(key, i) >> 40) * 2^-24 >= p."""
@@ -133,10 +123,7 @@ class MaskedDropout(nn.Module):
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        n = x.numel()
-        u = (rng_hash(self.key, np.arange(n, dtype=np.uint64)) >> np.uint64(40)).astype(np.float64) / 2.0 ** 24
-        mask = torch.from_numpy((u >= float(np.float32(self.p))).reshape(tuple(x.shape))).to(x.dtype)
-        return x * mask / (1 - self.p)
+        return x * dropout_mask(self.key, tuple(x.shape), self.p).to(x.dtype) / (1 - self.p)
 
 
 # ---------------------------------------------------------------- 1: names, shapes, counts

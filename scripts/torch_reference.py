@@ -165,9 +165,6 @@ class AdaptiveConcatPool2d(nn.Module):
 
 
 # ---------------------------------------------------------------- cnntrain's dropout masks
-M64 = (1 << 64) - 1
-
-
 def rng_hash(key, index):
     """src/rng.c rng_hash: splitmix64 output number index + 1 from state key (index: uint64 array)."""
     with np.errstate(over="ignore"):
