@@ -137,23 +137,6 @@ static const char *last_checkpoint(const Trainer *T, char *buf, size_t len) {
 #define SCALE_INIT 65536.0f
 #define SCALE_GROWTH_INTERVAL 2000
 
-/* The first trainable parameter holding an inf or NaN gradient, for the message. */
-static const char *first_nonfinite_param(Model *m) {
-    float *g = xmalloc(m->param_floats * sizeof(float));
-    m->be->ops->download(m->be, g, m->grads_d, m->param_floats * sizeof(float));
-    const char *name = "?";
-    for (int i = 0; i < m->nparams && !strcmp(name, "?"); i++) {
-        const Param *p = &m->params[i];
-        for (size_t k = 0; p->trainable && k < p->count; k++)
-            if (!isfinite(g[p->offset + k])) {
-                name = p->name;
-                break;
-            }
-    }
-    free(g);
-    return name;
-}
-
 /* The parameter that holds flat gradient index i. */
 static const char *param_at(const Model *m, uint64_t i) {
     for (int k = 0; k < m->nparams; k++)
@@ -200,7 +183,13 @@ static void take_step_read(Trainer *T, const StageConfig *st, PendingStep *p, do
 static int gradients_finite(Trainer *T, const StageConfig *st, int epoch, long step) {
     Model *m = T->model;
     char where[1400];
-    size_t bad = m->be->ops->count_nonfinite(m->be, m->grads_d, m->param_floats);
+    /* the same scan as take_step_read's, waited for at once (slot 0: the one-step-late reads are off) */
+    Backend *be = m->be;
+    uint64_t *scan = T->reads[0].scan;
+    be->ops->scan_nonfinite(be, m->grads_d, m->param_floats, T->scan_d);
+    be->ops->read_async(be, scan, T->scan_d, 2 * sizeof(uint64_t), 0);
+    be->ops->read_wait(be, 0);
+    uint64_t bad = scan[0];
     if (!bad) {
         if (T->dynamic_scale && ++T->good_steps == SCALE_GROWTH_INTERVAL && T->loss_scale < 0x1p100f) {
             T->loss_scale *= 2;
@@ -211,8 +200,9 @@ static int gradients_finite(Trainer *T, const StageConfig *st, int epoch, long s
     }
     if (T->loss_scale <= 1.0f)
         die("stage %s, epoch %d, step %ld: the gradients overflow even at loss scale 1 (the first in %s); stopping. %s",
-            st->name, epoch, step, first_nonfinite_param(m), last_checkpoint(T, where, sizeof where));
-    say(T, "  step %ld: %zu gradient values inf or NaN at loss scale %g: step skipped, scale %g\n", step, bad,
+            st->name, epoch, step, param_at(m, scan[1]), last_checkpoint(T, where, sizeof where));
+    say(T, "  step %ld: %llu gradient values inf or NaN at loss scale %g: step skipped, scale %g\n", step,
+        (unsigned long long)bad,
         (double)T->loss_scale, (double)T->loss_scale / 2);
     T->loss_scale /= 2;
     T->good_steps = 0;
