@@ -6,7 +6,7 @@
 # first for each seed, each timed from start to exit (time it alone: the 2 cores are shared).
 # Prints one row per run and the mean ± sample standard deviation of the accuracy after the last
 # epoch, of the TTA accuracy and of the wall time per side, and the wall-time ratio fastai/ours.
-# Logs and RESULT lines stay in --results (default runs/side-by-side-<time>/).
+# Logs and RESULT lines stay in --results, a new folder (default runs/side-by-side-<time>/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "fastai_side_by_side.sh: $*" >&2; exit 2; }
@@ -24,10 +24,12 @@ while [ $# -gt 0 ]; do
 done
 case "$only" in ours|fastai|both) ;; *) fail "--only $only: ours, fastai or both" ;; esac
 [ -f "$config" ] || fail "$config: no such config"
+results=${results:-runs/side-by-side-$(date +%Y%m%d-%H%M%S)}
+# a new folder only: its logs and rows.txt would overwrite files of the same names
+[ ! -e "$results" ] || fail "$results exists; give --results a new folder"
 py=reference-env/bin/python
 if [ "$only" != ours ] && [ ! -x "$py" ]; then fail "no $py: run scripts/setup_reference.sh first"; fi
 if [ "$only" != fastai ] && [ ! -x ./train ]; then fail "no ./train: run make first"; fi
-results=${results:-runs/side-by-side-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$results"
 
 # timed NAME CMD...: NAME.log and the wall seconds in NAME.wall

@@ -20,6 +20,9 @@ mkdir "$tmp/theirs"; echo keep >"$tmp/theirs/file"
 check "setup refuses a folder it did not make" 2 "was not made by this script" scripts/setup_reference.sh "$tmp/theirs"
 [ "$(cat "$tmp/theirs/file")" = keep ] || { fail=$((fail + 1)); echo "FAIL: setup_reference.sh touched $tmp/theirs"; }
 check "side by side: no config" 2 "no such config" scripts/fastai_side_by_side.sh "$tmp/none.ini"
+check "side by side: an existing results folder" 2 "give --results a new folder" \
+    scripts/fastai_side_by_side.sh configs/cpu_progressive.ini --results "$tmp/theirs"
+[ "$(ls "$tmp/theirs")" = file ] || { fail=$((fail + 1)); echo "FAIL: fastai_side_by_side.sh wrote into $tmp/theirs"; }
 check "side by side: bad --only" 2 "ours, fastai or both" scripts/fastai_side_by_side.sh configs/cpu_progressive.ini --only x
 if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     py=/usr/bin/python3
