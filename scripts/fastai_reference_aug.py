@@ -20,8 +20,9 @@ Batch transforms (float32 as fastai computes them: _init_mat is float32; output 
        out_plain: the same with that hack switched off (F.interpolate made the identity).
   fr*  the same transforms with size=None (min_scale < 1: the affine output is item-sized), then
        RandomResizedCropGPU(size, min_scale=0.75, ratio=(1,1)) with its box fixed (before_call
-       replaced): fastai resamples twice, cnntrain once; on linear gradients. crop: x y w h size
-       image (0 grad, 1 gradw) prepooled.
+       replaced): fastai resamples twice, cnntrain once; on linear gradients, and once on random
+       pixels with the affine part the identity. crop: x y w h size image (0 grad, 1 gradw, 2 src)
+       prepooled.
 Item transforms on PIL images (uint8 HWC outputs):
   rrct*  RandomResizedCrop(size, min_scale=0.35) on the training set with its box fixed (tl and
          cp_size set in a replaced before_call), after FlipItem (p=1) when flip: params left top
@@ -32,6 +33,12 @@ Item transforms on PIL images (uint8 HWC outputs):
          0.5): params size pct_x pct_y image (float32)
   rss*   Resize(size, method='squish'): params size image
   (Resize(method='pad') has no cnntrain equivalent and is not stored.)
+  fp*    the Imagenette recipe's path: Resize(presize, method='crop') on img80/img45 (pcts fixed on
+         the training set, the validation set's centre), then on that uint8 item either the fa
+         transforms with fixed draws (kind 0, min_scale 1) or aug_transforms(size, min_scale=0.35)
+         on the validation set (kind 1: RandomResizedCropGPU's centre crop), each shrinking the
+         item more than 2x, so _grid_sample area-pools: params presize pct_x pct_y image size kind
+         pooled, then the 9 draws as fa's (zeros for kind 1); out CHW 0..255
 Distributions of fastai's own draws (N draws each, quantities below; for each: x = the reference
 sample's quantiles at 0.05, 0.10, ..., 0.95, lt/le = the reference's fraction < and <= each x,
 p = the fraction applied (value != neutral), n = the number of values the quantiles are over):
@@ -169,9 +176,10 @@ fr_cases = [  # flip, rotate, zoom, col, row, warp_x, warp_y, brightness, contra
     (1, -6.0, 1.05, 0.3, 0.2, 0.08, 0.05, 0.58, 0.9, 11, 2, 36, 28, 1),    # non-square item 56x40
     (0, 5.0, 1.0, 0.5, 0.5, -0.1, 0.0, 0.5, 1.0, 0, 0, 40, 32, 1),
     (0, 4.0, 1.03, 0.6, 0.4, 0.0, 0.0, 0.5, 1.0, 2, 1, 44, 20, 0),         # crop > 2 x size: pre-pooled
+    (0, 0.0, 1.0, 0.5, 0.5, 0.0, 0.0, 0.5, 1.0, 9, 3, 26, 12, 2),          # ditto, identity affine, src
 ]
 for i, (flip, rot, zoom, col, row, wx, wy, b, c, cx, cy, cw, size, im) in enumerate(fr_cases):
-    img = (grad, gradw)[im]
+    img = (grad, gradw, src)[im]
     tf = batch_tfms(flip, rot, zoom, col, row, wx, wy, b, c, None)
     tf = [tf[0], fixed_crop(size, cx, cy, cw, cw), tf[1]]
     pool["calls"] = 0
@@ -221,6 +229,36 @@ for i, (size, px, py, im) in enumerate([(32, 0.33, 0.7, 0), (24, 0.9, 0.1, 1), (
 for i, (size, im) in enumerate([(32, 0), (24, 1), (50, 0)]):
     y = A.Resize(size, method="squish")(PILImage.create(imgs[im]), split_idx=0)
     put(f"rss{i}", params=i32(size, im), out=pil_out(y))
+
+# ---- fp: the Imagenette recipe's path, Resize(presize) on a PIL image (the uint8 item), then the
+# batch transforms shrinking it more than 2x, where _grid_sample area-pools first
+fp_cases = [  # presize, pct_x, pct_y, image, size, kind, draws (flip rot zoom col row warp_x warp_y b c)
+    (48, 0.3, 0.7, 0, 20, 0, (1, 6.0, 1.05, 0.4, 0.6, 0.1, -0.05, 0.55, 1.1)),
+    (46, 0.8, 0.2, 1, 18, 0, (0, -8.0, 1.0, 0.5, 0.5, 0.0, 0.15, 0.5, 1.0)),
+    (48, 0.5, 0.5, 0, 20, 1, None),
+    (40, 0.5, 0.5, 1, 16, 1, None),
+]
+rng_state = random.getstate(), torch.get_rng_state()  # the draws below keep their streams
+for i, (P, px, py, im, size, kind, draws) in enumerate(fp_cases):
+    t = A.Resize(P, method="crop")
+    split = 1 if kind == 1 else 0
+    px, py = float(np.float32(px)), float(np.float32(py))
+    if split == 0:
+        def before_call(b, split_idx, t=t, px=px, py=py):
+            t.pcts = (px, py)
+        t.before_call = before_call
+    item = t(PILImage.create(imgs[im]), split_idx=split)
+    x = batch_of(np.asarray(item).copy())
+    pool["calls"] = 0
+    if kind == 0:  # aug_transforms(size, min_scale=1) with fixed draws, training
+        y = run_batch(x, batch_tfms(*draws, size))
+    else:  # aug_transforms(size, min_scale=0.35) on the validation set: RandomResizedCropGPU's centre
+        for tf in A.aug_transforms(size=size, min_scale=0.35):
+            x = tf(x, split_idx=1)
+        y = x[0].double().mul(255).float().contiguous()
+    put(f"fp{i}", params=f32(P, px, py, im, size, kind, 1 if pool["calls"] else 0, *(draws or (0,) * 9)), out=y)
+random.setstate(rng_state[0])
+torch.set_rng_state(rng_state[1])
 
 # ---- distributions
 QS = np.arange(1, 20) / 20.0

@@ -157,7 +157,8 @@ static void warp_store(Warp *w, const double *a, int item_w, int item_h, int pad
     /* Every item map here is a crop + resize (a1 = a3 = 0) that PIL or torchvision-on-PIL
      * performs with antialiasing; the batch map after it (fastai's grid_sample) has none. */
     w->aa[0] = (float)fabs(a[0]);
-    w->aa[1] = (float)fabs(a[4]);
+    w->aa[1] = (float)fabs(a[4]);    w->pool_w = w->pool_h = 0;
+    memset(w->pool_box, 0, sizeof w->pool_box);
 }
 
 void warp_resized_crop(int src_w, int src_h, int left, int top, int w, int h, int size, int flip, Warp *out) {
@@ -261,6 +262,24 @@ void fastai_warp(const TransformSpec *s, int src_w, int src_h, const FastaiParam
     mat3_set(t, 0.5 * (iw - 1), 0, 0.5 * (iw - 1) + 0.5, 0, 0.5 * (ih - 1), 0.5 * (ih - 1) + 0.5);
     mat3_mul(t, m, m);
     warp_store(out, a, iw, ih, WARP_PAD_REFLECT, box[0], box[1], box[2], box[3], m, p->brightness, p->contrast);
+    /* _grid_sample's area pre-pooling (augment_pool.c), for the last resampling's input: the crop
+     * (RandomResizedCropGPU) or the item, in double as Python computes it. fastai's
+     * d = min(x.shape[-2] / coords.shape[-2], x.shape[-1] / coords.shape[-1]) / 2 divides the
+     * input's height by the grid's width and its width by 2 (the grid's last axis holds x, y):
+     * in effect the height ratio alone, both sides then scaled by 1/d. fastai also skips it
+     * where d <= 2 / (the batch's coordinate range), a zoom-in beyond d; in a batch with any
+     * image neither zoomed nor warped inward that range is >= 2, so here: d > 1. With a crop,
+     * fastai pools the crop of the affine stage's output; we pool the item with the crop's grid
+     * of windows before the one fused resampling (the same where the affine part is the
+     * identity, validation included). */
+    int crop = s->min_scale != 1.0f;
+    int bx = crop ? p->crop_x : 0, by = crop ? p->crop_y : 0, bw = crop ? p->crop_w : iw, bh = crop ? p->crop_h : ih;
+    double d = ((double)bh / S < bw / 2.0 ? (double)bh / S : bw / 2.0) / 2;
+    if (d > 1) {
+        out->pool_w = (int)floor(bw * (1 / d));
+        out->pool_h = (int)floor(bh * (1 / d));
+        out->pool_box[0] = bx, out->pool_box[1] = by, out->pool_box[2] = bw, out->pool_box[3] = bh;
+    }
 }
 
 /* ------------------------------------------------------------------------- drawing */
@@ -426,6 +445,7 @@ typedef struct {
 } Block;
 
 void warp_plan(const Warp *w, int src_w, int src_h, WarpPlan *s) {
+    if (w->pool_w > 0 || w->pool_h > 0) die("warp_plan: a Warp with pooling left (%dx%d): warp_prepool first", w->pool_w, w->pool_h);
     memset(s, 0, sizeof *s);
     for (int i = 0; i < 6; i++) s->a[i] = s->wa[i] = w->a[i];
     s->a[2] -= 0.5f;
@@ -815,15 +835,27 @@ static inline void apply_norm(const Warp *w, const Image *src, int size, const f
 }
 
 void warp_apply_f32(const Warp *w, const Image *src, int size, float *out_chw) {
-    apply_norm(w, src, size, imagenet_mean, imagenet_std, out_chw, (size_t)size * size, 1);
+    Warp pw = *w;
+    Image pooled;
+    int pool = warp_prepool(&pw, src, &pooled);
+    apply_norm(&pw, pool ? &pooled : src, size, imagenet_mean, imagenet_std, out_chw, (size_t)size * size, 1);
+    if (pool) image_free(&pooled);
 }
 
 void warp_apply_nhwc(const Warp *w, const Image *src, int size, const float mean[3], const float std[3],
                      float *out_hwc) {
-    apply_norm(w, src, size, mean, std, out_hwc, 1, 3);
+    Warp pw = *w;
+    Image pooled;
+    int pool = warp_prepool(&pw, src, &pooled);
+    apply_norm(&pw, pool ? &pooled : src, size, mean, std, out_hwc, 1, 3);
+    if (pool) image_free(&pooled);
 }
 
-void warp_apply_u8(const Warp *w, const Image *src, int size, uint8_t *out_hwc) {
+void warp_apply_u8(const Warp *w0, const Image *src0, int size, uint8_t *out_hwc) {
+    Warp pw = *w0, *w = &pw;
+    Image pooled;
+    int pool = warp_prepool(w, src0, &pooled);
+    const Image *src = pool ? &pooled : src0;
     Sampler s;
     sampler_init(&s, w, src);
     Aa aa_state, *aa = aa_init(&aa_state, &s, size) ? &aa_state : NULL;
@@ -840,4 +872,5 @@ void warp_apply_u8(const Warp *w, const Image *src, int size, uint8_t *out_hwc) 
                 }
         }
     if (aa) aa_free(aa);
+    if (pool) image_free(&pooled);
 }

@@ -82,6 +82,12 @@ typedef struct Warp {
                            * pixel, |a0| and |a4|): where either is > 1 the bilinear tent is
                            * widened by it along that axis, PIL's antialiased resize (torchvision
                            * on PIL images, fastai's item Resize); <= 1 (0: off) plain bilinear */
+    int pool_w, pool_h;   /* > 0: fastai's area pre-pooling (warp_prepool): the item box pool_box
+                           * (x, y, w, h: the crop of the last resampling, or the whole item) is
+                           * averaged down to pool_w x pool_h, that grid of windows extended over
+                           * the whole item, and the batch map samples the result; 0: off (every
+                           * kind but TF_FASTAI) */
+    int pool_box[4];
 } Warp;
 
 /* Draw the parameters for one image of src_w x src_h. The Rng is untouched (may be NULL) for the
@@ -104,6 +110,18 @@ void fastai_draw(const TransformSpec *, int src_w, int src_h, Rng *, FastaiParam
 void fastai_warp(const TransformSpec *, int src_w, int src_h, const FastaiParams *, Warp *out);
 /* torchvision resized_crop(top, left, h, w -> size x size), then hflip when flip. */
 void warp_resized_crop(int src_w, int src_h, int left, int top, int w, int h, int size, int flip, Warp *out);
+
+/* fastai's _grid_sample, before a bilinear resampling that shrinks its input more than 2x, first
+ * averages the input down to about twice the output (F.interpolate(mode='area'), adaptive average
+ * pooling); fastai_warp sets Warp.pool_* where it does. If w has pooling: *pooled = the item (src
+ * through w's item map, rounded to uint8 as PIL's item image is) averaged over pool_box's grid of
+ * windows, extended over the item (each mean rounded to uint8), and *w rewritten with its item map
+ * into *pooled (a, clip; no antialiasing, no pooling; h and the item's size, hence the reflection,
+ * unchanged), so that applying the new w to *pooled is applying the old one to src; returns 1
+ * (image_free *pooled). Returns 0, touching nothing, for a Warp without pooling. warp_apply_f32/u8/nhwc call it
+ * themselves; the loader calls it before a batch leaves for a backend's warp_batch, which
+ * refuses a Warp that still has pooling. */
+int warp_prepool(Warp *w, const Image *src, Image *pooled);
 
 /* The smallest source short side for this transform's JPEG DCT scale (JpegOptions.min_short_side),
  * chosen before the image's size is known: DCT_MARGIN (4) times the side the resize outputs, so

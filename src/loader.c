@@ -133,6 +133,11 @@ static void process_item(Loader *L, int item, int *sample_out, int *ok_out, char
     if (!*ok_out) return;
     Warp warp;
     transform_draw(&s->tf, img.w, img.h, &rng, &warp);
+    Image pooled; /* fastai's area pre-pooling: done here, so no backend's warp_batch needs it */
+    if (warp_prepool(&warp, &img, &pooled)) {
+        image_free(&img);
+        img = pooled;
+    }
     size_t px = (size_t)s->tf.size * s->tf.size;
     if (s->format == BATCH_F32)
         warp_apply_f32(&warp, &img, s->tf.size, slot->b.x + (size_t)pos * 3 * px);

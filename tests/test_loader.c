@@ -266,7 +266,7 @@ static void test_raw_batches_equal_f32(void **state) {
     char err[256];
     Backend *be = backend_create("cpu", err, sizeof err);
     assert_non_null(be);
-    TransformSpec specs[7];
+    TransformSpec specs[9];
     specs[0] = transform_defaults(TF_FASTAI, 24, 1); /* item shrink: the general antialiased path */
     specs[0].presize = 32;
     specs[0].min_scale = 0.75f;
@@ -279,8 +279,14 @@ static void test_raw_batches_equal_f32(void **state) {
     specs[5].presize = 40;
     specs[6] = transform_defaults(TF_FASTAI, 64, 1); /* upscaling item resize, lighting */
     specs[6].presize = 80;
+    specs[7] = transform_defaults(TF_FASTAI, 20, 1); /* fastai's area pre-pooling (crop > 2 x size) */
+    specs[7].presize = 64;
+    specs[7].min_scale = 0.35f;
+    specs[8] = transform_defaults(TF_FASTAI, 12, 0); /* the same on the validation set */
+    specs[8].presize = 64;
+    specs[8].min_scale = 0.35f;
     int grey_seen = 0, batches = 0;
-    for (int k = 0; k < 7; k++)
+    for (int k = 0; k < 9; k++)
         for (int with_backend = 0; with_backend < 2; with_backend++) {
             LoaderSpec fs = {0};
             fs.samples = samples;
@@ -315,7 +321,16 @@ static void test_raw_batches_equal_f32(void **state) {
                     assert_int_equal(bf->n, br->n);
                     assert_int_equal(br->size, S);
                     assert_memory_equal(bf->labels, br->labels, (size_t)bf->n * sizeof(int32_t));
-                    for (int i = 0; i < br->n; i++) grey_seen += br->images[i].channels == 1;
+                    for (int i = 0; i < br->n; i++) {
+                        grey_seen += br->images[i].channels == 1;
+                        /* the loader pools (augment_pool.c): a backend never gets a Warp that
+                         * still asks for it; at 12 px from a 64-px item, fastai's F.interpolate
+                         * pools to floor(64 / (64 / 12 / 2)) = 24 px */
+                        assert_int_equal(br->warps[i].pool_w, 0);
+                        if (k == 8 && (br->images[i].w != 24 || br->images[i].h != 24))
+                            fail_msg("validation image %d of batch %d is %dx%d, not the 24x24 pooled item", i,
+                                     br->index, br->images[i].w, br->images[i].h);
+                    }
                     device_feed_batch(&feed, br, imagenet_mean, imagenet_std, &x);
                     if (!with_backend) device_feed_wait(&feed);
                     assert_int_equal(x.n, br->n);

@@ -238,6 +238,9 @@ static Pack pack_new(int first, int n, const TransformSpec *tf, uint64_t seed) {
         p.slots[i] = s;
         Rng ri = rng_split(&r, (uint64_t)i);
         transform_draw(tf, im->w, im->h, &ri, &p.warps[i]);
+        /* fastai's area pre-pooling is the loader's, on the host, before warp_batch (augment_pool.c):
+         * the kernel is tested on the warp that samples the item */
+        p.warps[i].pool_w = p.warps[i].pool_h = 0;
         off += b;
     }
     return p;
