@@ -86,7 +86,7 @@ ifeq ($(BLAS),openblas)
 endif
 
 # ---- sources ----
-LIB_SRC  := $(filter-out src/main.c,$(wildcard src/*.c)) $(wildcard models/*.c)
+LIB_SRC  := $(filter-out src/cmd/main.c,$(wildcard src/*/*.c)) $(wildcard models/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CUDA_CU  := $(wildcard cuda/*.cu)
 CUDA_OBJ :=
@@ -116,18 +116,18 @@ config:
 	@[ "$(CUDA)" = 1 ] && echo "  CUDA backend: nvcc=$(NVCC) cudnn=$(CUDNN_H) libs=$(CUDA_LIBDIRS)" || echo "  CUDA backend skipped (nvcc or cudnn.h not found, or CUDA=0)"
 	@[ "$(JPEG)" = 1 ] || echo "  JPEG=0: built without libjpeg: JPEG decoding and writing fail, saying so (apt-get install libjpeg62-turbo-dev)"
 
-$(TRAIN): $(BUILD)/src/main.o $(BUILD)/libcnn.a
+$(TRAIN): $(BUILD)/src/cmd/main.o $(BUILD)/libcnn.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/libcnn.a: $(LIB_OBJ) $(CUDA_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.c $(wildcard src/*.h models/*.h) Makefile
+$(BUILD)/%.o: %.c $(wildcard src/*/*.h models/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/cuda/%.o: cuda/%.cu src/backend.h src/util.h $(wildcard cuda/*.h) Makefile
+$(BUILD)/cuda/%.o: cuda/%.cu $(wildcard src/*/*.h) $(wildcard cuda/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) $(NVINC) -c -o $@ $<
 
@@ -162,12 +162,12 @@ test-sanitize:
 # models/. Each clean file leaves a stamp, so a second run only looks at what changed.
 CPPCHECK_FLAGS := --quiet --error-exitcode=1 --std=c11 --enable=warning,performance,portability \
                   --inline-suppr --suppressions-list=.cppcheck-suppressions -D_GNU_SOURCE -D__GNUC__ -Isrc -Imodels
-TIDY_STAMPS := $(patsubst %.c,$(BUILD)/tidy/%.ok,$(LIB_SRC) src/main.c)
+TIDY_STAMPS := $(patsubst %.c,$(BUILD)/tidy/%.ok,$(LIB_SRC) src/cmd/main.c)
 check-static: $(TIDY_STAMPS)
 	cppcheck $(CPPCHECK_FLAGS) src models
 	@echo "check-static: cppcheck and clang-tidy found nothing"
 
-$(BUILD)/tidy/%.ok: %.c .clang-tidy $(wildcard src/*.h models/*.h)
+$(BUILD)/tidy/%.ok: %.c .clang-tidy $(wildcard src/*/*.h models/*.h)
 	@mkdir -p $(dir $@)
 	clang-tidy --quiet $< -- -std=c11 -D_GNU_SOURCE -Isrc -Imodels
 	@touch $@

@@ -22,7 +22,7 @@
 #include "cuda_backend.h"
 
 extern "C" {
-#include "augment.h"
+#include "pipeline/augment.h"
 }
 
 #include <cuda_bf16.h>

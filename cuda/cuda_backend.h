@@ -1,6 +1,6 @@
 /* cuda_backend.h: what the .cu files in cuda/ share: the backend's private state, its grow-only
  * device buffers, launch helpers, and the op entry points the ops table in cuda_backend.cu holds.
- * Not part of the program's interface (that is src/backend.h). */
+ * Not part of the program's interface (that is src/backend/backend.h). */
 #ifndef CNN_CUDA_BACKEND_H
 #define CNN_CUDA_BACKEND_H
 
@@ -8,8 +8,8 @@
 #include <stdint.h>
 
 extern "C" {
-#include "backend.h"
-#include "util.h"
+#include "backend/backend.h"
+#include "base/util.h"
 }
 
 #include "check.h"

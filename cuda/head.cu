@@ -124,7 +124,7 @@ void cuda_concat_pool_backward(Backend *b, const Tensor *x, const Tensor *y, con
 
 /* ---- dropout ---- */
 
-/* A device copy of rng_hash (src/rng.c): gpu_parity checks that both backends draw the same masks. */
+/* A device copy of rng_hash (src/base/rng.c): gpu_parity checks that both backends draw the same masks. */
 __device__ static inline uint64_t hash64(uint64_t key, uint64_t index) {
     uint64_t z = key + (index + 1) * 0x9e3779b97f4a7c15ULL;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;

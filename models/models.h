@@ -2,7 +2,7 @@
 #ifndef CNN_MODELS_H
 #define CNN_MODELS_H
 
-#include "model.h"
+#include "net/model.h"
 
 /* The shape of a ResNet. expansion 1 = basic blocks, 4 = bottlenecks. stem: the xresnet stem's
  * three conv widths (torchvision's single 7x7 stem conv uses stem[2]); stem[2] is the width

@@ -4,7 +4,7 @@
     reference-env/bin/python scripts/fastai_recipe.py CONFIG [--set section.key=value ...]
         [--seed N] [--workers N] [--threads N]
 
-It reads the INI with the resolution rules of src/config.c (the parser of
+It reads the INI with the resolution rules of src/train/config.c (the parser of
 scripts/torch_imagenette_progressive.py, which is checked against config_write on every shipped
 config) and runs the stages with fastai's own API, as the seed notebooks do:
 

@@ -111,7 +111,7 @@ def count(m):
     return sum(p.numel() for p in m.parameters())
 
 
-# ---------------------------------------------------------------- cnntrain's dropout masks (src/rng.c)
+# ---------------------------------------------------------------- cnntrain's dropout masks (src/base/rng.c)
 class MaskedDropout(nn.Module):
     """nn.Dropout(p) with cnntrain's mask for dropout layer `stream` of a model run with dropout_seed:
     element i (NCHW order) kept when (rng_hash(key, i) >> 40) * 2^-24 >= p."""

@@ -1,5 +1,5 @@
 """st_torch.py: read and write safetensors files with only numpy and torch (the `safetensors`
-package is not installed on these machines). The format is the one src/safetensors.c reads and
+package is not installed on these machines). The format is the one src/ckpt/safetensors.c reads and
 writes: an 8-byte little-endian header length, a JSON header
 {"__metadata__": {str: str}, name: {"dtype", "shape", "data_offsets"}, ...} padded with spaces to
 a multiple of 8 bytes, then the raw little-endian data of each tensor, back to back.

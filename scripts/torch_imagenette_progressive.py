@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A PyTorch reproduction of a cnntrain config (written for configs/imagenette_progressive.ini):
-it reads the same INI file with the same resolution rules as src/config.c (defaults per stage
+it reads the same INI file with the same resolution rules as src/train/config.c (defaults per stage
 type, size/batch/loss/transform carried from stage to stage, the validation transform following
-the training one) and runs the same schedule with the same semantics as src/train.c, so the two
+the training one) and runs the same schedule with the same semantics as src/train/train.c, so the two
 programs can be compared on accuracy and wall time (scripts/gpu_end_to_end.sh).
 
     python3 scripts/torch_imagenette_progressive.py configs/imagenette_progressive.ini \\
@@ -73,7 +73,7 @@ def fail(msg):
     raise SystemExit(f"torch_imagenette_progressive: {msg}")
 
 
-# ================================================================ the config schema (src/config.c)
+# ================================================================ the config schema (src/train/config.c)
 STAGE_TYPES = ["fit_one_cycle", "fine_tune", "fit", "progressive", "fixres", "tta", "eval"]
 TRAINING = {"fit_one_cycle", "fine_tune", "fit", "progressive", "fixres"}
 CYCLE = {"fit_one_cycle", "fine_tune", "progressive"}
@@ -132,7 +132,7 @@ GLOBAL_KEYS = {
 }
 
 FASTAI, RRC, RESIZE = {"fastai"}, {"rrc"}, {"resize"}
-STAGE_KEYS = [  # in src/config.c's table order, which resolution follows
+STAGE_KEYS = [  # in src/train/config.c's table order, which resolution follows
     Key("epochs", "int", types=TRAINING, rng=R(1, 100000), required=True),
     Key("freeze_epochs", "int", "1", types={"fine_tune"}, rng=R(0, 100000)),
     Key("size", "int", "224", types=SIZED, carry=True, rng=R(8, 4096)),
@@ -181,7 +181,7 @@ STAGE_KEYS = [  # in src/config.c's table order, which resolution follows
 STAGE_KEY = {k.name: k for k in STAGE_KEYS}
 # the field a transform key sets in its transform (valid_presize -> presize)
 TF_FIELD = {"transform": "kind", "valid_transform": "kind", "valid_presize": "presize", "valid_resize_ratio": "resize_ratio"}
-TYPE_DEFAULTS = {  # src/config.c type_defaults[]: fastai's fine_tune, PyTorch's AdamW for fit/fixres
+TYPE_DEFAULTS = {  # src/train/config.c type_defaults[]: fastai's fine_tune, PyTorch's AdamW for fit/fixres
     "fine_tune": {"lr": "2e-3", "pct_start": "0.3", "div": "5"},
     "fit": {"mom_max": "0.9", "beta2": "0.999", "eps": "1e-8", "wd_bn_bias": "true"},
     "fixres": {"mom_max": "0.9", "beta2": "0.999", "eps": "1e-8", "wd_bn_bias": "true"},
@@ -189,7 +189,7 @@ TYPE_DEFAULTS = {  # src/config.c type_defaults[]: fastai's fine_tune, PyTorch's
 
 
 def transform_defaults(kind, train):
-    """src/augment.c transform_defaults: fastai's aug_transforms and torchvision's defaults."""
+    """src/pipeline/augment.c transform_defaults: fastai's aug_transforms and torchvision's defaults."""
     square = kind == "fastai"
     return {"kind": kind, "size": 0, "train": train, "presize": 0, "min_scale": 1.0, "flip": True, "max_rotate": 10.0,
             "max_zoom": 1.1, "max_warp": 0.2, "max_lighting": 0.2, "p_affine": 0.75, "p_lighting": 0.75,
@@ -295,7 +295,7 @@ def read_ini(path, overrides):
 
 
 def resolve(path, overrides):
-    """The Config as src/config.c resolves it: {'data', 'model', 'run': {key: value}, 'stages': [...]}."""
+    """The Config as src/train/config.c resolves it: {'data', 'model', 'run': {key: value}, 'stages': [...]}."""
     ini = read_ini(path, overrides)
     cfg = {}
     for sec, keys in GLOBAL_KEYS.items():
@@ -446,7 +446,7 @@ def check_implemented(cfg, path):
         fail(f"{path}: not implemented by this reproduction: " + "; ".join(no))
 
 
-# ================================================================ data (src/dataset.c)
+# ================================================================ data (src/pipeline/dataset.c)
 def is_image(name):
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in (".jpg", ".jpeg")
 
@@ -504,7 +504,7 @@ def list_csv(root, csv_name, images_dir):
 
 
 def item_crop_box(w, h, presize, px, py):
-    """fastai Resize(presize, method=crop): the largest square at int(pct * slack) (src/augment.c)."""
+    """fastai Resize(presize, method=crop): the largest square at int(pct * slack) (src/pipeline/augment.c)."""
     m = min(w / presize, h / presize)
     side = int(m * presize)
     x0, y0 = int(px * (w - side)), int(py * (h - side))
@@ -628,7 +628,7 @@ def fastai_rrc_boxes(tf, w, h, n, gen):
 
 
 def fastai_draw(tf, B, H, W, gen):
-    """aug_transforms' random parameters for B items of H x W (src/augment.c fastai_draw): each part
+    """aug_transforms' random parameters for B items of H x W (src/pipeline/augment.c fastai_draw): each part
     drawn, then kept with its probability (flip 0.5; rotate, zoom, each warp axis p_affine;
     brightness, contrast p_lighting), else neutral; the RandomResizedCropGPU box when min_scale != 1."""
     u = lambda: torch.rand(B, generator=gen, dtype=torch.float64)  # noqa: E731
@@ -713,14 +713,14 @@ def to_model_input(xb, tf, gen, dev, fmt):
     return ((x - mean) / std).contiguous(memory_format=fmt)
 
 
-# ================================================================ training (src/train.c)
+# ================================================================ training (src/train/train.c)
 def cosine(start, end, pos):
     w = (1 + math.cos(math.pi * (1 - pos))) / 2
     return (1 - w) * start + w * end
 
 
 def one_cycle(c, pos):
-    """fastai's fit_one_cycle lr and beta1 at pos = step / total (src/schedule.c)."""
+    """fastai's fit_one_cycle lr and beta1 at pos = step / total (src/train/schedule.c)."""
     if pos < c["pct_start"]:
         q = pos / c["pct_start"]
         return cosine(c["lr"] / c["div"], c["lr"], q), cosine(c["mom_max"], c["mom_min"], q)

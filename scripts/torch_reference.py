@@ -166,7 +166,7 @@ class AdaptiveConcatPool2d(nn.Module):
 
 # ---------------------------------------------------------------- cnntrain's dropout masks
 def rng_hash(key, index):
-    """src/rng.c rng_hash: splitmix64 output number index + 1 from state key (index: uint64 array)."""
+    """src/base/rng.c rng_hash: splitmix64 output number index + 1 from state key (index: uint64 array)."""
     with np.errstate(over="ignore"):
         z = np.uint64(key) + (np.asarray(index, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

@@ -29,12 +29,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "augment.h"
-#include "backend.h"
-#include "image.h"
-#include "rng.h"
-#include "safetensors.h"
-#include "util.h"
+#include "pipeline/augment.h"
+#include "backend/backend.h"
+#include "pipeline/image.h"
+#include "base/rng.h"
+#include "ckpt/safetensors.h"
+#include "base/util.h"
 
 #define REF_PATH "tests/ref/aug_ref.safetensors"
 #define FASTAI_REF_PATH "tests/ref/fastai_aug.safetensors"

@@ -17,11 +17,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
-#include "model.h"
-#include "rng.h"
-#include "safetensors.h"
-#include "util.h"
+#include "ckpt/checkpoint.h"
+#include "net/model.h"
+#include "base/rng.h"
+#include "ckpt/safetensors.h"
+#include "base/util.h"
 
 #define TEST_DIR_TEMPLATE "/tmp/cnn_test_ckpt_XXXXXX"
 #include "testutil.h"

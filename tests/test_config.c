@@ -15,8 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "util.h"
+#include "train/config.h"
+#include "base/util.h"
 
 #define TEST_DIR_TEMPLATE "/tmp/test_config.XXXXXX"
 #include "testutil.h"

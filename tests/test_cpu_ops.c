@@ -21,8 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "rng.h"
+#include "backend/backend.h"
+#include "base/rng.h"
 
 static Backend *be;
 static Rng rng;

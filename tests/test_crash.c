@@ -20,11 +20,11 @@
 #define TEST_DIR_TEMPLATE "/tmp/cnn_crash_XXXXXX"
 #include "testutil.h"
 
-#include "checkpoint.h"
-#include "demo_data.h"
-#include "model.h"
-#include "rng.h"
-#include "synthetic.h"
+#include "ckpt/checkpoint.h"
+#include "pipeline/demo_data.h"
+#include "net/model.h"
+#include "base/rng.h"
+#include "pipeline/synthetic.h"
 
 #define KILLS 12
 

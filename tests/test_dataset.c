@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dataset.h"
-#include "util.h"
+#include "pipeline/dataset.h"
+#include "base/util.h"
 
 #define TEST_DIR_TEMPLATE "/tmp/cnn_test_dataset_XXXXXX"
 #include "testutil.h"

@@ -16,16 +16,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
-#include "commands.h"
-#include "dataset.h"
-#include "demo_data.h"
-#include "eval.h"
-#include "model.h"
-#include "plot.h"
-#include "rng.h"
-#include "run_record.h"
-#include "util.h"
+#include "ckpt/checkpoint.h"
+#include "cmd/commands.h"
+#include "pipeline/dataset.h"
+#include "pipeline/demo_data.h"
+#include "train/eval.h"
+#include "net/model.h"
+#include "report/plot.h"
+#include "base/rng.h"
+#include "train/run_record.h"
+#include "base/util.h"
 
 
 #define TEST_DIR_TEMPLATE "/tmp/cnn_test_eval_XXXXXX"

@@ -28,14 +28,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "config.h"
-#include "model.h"
-#include "optim.h"
-#include "rng.h"
-#include "safetensors.h"
-#include "schedule.h"
-#include "scores.h"
+#include "backend/backend.h"
+#include "train/config.h"
+#include "net/model.h"
+#include "net/optim.h"
+#include "base/rng.h"
+#include "ckpt/safetensors.h"
+#include "train/schedule.h"
+#include "train/scores.h"
 #define TEST_DIR_TEMPLATE "/tmp/test_fastai_train.XXXXXX"
 #include "testutil.h"
 #include "relcheck.h"

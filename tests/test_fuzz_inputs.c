@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "util.h"
+#include "base/util.h"
 
 #define FUZZ_ENTRY fuzz_config
 #include "fuzz/fuzz_config.c"

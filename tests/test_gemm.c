@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gemm.h"
-#include "rng.h"
+#include "cpu/gemm.h"
+#include "base/rng.h"
 
 typedef void (*GemmFn)(int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
 

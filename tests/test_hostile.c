@@ -19,13 +19,13 @@
 
 #include <cmocka.h>
 
-#include "checkpoint.h"
-#include "dataset.h"
-#include "image.h"
-#include "loader.h"
-#include "model.h"
-#include "safetensors.h"
-#include "util.h"
+#include "ckpt/checkpoint.h"
+#include "pipeline/dataset.h"
+#include "pipeline/image.h"
+#include "pipeline/loader.h"
+#include "net/model.h"
+#include "ckpt/safetensors.h"
+#include "base/util.h"
 
 #define TEST_DIR_TEMPLATE "/tmp/cnn_test_hostile_XXXXXX"
 #include "testutil.h"

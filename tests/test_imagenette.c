@@ -15,8 +15,8 @@
 #define TEST_DIR_TEMPLATE "/tmp/cnn_imagenette_XXXXXX"
 #include "testutil.h"
 
-#include "config.h"
-#include "train.h"
+#include "train/config.h"
+#include "train/train.h"
 
 #define DATA "../shared/data/imagenette2-224"
 /* 59.75% measured (2-core development machine, README "Tests"); the threshold is a little under it. */

@@ -1,4 +1,4 @@
-/* test_jpeg.c: JPEG decoding and writing (src/jpeg.c) and the demo data set (src/demo_data.c).
+/* test_jpeg.c: JPEG decoding and writing (src/pipeline/jpeg.c) and the demo data set (src/pipeline/demo_data.c).
  *
  * The reference for decoded pixels is libjpeg itself, driven the plain way (stdio source, default
  * settings) by this file, so a full-size decode must match byte for byte. Every file used is made here
@@ -21,10 +21,10 @@
 
 #include <jpeglib.h>
 
-#include "demo_data.h"
-#include "image.h"
-#include "synthetic.h"
-#include "util.h"
+#include "pipeline/demo_data.h"
+#include "pipeline/image.h"
+#include "pipeline/synthetic.h"
+#include "base/util.h"
 
 #define TEST_DIR_TEMPLATE "/tmp/cnn_test_jpeg_XXXXXX"
 #include "testutil.h"

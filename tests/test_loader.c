@@ -13,13 +13,13 @@
 
 #include <cmocka.h>
 
-#include "backend.h"
-#include "dataset.h"
-#include "device_feed.h"
-#include "image.h"
-#include "loader.h"
-#include "synthetic.h"
-#include "util.h"
+#include "backend/backend.h"
+#include "pipeline/dataset.h"
+#include "pipeline/device_feed.h"
+#include "pipeline/image.h"
+#include "pipeline/loader.h"
+#include "pipeline/synthetic.h"
+#include "base/util.h"
 
 static char root[256];
 

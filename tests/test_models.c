@@ -13,14 +13,14 @@
 
 #include <cmocka.h>
 
-#include "checkpoint.h"
+#include "ckpt/checkpoint.h"
 #include "models.h"
-#include "optim.h"
-#include "rng.h"
-#include "safetensors.h"
-#include "schedule.h"
-#include "synthetic.h"
-#include "util.h"
+#include "net/optim.h"
+#include "base/rng.h"
+#include "ckpt/safetensors.h"
+#include "train/schedule.h"
+#include "pipeline/synthetic.h"
+#include "base/util.h"
 
 static Model *build(const char *name, int classes) {
     char err[256];

@@ -34,9 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "model.h"
-#include "optim.h"
+#include "backend/backend.h"
+#include "net/model.h"
+#include "net/optim.h"
 #include "relcheck.h"
 
 static Backend *be;

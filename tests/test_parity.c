@@ -19,11 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "checkpoint.h"
-#include "model.h"
+#include "backend/backend.h"
+#include "ckpt/checkpoint.h"
+#include "net/model.h"
 #include "models.h"
-#include "safetensors.h"
+#include "ckpt/safetensors.h"
 
 #define REF_DIR "tests/ref/"
 #define TOL 1e-4

@@ -1,4 +1,4 @@
-/* test_pretrained.c: starting weights from another network's state dict (src/pretrained.c).
+/* test_pretrained.c: starting weights from another network's state dict (src/ckpt/pretrained.c).
  *
  * - PyTorch's own files: tests/ref's reduced torchvision ResNet and fastai XResNet state dicts load
  *   into fastai's cnn_learner model (names translated, old classifier skipped, head new); with the
@@ -24,14 +24,14 @@
 #define TEST_DIR_TEMPLATE "/tmp/cnn_test_pretrained_XXXXXX"
 #include "testutil.h"
 
-#include "backend.h"
-#include "checkpoint.h"
-#include "config.h"
-#include "model.h"
+#include "backend/backend.h"
+#include "ckpt/checkpoint.h"
+#include "train/config.h"
+#include "net/model.h"
 #include "models.h"
-#include "pretrained.h"
-#include "rng.h"
-#include "safetensors.h"
+#include "ckpt/pretrained.h"
+#include "base/rng.h"
+#include "ckpt/safetensors.h"
 
 #define REF "tests/ref/"
 #ifndef PYTHON

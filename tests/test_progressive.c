@@ -7,8 +7,8 @@
 
 #include <cmocka.h>
 
-#include "backend.h"
-#include "progressive.h"
+#include "backend/backend.h"
+#include "train/progressive.h"
 
 static void test_schedule(void **state) {
     (void)state;

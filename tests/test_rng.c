@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "rng.h"
+#include "base/rng.h"
 
 static void test_streams_are_reproducible_and_distinct(void **state) {
     (void)state;

@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "schedule.h"
+#include "train/schedule.h"
 
 static void close_to(float got, double want) {
     if (fabs(got - want) > 1e-6 * fabs(want) + 1e-12) fail_msg("got %.9g, want %.9g", got, want);

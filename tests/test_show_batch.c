@@ -12,13 +12,13 @@
 
 #include <cmocka.h>
 
-#include "commands.h"
-#include "demo_data.h"
-#include "font.h"
-#include "image.h"
-#include "loader.h"
-#include "show_batch.h"
-#include "util.h"
+#include "cmd/commands.h"
+#include "pipeline/demo_data.h"
+#include "report/font.h"
+#include "pipeline/image.h"
+#include "pipeline/loader.h"
+#include "report/show_batch.h"
+#include "base/util.h"
 
 static const uint8_t INK[3] = {10, 20, 30};
 

@@ -20,11 +20,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "checkpoint.h"
-#include "model.h"
-#include "rng.h"
-#include "safetensors.h"
+#include "backend/backend.h"
+#include "ckpt/checkpoint.h"
+#include "net/model.h"
+#include "base/rng.h"
+#include "ckpt/safetensors.h"
 
 #ifndef PYTHON
 #define PYTHON "/usr/bin/python3" /* Debian's, where python3-torch installs */

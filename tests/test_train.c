@@ -21,14 +21,14 @@
 #define TEST_DIR_TEMPLATE "/tmp/cnn_train_XXXXXX"
 #include "testutil.h"
 
-#include "backend.h"
-#include "checkpoint.h"
-#include "config.h"
-#include "demo_data.h"
-#include "model.h"
-#include "synthetic.h"
-#include "train.h"
-#include "util.h"
+#include "backend/backend.h"
+#include "ckpt/checkpoint.h"
+#include "train/config.h"
+#include "pipeline/demo_data.h"
+#include "net/model.h"
+#include "pipeline/synthetic.h"
+#include "train/train.h"
+#include "base/util.h"
 
 /* Generated JPEGs in root/data, a config of `stages` on them (CPU, runs under root/runs), and
  * the run: its folder comes back in run_dir. */

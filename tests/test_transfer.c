@@ -16,11 +16,11 @@
 #define TEST_DIR_TEMPLATE "/tmp/cnn_transfer_XXXXXX"
 #include "testutil.h"
 
-#include "checkpoint.h"
-#include "config.h"
-#include "demo_data.h"
-#include "model.h"
-#include "train.h"
+#include "ckpt/checkpoint.h"
+#include "train/config.h"
+#include "pipeline/demo_data.h"
+#include "net/model.h"
+#include "train/train.h"
 
 static void run_config(const char *name, const char *text, char *run_dir, size_t len) {
     char path[1200], err[2048];

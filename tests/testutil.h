@@ -19,8 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "safetensors.h"
-#include "util.h"
+#include "ckpt/safetensors.h"
+#include "base/util.h"
 
 #ifndef TEST_DIR_TEMPLATE
 #error "define TEST_DIR_TEMPLATE (a mkdtemp template) before including testutil.h"

@@ -4,7 +4,7 @@
  * and a second load (the run folder's config.ini is read back that way). */
 #include "fuzz.h"
 
-#include "config.h"
+#include "train/config.h"
 
 #ifndef FUZZ_ENTRY
 #define FUZZ_ENTRY LLVMFuzzerTestOneInput

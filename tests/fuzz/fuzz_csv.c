@@ -6,7 +6,7 @@
 
 #include <sys/stat.h>
 
-#include "dataset.h"
+#include "pipeline/dataset.h"
 
 #ifndef FUZZ_ENTRY
 #define FUZZ_ENTRY LLVMFuzzerTestOneInput

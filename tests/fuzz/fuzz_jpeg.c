@@ -7,9 +7,9 @@
 
 #include <math.h>
 
-#include "augment.h"
-#include "image.h"
-#include "rng.h"
+#include "pipeline/augment.h"
+#include "pipeline/image.h"
+#include "base/rng.h"
 
 #ifndef FUZZ_ENTRY
 #define FUZZ_ENTRY LLVMFuzzerTestOneInput

@@ -5,9 +5,9 @@
  * tiny model's weights untouched; a parsed file's tensors lie inside its data. */
 #include "fuzz.h"
 
-#include "checkpoint.h"
-#include "model.h"
-#include "safetensors.h"
+#include "ckpt/checkpoint.h"
+#include "net/model.h"
+#include "ckpt/safetensors.h"
 
 #ifndef FUZZ_ENTRY
 #define FUZZ_ENTRY LLVMFuzzerTestOneInput

@@ -21,15 +21,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "augment.h"
-#include "backend.h"
-#include "dataset.h"
-#include "device_feed.h"
-#include "image.h"
-#include "loader.h"
-#include "rng.h"
+#include "pipeline/augment.h"
+#include "backend/backend.h"
+#include "pipeline/dataset.h"
+#include "pipeline/device_feed.h"
+#include "pipeline/image.h"
+#include "pipeline/loader.h"
+#include "base/rng.h"
 #include "suite.h"
-#include "synthetic.h"
+#include "pipeline/synthetic.h"
 
 static const double TOL_F32 = 1e-5;
 

@@ -33,8 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "rng.h"
+#include "backend/backend.h"
+#include "base/rng.h"
 #include "suite.h"
 
 static const double TOL_EXACT = 0.0, TOL_ELEM = 1e-5, TOL_REDUCE = 1e-4, TOL_F16 = 2e-3, TOL_BF16 = 1e-2;

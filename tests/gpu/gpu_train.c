@@ -25,13 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "model.h"
-#include "optim.h"
-#include "rng.h"
+#include "backend/backend.h"
+#include "net/model.h"
+#include "net/optim.h"
+#include "base/rng.h"
 #include "suite.h"
-#include "synthetic.h"
-#include "util.h"
+#include "pipeline/synthetic.h"
+#include "base/util.h"
 
 static int ncases, nfailed;
 

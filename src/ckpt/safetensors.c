@@ -1,0 +1,760 @@
+/* ckpt/safetensors.c: a strict reader and an atomic writer for the safetensors format.
+ *
+ * The reader trusts nothing: the header length is checked against the file size before anything
+ * is read from the header, the JSON parser knows only the shape a safetensors header has (an
+ * object of tensor entries plus "__metadata__", strings, non-negative integers, arrays), and every
+ * tensor's byte range is checked against its shape and the data section. Each error says which
+ * file and what is wrong. */
+#include "ckpt/safetensors.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/util.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "safetensors.c assumes a little-endian host (the format's data is little-endian)"
+#endif
+
+/* The reference implementation refuses headers over 100 MB; a real one is a few hundred KB. */
+#define ST_HEADER_CAP 100000000ull
+
+static const char *const dtype_names[ST_NTYPES] = {"F32", "F16", "BF16", "F64", "I64", "I32", "U8", "BOOL"};
+static const size_t dtype_sizes[ST_NTYPES] = {4, 2, 2, 8, 8, 4, 1, 1};
+
+const char *st_dtype_name(StDType t) { return (unsigned)t < ST_NTYPES ? dtype_names[t] : "?"; }
+size_t st_dtype_size(StDType t) { return (unsigned)t < ST_NTYPES ? dtype_sizes[t] : 0; }
+
+static void format_shape(char *buf, size_t n, int ndim, const int64_t *shape) {
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Reading */
+
+typedef struct {
+    const unsigned char *s;
+    size_t n, pos;
+    const char *label;
+    char *err;
+    size_t errlen;
+} Parser;
+
+static int perr(Parser *p, const char *fmt, ...) CNN_PRINTF(2, 3);
+static int perr(Parser *p, const char *fmt, ...) {
+    if (!p->err || !p->errlen) return -1;
+    int k = snprintf(p->err, p->errlen, "%s: bad header at byte %zu: ", p->label, 8 + p->pos);
+    if (k >= 0 && (size_t)k < p->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->err + k, p->errlen - (size_t)k, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+#ifdef __clang_analyzer__
+#define perr(...) (perr(__VA_ARGS__), -1) /* as error_at in util.h */
+#endif
+
+/* "'x'" for a printable character, "byte 0xNN" otherwise, "the end" past the header. */
+static const char *found(Parser *p, char *buf, size_t n) {
+    if (p->pos >= p->n) return "the end of the header";
+    unsigned c = p->s[p->pos];
+    if (c >= 0x20 && c < 0x7F) snprintf(buf, n, "'%c'", (char)c);
+    else snprintf(buf, n, "byte 0x%02x", c);
+    return buf;
+}
+
+static void skip_ws(Parser *p) {
+    while (p->pos < p->n && strchr(" \t\n\r", p->s[p->pos]) && p->s[p->pos]) p->pos++;
+}
+
+static int expect(Parser *p, char c, const char *what) {
+    skip_ws(p);
+    if (p->pos < p->n && p->s[p->pos] == (unsigned char)c) {
+        p->pos++;
+        return 0;
+    }
+    char b[16];
+    return perr(p, "expected %s, found %s", what, found(p, b, sizeof b));
+}
+
+/* The next non-space character is c (consumed) or not (left). */
+static int accept(Parser *p, char c) {
+    skip_ws(p);
+    if (p->pos < p->n && p->s[p->pos] == (unsigned char)c) {
+        p->pos++;
+        return 1;
+    }
+    return 0;
+}
+
+static int hex4(Parser *p, uint32_t *v) {
+    if (p->n - p->pos < 4) return perr(p, "\\u escape cut short");
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = p->s[p->pos++];
+        int d = c >= '0' && c <= '9'   ? (int)c - '0'
+                : c >= 'a' && c <= 'f' ? (int)c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? (int)c - 'A' + 10
+                                       : -1;
+        if (d < 0) return perr(p, "bad hex digit in a \\u escape");
+        *v = *v << 4 | (uint32_t)d;
+    }
+    return 0;
+}
+
+/* A JSON string, decoded to a NUL-terminated UTF-8 copy in *out. NUL itself (\u0000) is refused,
+ * since names and metadata are C strings, and so are control characters (C0, DEL, C1), which a
+ * terminal would act on when a message quotes the string; text (metadata values) may hold
+ * line breaks and tabs. */
+static int parse_string(Parser *p, char **out, const char *what, int text) {
+    *out = NULL;
+    if (expect(p, '"', what)) return -1;
+    /* Decoding never lengthens: find the closing quote to size the copy. */
+    size_t end = p->pos;
+    while (end < p->n && p->s[end] != '"') end += p->s[end] == '\\' ? 2 : 1;
+    if (end >= p->n) return perr(p, "a string runs past the end of the header");
+    char *o = xmalloc(end - p->pos + 1);
+    size_t k = 0;
+    while (p->s[p->pos] != '"') {
+        unsigned c = p->s[p->pos];
+        if (c < 0x20) {
+            free(o);
+            return perr(p, "control character 0x%02x inside a string", c);
+        }
+        if (c >= 0x80) {
+            size_t len = utf8_seq(p->s + p->pos, p->n - p->pos);
+            if (!len) {
+                free(o);
+                return perr(p, "invalid UTF-8 inside a string");
+            }
+            memcpy(o + k, p->s + p->pos, len);
+            k += len;
+            p->pos += len;
+            continue;
+        }
+        p->pos++;
+        if (c != '\\') {
+            o[k++] = (char)c;
+            continue;
+        }
+        c = p->s[p->pos++];
+        const char *simple = strchr("\"\\/bfnrt", (int)c);
+        if (c && simple) {
+            o[k++] = "\"\\/\b\f\n\r\t"[simple - "\"\\/bfnrt"];
+            continue;
+        }
+        if (c != 'u') {
+            free(o);
+            p->pos--;
+            return perr(p, "unknown escape \\%c in a string", c >= 0x20 && c < 0x7F ? (char)c : '?');
+        }
+        uint32_t cp, lo;
+        if (hex4(p, &cp)) {
+            free(o);
+            return -1;
+        }
+        if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            free(o);
+            return perr(p, "lone low surrogate \\u%04X in a string", (unsigned)cp);
+        }
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            if (p->n - p->pos < 2 || p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u') {
+                free(o);
+                return perr(p, "high surrogate \\u%04X not followed by a low one", (unsigned)cp);
+            }
+            p->pos += 2;
+            if (hex4(p, &lo)) {
+                free(o);
+                return -1;
+            }
+            if (lo < 0xDC00 || lo > 0xDFFF) {
+                free(o);
+                return perr(p, "high surrogate \\u%04X not followed by a low one", (unsigned)cp);
+            }
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        if (cp == 0) {
+            free(o);
+            return perr(p, "\\u0000 inside a string is not supported");
+        }
+        if (cp < 0x80) o[k++] = (char)cp;
+        else if (cp < 0x800) {
+            o[k++] = (char)(0xC0 | cp >> 6);
+            o[k++] = (char)(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+            o[k++] = (char)(0xE0 | cp >> 12);
+            o[k++] = (char)(0x80 | (cp >> 6 & 0x3F));
+            o[k++] = (char)(0x80 | (cp & 0x3F));
+        } else {
+            o[k++] = (char)(0xF0 | cp >> 18);
+            o[k++] = (char)(0x80 | (cp >> 12 & 0x3F));
+            o[k++] = (char)(0x80 | (cp >> 6 & 0x3F));
+            o[k++] = (char)(0x80 | (cp & 0x3F));
+        }
+    }
+    p->pos++; /* closing quote */
+    for (size_t i = 0; i < k; i++) {
+        unsigned c = (unsigned char)o[i], next = i + 1 < k ? (unsigned char)o[i + 1] : 0;
+        unsigned cp = c < 0x20 || c == 0x7F ? c : c == 0xC2 && next >= 0x80 && next <= 0x9F ? next : 0;
+        if (!cp || (text && (cp == '\n' || cp == '\t'))) continue;
+        free(o);
+        return perr(p, "control character U+%04X in %s", cp, what);
+    }
+    o[k] = 0;
+    *out = o;
+    return 0;
+}
+
+/* A non-negative JSON integer up to INT64_MAX (shapes and offsets). */
+static int parse_uint(Parser *p, uint64_t *v, const char *what) {
+    skip_ws(p);
+    char b[16];
+    if (p->pos < p->n && p->s[p->pos] == '-') return perr(p, "negative number in %s", what);
+    if (p->pos >= p->n || p->s[p->pos] < '0' || p->s[p->pos] > '9')
+        return perr(p, "expected a number in %s, found %s", what, found(p, b, sizeof b));
+    size_t start = p->pos;
+    *v = 0;
+    while (p->pos < p->n && p->s[p->pos] >= '0' && p->s[p->pos] <= '9') {
+        unsigned d = p->s[p->pos] - '0';
+        if (*v > (uint64_t)(INT64_MAX - d) / 10) return perr(p, "number in %s is too large", what);
+        *v = *v * 10 + d;
+        p->pos++;
+    }
+    if (p->s[start] == '0' && p->pos - start > 1) return perr(p, "number with a leading zero in %s", what);
+    if (p->pos < p->n && (p->s[p->pos] == '.' || p->s[p->pos] == 'e' || p->s[p->pos] == 'E'))
+        return perr(p, "%s must hold integers", what);
+    return 0;
+}
+
+static int dtype_from_name(const char *s) {
+    for (int i = 0; i < ST_NTYPES; i++)
+        if (!strcmp(s, dtype_names[i])) return i;
+    return -1;
+}
+
+/* The value of one field of a tensor entry. */
+static int parse_field(Parser *p, StTensor *t, const char *key, uint64_t off[2]) {
+    if (!strcmp(key, "dtype")) {
+        char *val;
+        if (parse_string(p, &val, "a dtype string", 0)) return -1;
+        int dt = dtype_from_name(val);
+        if (dt < 0)
+            error_at(p->err, p->errlen, p->label,
+                 "tensor \"%.100s\": unsupported dtype \"%.20s\" (known: F32 F16 BF16 F64 I64 I32 U8 BOOL)", t->name, val);
+        free(val);
+        t->dtype = (StDType)dt;
+        return dt < 0 ? -1 : 0;
+    }
+    if (!strcmp(key, "shape")) {
+        if (expect(p, '[', "'[' opening a shape")) return -1;
+        if (accept(p, ']')) return 0;
+        do {
+            uint64_t d;
+            if (t->ndim == ST_MAX_DIMS)
+                return error_at(p->err, p->errlen, p->label, "tensor \"%.100s\": more than %d dimensions", t->name, ST_MAX_DIMS);
+            if (parse_uint(p, &d, "a shape")) return -1;
+            t->shape[t->ndim++] = (int64_t)d;
+        } while (accept(p, ','));
+        return expect(p, ']', "',' or ']' in a shape");
+    }
+    if (expect(p, '[', "'[' opening data_offsets") || parse_uint(p, &off[0], "data_offsets") ||
+        expect(p, ',', "',' between the two data_offsets") || parse_uint(p, &off[1], "data_offsets"))
+        return -1;
+    return expect(p, ']', "']' after the two data_offsets");
+}
+
+/* {"dtype": "F32", "shape": [..], "data_offsets": [b, e]}, fields in any order, each once. */
+static int parse_tensor(Parser *p, StTensor *t, uint64_t off[2]) {
+    static const char *const fields[3] = {"dtype", "shape", "data_offsets"};
+    int seen[3] = {0, 0, 0};
+    if (expect(p, '{', "'{' opening the entry of a tensor")) return -1;
+    if (!accept(p, '}')) {
+        do {
+            char *key;
+            if (parse_string(p, &key, "a field name", 0)) return -1;
+            int f = 0;
+            while (f < 3 && strcmp(key, fields[f])) f++;
+            int rc = expect(p, ':', "':' after a field name");
+            if (!rc && f == 3) rc = perr(p, "tensor \"%.100s\": unexpected field \"%.40s\"", t->name, key);
+            if (!rc && seen[f]) rc = perr(p, "tensor \"%.100s\": field \"%s\" given twice", t->name, key);
+            if (!rc) {
+                seen[f] = 1;
+                rc = parse_field(p, t, key, off);
+            }
+            free(key);
+            if (rc) return -1;
+        } while (accept(p, ','));
+        if (expect(p, '}', "',' or '}' in a tensor entry")) return -1;
+    }
+    for (int f = 0; f < 3; f++)
+        if (!seen[f]) return error_at(p->err, p->errlen, p->label, "tensor \"%.100s\": no \"%s\" field", t->name, fields[f]);
+    return 0;
+}
+
+static int parse_metadata(Parser *p, StFile *f) {
+    int cap = 0;
+    if (expect(p, '{', "'{' opening __metadata__")) return -1;
+    if (accept(p, '}')) return 0;
+    do {
+        char *k, *v;
+        if (parse_string(p, &k, "a metadata key", 0)) return -1;
+        if (expect(p, ':', "':' after a metadata key")) {
+            free(k);
+            return -1;
+        }
+        skip_ws(p);
+        if (p->pos < p->n && p->s[p->pos] != '"') {
+            perr(p, "metadata \"%.100s\": values must be strings", k);
+            free(k);
+            return -1;
+        }
+        if (parse_string(p, &v, "a metadata value", 1)) {
+            free(k);
+            return -1;
+        }
+        if (f->nmeta == cap) {
+            cap = cap ? 2 * cap : 8;
+            f->meta_keys = xrealloc(f->meta_keys, (size_t)cap * sizeof *f->meta_keys);
+            f->meta_values = xrealloc(f->meta_values, (size_t)cap * sizeof *f->meta_values);
+        }
+        f->meta_keys[f->nmeta] = k;
+        f->meta_values[f->nmeta++] = v;
+    } while (accept(p, ','));
+    return expect(p, '}', "',' or '}' in __metadata__");
+}
+
+static int cmp_str_ptr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The first name that occurs twice, or NULL. Sorts the array of pointers it is given. */
+static const char *find_duplicate(char **names, size_t n) {
+    if (n < 2) return NULL;
+    qsort(names, n, sizeof *names, cmp_str_ptr);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(names[i - 1], names[i])) return names[i];
+    return NULL;
+}
+
+/* Parse the header text and check every tensor against the data section (data_size bytes at
+ * data, which may be NULL for a header-only read). Fills out's tensors and metadata. */
+/* Tensor index and byte range, for the coverage check. */
+typedef struct {
+    uint64_t begin, end;
+    int index;
+} Range;
+
+static int cmp_range(const void *a, const void *b) {
+    const Range *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return x->index - y->index;
+}
+
+/* As the reference implementation requires: the tensors tile the data section exactly, no gap,
+ * no overlap, nothing after the last one. Sorts r. */
+static int check_coverage(Parser *p, const StFile *f, Range *r, uint64_t data_size) {
+    int n = r ? f->count : 0;   /* r is NULL without tensors */
+    if (n > 1) qsort(r, (size_t)n, sizeof *r, cmp_range);
+    uint64_t at = 0;
+    for (int i = 0; i < n; i++) {
+        if (r[i].begin < at)
+            return error_at(p->err, p->errlen, p->label, "tensors \"%.100s\" and \"%.100s\" overlap in the data section",
+                        f->tensors[r[i - 1].index].name, f->tensors[r[i].index].name);
+        if (r[i].begin > at)
+            return error_at(p->err, p->errlen, p->label, "bytes %llu to %llu of the data section belong to no tensor",
+                        (unsigned long long)at, (unsigned long long)r[i].begin);
+        at = r[i].end;
+    }
+    if (at != data_size)
+        return error_at(p->err, p->errlen, p->label,
+                    "%llu bytes after the last tensor's data (the data section is %llu bytes, the tensors hold %llu)",
+                    (unsigned long long)(data_size - at), (unsigned long long)data_size, (unsigned long long)at);
+    return 0;
+}
+
+static int parse_header(Parser *p, const unsigned char *data, uint64_t data_size, StFile *f, Range **ranges) {
+    int cap = 0, have_meta = 0;
+    if (expect(p, '{', "'{' opening the header (not a safetensors file?)")) return -1;
+    if (!accept(p, '}')) {
+        do {
+            char *name;
+            if (parse_string(p, &name, "a tensor name", 0)) return -1;
+            if (expect(p, ':', "':' after a tensor name")) {
+                free(name);
+                return -1;
+            }
+            if (!strcmp(name, "__metadata__")) {
+                free(name);
+                if (have_meta) return perr(p, "__metadata__ given twice");
+                have_meta = 1;
+                if (parse_metadata(p, f)) return -1;
+                continue;
+            }
+            if (f->count == cap) {
+                cap = cap ? 2 * cap : 64;
+                f->tensors = xrealloc(f->tensors, (size_t)cap * sizeof *f->tensors);
+                *ranges = xrealloc(*ranges, (size_t)cap * sizeof **ranges);
+            }
+            StTensor *t = &f->tensors[f->count++];
+            memset(t, 0, sizeof *t);
+            t->name = name;
+            uint64_t off[2] = {0, 0};
+            if (parse_tensor(p, t, off)) return -1;
+
+            char shp[200];
+            format_shape(shp, sizeof shp, t->ndim, t->shape);
+            uint64_t elems = 1, bytes;
+            for (int d = 0; d < t->ndim; d++)
+                if (__builtin_mul_overflow(elems, (uint64_t)t->shape[d], &elems))
+                    return error_at(p->err, p->errlen, p->label, "tensor \"%.100s\": shape %s has too many elements",
+                                t->name, shp);
+            if (__builtin_mul_overflow(elems, (uint64_t)dtype_sizes[t->dtype], &bytes) || bytes > SIZE_MAX)
+                return error_at(p->err, p->errlen, p->label, "tensor \"%.100s\": shape %s of %s is too many bytes",
+                            t->name, shp, dtype_names[t->dtype]);
+            if (off[0] > off[1])
+                return error_at(p->err, p->errlen, p->label, "tensor \"%.100s\": data_offsets [%llu, %llu] end before they begin",
+                            t->name, (unsigned long long)off[0], (unsigned long long)off[1]);
+            if (off[1] > data_size)
+                return error_at(p->err, p->errlen, p->label,
+                            "tensor \"%.100s\": data_offsets [%llu, %llu] run past the end of the data section "
+                            "(%llu bytes; file truncated?)",
+                            t->name, (unsigned long long)off[0], (unsigned long long)off[1],
+                            (unsigned long long)data_size);
+            if (off[1] - off[0] != bytes)
+                return error_at(p->err, p->errlen, p->label,
+                            "tensor \"%.100s\": shape %s of %s needs %llu bytes but data_offsets [%llu, %llu] hold %llu",
+                            t->name, shp, dtype_names[t->dtype], (unsigned long long)bytes,
+                            (unsigned long long)off[0], (unsigned long long)off[1],
+                            (unsigned long long)(off[1] - off[0]));
+            t->bytes = (size_t)bytes;
+            t->data = data ? data + off[0] : NULL;
+            (*ranges)[f->count - 1] = (Range){off[0], off[1], f->count - 1};
+        } while (accept(p, ','));
+        if (expect(p, '}', "',' or '}' after a tensor entry")) return -1;
+    }
+    skip_ws(p);
+    if (p->pos != p->n) return perr(p, "unexpected text after the header's closing '}'");
+    size_t n = (size_t)(f->count > f->nmeta ? f->count : f->nmeta);
+    char **names = xmalloc((n ? n : 1) * sizeof *names);
+    for (int i = 0; i < f->count; i++) names[i] = f->tensors[i].name;
+    const char *dup = find_duplicate(names, (size_t)f->count);
+    if (dup) error_at(p->err, p->errlen, p->label, "tensor \"%.100s\" appears twice", dup);
+    if (!dup && f->nmeta) {
+        memcpy(names, f->meta_keys, (size_t)f->nmeta * sizeof *names);
+        dup = find_duplicate(names, (size_t)f->nmeta);
+        if (dup) error_at(p->err, p->errlen, p->label, "metadata key \"%.100s\" appears twice", dup);
+    }
+    free(names);
+    return dup ? -1 : check_coverage(p, f, *ranges, data_size);
+}
+
+static int parse_checked(Parser *p, const unsigned char *data, uint64_t data_size, StFile *f) {
+    Range *ranges = NULL;
+    int rc = parse_header(p, data, data_size, f, &ranges);
+    free(ranges);
+    return rc;
+}
+
+/* The 8-byte header length, checked against the file size: the one thing to trust before
+ * looking at anything else. */
+static int check_prefix(const unsigned char *first, uint64_t size, const char *label, uint64_t *hlen, char *err,
+                        size_t errlen) {
+    if (size == 0) return error_at(err, errlen, label, "the file is empty (not a safetensors file)");
+    if (size < 8)
+        return error_at(err, errlen, label, "the file is %llu bytes, too short for a safetensors file (truncated?)",
+                    (unsigned long long)size);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = n << 8 | first[i];
+    if (n > ST_HEADER_CAP)
+        return error_at(err, errlen, label, "header length %llu is over the %llu-byte limit (not a safetensors file?)",
+                    (unsigned long long)n, ST_HEADER_CAP);
+    if (n > size - 8)
+        return error_at(err, errlen, label,
+                    "header length %llu runs past the end of the %llu-byte file (truncated, or not a safetensors file)",
+                    (unsigned long long)n, (unsigned long long)size);
+    if (n < 2) return error_at(err, errlen, label, "header length %llu is too small for a JSON object", (unsigned long long)n);
+    *hlen = n;
+    return 0;
+}
+
+void st_close(StFile *f) {
+    if (!f) return;
+    for (int i = 0; i < f->count; i++) free(f->tensors[i].name);
+    for (int i = 0; i < f->nmeta; i++) {
+        free(f->meta_keys[i]);
+        free(f->meta_values[i]);
+    }
+    free(f->tensors);
+    free(f->meta_keys);
+    free(f->meta_values);
+    free(f->blob);
+    memset(f, 0, sizeof *f);
+}
+
+/* Parse a whole file image; takes ownership of buf (kept in out->blob, or freed on error). */
+static int parse_blob(unsigned char *buf, size_t size, const char *label, StFile *out, char *err, size_t errlen) {
+    uint64_t hlen = 0;
+    if (check_prefix(buf, size, label, &hlen, err, errlen)) {
+        free(buf);
+        return -1;
+    }
+    Parser p = {buf + 8, (size_t)hlen, 0, label, err, errlen};
+    if (parse_checked(&p, buf + 8 + hlen, size - 8 - hlen, out)) {
+        st_close(out);
+        free(buf);
+        return -1;
+    }
+    out->blob = buf;
+    out->size = size;
+    return 0;
+}
+
+int st_parse(const void *buf, size_t size, const char *label, StFile *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    unsigned char *copy = malloc(size ? size : 1);
+    if (!copy) return error_at(err, errlen, label, "out of memory copying %zu bytes", size);
+    if (size) memcpy(copy, buf, size);
+    return parse_blob(copy, size, label, out, err, errlen);
+}
+
+int st_read(const char *path, StFile *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    uint8_t *buf;
+    size_t size;
+    if (read_whole_file(path, &buf, &size, err, errlen)) return -1;
+    return parse_blob(buf, size, path, out, err, errlen);
+}
+
+int st_read_header(const char *path, StFile *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    uint64_t size, hlen = 0;
+    unsigned char first[8] = {0};
+    int fd = open_regular(path, &size, err, errlen);
+    if (fd < 0) return -1;
+    if (size >= 8 && read_full(fd, first, 8, 0, path, err, errlen)) {
+        close(fd);
+        return -1;
+    }
+    if (check_prefix(first, size, path, &hlen, err, errlen)) {
+        close(fd);
+        return -1;
+    }
+    unsigned char *h = xmalloc((size_t)hlen);
+    if (read_full(fd, h, (size_t)hlen, 8, path, err, errlen)) {
+        close(fd);
+        free(h);
+        return -1;
+    }
+    close(fd);
+    Parser p = {h, (size_t)hlen, 0, path, err, errlen};
+    int rc = parse_checked(&p, NULL, size - 8 - hlen, out);
+    free(h);
+    if (rc) {
+        st_close(out);
+        return -1;
+    }
+    out->size = (size_t)size;
+    return 0;
+}
+
+const StTensor *st_find(const StFile *f, const char *name) {
+    for (int i = 0; i < f->count; i++)
+        if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];
+    return NULL;
+}
+
+const char *st_meta(const StFile *f, const char *key) {
+    for (int i = 0; i < f->nmeta; i++)
+        if (!strcmp(f->meta_keys[i], key)) return f->meta_values[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Writing */
+
+typedef struct {
+    char *name;
+    StDType dtype;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    size_t bytes;
+    const void *data;
+} WTensor;
+
+struct StWriter {
+    WTensor *t;
+    int n, cap;
+    char **mk, **mv;
+    int nm, capm;
+    char problem[256]; /* the first bad st_add / st_add_meta, reported by st_write */
+};
+
+StWriter *st_writer_new(void) { return xcalloc(1, sizeof(StWriter)); }
+
+void st_writer_free(StWriter *w) {
+    if (!w) return;
+    for (int i = 0; i < w->n; i++) free(w->t[i].name);
+    for (int i = 0; i < w->nm; i++) {
+        free(w->mk[i]);
+        free(w->mv[i]);
+    }
+    free(w->t);
+    free(w->mk);
+    free(w->mv);
+    free(w);
+}
+
+void st_add(StWriter *w, const char *name, StDType dtype, int ndim, const int64_t *shape, const void *data) {
+    if (w->problem[0]) return;
+    if (!name || !utf8_valid(name) || !strcmp(name, "__metadata__")) {
+        snprintf(w->problem, sizeof w->problem, "bad tensor name \"%.100s\"", name ? name : "(null)");
+        return;
+    }
+    if ((unsigned)dtype >= ST_NTYPES || ndim < 0 || ndim > ST_MAX_DIMS) {
+        snprintf(w->problem, sizeof w->problem, "tensor \"%.100s\": bad dtype %d or rank %d", name, (int)dtype, ndim);
+        return;
+    }
+    for (int i = 0; i < w->n; i++)
+        if (!strcmp(w->t[i].name, name)) {
+            snprintf(w->problem, sizeof w->problem, "tensor \"%.100s\" added twice", name);
+            return;
+        }
+    uint64_t bytes = dtype_sizes[dtype];
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] < 0 || __builtin_mul_overflow(bytes, (uint64_t)shape[d], &bytes) || bytes > SIZE_MAX) {
+            snprintf(w->problem, sizeof w->problem, "tensor \"%.100s\": bad or too large shape", name);
+            return;
+        }
+    if (bytes && !data) {
+        snprintf(w->problem, sizeof w->problem, "tensor \"%.100s\": no data", name);
+        return;
+    }
+    if (w->n == w->cap) {
+        w->cap = w->cap ? 2 * w->cap : 64;
+        w->t = xrealloc(w->t, (size_t)w->cap * sizeof *w->t);
+    }
+    WTensor *t = &w->t[w->n++];
+    memset(t, 0, sizeof *t);
+    t->name = xstrdup(name);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+    t->bytes = (size_t)bytes;
+    t->data = data;
+}
+
+void st_add_meta(StWriter *w, const char *key, const char *value) {
+    if (w->problem[0]) return;
+    if (!key || !value || !utf8_valid(key) || !utf8_valid(value)) {
+        snprintf(w->problem, sizeof w->problem, "bad metadata \"%.100s\" (missing, or not UTF-8)", key ? key : "(null)");
+        return;
+    }
+    for (int i = 0; i < w->nm; i++)
+        if (!strcmp(w->mk[i], key)) {
+            snprintf(w->problem, sizeof w->problem, "metadata key \"%.100s\" added twice", key);
+            return;
+        }
+    if (w->nm == w->capm) {
+        w->capm = w->capm ? 2 * w->capm : 16;
+        w->mk = xrealloc(w->mk, (size_t)w->capm * sizeof *w->mk);
+        w->mv = xrealloc(w->mv, (size_t)w->capm * sizeof *w->mv);
+    }
+    w->mk[w->nm] = xstrdup(key);
+    w->mv[w->nm++] = xstrdup(value);
+}
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} Buf;
+
+static void buf_put(Buf *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        while (b->len + n + 1 > b->cap) b->cap = b->cap ? 2 * b->cap : 4096;
+        b->p = xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+static void buf_printf(Buf *b, const char *fmt, ...) CNN_PRINTF(2, 3);
+static void buf_printf(Buf *b, const char *fmt, ...) {
+    char tmp[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    buf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+static void buf_json_string(Buf *b, const char *s) {
+    buf_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            buf_put(b, e, 2);
+        } else if (c < 0x20) {
+            buf_printf(b, "\\u%04x", c);
+        } else {
+            buf_put(b, (const char *)&c, 1);
+        }
+    }
+    buf_put(b, "\"", 1);
+}
+
+int st_write(StWriter *w, const char *path, char *err, size_t errlen) {
+    if (!path || !*path) return error_at(err, errlen, "(no path)", "st_write needs a file name");
+    if (w->problem[0]) return error_at(err, errlen, path, "not written: %s", w->problem);
+
+    /* Header: metadata first, then tensors in the order added, data back to back. */
+    Buf h = {0};
+    buf_put(&h, "{", 1);
+    if (w->nm) {
+        buf_put(&h, "\"__metadata__\":{", 16);
+        for (int i = 0; i < w->nm; i++) {
+            if (i) buf_put(&h, ",", 1);
+            buf_json_string(&h, w->mk[i]);
+            buf_put(&h, ":", 1);
+            buf_json_string(&h, w->mv[i]);
+        }
+        buf_put(&h, "}", 1);
+    }
+    uint64_t off = 0;
+    for (int i = 0; i < w->n; i++) {
+        const WTensor *t = &w->t[i];
+        if (i || w->nm) buf_put(&h, ",", 1);
+        buf_json_string(&h, t->name);
+        buf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", dtype_names[t->dtype]);
+        for (int d = 0; d < t->ndim; d++) buf_printf(&h, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+        buf_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)off + t->bytes);
+        off += t->bytes;
+    }
+    buf_put(&h, "}", 1);
+    /* Spaces up to a multiple of 8, as the reference writer does, so the data starts aligned. */
+    while (h.len % 8) buf_put(&h, " ", 1);
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
+
+    AtomicFile a; /* a device or FIFO at path is refused; a symbolic link is written through */
+    if (atomic_open(&a, path, err, errlen)) {
+        free(h.p);
+        return -1;
+    }
+    int ok = !write_full(a.fd, len8, 8) && !write_full(a.fd, h.p, h.len);
+    for (int i = 0; ok && i < w->n; i++) ok = !w->t[i].bytes || !write_full(a.fd, w->t[i].data, w->t[i].bytes);
+    int rc = atomic_commit(&a, ok, err, errlen);
+    free(h.p);
+    return rc;
+}

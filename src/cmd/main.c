@@ -1,0 +1,70 @@
+/* cmd/main.c: ./train's entry point: dispatch to a subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "cmd/commands.h"
+#include "train/config.h"
+#include "cpu/gemm.h"
+#include "pipeline/image.h"
+
+#define CNNTRAIN_VERSION "0.1.0"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "cnntrain %s: train ResNet / xResNet image classifiers\n"
+            "usage:\n"
+            "  train CONFIG.ini [--force] [--set section.key=value ...]\n"
+            "                                           train and evaluate as the config's stages say\n"
+            "                                           (--force: replace the run in an existing [run] name folder)\n"
+            "  train --resume RUN_FOLDER [--set run.key=value ...]\n"
+            "                                           go on with a stopped run (Ctrl-C, SIGTERM, run.stop_after)\n"
+            "  train --help-config                      every config section and key\n"
+            "  train smoke [--model M] [--steps N] ...   train on generated images (no download), save a checkpoint\n"
+            "  train info MODEL [--classes N] [--size S] layers, output shapes, parameters, GFLOPs\n"
+            "  train bench MODEL [--size S] [--batch B] training speed and peak memory\n"
+            "  train bench-loader --data PATH [--size S] [--threads N]\n"
+            "                                           images/s decoded and augmented, per thread\n"
+            "  train eval CKPT --data PATH --sizes 64,128,224 [--resize-ratio R | --center-crop] [--tta]\n"
+            "                                           loss and accuracy per test size: table, eval.csv, eval.png\n"
+            "  train show-batch --data PATH --out FILE.jpg [--split train|valid] [--n N] [--cols C] ...\n"
+            "                                           one augmented batch as a titled image grid\n"
+            "  train demo-data [--out DIR] [--train N] [--valid N] [--size S]\n"
+            "                                           write a small JPEG data set of generated shapes\n"
+            "  train --version                          version and the backends built in\n"
+            "Each command takes --help.\n",
+            CNNTRAIN_VERSION);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("cnntrain %s\nbackends: %s\ncpu GEMM: %s\njpeg: %s\n", CNNTRAIN_VERSION, backend_list(), sgemm_name(),
+               jpeg_library());
+        return 0;
+    }
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--help-config")) {
+        config_help(stdout);
+        return 0;
+    }
+    size_t len = strlen(cmd);
+    if ((len > 4 && !strcmp(cmd + len - 4, ".ini")) || !strcmp(cmd, "--resume")) return cmd_train(argc, argv);
+    if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+    if (!strcmp(cmd, "smoke")) return cmd_smoke(argc, argv);
+    if (!strcmp(cmd, "demo-data")) return cmd_demo_data(argc, argv);
+    if (!strcmp(cmd, "bench-loader")) return cmd_bench_loader(argc, argv);
+    if (!strcmp(cmd, "show-batch")) return cmd_show_batch(argc, argv);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
+    fprintf(stderr, "train: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,51 @@
+/* train/eval.h: a saved model on a data set's validation split at several test sizes (`train eval`):
+ * the FixRes "train small, test larger" table, optionally with fastai's test-time augmentation. */
+#ifndef CNN_EVAL_H
+#define CNN_EVAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipeline/dataset.h"
+
+typedef struct {
+    const char *checkpoint;   /* model file written by ckpt_save (metadata arch, classes, class_names) */
+    DatasetSpec data;         /* its validation split is evaluated */
+    /* EVAL_SPLIT_* bits: which of data.valid_pct and data.seed the user gave. A CSV data set without
+     * is_val is split as the checkpoint's run split it (its metadata valid_pct, split_seed) unless
+     * given; a split that differs from the run's on the run's own data (data fingerprint) is
+     * refused: it would score images the model trained on. */
+    int split_given;
+    const int *sizes;         /* test sides, evaluated in this order */
+    int nsizes;
+    /* The test transform at side s: torchvision's Resize(round(resize_ratio*s), short side) +
+     * CenterCrop(s) (1 = plain resize; 1.25 a FixRes-style test), or with center_crop,
+     * CenterCrop(s) of the unresized image. */
+    float resize_ratio;
+    int center_crop;
+    int batch;
+    const char *device;       /* auto, cpu or cuda */
+    int threads;              /* loader threads; 0 = one per core */
+    /* fastai's tta(n, beta): n passes with fastai's default training augmentation (item
+     * Resize(s) at a random position + aug_transforms()), averaged, then lerp(aug, plain, beta)
+     * of the softmax probabilities, with plain = the test transform above. */
+    int tta, tta_n;
+    float tta_beta;
+    uint64_t seed;            /* TTA's random transforms */
+    const char *out_dir;      /* eval.csv and eval.png go here; NULL = the checkpoint's folder */
+    int plot;                 /* draw eval.png (when gnuplot is installed) */
+} EvalOptions;
+
+/* The defaults of `train eval`: folder layout train/ + val/, ratio 1, batch 64, device auto,
+ * tta_n 4, beta 0.25, plot on. checkpoint, data.root and sizes are left to the caller. */
+void eval_options_default(EvalOptions *);
+enum { EVAL_SPLIT_PCT = 1, EVAL_SPLIT_SEED = 2 };
+
+/* Evaluate at every size, print the table (size, loss, accuracy[, tta_loss, tta_accuracy]) to
+ * stdout, write out_dir/eval.csv (the same columns and images) and eval.png. Before any model is
+ * built, the checkpoint's class list (metadata class_names) must equal the data's, name for name
+ * in order; else err says why (the counts, the first class that differs). Returns 0, or -1 with
+ * the message in err. */
+int eval_checkpoint(const EvalOptions *, char *err, size_t errlen);
+
+#endif
