@@ -137,8 +137,12 @@ void cuda_relu_forward(Backend *, const Tensor *x, Tensor *y);
 void cuda_relu_backward(Backend *, const Tensor *y, const Tensor *dy, Tensor *dx, int accumulate);
 void cuda_add(Backend *, const Tensor *a, const Tensor *b, Tensor *y);
 void cuda_accumulate(Backend *, const Tensor *src, Tensor *dst, int accumulate);
+
+/* loss.cu */
 void cuda_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
                        const float *lam, float smoothing, float *loss, Tensor *dlogits);
+
+/* optim.cu */
 size_t cuda_count_nonfinite(Backend *, const float *x, size_t count);
 void cuda_scan_nonfinite(Backend *, const float *x, size_t count, uint64_t *out);
 void cuda_adamw(Backend *, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,

@@ -1,5 +1,6 @@
 /* cpu/backend.c: the CPU backend's table, memory and layout conversion. The ops themselves live in
- * cpu/conv.c, cpu/batchnorm.c, cpu/ops.c and cpu/head.c. */
+ * one file per family, each named as its twin in cuda/: conv, batchnorm, pool, linear, elementwise,
+ * loss, optim, head, augment, batch. */
 #include "cpu/backend.h"
 
 #include <stdio.h>
@@ -180,4 +181,15 @@ Backend *cpu_backend_create(char *err, size_t errlen) {
     b->threads = omp_get_max_threads(); /* OMP_NUM_THREADS, else the online cores */
 #endif
     return b;
+}
+
+void cpu_read_async(Backend *b, void *host_dst, const void *src, size_t bytes, int slot) {
+    (void)b;
+    if (slot != 0 && slot != 1) die("cpu backend: read_async slot %d (want 0 or 1)", slot);
+    if (bytes) memcpy(host_dst, src, bytes);
+}
+
+void cpu_read_wait(Backend *b, int slot) {
+    (void)b;
+    if (slot != 0 && slot != 1) die("cpu backend: read_wait slot %d (want 0 or 1)", slot);
 }

@@ -32,6 +32,10 @@ static inline void cpu_set_shape(Tensor *t, int n, int c, int h, int w) {
     t->w = w;
 }
 
+/* cpu/backend.c: the one-step-late reads of the gradient check (on a CPU, a memcpy) */
+void cpu_read_async(Backend *, void *host_dst, const void *src, size_t bytes, int slot);
+void cpu_read_wait(Backend *, int slot);
+
 /* cpu/conv.c */
 void cpu_conv_forward(Backend *, const ConvGeom *, const Tensor *x, const float *w, Tensor *y);
 void cpu_conv_backward_data(Backend *, const ConvGeom *, const Tensor *dy, const float *w, Tensor *dx,
@@ -50,9 +54,13 @@ void cpu_bn_backward_infer(Backend *, const Tensor *x, const Tensor *dy, const f
                            const float *running_mean, const float *running_var, float eps, float *dgamma,
                            float *dbeta, Tensor *dx, int accumulate);
 
-/* cpu/ops.c */
+/* cpu/elementwise.c */
 void cpu_relu_forward(Backend *, const Tensor *x, Tensor *y);
 void cpu_relu_backward(Backend *, const Tensor *y, const Tensor *dy, Tensor *dx, int accumulate);
+void cpu_add(Backend *, const Tensor *x, const Tensor *z, Tensor *y);
+void cpu_accumulate(Backend *, const Tensor *src, Tensor *dst, int accumulate);
+
+/* cpu/pool.c */
 void cpu_maxpool_forward(Backend *, const PoolGeom *, const Tensor *x, Tensor *y);
 void cpu_maxpool_backward(Backend *, const PoolGeom *, const Tensor *x, const Tensor *y, const Tensor *dy,
                           Tensor *dx, int accumulate);
@@ -60,19 +68,21 @@ void cpu_avgpool_forward(Backend *, const PoolGeom *, const Tensor *x, Tensor *y
 void cpu_avgpool_backward(Backend *, const PoolGeom *, const Tensor *dy, Tensor *dx, int accumulate);
 void cpu_global_avgpool_forward(Backend *, const Tensor *x, Tensor *y);
 void cpu_global_avgpool_backward(Backend *, const Tensor *dy, Tensor *dx, int accumulate);
+
+/* cpu/linear.c */
 void cpu_linear_forward(Backend *, const Tensor *x, const float *w, const float *bias, Tensor *y);
 void cpu_linear_backward(Backend *, const Tensor *x, const Tensor *dy, const float *w, float *dw, float *db,
                          Tensor *dx, int accumulate);
-void cpu_add(Backend *, const Tensor *x, const Tensor *z, Tensor *y);
-void cpu_accumulate(Backend *, const Tensor *src, Tensor *dst, int accumulate);
+
+/* cpu/loss.c */
 void cpu_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
                       const float *lam, float smoothing, float *loss, Tensor *dlogits);
+
+/* cpu/optim.c */
 /* Divide a parameter gradient by b->loss_scale (nothing to do at 1). */
 void cpu_unscale(Backend *, float *g, size_t count);
 size_t cpu_count_nonfinite(Backend *, const float *x, size_t count);
 void cpu_scan_nonfinite(Backend *, const float *x, size_t count, uint64_t *out);
-void cpu_read_async(Backend *, void *host_dst, const void *src, size_t bytes, int slot);
-void cpu_read_wait(Backend *, int slot);
 void cpu_adamw(Backend *, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
                const AdamWArgs *a);
 
@@ -91,8 +101,8 @@ void cpu_free_host(Backend *, void *p);
 void cpu_upload_async(Backend *, void *dst, const void *host_src, size_t bytes, int slot);
 void cpu_upload_wait(Backend *, int slot);
 
+/* cpu/batch.c */
 void cpu_mix_images(Backend *, Tensor *x, const int32_t *partner, const float *lam);
-
 void cpu_shrink_batch(Backend *, const Tensor *x, int d, int crop, int oy, int ox, Tensor *y);
 
 #endif

@@ -18,11 +18,8 @@ float progressive_scale(const ProgressiveSchedule *, float t);
 /* The side for a full side at fraction t: scale * full rounded down to a multiple of
  * size_increment (at least one increment, at most full). */
 int progressive_side(const ProgressiveSchedule *, int full, float t);
-/* A smaller batch, done by the backend's shrink_batch: */
-/* one plane of s x s pixels, `step` floats apart (1 planar, channels interleaved), to d x d:
- * bilinear, align_corners = False (F.interpolate's convention), no antialiasing; */
-void resize_strided(const float *in, int s, float *out, int d, size_t step);
-/* or the same d x d window of every image at a random offset (Composer's crop mode). */
+/* A smaller batch is made by the backend's shrink_batch (backend.h): a bilinear resize, or (Composer's
+ * crop mode) the same d x d window of every image at this random offset. */
 void crop_offsets(Rng *, int s, int d, int *oy, int *ox);
 
 #endif
