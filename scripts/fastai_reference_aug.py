@@ -215,16 +215,22 @@ for i, (left, top, w, h, size, flip, im) in enumerate([(7, 5, 60, 45, 32, 0, 0),
 for i, (size, im) in enumerate([(32, 0), (24, 0), (20, 1), (40, 1)]):
     y = A.RandomResizedCrop(size, min_scale=0.35)(PILImage.create(imgs[im]), split_idx=1)
     put(f"rrcv{i}", params=i32(size, im), out=pil_out(y))
-for i, (size, px, py, im) in enumerate([(32, 0.33, 0.7, 0), (24, 0.9, 0.1, 1), (40, 0.5, 0.5, 0), (20, 0.5, 0.5, 1),
-                                        (17, 0.0, 0.99, 1), (64, 0.5, 0.25, 1)]):
+def resize_crop(size, px, py, split, img):
+    """fastai's Resize(size, method='crop') of a PIL image: on the training set (split 0) with its
+    crop position fixed at (px, py) (float32, as the C side stores them), else the validation
+    set's centre. Returns (PIL image, px, py)."""
     t = A.Resize(size, method="crop")
-    split = 1 if (px, py) == (0.5, 0.5) else 0
     px, py = float(np.float32(px)), float(np.float32(py))
     if split == 0:
-        def before_call(b, split_idx, t=t, px=px, py=py):
+        def before_call(b, split_idx):
             t.pcts = (px, py)
         t.before_call = before_call
-    y = t(PILImage.create(imgs[im]), split_idx=split)
+    return t(PILImage.create(img), split_idx=split), px, py
+
+
+for i, (size, px, py, im) in enumerate([(32, 0.33, 0.7, 0), (24, 0.9, 0.1, 1), (40, 0.5, 0.5, 0), (20, 0.5, 0.5, 1),
+                                        (17, 0.0, 0.99, 1), (64, 0.5, 0.25, 1)]):
+    y, px, py = resize_crop(size, px, py, 1 if (px, py) == (0.5, 0.5) else 0, imgs[im])
     put(f"rsc{i}", params=f32(size, px, py, im), out=pil_out(y))
 for i, (size, im) in enumerate([(32, 0), (24, 1), (50, 0)]):
     y = A.Resize(size, method="squish")(PILImage.create(imgs[im]), split_idx=0)
@@ -240,14 +246,7 @@ fp_cases = [  # presize, pct_x, pct_y, image, size, kind, draws (flip rot zoom c
 ]
 rng_state = random.getstate(), torch.get_rng_state()  # the draws below keep their streams
 for i, (P, px, py, im, size, kind, draws) in enumerate(fp_cases):
-    t = A.Resize(P, method="crop")
-    split = 1 if kind == 1 else 0
-    px, py = float(np.float32(px)), float(np.float32(py))
-    if split == 0:
-        def before_call(b, split_idx, t=t, px=px, py=py):
-            t.pcts = (px, py)
-        t.before_call = before_call
-    item = t(PILImage.create(imgs[im]), split_idx=split)
+    item, px, py = resize_crop(P, px, py, 1 if kind == 1 else 0, imgs[im])
     x = batch_of(np.asarray(item).copy())
     pool["calls"] = 0
     if kind == 0:  # aug_transforms(size, min_scale=1) with fixed draws, training

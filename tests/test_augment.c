@@ -918,6 +918,20 @@ static int fref_teardown(void **state) {
 static const StTensor *fa_get(const char *fmt, int i, const char *field) { return ref_file_get(&fref, fmt, i, field); }
 static Image fa_image(const char *name) { return ref_file_image(&fref, name); }
 
+/* A pooled case: within tol / mean_tol of fastai's output, and (the case tests the pooling) a mean
+ * error over min_effect without it. Returns the warp without pooling. */
+static Warp expect_pooled(const char *label, const Warp *w, const Image *im, int size, const StTensor *want,
+                          double tol, double mean_tol, double min_effect) {
+    compare(label, w, im, size, want, tol, mean_tol);
+    Warp plain = *w;
+    plain.pool_w = plain.pool_h = 0;
+    char nolabel[48];
+    snprintf(nolabel, sizeof nolabel, "%s-nopool", label);
+    double mean = compare(nolabel, &plain, im, size, want, 255, 60);
+    if (!(mean > min_effect)) fail_msg("%s: mean %.3f without pooling: the case does not test it", label, mean);
+    return plain;
+}
+
 /* flip rot zoom col row warp_x warp_y brightness contrast, as the fa/fr cases store them */
 static FastaiParams params_from(const float *v) {
     FastaiParams p = fastai_neutral();
@@ -958,13 +972,9 @@ static void test_parity_fastai(void **state) {
          * pooling, the difference is that of an area pre-filter on random pixels (measured mean
          * 27.6 and 17.6): the case tests the pooling. */
         n_pooled++;
-        compare(label, &w, im, sz[0], fa_get("fa%d", i, ".out"), 0.51, 0.25);
-        Warp plain = w;
-        plain.pool_w = plain.pool_h = 0;
-        snprintf(label, sizeof label, "fa%d-nopool", i);
-        double mean = compare(label, &plain, im, sz[0], fa_get("fa%d", i, ".out"), 255, 40);
-        if (!(mean > 5)) fail_msg("%s: mean %.3f: fastai's area pre-pooling made no difference", label, mean);
-        compare(label, &plain, im, sz[0], fa_get("fa%d", i, ".out_plain"), 0.05, 0.01); /* and fastai's without */
+        Warp plain = expect_pooled(label, &w, im, sz[0], fa_get("fa%d", i, ".out"), 0.51, 0.25, 5);
+        snprintf(label, sizeof label, "fa%d-both-without", i); /* and against fastai without it */
+        compare(label, &plain, im, sz[0], fa_get("fa%d", i, ".out_plain"), 0.05, 0.01);
     }
     for (int i = 0; fa_get("fr%d", i, ".params"); i++, n++) {
         /* fastai resamples twice (affine at item size, then RandomResizedCropGPU's crop to
@@ -984,11 +994,7 @@ static void test_parity_fastai(void **state) {
             /* random pixels, the affine part the identity: one resampling in fastai too, of the
              * crop area-pooled (crop > 2 x size): we pool the item on the crop's grid of windows,
              * so exact but for our pooled bytes' rounding, as fa5-6 */
-            compare(label, &w, im, c[4], fa_get("fr%d", i, ".out"), 0.51, 0.25);
-            Warp plain = w;
-            plain.pool_w = plain.pool_h = 0;
-            double mean = compare("nopool", &plain, im, c[4], fa_get("fr%d", i, ".out"), 255, 60);
-            if (!(mean > 5)) fail_msg("%s: mean %.3f without pooling: the case does not test it", label, mean);
+            expect_pooled(label, &w, im, c[4], fa_get("fr%d", i, ".out"), 0.51, 0.25, 5);
         } else {
             /* pre-pooled (crop > 2 x size): fastai pools the crop after its affine pass, we the
              * item on the crop's grid of windows before our one: on a gradient within 3.5 worst
@@ -1030,12 +1036,7 @@ static void test_parity_fastai_presize(void **state) {
         /* Our item is PIL's within one byte (expect_pil), the pooled image rounded to bytes: the
          * item's and the pooling's rounding, through a bilinear resampling (measured: worst 0.87,
          * mean 0.24; at most 1 + 0.5) */
-        compare(label, &w, im, size, fa_get("fp%d", i, ".out"), 1.5, 0.3);
-        Warp plain = w;
-        plain.pool_w = plain.pool_h = 0;
-        snprintf(label, sizeof label, "fp%d-nopool", i);
-        double mean = compare(label, &plain, im, size, fa_get("fp%d", i, ".out"), 255, 60);
-        if (!(mean > 3)) fail_msg("%s: mean %.3f: the case does not test the pooling", label, mean);
+        expect_pooled(label, &w, im, size, fa_get("fp%d", i, ".out"), 1.5, 0.3, 3);
     }
     assert_true(n >= 4);
     for (int k = 0; k < 2; k++) image_free(&imgs[k]);

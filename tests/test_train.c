@@ -714,6 +714,21 @@ static void edit_file(const char *path, const char *from, const char *to) {
     free(text);
 }
 
+/* Replace the first `from` in a binary file by `to` of the same length (a checkpoint's header). */
+static void patch_bytes(const char *path, const char *from, const char *to) {
+    size_t n, k = strlen(from);
+    assert_int_equal(strlen(to), k);
+    unsigned char *data = slurp(path, &n);
+    unsigned char *at = memmem(data, n, from, k);
+    if (!at) fail_msg("no %s in %s", from, path);
+    memcpy(at, to, k);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, n, f), n);
+    fclose(f);
+    free(data);
+}
+
 /* Issue 13.8: --resume goes on with exactly the run that stopped, or refuses with the reason and
  * writes nothing: an edited config.ini, a changed seed, a data set that changed (count, or files
  * at the same count), a folder that was never a run (its metrics.csv stays as it was), a missing
@@ -770,6 +785,17 @@ static void test_resume_refuses_what_breaks_the_record(void **state) {
     ASSERT_HAS(out, "metrics.csv: cannot open");
     touch(metrics, saved);
     free(saved);
+
+    /* the checkpoint's own metadata (resume_rows): a number that does not parse, then a key gone */
+    snprintf(path, sizeof path, "%s/resume.safetensors", run_dir);
+    patch_bytes(path, "\"phase\":\"0\"", "\"phase\":\"x\"");
+    assert_int_equal(run_train(out, sizeof out, "--resume", run_dir, NULL), 1);
+    ASSERT_HAS(out, "resume.safetensors: metadata \"phase\" is bad: x");
+    patch_bytes(path, "\"phase\":\"x\"", "\"phase\":\"0\"");
+    patch_bytes(path, "\"frozen\"", "\"frozeX\"");
+    assert_int_equal(run_train(out, sizeof out, "--resume", run_dir, NULL), 1);
+    ASSERT_HAS(out, "resume.safetensors: metadata \"frozen\" is missing");
+    patch_bytes(path, "\"frozeX\"", "\"frozen\"");
 
     /* a folder that was never a run, with a config.ini and a metrics.csv of its own */
     snprintf(path, sizeof path, "%s/notarun", root);

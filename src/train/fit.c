@@ -1,0 +1,413 @@
+/* train/fit.c: one fit call over the loader (the training step, gradient checks and loss scaling, mixup,
+ * the epoch table) and the evaluation pass, with the signals and fault injection they answer to. */
+#include "train/trainer.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ckpt/checkpoint.h"
+#include "pipeline/device_feed.h"
+#include "pipeline/loader.h"
+#include "net/model.h"
+#include "net/optim.h"
+#include "report/plot.h"
+#include "ckpt/pretrained.h"
+#include "train/progressive.h"
+#include "train/run_record.h"
+#include "train/schedule.h"
+#include "train/scores.h"
+#include "base/util.h"
+
+volatile sig_atomic_t trainer_stop_signal;
+
+void trainer_on_stop_signal(int sig) { trainer_stop_signal = sig; }
+
+/* Ctrl-C, SIGTERM or run.stop_after: finish the step, write a resume checkpoint, exit cleanly. */
+int trainer_stop_requested(Trainer *T) {
+    if (trainer_stop_signal) T->stopped = trainer_stop_signal;
+    else if (T->cfg->stop_after && T->steps >= T->cfg->stop_after) T->stopped = -1;
+    return T->stopped != 0;
+}
+
+/* Print to stdout and to the run's log. */
+void trainer_say(Trainer *T, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    if (T->log) {
+        va_start(ap, fmt);
+        vfprintf(T->log, fmt, ap);
+        va_end(ap);
+        fflush(T->log);
+    }
+}
+
+/* For a message that stops the run: where it can go on from. */
+static const char *last_checkpoint(const Trainer *T, char *buf, size_t len) {
+    if (T->resume_written)
+        snprintf(buf, len, "The last good checkpoint is %s/resume.safetensors (stage %d, epoch %d, batch %d)", T->run_dir,
+                 T->at.stage, T->at.epoch, T->at.batch);
+    else
+        snprintf(buf, len, "No checkpoint was written yet (the run stopped before its first epoch ended)");
+    return buf;
+}
+
+/* The parameter that holds flat gradient index i. */
+static const char *param_at(const Model *m, uint64_t i) {
+    for (int k = 0; k < m->nparams; k++)
+        if (i >= m->params[k].offset && i < m->params[k].offset + m->params[k].count) return m->params[k].name;
+    return "?";
+}
+
+/* Without dynamic loss scaling a bad step stops the run, so nothing needs deciding before the next
+ * step is queued: the step's loss and a scan of its gradients are copied back while the next step
+ * runs (queue_step_read), and checked then (take_step_read), with the step's own epoch and number
+ * in the message. The device never waits for the host between steps. */
+static void queue_step_read(Trainer *T, int slot) {
+    Backend *be = T->be;
+    Model *m = T->model;
+    be->ops->scan_nonfinite(be, m->grads_d, m->param_floats, T->scan_d);
+    be->ops->read_async(be, &T->reads[slot].loss, m->loss_d, sizeof(float), slot);
+    be->ops->read_async(be, T->reads[slot].scan, T->scan_d, sizeof T->reads[slot].scan, slot);
+}
+
+/* The pending step, if any: waits for its read-back, stops the run if it went wrong, else adds its
+ * loss to the epoch's sum and count. */
+static void take_step_read(Trainer *T, const StageConfig *st, PendingStep *p, double *sum, long *seen) {
+    if (!p->live) return;
+    T->be->ops->read_wait(T->be, p->slot);
+    const StepRead *r = &T->reads[p->slot];
+    char where[1400];
+    if (!isfinite(r->loss))
+        die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). %s", st->name, p->epoch,
+            p->step, r->loss, last_checkpoint(T, where, sizeof where));
+    if (r->scan[0])
+        die("stage %s, epoch %d, step %ld: %llu gradient values are inf or NaN (the first in %s) while the loss is "
+            "finite; stopping (lower the learning rate? [run] loss_scale = dynamic skips such steps). %s",
+            st->name, p->epoch, p->step, (unsigned long long)r->scan[0], param_at(T->model, r->scan[1]),
+            last_checkpoint(T, where, sizeof where));
+    *sum += (double)r->loss * p->n;
+    *seen += p->n;
+    p->live = 0;
+}
+
+/* With dynamic loss scaling, after backward: are the gradients finite? A finite loss can still give
+ * inf/NaN gradients (an overflow inside the backward pass): the step is skipped and the scale
+ * halved (PyTorch's GradScaler: 0 returned, Adam does not step). Finite steps grow the scale every
+ * 2000. (Without dynamic scaling the check is take_step_read's, one step late.) */
+static int gradients_finite(Trainer *T, const StageConfig *st, int epoch, long step) {
+    Model *m = T->model;
+    char where[1400];
+    /* the same scan as take_step_read's, waited for at once (slot 0: the one-step-late reads are off) */
+    Backend *be = m->be;
+    uint64_t *scan = T->reads[0].scan;
+    be->ops->scan_nonfinite(be, m->grads_d, m->param_floats, T->scan_d);
+    be->ops->read_async(be, scan, T->scan_d, 2 * sizeof(uint64_t), 0);
+    be->ops->read_wait(be, 0);
+    uint64_t bad = scan[0];
+    if (!bad) {
+        if (T->dynamic_scale && ++T->good_steps == SCALE_GROWTH_INTERVAL && T->loss_scale < 0x1p100f) {
+            T->loss_scale *= 2;
+            T->good_steps = 0;
+        }
+        m->be->loss_scale = T->loss_scale;
+        return 1;
+    }
+    if (T->loss_scale <= 1.0f)
+        die("stage %s, epoch %d, step %ld: the gradients overflow even at loss scale 1 (the first in %s); stopping. %s",
+            st->name, epoch, step, param_at(m, scan[1]), last_checkpoint(T, where, sizeof where));
+    trainer_say(T, "  step %ld: %llu gradient values inf or NaN at loss scale %g: step skipped, scale %g\n", step,
+        (unsigned long long)bad,
+        (double)T->loss_scale, (double)T->loss_scale / 2);
+    T->loss_scale /= 2;
+    T->good_steps = 0;
+    T->skipped_steps++;
+    m->be->loss_scale = T->loss_scale;
+    return 0;
+}
+
+/* Fault injection: a NaN into the input batch (its first float's bytes: a NaN in fp32, and a zero
+ * then a NaN in fp16 and bf16). */
+static void inject_nan_input(Backend *be, Tensor *x) {
+    float nan = NAN;
+    be->ops->upload(be, x->data, &nan, sizeof nan);
+}
+
+/* Fault injection: +inf into the first trainable parameter's gradient. */
+static void inject_inf_gradient(Model *m) {
+    for (int i = 0; i < m->nparams; i++)
+        if (m->params[i].trainable) {
+            float inf = INFINITY;
+            m->be->ops->upload(m->be, m->grads_d + m->params[i].offset, &inf, sizeof inf);
+            return;
+        }
+}
+
+Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int train, int on_device) {
+    LoaderSpec s = {0};
+    s.samples = train ? T->data.train : T->data.valid;
+    s.count = train ? T->data.ntrain : T->data.nvalid;
+    s.tf = *tf;
+    s.batch = batch;
+    s.shuffle = train;
+    s.drop_last = train;
+    s.threads = T->cfg->threads;
+    Rng stream = rng_split(&T->root, train ? 11 : 12);
+    s.seed = rng_u64(&stream);
+    s.format = on_device ? BATCH_RAW : BATCH_F32;
+    s.backend = on_device ? T->be : NULL;
+    s.strict = T->cfg->strict_images;
+    s.max_pixels = (long)T->cfg->max_megapixels * 1000000L;
+    s.max_file_bytes = (long long)T->cfg->max_file_mb * 1000000LL;
+    char err[512];
+    Loader *L = loader_create(&s, err, sizeof err);
+    if (!L) die("%s", err);
+    return L;
+}
+
+void trainer_reset_optimizer(Trainer *T) {
+    optim_reset(T->model);
+    T->adam_step = 0;
+}
+
+/* fastai's freeze() / unfreeze() (model_set_frozen); a model of one group is never frozen. */
+void trainer_set_trainable(Trainer *T) { model_set_frozen(T->model, T->frozen); }
+
+/* freeze() / unfreeze() as fastai does them: the optimizer state is cleared either way. */
+void trainer_set_frozen(Trainer *T, int frozen) {
+    T->frozen = frozen && T->model->ngroups > 1;
+    trainer_set_trainable(T);
+    trainer_reset_optimizer(T);
+}
+
+/* Learning rates over the parameter groups, as fractions of the top one (group_lr_scales). */
+void trainer_set_group_lrs(Trainer *T, float lo, float hi, int spread) {
+    group_lr_scales(T->model->ngroups, lo, hi, spread, T->group_scale);
+}
+
+/* Mixup: per sample lam ~ Beta(a, a), lam = max(lam, 1 - lam), partner from a random permutation;
+ * x = lam*x_i + (1-lam)*x_partner, the loss mixes the labels the same way. */
+void trainer_mixup(Trainer *T, Rng *rng, float alpha, Tensor *x, const int32_t *labels) {
+    int n = x->n;
+    int32_t *perm = T->partner;
+    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)rng_below(rng, (uint32_t)i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    for (int i = 0; i < n; i++) {
+        T->lam[i] = rng_mixup_lam(rng, alpha);
+        T->labels_b[i] = labels[perm[i]];
+    }
+    T->be->ops->mix_images(T->be, x, perm, T->lam); /* on the batch in backend memory */
+}
+
+/* Count argmax hits of host logits (n x classes). */
+static int count_correct(const float *logits, const int32_t *labels, int n, int classes) {
+    int correct = 0;
+    for (int i = 0; i < n; i++) correct += argmax(logits + (size_t)i * classes, classes) == labels[i];
+    return correct;
+}
+
+/* The batch into x (backend memory, b->size square): the loader's floats uploaded, or (a BATCH_RAW
+ * batch) its decoded images uploaded and augmented on the device, with the same draws. */
+static void upload_batch(Trainer *T, const Batch *b, Tensor *x) {
+    if (b->pixels) device_feed_batch(&T->feed, b, imagenet_mean, imagenet_std, x);
+    else T->be->ops->tensor_upload(T->be, x, b->x);
+}
+
+/* Augment on the device ([data] augment_on)? */
+int trainer_augment_on_device(const Trainer *T) {
+    return T->cfg->augment_on == AUGMENT_DEVICE || (T->cfg->augment_on == AUGMENT_AUTO && strcmp(T->be->ops->name, "cpu"));
+}
+
+/* One pass over the validation set: mean loss (with the stage's label smoothing, as fastai's
+ * valid_loss) and accuracy. probs and labels, when not NULL, receive each image's softmax
+ * probabilities and label. */
+EvalResult trainer_evaluate(Trainer *T, Loader *L, int epoch, float smoothing, float *probs, int32_t *labels) {
+    EvalResult r = {0, 0, 0, 0};
+    Model *m = T->model;
+    loader_start_epoch(L, epoch, 0);
+    for (const Batch *b; (b = loader_next(L));) {
+        if (trainer_stop_signal) {
+            r.interrupted = 1;
+            break;
+        }
+        upload_batch(T, b, model_input(m, b->n, b->size, b->size));
+        const Tensor *out = model_run(m, 0);
+        r.loss += (double)model_loss(m, b->labels, smoothing) * b->n;
+        T->be->ops->tensor_download(T->be, T->logits, out);
+        r.correct += count_correct(T->logits, b->labels, b->n, m->classes);
+        if (labels) memcpy(labels + r.count, b->labels, (size_t)b->n * sizeof(int32_t));
+        if (probs)
+            for (int i = 0; i < b->n; i++)
+                softmax_row(T->logits + (size_t)i * m->classes, probs + (size_t)(r.count + i) * m->classes, m->classes);
+        r.count += b->n;
+    }
+    if (r.count) r.loss /= r.count;
+    return r;
+}
+
+/* One trainer_fit call (phase `phase` of its stage): fastai's fit_one_cycle or a constant-lr trainer_fit, epochs x
+ * batches, then validation after each epoch, printed as fastai's table. A resume checkpoint follows
+ * every epoch. Returns 1 when the run was asked to stop (the checkpoint is written), else 0. */
+int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label, int epochs, LrShape shape,
+               const OneCycle *cycle, const ProgressiveSchedule *prog) {
+    Model *m = T->model;
+    int on_device = trainer_augment_on_device(T);
+    Loader *train = trainer_make_loader(T, &st->train_tf, st->batch, 1, on_device),
+           *valid = trainer_make_loader(T, &st->valid_tf, st->batch, 0, on_device);
+    int per_epoch = loader_batches(train);
+    if (per_epoch < 1) die("stage %s: %d training images make no batch of %d", st->name, T->data.ntrain, st->batch);
+    long total = (long)epochs * per_epoch;
+    model_set_decay(m, st->wd_bn_bias);
+    T->train_loader = train;
+    Position start = {T->at.stage, phase, 0, 0, 0, 0};
+    int resumed = T->resuming;
+    if (resumed) { /* this is the trainer_fit the checkpoint stopped in */
+        start = T->from;
+        if (loader_mark_bad(train, T->from_bad[0])) die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
+        T->resuming = 0;
+        trainer_say(T, "stage %s: resuming at epoch %d, batch %d\n", st->name, start.epoch, start.batch);
+    } else {
+        if (T->bad_images && loader_mark_bad(train, T->bad_images)) die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
+        trainer_say(T, "stage %s: %s, %d epochs of %d batches of %d at %dpx%s\n", st->name, label, epochs, per_epoch, st->batch,
+            st->size, on_device ? ", augmented on the device" : "");
+    }
+    trainer_say(T, "%-6s %-11s %-11s %-9s %s\n", "epoch", "train_loss", "valid_loss", "accuracy", "time");
+    /* trainer_mixup and progressive crops draw from a stream per batch, so a resumed run draws the same */
+    Rng mix_base = rng_split(&T->root, 100), crop_base = rng_split(&T->root, 200);
+    int stopped = 0;
+    PendingStep pending = {0};
+    for (int e = start.epoch; e < epochs && !stopped; e++) {
+        int first = e == start.epoch;
+        double t0 = now_seconds(), sum = first ? start.loss_sum : 0;
+        long seen = first ? start.seen : 0;
+        int last_side = st->size; /* the side of the epoch's last batch: the schedule, for metrics.csv */
+        if (!loader_start_epoch(train, T->epoch, first ? start.batch : 0))
+            die("stage %s, epoch %d: %d of the %d training images are bad (listed above); the %d left make no batch of %d",
+                st->name, e, loader_bad_images(train), T->data.ntrain, T->data.ntrain - loader_bad_images(train), st->batch);
+        /* the images the stopped run had found bad in this epoch after its order was drawn */
+        if (first && resumed && loader_mark_bad(train, T->from_bad[1]))
+            die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
+        for (const Batch *b; (b = loader_next(train));) {
+            long step = (long)e * per_epoch + b->index;
+            float pos = one_cycle_pos(step, total);
+            AdamWArgs a = {st->lr, st->mom_max, st->beta2, st->eps, st->wd, ++T->adam_step};
+            if (shape == LR_ONE_CYCLE) {
+                a.lr = one_cycle_lr(cycle, pos);
+                a.beta1 = one_cycle_mom(cycle, pos);
+            }
+            uint64_t batch_id = (uint64_t)T->epoch << 32 | (uint64_t)b->index;
+            int side = prog ? progressive_side(prog, b->size, pos) : b->size;
+            last_side = side;
+            Tensor *in = model_input(m, b->n, side, side);
+            /* a progressive stage's smaller side is cut from the full batch by the backend */
+            Tensor *full = side < b->size ? &T->full : in;
+            *full = (Tensor){full->data, b->n, 3, b->size, b->size, full->dtype};
+            upload_batch(T, b, full);
+            if (side < b->size) {
+                int oy = 0, ox = 0;
+                if (st->resize_crop) {
+                    Rng crop_rng = rng_split(&crop_base, batch_id);
+                    crop_offsets(&crop_rng, b->size, side, &oy, &ox);
+                }
+                T->be->ops->shrink_batch(T->be, &T->full, side, st->resize_crop, oy, ox, in);
+            }
+            if (T->steps + 1 == T->nan_step) inject_nan_input(T->be, in);
+            if (st->mixup_alpha > 0) {
+                Rng mix_rng = rng_split(&mix_base, batch_id);
+                trainer_mixup(T, &mix_rng, st->mixup_alpha, in, b->labels);
+            }
+            m->dropout_seed = rng_hash(T->cfg->seed ^ 0x44524f50ULL, batch_id);
+            /* queue the whole step before reading anything back: a device never waits for the host */
+            model_labels(m, b->n, b->labels, st->mixup_alpha > 0 ? T->labels_b : NULL, T->lam);
+            model_run(m, 1);
+            model_loss_queue(m, st->label_smoothing);
+            model_backward(m);
+            if (T->steps + 1 == T->inf_grad_step) inject_inf_gradient(m);
+            if (!T->dynamic_scale) {
+                /* this step's results come back while the next one runs; the previous step's are read now */
+                int slot = (int)(T->steps & 1);
+                queue_step_read(T, slot);
+                optim_adamw_step_groups(m, &a, T->group_scale);
+                take_step_read(T, st, &pending, &sum, &seen);
+                pending = (PendingStep){1, slot, e, b->n, step};
+            } else {
+                /* dynamic loss scaling decides before the optimizer step: read now */
+                float loss = model_loss_read(m);
+                if (!isfinite(loss)) {
+                    char where[1400];
+                    die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). %s", st->name,
+                        e, step, loss, last_checkpoint(T, where, sizeof where));
+                }
+                if (gradients_finite(T, st, e, step)) optim_adamw_step_groups(m, &a, T->group_scale);
+                else T->adam_step--; /* a skipped step leaves Adam as it was */
+                sum += (double)loss * b->n;
+                seen += b->n;
+            }
+            T->steps++;
+            if (isatty(STDOUT_FILENO)) {
+                double dt = now_seconds() - t0;
+                int done = b->index + 1;
+                printf("\r  epoch %d: %d/%d batches, %.0f img/s, loss %.4f, eta %.0fs   ", e, done, per_epoch, seen / dt,
+                       seen ? sum / seen : 0.0, dt / done * (per_epoch - done));
+                fflush(stdout);
+            }
+            if (trainer_stop_requested(T)) {
+                take_step_read(T, st, &pending, &sum, &seen);
+                T->at = (Position){T->at.stage, phase, e, b->index + 1, sum, seen};
+                stopped = 1;
+                break;
+            }
+        }
+        take_step_read(T, st, &pending, &sum, &seen); /* the epoch's last step, before its validation and checkpoint */
+        if (isatty(STDOUT_FILENO)) printf("\r%80s\r", "");
+        if (stopped) break;
+        EvalResult v = trainer_evaluate(T, valid, T->epoch, st->label_smoothing, NULL, NULL);
+        if (v.interrupted) { /* the epoch's training is done; its validation runs again on resume */
+            trainer_stop_requested(T);
+            T->at = (Position){T->at.stage, phase, e, per_epoch, sum, seen};
+            stopped = 1;
+            break;
+        }
+        double dt = now_seconds() - t0;
+        float acc = v.count ? (float)v.correct / v.count : 0;
+        if (loader_dropped(train))
+            trainer_say(T, "  epoch %d: %d batch%s left out: bad images left %s short of %d (the next epochs leave those images out)\n",
+                e, loader_dropped(train), loader_dropped(train) == 1 ? "" : "es", loader_dropped(train) == 1 ? "it" : "them",
+                st->batch);
+        /* an epoch that trained nothing has no training loss (fastai's #na#; empty in metrics.csv) */
+        char loss[32];
+        snprintf(loss, sizeof loss, "%.6f", seen ? sum / seen : 0);
+        if (!seen) trainer_say(T, "  epoch %d trained nothing: bad images left every batch short\n", e);
+        trainer_say(T, "%-6d %-11s %-11.6f %-9.6f %02d:%02d\n", e, seen ? loss : "#na#", v.loss, acc, (int)dt / 60, (int)dt % 60);
+        fprintf(T->metrics, "%s,%d,%d,%s,%.6f,%.6f,%.2f,%d\n", st->name, T->epoch, e, seen ? loss : "", v.loss, acc, dt,
+                last_side);
+        T->epoch++;
+        T->at = (Position){T->at.stage, phase, e + 1, 0, 0, 0};
+        trainer_save_resume(T);
+    }
+    if (stopped) trainer_save_resume(T);
+    free(T->bad_images);
+    T->bad_images = loader_bad_list(train, 0);
+    T->train_loader = NULL;
+    loader_destroy(train);
+    loader_destroy(valid);
+    return stopped;
+}

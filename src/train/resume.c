@@ -1,0 +1,354 @@
+/* train/resume.c: checkpoints (a stage's, the final one) and the resume checkpoint: writing them,
+ * and reading one back to continue the run that never stopped. */
+#include "train/trainer.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ckpt/checkpoint.h"
+#include "pipeline/device_feed.h"
+#include "pipeline/loader.h"
+#include "net/model.h"
+#include "net/optim.h"
+#include "report/plot.h"
+#include "ckpt/pretrained.h"
+#include "train/progressive.h"
+#include "train/run_record.h"
+#include "train/schedule.h"
+#include "train/scores.h"
+#include "base/util.h"
+
+/* The class list as one metadata string: names joined by newlines (names never hold one). */
+char *trainer_class_list(const Dataset *d) {
+    size_t len = 1;
+    for (int i = 0; i < d->nclasses; i++) len += strlen(d->classes[i]) + 1;
+    char *s = xmalloc(len), *p = s;
+    for (int i = 0; i < d->nclasses; i++) p += sprintf(p, "%s%s", i ? "\n" : "", d->classes[i]);
+    *p = 0;
+    return s;
+}
+
+/* Host arrays for a model's weights, statistics and moments, uninitialised. */
+HostState trainer_host_state_new(const Model *m) {
+    HostState h = {xmalloc(m->param_floats * sizeof(float)), xmalloc((m->stat_floats + 1) * sizeof(float)),
+                   xmalloc(m->param_floats * sizeof(float)), xmalloc(m->param_floats * sizeof(float))};
+    return h;
+}
+
+static HostState host_state(Model *m) {
+    HostState h = trainer_host_state_new(m);
+    model_get_weights(m, h.params, h.stats);
+    m->be->ops->download(m->be, h.adam_m, m->adam_m, m->param_floats * sizeof(float));
+    m->be->ops->download(m->be, h.adam_v, m->adam_v, m->param_floats * sizeof(float));
+    return h;
+}
+
+void trainer_host_state_free(HostState *h) {
+    free(h->params);
+    free(h->stats);
+    free(h->adam_m);
+    free(h->adam_v);
+}
+
+/* A stage's (or the final) checkpoint: a plain PyTorch state dict plus its training state. */
+void trainer_save_checkpoint(Trainer *T, const char *name, const char *stage) {
+    Model *m = T->model;
+    HostState h = host_state(m);
+    char id[CKPT_ID_CHARS + 1], epoch[16], step[16], path[1200], train_path[1300], err[1024];
+    ckpt_new_id(id);
+    snprintf(epoch, sizeof epoch, "%d", T->epoch);
+    snprintf(step, sizeof step, "%d", T->adam_step);
+    char *classes = trainer_class_list(&T->data);
+    /* the split, so that `eval` can tell the run's validation images from its training images */
+    const DatasetSpec *ds = &T->cfg->data;
+    char pct[32], seed[32];
+    snprintf(pct, sizeof pct, "%.9g", (double)ds->valid_pct);
+    snprintf(seed, sizeof seed, "%" PRIu64, ds->seed);
+    int csv = ds->format == DATA_CSV;
+    const char *meta[] = {CKPT_ID_KEY, id, "class_names", classes, "stage", stage, "epochs_done", epoch, "adam_step", step,
+                          "data", T->data_fp, csv ? "valid_pct" : NULL, pct, "split_seed", seed, NULL}; /* folder: no split keys */
+    snprintf(path, sizeof path, "%s/%s.safetensors", T->run_dir, name);
+    if (ckpt_train_path(path, train_path, sizeof train_path)) die("checkpoint path too long: %s", path);
+    /* the training state first: a crash between the two leaves ids that do not match */
+    if (ckpt_save_train(train_path, m, h.adam_m, h.adam_v, meta, err, sizeof err) ||
+        ckpt_save(path, m, h.params, h.stats, meta, err, sizeof err))
+        die("%s", err);
+    trainer_say(T, "checkpoint: %s\n", path);
+    free(classes);
+    trainer_host_state_free(&h);
+}
+
+/* The hash of run_dir/metrics.csv's first len bytes (the resume checkpoint's record of it), or 0
+ * when it holds fewer. */
+static uint64_t metrics_hash(const char *run_dir, long len) {
+    char path[1200], err[1400];
+    snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
+    uint8_t *data;
+    size_t n;
+    if (read_whole_file(path, &data, &n, err, sizeof err)) die("%s", err);
+    uint64_t h = len >= 0 && (size_t)len <= n ? fnv1a(FNV_START, data, (size_t)len) : 0;
+    free(data);
+    return h;
+}
+
+/* ---- the resume checkpoint's metadata: one table, written and parsed from the same rows ---- */
+
+typedef struct {
+    const char *class_names, *stage, *bad_images, *bad_images_at_epoch_start, *data, *metrics_hash;
+    int stage_index, phase, stage_epoch, batch, epochs_done, adam_step, frozen, good_steps;
+    long seen, metrics_bytes;
+    double loss_sum, loss_scale;
+} ResumeMeta;
+
+typedef enum { RM_STR, RM_INT, RM_LONG, RM_HEX } ResumeType; /* RM_HEX: a double as %a, exact */
+enum { RM_OPTIONAL = 1 }; /* absent from older checkpoints (runs without loss scaling, bad images) */
+
+static const struct {
+    const char *key;
+    ResumeType type;
+    size_t off;
+    int flags;
+} resume_rows[] = {
+    {"class_names", RM_STR, offsetof(ResumeMeta, class_names), 0},
+    {"stage", RM_STR, offsetof(ResumeMeta, stage), 0},
+    {"stage_index", RM_INT, offsetof(ResumeMeta, stage_index), 0},
+    {"phase", RM_INT, offsetof(ResumeMeta, phase), 0},
+    {"stage_epoch", RM_INT, offsetof(ResumeMeta, stage_epoch), 0},
+    {"batch", RM_INT, offsetof(ResumeMeta, batch), 0},
+    {"epochs_done", RM_INT, offsetof(ResumeMeta, epochs_done), 0},
+    {"adam_step", RM_INT, offsetof(ResumeMeta, adam_step), 0},
+    {"loss_sum", RM_HEX, offsetof(ResumeMeta, loss_sum), 0},
+    {"seen", RM_LONG, offsetof(ResumeMeta, seen), 0},
+    {"metrics_bytes", RM_LONG, offsetof(ResumeMeta, metrics_bytes), 0},
+    {"bad_images", RM_STR, offsetof(ResumeMeta, bad_images), RM_OPTIONAL},
+    {"bad_images_at_epoch_start", RM_STR, offsetof(ResumeMeta, bad_images_at_epoch_start), RM_OPTIONAL},
+    {"frozen", RM_INT, offsetof(ResumeMeta, frozen), 0},
+    {"loss_scale", RM_HEX, offsetof(ResumeMeta, loss_scale), RM_OPTIONAL},
+    {"good_steps", RM_INT, offsetof(ResumeMeta, good_steps), RM_OPTIONAL},
+    {"data", RM_STR, offsetof(ResumeMeta, data), 0},
+    {"metrics_hash", RM_STR, offsetof(ResumeMeta, metrics_hash), 0},
+};
+#define N_RESUME_ROWS (int)(sizeof resume_rows / sizeof resume_rows[0])
+
+/* r as the key/value list ckpt_save_resume takes (NULL-terminated), numbers printed into text. */
+static void resume_meta_format(const ResumeMeta *r, char text[][40], const char *meta[2 * N_RESUME_ROWS + 1]) {
+    for (int i = 0; i < N_RESUME_ROWS; i++) {
+        const void *at = (const char *)r + resume_rows[i].off;
+        meta[2 * i] = resume_rows[i].key;
+        meta[2 * i + 1] = text[i];
+        switch (resume_rows[i].type) {
+        case RM_STR: meta[2 * i + 1] = *(const char *const *)at; break;
+        case RM_INT: snprintf(text[i], 40, "%d", *(const int *)at); break;
+        case RM_LONG: snprintf(text[i], 40, "%ld", *(const long *)at); break;
+        case RM_HEX: snprintf(text[i], 40, "%a", *(const double *)at); break;
+        }
+    }
+    meta[2 * N_RESUME_ROWS] = NULL;
+}
+
+/* The metadata of a resume checkpoint into *r (strings point into meta); a key that is missing
+ * (unless optional) or does not parse (numbers: integers in [0, INT32_MAX], exact doubles) stops
+ * the run naming it. Returns a bit per row: present. */
+static unsigned long resume_meta_parse(const StFile *meta, const char *path, ResumeMeta *r) {
+    unsigned long present = 0;
+    memset(r, 0, sizeof *r);
+    for (int i = 0; i < N_RESUME_ROWS; i++) {
+        const char *s = st_meta(meta, resume_rows[i].key);
+        void *at = (char *)r + resume_rows[i].off;
+        if (!s) {
+            if (resume_rows[i].flags & RM_OPTIONAL) continue;
+            die("%s: metadata \"%s\" is missing", path, resume_rows[i].key);
+        }
+        char *end = NULL;
+        long v = 0;
+        double d = 0;
+        switch (resume_rows[i].type) {
+        case RM_STR: *(const char **)at = s; break;
+        case RM_INT:
+        case RM_LONG:
+            v = strtol(s, &end, 10);
+            if (end == s || *end || v < 0 || v > INT32_MAX) die("%s: metadata \"%s\" is bad: %s", path, resume_rows[i].key, s);
+            if (resume_rows[i].type == RM_INT) *(int *)at = (int)v;
+            else *(long *)at = v;
+            break;
+        case RM_HEX:
+            d = strtod(s, &end);
+            if (end == s || *end) die("%s: metadata \"%s\" is bad: %s", path, resume_rows[i].key, s);
+            *(double *)at = d;
+            break;
+        }
+        present |= 1UL << i;
+    }
+    return present;
+}
+
+static int resume_row(const char *key) {
+    for (int i = 0; i < N_RESUME_ROWS; i++)
+        if (!strcmp(resume_rows[i].key, key)) return i;
+    die("resume_row: no row %s", key);
+}
+
+/* RUN/resume.safetensors: everything `./train --resume RUN` needs to go on from T->at as if the
+ * run had never stopped (resume_rows). Rewritten whole (one atomic rename) after every epoch and stage. */
+void trainer_save_resume(Trainer *T) {
+    Model *m = T->model;
+    HostState h = host_state(m);
+    const Position *p = &T->at;
+    char path[1200], err[1024];
+    fflush(T->metrics);
+    long metrics_len = ftell(T->metrics);
+    char mhash[24];
+    snprintf(mhash, sizeof mhash, "%016" PRIx64, metrics_hash(T->run_dir, metrics_len));
+    /* Mid-epoch, the epoch's order was drawn without the bad images known when it began. */
+    char *bad = T->train_loader ? loader_bad_list(T->train_loader, 0) : xstrdup(T->bad_images ? T->bad_images : "");
+    char *bad_start = T->train_loader && p->batch ? loader_bad_list(T->train_loader, 1) : xstrdup(bad);
+    char *classes = trainer_class_list(&T->data);
+    ResumeMeta r = {
+        .class_names = classes,
+        .stage = p->stage < T->cfg->nstages ? T->cfg->stages[p->stage].name : "(done)",
+        .bad_images = bad,
+        .bad_images_at_epoch_start = bad_start,
+        .data = T->data_fp,
+        .metrics_hash = mhash,
+        .stage_index = p->stage,
+        .phase = p->phase,
+        .stage_epoch = p->epoch,
+        .batch = p->batch,
+        .epochs_done = T->epoch,
+        .adam_step = T->adam_step,
+        .frozen = T->frozen,
+        .good_steps = T->good_steps,
+        .seen = p->seen,
+        .metrics_bytes = metrics_len,
+        .loss_sum = p->loss_sum,
+        .loss_scale = (double)T->loss_scale,
+    };
+    char text[N_RESUME_ROWS][40];
+    const char *meta[2 * N_RESUME_ROWS + 1];
+    resume_meta_format(&r, text, meta);
+    snprintf(path, sizeof path, "%s/resume.safetensors", T->run_dir);
+    if (ckpt_save_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, meta, err, sizeof err)) die("%s", err);
+    T->resume_written = 1;
+    free(classes);
+    free(bad);
+    free(bad_start);
+    trainer_host_state_free(&h);
+}
+
+/* A resumed run: the checkpoint's weights, moments, counters and position, after checking that it
+ * belongs to this config and data. Truncates metrics.csv to what the checkpoint had seen. */
+void trainer_load_resume(Trainer *T) {
+    Model *m = T->model;
+    char path[1200], err[2048];
+    snprintf(path, sizeof path, "%s/resume.safetensors", T->run_dir);
+    HostState h = trainer_host_state_new(m);
+    StFile meta;
+    if (ckpt_load_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, &meta, err, sizeof err)) die("%s", err);
+    ResumeMeta r;
+    unsigned long present = resume_meta_parse(&meta, path, &r);
+    char *classes = trainer_class_list(&T->data);
+    if (strcmp(r.class_names, classes)) die("%s: the checkpoint's class list differs from the data's (%s)", path, T->cfg->data.root);
+    free(classes);
+    T->from = (Position){r.stage_index, r.phase, r.stage_epoch, r.batch, r.loss_sum, r.seen};
+    if (T->from.stage < T->cfg->nstages ? strcmp(r.stage, T->cfg->stages[T->from.stage].name) : strcmp(r.stage, "(done)"))
+        die("%s: it stopped in stage \"%s\", which is not stage %d of %s", path, r.stage, T->from.stage + 1, T->cfg->path);
+    T->epoch = r.epochs_done;
+    T->adam_step = r.adam_step;
+    /* loss scaling state (absent from checkpoints of runs without it: they had scale 1) */
+    if ((present >> resume_row("loss_scale") & 1) && (present >> resume_row("good_steps") & 1)) {
+        if (!(r.loss_scale >= 1 && r.loss_scale <= 0x1p100) || r.good_steps >= SCALE_GROWTH_INTERVAL)
+            die("%s: metadata \"loss_scale\" or \"good_steps\" is bad", path);
+        if (T->dynamic_scale) {
+            T->loss_scale = (float)r.loss_scale;
+            T->good_steps = r.good_steps;
+        }
+    }
+    T->frozen = r.frozen != 0;
+    trainer_set_trainable(T);
+    T->from_bad[0] = xstrdup(r.bad_images_at_epoch_start ? r.bad_images_at_epoch_start : "");
+    T->from_bad[1] = xstrdup(r.bad_images ? r.bad_images : "");
+    T->bad_images = xstrdup(T->from_bad[1]);
+    /* A fresh stage (phase, epoch, batch all 0) starts as it would have: cleared moments and all. */
+    T->resuming = T->from.phase || T->from.epoch || T->from.batch;
+    T->at = T->from;
+    model_set_weights(m, h.params, h.stats);
+    m->be->ops->upload(m->be, m->adam_m, h.adam_m, m->param_floats * sizeof(float));
+    m->be->ops->upload(m->be, m->adam_v, h.adam_v, m->param_floats * sizeof(float));
+    trainer_host_state_free(&h);
+    long metrics_bytes = r.metrics_bytes;
+    st_close(&meta); /* r's strings point into it: not read after this */
+    /* metrics.csv rows written after the checkpoint (a crash) come again */
+    snprintf(path, sizeof path, "%s/metrics.csv", T->run_dir);
+    if (truncate(path, (off_t)metrics_bytes)) die("cannot truncate %s for the resumed run: %s", path, strerror(errno));
+}
+
+/* --resume, before anything is read or written in the folder: it must be a run folder, and the
+ * config (config.ini with any --set) must be the one the run started with, but RESUME_FREE_KEYS. */
+void trainer_check_resume_config(const Config *cfg, const char *run_dir) {
+    RunMark mark;
+    char what[600], diff[1400];
+    if (!run_mark_read(run_dir, &mark)) {
+        folder_summary(run_dir, what, sizeof what);
+        die("--resume %s: not a run folder (every folder ./train makes holds a %s file; this one holds %s): nothing "
+            "resumed, nothing written", run_dir, RUN_MARK, what);
+    }
+    char *now = run_config_text(cfg);
+    if (config_text_diff(mark.config, now, diff, sizeof diff))
+        die("--resume %s: the config differs from the one the run started with: %s (config.ini edited, or a --set). A "
+            "resume goes on with the same experiment: only %s may change; start a new run to change anything else",
+            run_dir, diff, RESUME_FREE_KEYS);
+    free(now);
+    run_mark_free(&mark);
+}
+
+/* --resume from a checkpoint, before any work: the data set is the one the checkpoint was trained
+ * on (counts and files), and metrics.csv holds the rows the checkpoint recorded, unchanged. */
+void trainer_check_resume_record(const Config *cfg, const char *run_dir, const char *data_fp) {
+    char path[1200], err[1400];
+    snprintf(path, sizeof path, "%s/resume.safetensors", run_dir);
+    if (access(path, F_OK)) return; /* no checkpoint yet: the run starts over */
+    StFile h;
+    if (st_read_header(path, &h, err, sizeof err)) die("%s", err);
+    const char *data = st_meta(&h, "data"), *bytes = st_meta(&h, "metrics_bytes"), *hash = st_meta(&h, "metrics_hash");
+    long count[2][2];
+    uint64_t fp[2][2];
+    if (!data || !bytes || !hash || data_fingerprint_parse(data, count[0], fp[0]))
+        die("%s: it records no data set or metrics.csv (written by an older ./train?), so resuming cannot be checked to "
+            "continue the same run", path);
+    data_fingerprint_parse(data_fp, count[1], fp[1]);
+    if (count[0][0] != count[1][0] || count[0][1] != count[1][1])
+        die("%s: the data set at %s changed since this checkpoint: %ld training / %ld validation images then, %ld / %ld "
+            "now; resuming would not continue the same run", path, cfg->data.root, count[0][0], count[0][1],
+            count[1][0], count[1][1]);
+    if (fp[0][0] != fp[1][0] || fp[0][1] != fp[1][1])
+        die("%s: the data set at %s changed since this checkpoint: the same counts, but other %s files or labels; resuming "
+            "would not continue the same run", path, cfg->data.root, fp[0][0] != fp[1][0] ? "training" : "validation");
+    char *end = NULL;
+    long len = strtol(bytes, &end, 10);
+    snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
+    uint64_t size = 0;
+    int fd = open_regular(path, &size, err, sizeof err);
+    if (fd < 0) die("%s (the run's record of its epochs, which the checkpoint continues): not resumed", err);
+    close(fd);
+    if (*end || len < 0 || size < (uint64_t)len)
+        die("%s: %llu bytes, shorter than the %s bytes the checkpoint recorded: damaged; not resumed", path,
+            (unsigned long long)size, bytes);
+    char now[24];
+    snprintf(now, sizeof now, "%016" PRIx64, metrics_hash(run_dir, len));
+    if (strcmp(now, hash))
+        die("%s: its first %ld bytes differ from what the checkpoint recorded: damaged or edited; not resumed", path, len);
+    st_close(&h);
+}

@@ -1,0 +1,139 @@
+/* train/trainer.h: private to src/train/: the trainer's state (where a run stands, what the running
+ * fit holds) and the functions its files share: fit.c (the fit loop, evaluation), resume.c
+ * (checkpoints), stages.c (the stage types), run_folder.c, train.c (train_run). */
+#ifndef CNN_TRAINER_H
+#define CNN_TRAINER_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "train/train.h"
+#include "train/config.h"
+#include "pipeline/dataset.h"
+#include "pipeline/device_feed.h"
+#include "pipeline/loader.h"
+#include "net/model.h"
+#include "train/progressive.h"
+#include "train/run_record.h"
+#include "train/schedule.h"
+#include "base/rng.h"
+
+#define MAX_GROUPS 8
+
+/* Where a run stands; a resume checkpoint records it. */
+typedef struct {
+    int stage;              /* index of the stage being run (nstages once the run is done) */
+    int phase;              /* trainer_fit call within the stage: fine_tune's frozen (0) and unfrozen (1) parts */
+    int epoch;              /* epochs of that trainer_fit done */
+    int batch;              /* batches of the current epoch done */
+    double loss_sum;        /* the current epoch's training loss so far, summed over images */
+    long seen;              /* images in loss_sum */
+} Position;
+
+typedef struct {
+    const Config *cfg;
+    Dataset data;
+    Model *model;
+    Backend *be;
+    Rng root;
+    int adam_step;          /* Adam's step count since the moments were last cleared */
+    int epoch;              /* epochs run so far, over all stages: the loader's epoch number */
+    char run_dir[1024];
+    FILE *log, *metrics;
+    int32_t *labels_b;      /* trainer_mixup partners */
+    float *lam;             /* trainer_mixup weights */
+    int32_t *partner;       /* trainer_mixup partners (indices into the batch) */
+    Tensor full;            /* backend memory: a progressive stage's full-size batch, before shrink_batch */
+    float *logits;          /* host copy, max_batch x classes */
+    Position at;            /* where the run stands, for the next resume checkpoint */
+    Position from;          /* a resumed run: where the checkpoint stopped */
+    int resuming;           /* the trainer_fit that `from` stopped inside has not been reached yet */
+    char *from_bad[2];      /* its loader's bad images: at that epoch's start, and all */
+    char *bad_images;       /* training images found bad by the fits so far (a loader_bad_list): every
+                             * later trainer_fit leaves them out from its start, so a resumed run knows what
+                             * the run that never stopped knew */
+    Loader *train_loader;   /* the running trainer_fit's, for its bad-image lists */
+    int resume_written;     /* RUN/resume.safetensors exists (written or resumed from) */
+    long steps;             /* training steps of this process (run.stop_after) */
+    long nan_step;          /* fault injection for tests: CNNTRAIN_INJECT_NAN=N poisons step N's batch, */
+    long inf_grad_step;     /* CNNTRAIN_INJECT_NAN=grad:N one gradient of step N (finite loss, inf gradient) */
+    int dynamic_scale;      /* [run] loss_scale: skip overflowing steps and adapt the scale */
+    float loss_scale;       /* a power of two; 1 without dynamic scaling */
+    int good_steps;         /* finite steps since the scale last changed */
+    long skipped_steps;     /* of this process, for the summary */
+    DeviceFeed feed;        /* BATCH_RAW batches to the model's input (augmentation on the device) */
+    int frozen;             /* fastai's freeze(): only the last parameter group and the batch norms train */
+    float group_scale[MAX_GROUPS]; /* the running trainer_fit's lr per parameter group, as a fraction of its lr */
+    int stopped;            /* why the run stopped early: a signal number, or -1 for stop_after */
+    char data_fp[DATA_FP_CHARS]; /* the data set's fingerprint (run_record.h), in every checkpoint */
+    struct StepRead *reads; /* alloc_host, 2 slots: a step's loss and gradient scan, read one step late */
+    uint64_t *scan_d;       /* backend memory: scan_nonfinite's result for the step being queued */
+} Trainer;
+
+/* What the host learns of a training step, copied back while the next step runs (read_async):
+ * its loss, and how many gradient values are inf or NaN with the first one's index. */
+typedef struct StepRead {
+    float loss;
+    uint64_t scan[2];
+} StepRead;
+
+/* A step queued but not yet read back: where it was, for the message if it went wrong. */
+typedef struct {
+    int live, slot, epoch, n;
+    long step;
+} PendingStep;
+
+/* PyTorch's GradScaler defaults */
+#define SCALE_INIT 65536.0f
+#define SCALE_GROWTH_INTERVAL 2000
+
+typedef struct {
+    double loss;
+    int correct, count;
+    int interrupted;        /* a stop signal came: the pass is incomplete */
+} EvalResult;
+
+/* The model's weights, statistics and Adam moments on the host, for a checkpoint. */
+typedef struct {
+    float *params, *stats, *adam_m, *adam_v;
+} HostState;
+
+typedef enum { LR_ONE_CYCLE, LR_CONSTANT } LrShape;
+
+/* fit.c: signals, messages, the fit loop and the evaluation pass (each defined with its comment) */
+extern volatile sig_atomic_t trainer_stop_signal; /* Ctrl-C or SIGTERM seen: stop at the next step */
+void trainer_on_stop_signal(int sig);             /* the handler train_run installs */
+int trainer_stop_requested(Trainer *T);
+void trainer_say(Trainer *T, const char *fmt, ...) CNN_PRINTF(2, 3);
+Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int train, int on_device);
+void trainer_reset_optimizer(Trainer *T);
+void trainer_set_trainable(Trainer *T);
+void trainer_set_frozen(Trainer *T, int frozen);
+void trainer_set_group_lrs(Trainer *T, float lo, float hi, int spread);
+void trainer_mixup(Trainer *T, Rng *rng, float alpha, Tensor *x, const int32_t *labels);
+int trainer_augment_on_device(const Trainer *T);
+EvalResult trainer_evaluate(Trainer *T, Loader *L, int epoch, float smoothing, float *probs, int32_t *labels);
+int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label, int epochs, LrShape shape,
+                const OneCycle *cycle, const ProgressiveSchedule *prog);
+
+/* resume.c: checkpoints and the resume checkpoint */
+char *trainer_class_list(const Dataset *d);
+HostState trainer_host_state_new(const Model *m);
+void trainer_host_state_free(HostState *h);
+void trainer_save_checkpoint(Trainer *T, const char *name, const char *stage);
+void trainer_save_resume(Trainer *T);
+void trainer_load_resume(Trainer *T);
+void trainer_check_resume_config(const Config *cfg, const char *run_dir);
+void trainer_check_resume_record(const Config *cfg, const char *run_dir, const char *data_fp);
+
+/* stages.c */
+int trainer_run_stage(Trainer *T, const StageConfig *st);
+
+/* run_folder.c */
+int trainer_lock_run_folder(const char *run_dir);
+void trainer_remove_temp_files(const char *run_dir);
+void trainer_check_run_name(const Config *cfg);
+int trainer_new_run_folder(Trainer *T);
+
+#endif
