@@ -1,9 +1,9 @@
-/* augment.cu: the input pipeline on the GPU: warp_batch (augment.c's per-image warp, lighting and
+/* augment.cu: the input pipeline on the GPU: warp_batch (warp_apply.c's per-image warp, lighting and
  * normalisation in one kernel reading the decoded uint8 images) and the host staging ops
  * (pinned memory, uploads on a copy stream of their own; backend.h has the protocol).
  *
- * Parity with the CPU: the host turns every Warp into augment.c's WarpPlan (warp_plan), so both
- * take the same path with the same constants, and the kernel repeats augment.c's arithmetic
+ * Parity with the CPU: the host turns every Warp into warp_apply.c's WarpPlan (warp_plan), so both
+ * take the same path with the same constants, and the kernel repeats warp_apply.c's arithmetic
  * operation by operation in the same order and precision. Every float/double multiply and add
  * that the CPU does separately is written with a _rn intrinsic here, so nvcc cannot fuse it into
  * an FMA (the CPU build is ISO C: no contraction either). Division, truncf, floorf, fmodf and
@@ -12,10 +12,10 @@
  * differ in its last float bit; the output stays within 1e-5 (tests/gpu/gpu_augment.c).
  * The device math between the "start/end of the device math" markers uses nothing but those
  * intrinsics and libm functions: compiled for the host with each _rn intrinsic as the plain
- * operation, it gives augment.c's warp_apply_nhwc bit for bit (checked over 3,000 random warps:
+ * operation, it gives warp_apply.c's warp_apply_nhwc bit for bit (checked over 3,000 random warps:
  * all paths, lighting, grey images).
  *
- * Function names follow augment.c's: block_coords (item coordinates per output pixel), the plain
+ * Function names follow warp_apply.c's: block_coords (item coordinates per output pixel), the plain
  * bilinear sample (sample_block), the general antialiased sample (aa_block) and the separable
  * one (aa_init + aa_row + aa_sep_block), where the CPU's per-row buffer becomes a per-pixel loop
  * over the same products in the same order. */
@@ -54,7 +54,7 @@ typedef struct {
     float light_scale;  /* WARP_LIGHT_N / 255 */
 } Norm;
 
-/* GpuWarp of image i: augment.c's plan for its Warp and size, where it is, its lighting. */
+/* GpuWarp of image i: warp_apply.c's plan for its Warp and size, where it is, its lighting. */
 static void gpu_warp_fill(GpuWarp *g, const Warp *w, const ImageSlot *s) {
     memset(g, 0, sizeof *g);
     warp_plan(w, s->w, s->h, &g->p);
@@ -66,7 +66,7 @@ static void gpu_warp_fill(GpuWarp *g, const Warp *w, const ImageSlot *s) {
     g->light_c = w->contrast;
 }
 
-/* augment.c's apply_norm constants. */
+/* warp_apply.c's apply_norm constants. */
 static Norm norm_make(const float *mean, const float *std) {
     Norm n;
     for (int c = 0; c < 3; c++) {
@@ -78,7 +78,7 @@ static Norm norm_make(const float *mean, const float *std) {
     return n;
 }
 
-/* ---------------------------------------------------------------- device math (augment.c's) */
+/* ---------------------------------------------------------------- device math (warp_apply.c's) */
 /* ---- start of the device math ---- */
 
 /* reflect_coord: grid_sample's reflection about lo and hi, then its clip; NaN goes to lo. */
@@ -256,7 +256,7 @@ __device__ static void sample_aa_separable(const GpuWarp &g, const uint8_t *img,
     aa_sum(g, img, tx, ty, false, val);
 }
 
-/* One output pixel's three normalised values (augment.c's apply_norm after fill_block). lut: the
+/* One output pixel's three normalised values (warp_apply.c's apply_norm after fill_block). lut: the
  * image's lighting table when g.p.light. */
 __device__ static void warp_pixel(const GpuWarp &g, const uint8_t *src, int x, int y, const float *lut,
                                   const Norm &norm, float *out) {

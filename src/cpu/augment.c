@@ -1,4 +1,4 @@
-/* cpu/augment.c: the CPU backend's input pipeline ops: warp_batch (augment.c's warp per image, into
+/* cpu/augment.c: the CPU backend's input pipeline ops: warp_batch (warp_apply.c's warp per image, into
  * NHWC fp32) and the host staging ops, which on a CPU are plain memory and memcpy. The oracle the
  * CUDA warp_batch (cuda/augment.cu) is tested against. */
 #include <stdlib.h>

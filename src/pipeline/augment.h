@@ -141,7 +141,7 @@ void warp_apply_nhwc(const Warp *, const Image *src, int size, const float mean[
 /* ---- what a GPU kernel needs to apply a Warp exactly as the functions above do ----
  * The CPU sampler itself starts from a WarpPlan, so both take the same path with the same
  * constants. The arithmetic the kernel must then mirror, operation by operation and rounded the
- * same way (no fused multiply-adds): see cuda/augment.cu, which follows augment.c's appliers. */
+ * same way (no fused multiply-adds): see cuda/augment.cu, which follows warp_apply.c's appliers. */
 enum {
     WARP_BLK = 64,        /* item coordinates are computed in double at the first pixel of each run
                            * of WARP_BLK output pixels of a row (x0 = x - x % WARP_BLK), then
