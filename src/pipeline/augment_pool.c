@@ -8,6 +8,7 @@
  * the Imagenette recipe's 460-px items sampled at 128 px alias (on random pixels, 28-35 of 255
  * mean difference from fastai's output). fastai_warp decides where it applies (Warp.pool_w/h);
  * this file makes the pooled image and the map into it. */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -82,7 +83,7 @@ static Image area_pool(const Image *in, const Grid *gx, const Grid *gy) {
             }
             double n = (double)(y1 - y0) * (x1 - x0);
             uint8_t *o = out.rgb + ((size_t)oy * pw + ox) * 3;
-            for (int c = 0; c < 3; c++) o[c] = n > 0 ? (uint8_t)(sum[c] / n + 0.5) : 0;
+            for (int c = 0; c < 3; c++) o[c] = n > 0 ? (uint8_t)lround(sum[c] / n) : 0; /* >= 0: half up */
         }
     }
     return out;

@@ -118,28 +118,28 @@ enum { RM_OPTIONAL = 1 }; /* absent from older checkpoints (runs without loss sc
 
 static const struct {
     const char *key;
-    ResumeType type;
     size_t off;
+    ResumeType type;
     int flags;
 } resume_rows[] = {
-    {"class_names", RM_STR, offsetof(ResumeMeta, class_names), 0},
-    {"stage", RM_STR, offsetof(ResumeMeta, stage), 0},
-    {"stage_index", RM_INT, offsetof(ResumeMeta, stage_index), 0},
-    {"phase", RM_INT, offsetof(ResumeMeta, phase), 0},
-    {"stage_epoch", RM_INT, offsetof(ResumeMeta, stage_epoch), 0},
-    {"batch", RM_INT, offsetof(ResumeMeta, batch), 0},
-    {"epochs_done", RM_INT, offsetof(ResumeMeta, epochs_done), 0},
-    {"adam_step", RM_INT, offsetof(ResumeMeta, adam_step), 0},
-    {"loss_sum", RM_HEX, offsetof(ResumeMeta, loss_sum), 0},
-    {"seen", RM_LONG, offsetof(ResumeMeta, seen), 0},
-    {"metrics_bytes", RM_LONG, offsetof(ResumeMeta, metrics_bytes), 0},
-    {"bad_images", RM_STR, offsetof(ResumeMeta, bad_images), RM_OPTIONAL},
-    {"bad_images_at_epoch_start", RM_STR, offsetof(ResumeMeta, bad_images_at_epoch_start), RM_OPTIONAL},
-    {"frozen", RM_INT, offsetof(ResumeMeta, frozen), 0},
-    {"loss_scale", RM_HEX, offsetof(ResumeMeta, loss_scale), RM_OPTIONAL},
-    {"good_steps", RM_INT, offsetof(ResumeMeta, good_steps), RM_OPTIONAL},
-    {"data", RM_STR, offsetof(ResumeMeta, data), 0},
-    {"metrics_hash", RM_STR, offsetof(ResumeMeta, metrics_hash), 0},
+    {"class_names", offsetof(ResumeMeta, class_names), RM_STR, 0},
+    {"stage", offsetof(ResumeMeta, stage), RM_STR, 0},
+    {"stage_index", offsetof(ResumeMeta, stage_index), RM_INT, 0},
+    {"phase", offsetof(ResumeMeta, phase), RM_INT, 0},
+    {"stage_epoch", offsetof(ResumeMeta, stage_epoch), RM_INT, 0},
+    {"batch", offsetof(ResumeMeta, batch), RM_INT, 0},
+    {"epochs_done", offsetof(ResumeMeta, epochs_done), RM_INT, 0},
+    {"adam_step", offsetof(ResumeMeta, adam_step), RM_INT, 0},
+    {"loss_sum", offsetof(ResumeMeta, loss_sum), RM_HEX, 0},
+    {"seen", offsetof(ResumeMeta, seen), RM_LONG, 0},
+    {"metrics_bytes", offsetof(ResumeMeta, metrics_bytes), RM_LONG, 0},
+    {"bad_images", offsetof(ResumeMeta, bad_images), RM_STR, RM_OPTIONAL},
+    {"bad_images_at_epoch_start", offsetof(ResumeMeta, bad_images_at_epoch_start), RM_STR, RM_OPTIONAL},
+    {"frozen", offsetof(ResumeMeta, frozen), RM_INT, 0},
+    {"loss_scale", offsetof(ResumeMeta, loss_scale), RM_HEX, RM_OPTIONAL},
+    {"good_steps", offsetof(ResumeMeta, good_steps), RM_INT, RM_OPTIONAL},
+    {"data", offsetof(ResumeMeta, data), RM_STR, 0},
+    {"metrics_hash", offsetof(ResumeMeta, metrics_hash), RM_STR, 0},
 };
 #define N_RESUME_ROWS (int)(sizeof resume_rows / sizeof resume_rows[0])
 
