@@ -479,6 +479,9 @@ static void test_errors_values(void **state) {
     expect_exact(WITH("lr = 1e-5..x"), "%s:8: [stage full] lr = 1e-5..x: not a number or a range lo..hi");
     expect_exact(WITH("freeze = maybe"), "%s:8: [stage full] freeze = maybe: must be one of keep, yes, no");
     expect_exact(WITH("lr = 0"), "%s:8: [stage full] lr = 0: must be > 0 and <= 10");
+    /* checked as stored (a float): an lr that underflows to 0 is refused, not written back as 0 (fuzz_config) */
+    expect_exact(WITH("lr = 3e-64"), "%s:8: [stage full] lr = 3e-64: must be > 0 and <= 10");
+    expect_exact(WITH("lr = 1e-60..1e-3"), "%s:8: [stage full] lr = 1e-60..1e-3: a range lo..hi needs 0 < lo <= hi");
     expect_exact(WITH("mom_max = 1"), "%s:8: [stage full] mom_max = 1: must be >= 0 and < 1");
     expect_exact(WITH("pct_start = 1.5"), "%s:8: [stage full] pct_start = 1.5: must be between 0 and 1");
     expect_exact(WITH("transform = rcc"),

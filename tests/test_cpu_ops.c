@@ -9,6 +9,18 @@
  * the loss and one AdamW step against hand-computed numbers, NCHW <-> NHWC transfers, memory
  * accounting. Each dx is pre-filled with NaN before an overwrite (accumulate = 0) call, so a dx
  * element left unwritten fails, and the accumulate = 1 path is checked to add exactly.
+ *
+ * Adding an op (today's places, in order; a shared table of op cases for this file and the GPU
+ * parity suite is the next step of issue 15, to make the tests one row):
+ *   1. src/backend/backend.h: the function pointer and its contract (layouts, accumulate, dtype).
+ *   2. src/cpu/<family>.c (the file named as its cuda/ twin), declared in src/cpu/backend.h, and
+ *      its entry in src/cpu/backend.c's table.
+ *   3. cuda/<family>.cu, declared in cuda/cuda_backend.h, its entry in cuda/cuda_backend.cu.
+ *   4. A node kind in src/net/model.h, its shapes and FLOPs in src/net/model_build.c, its forward and
+ *      backward in src/net/model.c; the architectures that use it in models/.
+ *   5. Tests: here (values, and the backward against finite differences), tests/gpu/gpu_parity.c
+ *      (the GPU against this backend in every dtype), and where PyTorch has it
+ *      scripts/torch_reference.py's op cases with tests/test_parity.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -34,7 +34,7 @@
 enum { PER_CLASS_VALID = 2, CLASSES = 10, NVALID = PER_CLASS_VALID * CLASSES };
 
 static char data_dir[600];
-static char *class_names;  /* the data's classes, newline-joined, as train.c writes them */
+static char *class_names;  /* the data's classes, newline-joined, as train/resume.c writes them */
 
 /* Save an initialised model of `classes` classes to dir/name with class_names (NULL: none). */
 static void save_ckpt(const char *name, int classes, const char *names) {

@@ -747,11 +747,13 @@ static int parse_value(const Key *k, const char *text, void *base, char *why, si
             char *lend;
             lo = strtod(text, &lend);
             if (lend != dots || !isfinite(lo)) return snprintf(why, n, "not a number or a range lo..hi"), -1;
-            if (!(lo > 0 && lo <= hi)) return snprintf(why, n, "a range lo..hi needs 0 < lo <= hi"), -1;
         }
-        if (!in_range(k, hi)) return snprintf(why, n, "must be %s", range), -1;
-        lr[0] = (float)hi;
-        lr[1] = (float)lo;
+        /* checked as stored: a float (3e-64 would become 0, and lo 0 no range at all) */
+        float fhi = (float)hi, flo = (float)lo;
+        if (dots && !(flo > 0 && flo <= fhi)) return snprintf(why, n, "a range lo..hi needs 0 < lo <= hi"), -1;
+        if (!isfinite(fhi) || !in_range(k, (double)fhi)) return snprintf(why, n, "must be %s", range), -1;
+        lr[0] = fhi;
+        lr[1] = flo;
         return 0;
     }
     case T_BOOL: {
