@@ -8,8 +8,8 @@
  * the Imagenette recipe's 460-px items sampled at 128 px alias (on random pixels, 28-35 of 255
  * mean difference from fastai's output). fastai_warp decides where it applies (Warp.pool_w/h);
  * this file makes the pooled image and the map into it. */
-#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pipeline/augment.h"
@@ -68,24 +68,35 @@ static Grid grid_make(int o, int n, int m, int L) {
 }
 
 /* The pooled image: pixel (x, y) the mean of window (gx.lo + x, gy.lo + y), exact sums of bytes,
- * rounded to the nearest byte. */
+ * rounded half up in integers ((2 sum + n) / 2n). Separable: a pooled row's window of item rows is
+ * summed into column sums (vectorised), then each pooled pixel sums its columns. */
 static Image area_pool(const Image *in, const Grid *gx, const Grid *gy) {
     int pw = gx->hi - gx->lo, ph = gy->hi - gy->lo;
     Image out = {pw, ph, xmalloc((size_t)pw * ph * 3)};
+    int *x0 = xmalloc(sizeof(int) * 2 * (size_t)pw), *x1 = x0 + pw;
+    for (int ox = 0; ox < pw; ox++) x0[ox] = win_start(gx, gx->lo + ox), x1[ox] = win_end(gx, gx->lo + ox);
+    int c0 = x0[0], span = x1[pw - 1] - c0; /* windows are in order: the columns any of them reads */
+    uint32_t *col = xmalloc(sizeof(uint32_t) * 3 * (size_t)(span > 0 ? span : 1));
     for (int oy = 0; oy < ph; oy++) {
         int y0 = win_start(gy, gy->lo + oy), y1 = win_end(gy, gy->lo + oy);
-        for (int ox = 0; ox < pw; ox++) {
-            int x0 = win_start(gx, gx->lo + ox), x1 = win_end(gx, gx->lo + ox);
+        memset(col, 0, sizeof(uint32_t) * 3 * (size_t)(span > 0 ? span : 1));
+        for (int y = y0; y < y1; y++) {
+            const uint8_t *p = in->rgb + ((size_t)y * in->w + c0) * 3;
+            for (int k = 0; k < 3 * span; k++) col[k] += p[k];
+        }
+        uint8_t *o = out.rgb + (size_t)oy * pw * 3;
+        for (int ox = 0; ox < pw; ox++, o += 3) {
             uint32_t sum[3] = {0, 0, 0};
-            for (int y = y0; y < y1; y++) {
-                const uint8_t *p = in->rgb + ((size_t)y * in->w + x0) * 3;
-                for (int x = x0; x < x1; x++, p += 3) sum[0] += p[0], sum[1] += p[1], sum[2] += p[2];
+            for (int x = x0[ox]; x < x1[ox]; x++) {
+                const uint32_t *q = col + (size_t)(x - c0) * 3;
+                sum[0] += q[0], sum[1] += q[1], sum[2] += q[2];
             }
-            double n = (double)(y1 - y0) * (x1 - x0);
-            uint8_t *o = out.rgb + ((size_t)oy * pw + ox) * 3;
-            for (int c = 0; c < 3; c++) o[c] = n > 0 ? (uint8_t)lround(sum[c] / n) : 0; /* >= 0: half up */
+            uint32_t n = (uint32_t)(y1 - y0) * (uint32_t)(x1[ox] - x0[ox]);
+            for (int c = 0; c < 3; c++) o[c] = n ? (uint8_t)((2 * sum[c] + n) / (2 * n)) : 0;
         }
     }
+    free(col);
+    free(x0);
     return out;
 }
 
