@@ -1,8 +1,8 @@
 /* pipeline/augment_pool.c: fastai's area pre-pooling (warp_prepool, augment.h), as its own step before the
- * one bilinear sample of augment.c, so the CPU appliers and the GPU kernel sample it unchanged.
+ * one bilinear sample of warp_apply.c, so the CPU appliers and the GPU kernel sample it unchanged.
  *
  * Why: fastai's _grid_sample ("hack to get smoother downwards resampling"), before a bilinear
- * grid_sample that shrinks its input by 2d > 2 (d = min(in_h/out_h, in_w/out_w) / 2), first calls
+ * grid_sample that shrinks its input by 2d > 2 (d as fastai_warp computes it), first calls
  * F.interpolate(scale_factor=1/d, mode='area', recompute_scale_factor=True): adaptive average
  * pooling to floor(in / d) per side, so the bilinear taps that follow skip no pixels. Without it,
  * the Imagenette recipe's 460-px items sampled at 128 px alias (on random pixels, 28-35 of 255
@@ -76,10 +76,11 @@ static Image area_pool(const Image *in, const Grid *gx, const Grid *gy) {
     int *x0 = xmalloc(sizeof(int) * 2 * (size_t)pw), *x1 = x0 + pw;
     for (int ox = 0; ox < pw; ox++) x0[ox] = win_start(gx, gx->lo + ox), x1[ox] = win_end(gx, gx->lo + ox);
     int c0 = x0[0], span = x1[pw - 1] - c0; /* windows are in order: the columns any of them reads */
-    uint32_t *col = xmalloc(sizeof(uint32_t) * 3 * (size_t)(span > 0 ? span : 1));
+    size_t col_bytes = sizeof(uint32_t) * 3 * (size_t)(span > 0 ? span : 1);
+    uint32_t *col = xmalloc(col_bytes);
     for (int oy = 0; oy < ph; oy++) {
         int y0 = win_start(gy, gy->lo + oy), y1 = win_end(gy, gy->lo + oy);
-        memset(col, 0, sizeof(uint32_t) * 3 * (size_t)(span > 0 ? span : 1));
+        memset(col, 0, col_bytes);
         for (int y = y0; y < y1; y++) {
             const uint8_t *p = in->rgb + ((size_t)y * in->w + c0) * 3;
             for (int k = 0; k < 3 * span; k++) col[k] += p[k];
@@ -116,8 +117,7 @@ int warp_prepool(Warp *w, const Image *src, Image *pooled) {
     /* grid_sample's align_corners=True grid on the pooled box: box pixel c (item pixel o + c) at
      * pooled index c (m - 1) / (n - 1), which is pixel (that - lo) of *pooled; in continuous
      * coordinates (centres at +0.5) the item map is s = (u - 0.5 - o) k + 0.5 - lo. */
-    double kx = (double)(b[2] - 1) > 0 ? (double)(w->pool_w - 1) / (b[2] - 1) : 0;
-    double ky = (double)(b[3] - 1) > 0 ? (double)(w->pool_h - 1) / (b[3] - 1) : 0;
+    double kx = (double)(w->pool_w - 1) / (b[2] - 1), ky = (double)(w->pool_h - 1) / (b[3] - 1); /* box >= 2 */
     w->a[0] = (float)kx, w->a[1] = 0, w->a[2] = (float)(0.5 - gx.lo - (0.5 + b[0]) * kx);
     w->a[3] = 0, w->a[4] = (float)ky, w->a[5] = (float)(0.5 - gy.lo - (0.5 + b[1]) * ky);
     w->clip[0] = w->clip[1] = 0, w->clip[2] = pooled->w, w->clip[3] = pooled->h;

@@ -424,28 +424,34 @@ static inline void apply_norm(const Warp *w, const Image *src, int size, const f
     if (aa) aa_free(aa);
 }
 
+/* The image w samples: src, or fastai's pooled item (augment_pool.c) in *pooled, w rewritten to
+ * sample it. image_free(pooled) afterwards either way. */
+static const Image *pool_first(Warp *w, const Image *src, Image *pooled) {
+    *pooled = (Image){0, 0, NULL};
+    return warp_prepool(w, src, pooled) ? pooled : src;
+}
+
 void warp_apply_f32(const Warp *w, const Image *src, int size, float *out_chw) {
     Warp pw = *w;
     Image pooled;
-    int pool = warp_prepool(&pw, src, &pooled);
-    apply_norm(&pw, pool ? &pooled : src, size, imagenet_mean, imagenet_std, out_chw, (size_t)size * size, 1);
-    if (pool) image_free(&pooled);
+    const Image *img = pool_first(&pw, src, &pooled);
+    apply_norm(&pw, img, size, imagenet_mean, imagenet_std, out_chw, (size_t)size * size, 1);
+    image_free(&pooled);
 }
 
 void warp_apply_nhwc(const Warp *w, const Image *src, int size, const float mean[3], const float std[3],
                      float *out_hwc) {
     Warp pw = *w;
     Image pooled;
-    int pool = warp_prepool(&pw, src, &pooled);
-    apply_norm(&pw, pool ? &pooled : src, size, mean, std, out_hwc, 1, 3);
-    if (pool) image_free(&pooled);
+    const Image *img = pool_first(&pw, src, &pooled);
+    apply_norm(&pw, img, size, mean, std, out_hwc, 1, 3);
+    image_free(&pooled);
 }
 
 void warp_apply_u8(const Warp *w0, const Image *src0, int size, uint8_t *out_hwc) {
     Warp pw = *w0, *w = &pw;
     Image pooled;
-    int pool = warp_prepool(w, src0, &pooled);
-    const Image *src = pool ? &pooled : src0;
+    const Image *src = pool_first(w, src0, &pooled);
     Sampler s;
     sampler_init(&s, w, src);
     Aa aa_state, *aa = aa_init(&aa_state, &s, size) ? &aa_state : NULL;
@@ -462,5 +468,5 @@ void warp_apply_u8(const Warp *w0, const Image *src0, int size, uint8_t *out_hwc
                 }
         }
     if (aa) aa_free(aa);
-    if (pool) image_free(&pooled);
+    image_free(&pooled);
 }
