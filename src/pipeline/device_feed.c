@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "pipeline/augment.h"
 
 void device_feed_init(DeviceFeed *f, Backend *b) {
     memset(f, 0, sizeof *f);
@@ -33,6 +34,11 @@ void device_feed_batch(DeviceFeed *f, const Batch *batch, const float mean[3], c
     b->ops->warp_batch(b, f->dev[k], batch->images, batch->warps, batch->n, batch->size, mean, std, x);
     f->last = k;
     f->next = 1 - k;
+}
+
+void device_feed_upload(DeviceFeed *f, const Batch *batch, Tensor *x) {
+    if (batch->pixels) device_feed_batch(f, batch, imagenet_mean, imagenet_std, x);
+    else f->b->ops->tensor_upload(f->b, x, batch->x);
 }
 
 void device_feed_wait(DeviceFeed *f) {

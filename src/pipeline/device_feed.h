@@ -39,6 +39,9 @@ void device_feed_init(DeviceFeed *, Backend *);
  * batch->pixels must stay unchanged until device_feed_wait() (or the loader's own wait, see
  * above). */
 void device_feed_batch(DeviceFeed *, const Batch *batch, const float mean[3], const float std[3], Tensor *x);
+/* Any loader batch into x: a BATCH_RAW one through device_feed_batch (ImageNet's mean and std, as
+ * the loader normalises), a BATCH_F32 one uploaded as it is. x must have the batch's shape. */
+void device_feed_upload(DeviceFeed *, const Batch *batch, Tensor *x);
 /* Block until the last batch's upload has finished reading its host memory. */
 void device_feed_wait(DeviceFeed *);
 /* Releases the device buffers (waits for the ops using them). */

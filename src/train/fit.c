@@ -226,10 +226,7 @@ static int count_correct(const float *logits, const int32_t *labels, int n, int 
 
 /* The batch into x (backend memory, b->size square): the loader's floats uploaded, or (a BATCH_RAW
  * batch) its decoded images uploaded and augmented on the device, with the same draws. */
-static void upload_batch(Trainer *T, const Batch *b, Tensor *x) {
-    if (b->pixels) device_feed_batch(&T->feed, b, imagenet_mean, imagenet_std, x);
-    else T->be->ops->tensor_upload(T->be, x, b->x);
-}
+static void upload_batch(Trainer *T, const Batch *b, Tensor *x) { device_feed_upload(&T->feed, b, x); }
 
 /* Augment on the device ([data] augment_on)? */
 int trainer_augment_on_device(const Trainer *T) {
