@@ -146,7 +146,7 @@ void cuda_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a,
 size_t cuda_count_nonfinite(Backend *, const float *x, size_t count);
 void cuda_scan_nonfinite(Backend *, const float *x, size_t count, uint64_t *out);
 void cuda_adamw(Backend *, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
-                const AdamWArgs *a);
+                const AdamWArgs *a, float grad_scale);
 
 /* augment.cu: the input pipeline (backend.h: warp_batch, alloc_host, free_host, upload_async,
  * upload_wait); cuda_feed_free releases ctx->feed (called by destroy after the stream sync). */

@@ -7,7 +7,8 @@
 
 /* ---- AdamW ---- */
 
-/* p -= lr*wd*p (decoupled), then the Adam step with bias corrections bc1 = 1-beta1^t, bc2 = 1-beta2^t:
+/* g *= grad_scale (the unscaling of a loss-scaled gradient), p -= lr*wd*p (decoupled), then the
+ * Adam step with bias corrections bc1 = 1-beta1^t, bc2 = 1-beta2^t:
  * p -= (lr/bc1) * m / (sqrt(v/bc2) + eps), which is lr * mhat / (sqrt(vhat) + eps).
  * All runs in one launch: element i of the concatenated runs finds its run by binary search over
  * the runs' first indices (a few hundred runs: ~9 cached reads). */
@@ -18,7 +19,7 @@ typedef struct {
 } AdamWRunDev;
 
 __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, const AdamWRunDev *runs, int nruns,
-                             size_t total, float beta1, float beta2, float inv_bc2, float eps) {
+                             size_t total, float beta1, float beta2, float inv_bc2, float eps, float grad_scale) {
     GRID_STRIDE(i, total) {
         int lo = 0, hi = nruns - 1;
         while (lo < hi) {
@@ -28,7 +29,7 @@ __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, const
         }
         const AdamWRunDev r = runs[lo];
         size_t k = r.offset + (i - r.first);
-        float gi = g[k];
+        float gi = g[k] * grad_scale;
         float mi = beta1 * m[k] + (1.0f - beta1) * gi;
         float vi = beta2 * v[k] + (1.0f - beta2) * gi * gi;
         m[k] = mi;
@@ -39,7 +40,7 @@ __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, const
 }
 
 void cuda_adamw(Backend *b, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
-                const AdamWArgs *a) {
+                const AdamWArgs *a, float grad_scale) {
     if (a->step < 1) die("cuda adamw: step must be >= 1 (got %d)", a->step);
     CudaCtx *ctx = cuda_ctx(b);
     double bc1 = 1.0 - pow((double)a->beta1, a->step), bc2 = 1.0 - pow((double)a->beta2, a->step);
@@ -61,7 +62,7 @@ void cuda_adamw(Backend *b, float *p, const float *g, float *m, float *v, const 
         /* from pageable memory: staged before the call returns, so host can go at once */
         CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, ctx->stream));
         adamw_kernel<<<cuda_grid(total), CUDA_BLOCK, 0, ctx->stream>>>(p, g, m, v, dev, used, total, a->beta1, a->beta2,
-                                                                       (float)(1.0 / bc2), a->eps);
+                                                                       (float)(1.0 / bc2), a->eps, grad_scale);
         KERNEL_CHECK();
     }
     free(host);

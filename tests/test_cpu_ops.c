@@ -753,7 +753,7 @@ static void test_adamw(void **state) {
     p[1] = -2, g[1] = -1, m[1] = 0.2f, v[1] = 0.5f;
     AdamWArgs a = {0.1f, 0.9f, 0.99f, 1e-5f, 0.01f, 1};
     AdamWRun run = {0, 2, a.lr, a.wd};
-    be->ops->adamw(be, p, g, m, v, &run, 1, &a);
+    be->ops->adamw(be, p, g, m, v, &run, 1, &a, 1.0f);
     /* p0: decay to 0.999; m = 0.05, v = 0.0025; m^ = 0.5, v^ = 0.25; 0.999 - 0.1 * 0.5 / (0.5 + 1e-5) */
     /* float arguments (1 - 0.9f is 0.10000002) allow ~1e-6 relative */
     check_close("adamw p0", p[0], 0.8990019999600007, 1e-6);
@@ -765,13 +765,13 @@ static void test_adamw(void **state) {
     g[0] = -0.25f;
     a.step = 2;
     run.count = 1;
-    be->ops->adamw(be, p, g, m, v, &run, 1, &a);
+    be->ops->adamw(be, p, g, m, v, &run, 1, &a, 1.0f);
     check_close("adamw p0 step 2", p[0], 0.8714337307566947, 1e-6);
     /* two runs with their own lr and wd in one call: run 2 (element 1) with lr 0, wd 0 stays */
     float before = p[1];
     AdamWRun runs[2] = {{0, 1, 0.1f, 0.01f}, {1, 1, 0.0f, 0.0f}};
     a.step = 3;
-    be->ops->adamw(be, p, g, m, v, runs, 2, &a);
+    be->ops->adamw(be, p, g, m, v, runs, 2, &a, 1.0f);
     assert_true(p[1] == before);
     assert_true(p[0] != 0.8714337307566947f);
     ffree(p), ffree(g), ffree(m), ffree(v);

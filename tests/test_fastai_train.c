@@ -278,21 +278,19 @@ static void test_adam_steps(void **state) {
     for (int i = 0; i < NF; i++) p[i] = (float)p0[i];
     m.params_d = dev_upload(p, sizeof p);
     m.grads_d = be->ops->alloc(be, sizeof p);
-    m.adam_m = be->ops->alloc(be, sizeof p);
-    m.adam_v = be->ops->alloc(be, sizeof p);
-    optim_reset(&m);
+    Optimizer *o = optim_new(&m);
     for (int s = 0; s < STEPS; s++) {
         for (int i = 0; i < NF; i++) gf[i] = (float)g[s * NF + i];
         be->ops->upload(be, m.grads_d, gf, sizeof gf);
         float top = (float)lrs[s * 2 + 1], scale[2] = {(float)(lrs[s * 2] / lrs[s * 2 + 1]), 1.0f};
-        AdamWArgs a = {top, (float)moms[s], (float)hyper[0], (float)hyper[1], (float)hyper[2], s + 1};
-        optim_adamw_step_groups(&m, &a, scale);
+        OptimHyper h = {top, (float)moms[s], (float)hyper[0], (float)hyper[1], (float)hyper[2]};
+        optim_set_group_lrs(o, scale);
+        optim_step(o, &h, 1.0f);
     }
     float mo[NF], v[NF];
     be->ops->sync(be);
     be->ops->download(be, p, m.params_d, sizeof p);
-    be->ops->download(be, mo, m.adam_m, sizeof p);
-    be->ops->download(be, v, m.adam_v, sizeof p);
+    optim_get_state(o, mo, v);
     Check c = {"adam 3 steps vs fastai's Adam", 1e-6, 0, 0}, cv = {"adam sqr_avg vs fastai's Adam", 1.5e-6, 0, 0};
     for (int i = 0; i < NF; i++) {
         check(&c, "p", i, p[i], want_p[i], 0);
@@ -302,7 +300,7 @@ static void test_adam_steps(void **state) {
     check_done(&c);
     check_done(&cv);
     be->ops->release(be, m.params_d), be->ops->release(be, m.grads_d);
-    be->ops->release(be, m.adam_m), be->ops->release(be, m.adam_v);
+    optim_free(o);
 }
 
 /* ---- losses ---- */

@@ -19,6 +19,7 @@
 #include "base/rng.h"
 #include "ckpt/safetensors.h"
 #include "train/schedule.h"
+#include "train/step.h"
 #include "pipeline/synthetic.h"
 #include "base/util.h"
 
@@ -297,18 +298,22 @@ static void test_training_learns_generated_shapes(void **state) {
     float *x = xmalloc((size_t)batch * 3 * side * side * sizeof(float)), logits[32 * SYNTH_CLASSES];
     int32_t y[32];
     OneCycle sched = one_cycle_default(5e-3f);
+    Optimizer *opt = optim_new(m);
+    GradScaler scale = scaler_make(0, 1.0f);
+    Stepper *stepper = step_new(m, opt, &scale, NULL, STEP_READ_NOW);
     float first = 0, last = 0;
     for (int s = 0; s < steps; s++) {
         float pos = (float)s / steps;
-        AdamWArgs a = {one_cycle_lr(&sched, pos), one_cycle_mom(&sched, pos), 0.99f, 1e-5f, 0.01f, s + 1};
         synth_batch(&rng, batch, side, x, y);
-        model_forward(m, x, batch, side, side, 1);
-        float loss = model_loss(m, y, 0.0f);
-        if (s < 10) first += loss / 10;
-        if (s >= steps - 10) last += loss / 10;
-        model_backward(m);
-        optim_adamw_step(m, &a);
+        StepArgs a = {.x = x, .labels = y, .n = batch, .size = side, .index = s};
+        a.hyper = (OptimHyper){one_cycle_lr(&sched, pos), one_cycle_mom(&sched, pos), 0.99f, 1e-5f, 0.01f};
+        StepReport r = step_run(stepper, &a);
+        assert_int_equal(r.verdict, SCALER_APPLY);
+        if (s < 10) first += r.loss / 10;
+        if (s >= steps - 10) last += r.loss / 10;
     }
+    step_free(stepper);
+    optim_free(opt);
     int correct = 0, total = 0;
     for (int b = 0; b < 8; b++) {
         synth_batch(&rng, batch, side, x, y);

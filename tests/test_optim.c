@@ -7,7 +7,7 @@
  *
  * AdamW: 6 parameters of odd sizes (one frozen, two without weight decay) over 8 steps of a
  * one-cycle lr/beta1 schedule through fastai's Adam, and 5 steps of PyTorch's AdamW defaults,
- * both through the backend op one parameter at a time and through optim_adamw_step over a
+ * both through the backend op one parameter at a time and through optim_step over a
  * parameter table. Tolerance 1e-6 relative on p, m and v (m's relative to |m| + sqrt(v), as m is a
  * sum of gradients of both signs and cancels): the op works in fp32 (unit roundoff 6e-8) and each
  * step rounds an element ~10 times, errors carrying over, so a correct update lands within a few
@@ -201,7 +201,7 @@ typedef struct {
 static const AdamCase FASTAI = {8, 0, FASTAI_LR, FASTAI_B1, 0.99f, 1e-5f, 0.01f, 1, FASTAI_P, FASTAI_M, FASTAI_V};
 static const AdamCase TORCH = {5, 1, TORCH_LR, TORCH_B1, 0.999f, 1e-8f, 0.1f, 2, TORCH_P, TORCH_M, TORCH_V};
 
-/* Runs a case through the backend op (model = 0) or optim_adamw_step over a parameter table
+/* Runs a case through the backend op (model = 0) or optim_step over a parameter table
  * (model = 1) and checks p, m, v; the frozen parameter must keep its value and empty moments. */
 static void adamw_case(const AdamCase *ac, int model, const char *what) {
     float p0[NF], g[MAX_STEPS][NF];
@@ -234,27 +234,26 @@ static void adamw_case(const AdamCase *ac, int model, const char *what) {
     m.param_floats = NF;
     m.params_d = dev_upload(p0, sizeof p0);
     m.grads_d = be->ops->alloc(be, sizeof p0);
-    m.adam_m = be->ops->alloc(be, sizeof p0);
-    m.adam_v = be->ops->alloc(be, sizeof p0);
+    Optimizer *o = optim_new(&m);
     for (int t = 0; t < ac->steps; t++) {
         be->ops->upload(be, m.grads_d, g[t], sizeof p0);
-        AdamWArgs a = {ac->lr[t], ac->b1[t], ac->beta2, ac->eps, ac->wd, t + 1};
+        OptimHyper h = {ac->lr[t], ac->b1[t], ac->beta2, ac->eps, ac->wd};
         if (model) {
-            optim_adamw_step(&m, &a);
+            optim_step(o, &h, 1.0f);
             continue;
         }
+        AdamWArgs a = {h.lr, h.beta1, h.beta2, h.eps, h.wd, t + 1};
         for (int k = 0; k < NP; k++) {
             const Param *q = &table[k];
             if (!q->trainable) continue;
             AdamWRun run = {q->offset, q->count, a.lr, q->decay ? a.wd : 0.0f};
-            be->ops->adamw(be, m.params_d, m.grads_d, m.adam_m, m.adam_v, &run, 1, &a);
+            be->ops->adamw(be, m.params_d, m.grads_d, o->exp_avg, o->exp_avg_sq, &run, 1, &a, 1.0f);
         }
     }
     float p[NF], mo[NF], v[NF];
     be->ops->sync(be);
     be->ops->download(be, p, m.params_d, sizeof p);
-    be->ops->download(be, mo, m.adam_m, sizeof p);
-    be->ops->download(be, v, m.adam_v, sizeof p);
+    optim_get_state(o, mo, v);
     Check c = {what, 1e-6, 0, 0};
     int e = 0;
     for (int k = 0; k < NP; k++) {
@@ -274,7 +273,42 @@ static void adamw_case(const AdamCase *ac, int model, const char *what) {
     }
     check_done(&c);
     be->ops->release(be, m.params_d), be->ops->release(be, m.grads_d);
-    be->ops->release(be, m.adam_m), be->ops->release(be, m.adam_v);
+    optim_free(o);
+}
+
+/* The one unscaling of a loss-scaled gradient (optim_step's grad_scale): gradients carrying a power-
+ * of-two scale S, stepped with grad_scale 1/S, give the unscaled run's weights and moments bit for
+ * bit (a power of two divides out exactly); the same gradients stepped without the unscaling do not
+ * (the moments carry S and S^2), so a grad_scale that is ignored fails. */
+static void test_adamw_grad_scale(void **state) {
+    (void)state;
+    enum { N = 37, STEPS = 4 };
+    Param table[1] = {{.name = "w", .offset = 0, .count = N, .trainable = 1, .decay = 1}};
+    float p0[N], g[N], gs[N], out[3][3][N];
+    for (int i = 0; i < N; i++) p0[i] = 0.5f - 0.03125f * (float)i;
+    const float S[3] = {1.0f, 65536.0f, 65536.0f}, unscale[3] = {1.0f, 1.0f / 65536.0f, 1.0f};
+    for (int k = 0; k < 3; k++) {
+        Model m = {0};
+        m.be = be, m.params = table, m.nparams = 1, m.param_floats = N;
+        m.params_d = dev_upload(p0, sizeof p0);
+        m.grads_d = be->ops->alloc(be, sizeof p0);
+        Optimizer *o = optim_new(&m);
+        for (int t = 0; t < STEPS; t++) {
+            for (int i = 0; i < N; i++) {
+                g[i] = ldexpf((float)((i * 7 + t * 3) % 11) - 5.0f, -12 + (i % 5)); /* 1e-5 .. 1e-2, both signs */
+                gs[i] = g[i] * S[k];
+            }
+            be->ops->upload(be, m.grads_d, gs, sizeof gs);
+            OptimHyper h = {1e-2f, 0.9f, 0.99f, 1e-8f, 0.01f};
+            optim_step(o, &h, unscale[k]);
+        }
+        be->ops->download(be, out[k][0], m.params_d, sizeof p0);
+        optim_get_state(o, out[k][1], out[k][2]);
+        be->ops->release(be, m.params_d), be->ops->release(be, m.grads_d);
+        optim_free(o);
+    }
+    for (int j = 0; j < 3; j++) assert_memory_equal(out[1][j], out[0][j], sizeof out[0][j]);
+    assert_memory_not_equal(out[2][1], out[0][1], sizeof out[0][1]); /* not unscaled: the test sees it */
 }
 
 static void test_adamw_fastai_op(void **state) { (void)state, adamw_case(&FASTAI, 0, "adamw fastai, op"); }
@@ -301,10 +335,9 @@ static void test_adamw_decay_flags(void **state) {
     m.be = be, m.params = table, m.nparams = 4, m.param_floats = 12;
     m.params_d = dev_upload(p0, sizeof p0);
     m.grads_d = be->ops->alloc(be, sizeof p0);
-    m.adam_m = be->ops->alloc(be, sizeof p0);
-    m.adam_v = be->ops->alloc(be, sizeof p0);
-    AdamWArgs a = {0.5f, 0.9f, 0.99f, 1e-5f, 0.1f, 1};
-    optim_adamw_step(&m, &a);
+    Optimizer *o = optim_new(&m);
+    OptimHyper h = {0.5f, 0.9f, 0.99f, 1e-5f, 0.1f};
+    optim_step(o, &h, 1.0f);
     float p[12];
     be->ops->download(be, p, m.params_d, sizeof p);
     for (int i = 0; i < 12; i++) {
@@ -315,7 +348,7 @@ static void test_adamw_decay_flags(void **state) {
                      want);
     }
     be->ops->release(be, m.params_d), be->ops->release(be, m.grads_d);
-    be->ops->release(be, m.adam_m), be->ops->release(be, m.adam_v);
+    optim_free(o);
 }
 
 /* ---- softmax cross-entropy ---- */
@@ -470,7 +503,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adamw_fastai_op),   cmocka_unit_test(test_adamw_fastai_model),
         cmocka_unit_test(test_adamw_torch_op),    cmocka_unit_test(test_adamw_torch_model),
-        cmocka_unit_test(test_adamw_decay_flags), cmocka_unit_test(test_xent_torch),
+        cmocka_unit_test(test_adamw_decay_flags), cmocka_unit_test(test_adamw_grad_scale),
+        cmocka_unit_test(test_xent_torch),
         cmocka_unit_test(test_xent_finite_diff),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

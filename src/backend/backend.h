@@ -159,9 +159,10 @@ typedef struct BackendOps {
 
     /* One AdamW step over nruns runs of a parameter block (p, g, m, v: the block's bases; runs: host,
      * not overlapping), each with its own lr and wd (a's lr and wd are not used): one launch on a
-     * device, whatever the number of runs. Parameters outside every run (frozen) are untouched. */
+     * device, whatever the number of runs. Parameters outside every run (frozen) are untouched.
+     * The step uses g * grad_scale as the gradient (1 / the loss scale; g itself is left as it is). */
     void (*adamw)(Backend *, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
-                  const AdamWArgs *a);
+                  const AdamWArgs *a, float grad_scale);
 
     /* How many of x[0..count) are NaN or infinite (fp32 backend memory; waits for the result). */
     size_t (*count_nonfinite)(Backend *, const float *x, size_t count);

@@ -6,13 +6,14 @@
  * uint8 images through pinned, double-buffered memory on a copy stream while the previous step
  * runs, and augments them on the device, so no step waits for an upload. The PyTorch side
  * (scripts/bench_gpu_torch.py --data device) does the same. The loss stays on the device and is
- * read after the last step. fp16 adds what dynamic loss scaling costs: an overflow count of the
- * gradients each step, halving the scale and skipping the update on overflow.
+ * read after the last step. fp16 adds what dynamic loss scaling costs: the loss and an overflow
+ * count of the gradients read back before each update, halving the scale and skipping the update
+ * on overflow. Every step is train/step.c's, as the trainer runs it.
  * --data host charges every step an upload of a host NCHW float32 batch (pageable, reordered to
  * NHWC on the device, waited for) and a read of the loss: the worst case, for comparison.
- * --reads step waits for the device twice a step (the loss read back, then the gradients'
- * finiteness count), as the trainer does with dynamic loss scaling (fp16) and did before it read
- * them one step late: what those waits cost is the difference to --reads end.
+ * --reads step waits for the device once a step (the loss and the gradients' finiteness count read
+ * back), as the trainer does with dynamic loss scaling (fp16); without it the trainer reads them
+ * one step late: what the wait costs is the difference to --reads end.
  *
  * Output: a human line, then `bench ...` (the keys scripts/bench_cpu.sh reads: img_per_s,
  * peak_rss_mib) and, last, one `RESULT key=value ...` line for scripts (scripts/bench_gpu.sh):
@@ -33,6 +34,7 @@
 #include "cmd/commands.h"
 #include "net/model.h"
 #include "net/optim.h"
+#include "train/step.h"
 #include "base/rng.h"
 #include "base/util.h"
 
@@ -113,13 +115,19 @@ int cmd_bench(int argc, char **argv) {
     for (size_t i = 0; i < in_floats; i++) x[i] = rng_normal(&rng);
     for (int i = 0; i < batch; i++) labels[i] = (int32_t)rng_below(&rng, (uint32_t)classes);
 
-    /* fp16: dynamic loss scaling as a trainer does it (start 2^16, halve and skip on overflow) */
-    be->loss_scale = used == DT_F16 ? 65536.0f : 1.0f;
+    /* fp16: dynamic loss scaling as the trainer does it (scaler.h) */
+    GradScaler scaler = scaler_make(used == DT_F16, used == DT_F16 ? SCALE_INIT : 1.0f);
+    Optimizer *opt = optim_new(m);
+    int read_now = used == DT_F16 || per_step_reads || per_step_upload;
+    Stepper *stepper = step_new(m, opt, &scaler, NULL, read_now ? STEP_READ_NOW : STEP_READ_NONE);
     int skipped = 0;
-    AdamWArgs adam = {1e-3f, 0.9f, 0.99f, 1e-5f, 0.01f, 0};
     double t0 = 0;
     float loss = 0;
-    if (!per_step_upload) { /* once: the batch and its labels stay on the device */
+    StepArgs a = {.n = batch, .size = size, .hyper = {1e-3f, 0.9f, 0.99f, 1e-5f, 0.01f}};
+    if (per_step_upload) {
+        a.x = x;
+        a.labels = labels;
+    } else { /* once: the batch and its labels stay on the device */
         be->ops->tensor_upload(be, model_input(m, batch, size, size), x);
         model_labels(m, batch, labels, NULL, NULL);
     }
@@ -128,24 +136,12 @@ int cmd_bench(int argc, char **argv) {
             be->ops->sync(be);
             t0 = now_seconds();
         }
-        if (per_step_upload) {
-            model_forward(m, x, batch, size, size, 1);
-            loss = model_loss(m, labels, 0.0f);
-        } else {
-            model_run(m, 1);
-            model_loss_queue(m, 0.0f);
-        }
-        model_backward(m);
-        if (per_step_reads && !per_step_upload) loss = model_loss_read(m);
-        if ((used == DT_F16 || per_step_reads) && be->ops->count_nonfinite(be, m->grads_d, m->param_floats)) {
-            if (used == DT_F16) be->loss_scale *= 0.5f;
-            skipped++;
-            continue;
-        }
-        adam.step++;
-        optim_adamw_step(m, &adam);
+        a.index = s;
+        StepReport r = step_run(stepper, &a);
+        if (r.valid) loss = r.loss;
+        skipped += r.valid && r.verdict != SCALER_APPLY;
     }
-    if (!per_step_upload) loss = model_loss_read(m);
+    if (!read_now) loss = model_loss_read(m);
     be->ops->sync(be);
     double dt = now_seconds() - t0;
     struct rusage ru;
@@ -161,7 +157,7 @@ int cmd_bench(int argc, char **argv) {
                                           "nor the CUDA context: not exposed)"
                                         : "",
            rss_mib);
-    if (skipped) printf("fp16: %d steps skipped on gradient overflow; loss scale now %g\n", skipped, be->loss_scale);
+    if (skipped) printf("%d steps skipped (inf/NaN loss or gradients); loss scale now %g\n", skipped, (double)scaler.scale);
     printf("bench model=%s device=%s size=%d batch=%d steps=%d img_per_s=%.1f step_ms=%.1f "
            "peak_backend_mib=%.0f peak_rss_mib=%.0f loss=%.4f threads=%d\n",
            m->arch, be->ops->name, size, batch, steps, img_s, step_ms, peak_mib, rss_mib, loss, be->threads);
@@ -170,6 +166,8 @@ int cmd_bench(int argc, char **argv) {
            "threads=%d\n",
            m->arch, be->ops->name, size, batch, steps, warmup, dtype_name(want), dtype_name(used), data, reads, img_s,
            step_ms, peak_mib, rss_mib, loss, skipped, be->threads);
+    step_free(stepper);
+    optim_free(opt);
     free(x);
     free(labels);
     free(params);

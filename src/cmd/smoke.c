@@ -10,10 +10,10 @@
 #include "cmd/cli.h"
 #include "cmd/commands.h"
 #include "net/model.h"
-#include "net/optim.h"
 #include "base/rng.h"
 #include "train/schedule.h"
 #include "train/scores.h"
+#include "train/step.h"
 #include "pipeline/synthetic.h"
 #include "base/util.h"
 
@@ -74,22 +74,28 @@ int cmd_smoke(int argc, char **argv) {
            be->ops->name, steps, batch, size, size, SYNTH_CLASSES, lr);
     printf("%8s %10s %10s %8s\n", "step", "loss", "lr", "time");
     OneCycle sched = one_cycle_default(lr);
+    Optimizer *opt = optim_new(m);
+    GradScaler scale = scaler_make(0, 1.0f);
+    Stepper *stepper = step_new(m, opt, &scale, NULL, STEP_READ_NOW);
     double t0 = now_seconds();
     float smooth = 0;
     for (int s = 0; s < steps; s++) {
         float pos_in_cycle = (float)s / (float)steps;
-        AdamWArgs a = {one_cycle_lr(&sched, pos_in_cycle), one_cycle_mom(&sched, pos_in_cycle), 0.99f, 1e-5f, 0.01f, s + 1};
         synth_batch(&train_rng, batch, size, x, labels);
-        model_forward(m, x, batch, size, size, 1);
-        float loss = model_loss(m, labels, 0.0f);
-        model_backward(m);
-        optim_adamw_step(m, &a);
+        StepArgs a = {.x = x, .labels = labels, .n = batch, .size = size, .index = s};
+        a.hyper = (OptimHyper){one_cycle_lr(&sched, pos_in_cycle), one_cycle_mom(&sched, pos_in_cycle), 0.99f, 1e-5f, 0.01f};
+        StepReport r = step_run(stepper, &a);
+        if (r.verdict != SCALER_APPLY)
+            die("smoke: step %d: the loss is %g and %llu gradient values are inf or NaN; stopping (lower --lr?)", s + 1,
+                (double)r.loss, (unsigned long long)r.bad);
         /* fastai's smoothed loss: exponential average with debiasing */
-        smooth = 0.98f * smooth + 0.02f * loss;
+        smooth = 0.98f * smooth + 0.02f * r.loss;
         if ((s + 1) % 50 == 0 || s + 1 == steps)
-            printf("%8d %10.4f %10.2e %7.1fs\n", s + 1, smooth / (1.0f - powf(0.98f, (float)(s + 1))), a.lr,
+            printf("%8d %10.4f %10.2e %7.1fs\n", s + 1, smooth / (1.0f - powf(0.98f, (float)(s + 1))), a.hyper.lr,
                    now_seconds() - t0);
     }
+    step_free(stepper);
+    optim_free(opt);
     float acc = evaluate(m, &valid_rng, valid, batch, size, x, labels, logits);
     printf("accuracy on %d held-out images: %.1f%% (chance %.0f%%)\n", valid, 100.0f * acc, 100.0f / SYNTH_CLASSES);
 

@@ -84,7 +84,7 @@ void cpu_unscale(Backend *, float *g, size_t count);
 size_t cpu_count_nonfinite(Backend *, const float *x, size_t count);
 void cpu_scan_nonfinite(Backend *, const float *x, size_t count, uint64_t *out);
 void cpu_adamw(Backend *, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
-               const AdamWArgs *a);
+               const AdamWArgs *a, float grad_scale);
 
 /* cpu/head.c */
 void cpu_concat_pool_forward(Backend *, const Tensor *x, Tensor *y);

@@ -37,15 +37,16 @@ size_t cpu_count_nonfinite(Backend *b, const float *x, size_t count) {
 }
 
 static void adamw_run(float *p, const float *g, float *m, float *v, size_t count, float lr, float wd,
-                      const AdamWArgs *a) {
+                      const AdamWArgs *a, float grad_scale) {
     const float b1 = a->beta1, b2 = a->beta2, eps = a->eps;
     const float decay = 1.0f - lr * wd;
     const float step_size = (float)(lr / (1.0 - pow(a->beta1, a->step)));
     const float inv_bc2 = (float)(1.0 / (1.0 - pow(a->beta2, a->step)));
 #pragma omp parallel for schedule(static) if (count >= CPU_PAR_MIN)
     for (size_t i = 0; i < count; i++) {
-        float mi = b1 * m[i] + (1.0f - b1) * g[i];
-        float vi = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        float gi = g[i] * grad_scale;
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
         m[i] = mi;
         v[i] = vi;
         p[i] = p[i] * decay - step_size * mi / (sqrtf(vi * inv_bc2) + eps);
@@ -53,10 +54,10 @@ static void adamw_run(float *p, const float *g, float *m, float *v, size_t count
 }
 
 void cpu_adamw(Backend *b, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,
-               const AdamWArgs *a) {
+               const AdamWArgs *a, float grad_scale) {
     (void)b;
     for (int r = 0; r < nruns; r++) {
         size_t o = runs[r].offset;
-        adamw_run(p + o, g + o, m + o, v + o, runs[r].count, runs[r].lr, runs[r].wd, a);
+        adamw_run(p + o, g + o, m + o, v + o, runs[r].count, runs[r].lr, runs[r].wd, a, grad_scale);
     }
 }

@@ -95,8 +95,6 @@ int model_attach(Model *m, Backend *be, int max_batch, int max_h, int max_w, cha
     size_t pbytes = m->param_floats * sizeof(float);
     m->params_d = attach_alloc(m, pbytes);
     m->grads_d = attach_alloc(m, pbytes);
-    m->adam_m = attach_alloc(m, pbytes);
-    m->adam_v = attach_alloc(m, pbytes);
     m->stats_d = attach_alloc(m, m->stat_floats * sizeof(float));
     m->labels_d = attach_alloc(m, (size_t)max_batch * sizeof(int32_t));
     m->labels_b_d = attach_alloc(m, (size_t)max_batch * sizeof(int32_t));
@@ -150,7 +148,7 @@ void model_detach(Model *m) {
     m->act = m->grad = NULL;
     m->grad_written = m->needs_grad = NULL;
     m->shapes = NULL;
-    m->params_d = m->grads_d = m->adam_m = m->adam_v = m->stats_d = NULL;
+    m->params_d = m->grads_d = m->stats_d = NULL;
     m->labels_d = m->labels_b_d = NULL;
     m->lam_d = NULL;
     m->loss_d = NULL;

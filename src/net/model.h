@@ -2,9 +2,10 @@
  * the same code then runs it forward and backward on any backend (src/net/model.c).
  *
  * Values are numbered activations: value 0 is the input image batch, every node writes one new
- * value. Parameters live in one contiguous fp32 block (params), with gradients, Adam moments and
- * batch-norm running statistics in blocks of their own, so the optimizer, freezing, weight decay
- * and checkpoints are loops over the Param table.
+ * value. Parameters live in one contiguous fp32 block (params), with gradients and batch-norm
+ * running statistics in blocks of their own (the optimizer's moments have the same layout,
+ * net/optim.h), so the optimizer, freezing, weight decay and checkpoints are loops over the Param
+ * table.
  */
 #ifndef CNN_MODEL_H
 #define CNN_MODEL_H
@@ -88,7 +89,7 @@ typedef struct Model {
 
     /* Set by model_attach: backend memory, sized for the largest shape of the run. */
     Backend *be;
-    float *params_d, *grads_d, *adam_m, *adam_v, *stats_d;
+    float *params_d, *grads_d, *stats_d; /* the optimizer's state is its own (net/optim.h) */
     Tensor *act;           /* nvalues activations */
     Tensor *grad;          /* nvalues activation gradients (value 0's is unused) */
     int max_batch, max_h, max_w;

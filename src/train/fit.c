@@ -73,88 +73,28 @@ static const char *param_at(const Model *m, uint64_t i) {
     return "?";
 }
 
-/* Without dynamic loss scaling a bad step stops the run, so nothing needs deciding before the next
- * step is queued: the step's loss and a scan of its gradients are copied back while the next step
- * runs (queue_step_read), and checked then (take_step_read), with the step's own epoch and number
- * in the message. The device never waits for the host between steps. */
-static void queue_step_read(Trainer *T, int slot) {
-    Backend *be = T->be;
-    Model *m = T->model;
-    be->ops->scan_nonfinite(be, m->grads_d, m->param_floats, T->scan_d);
-    be->ops->read_async(be, &T->reads[slot].loss, m->loss_d, sizeof(float), slot);
-    be->ops->read_async(be, T->reads[slot].scan, T->scan_d, sizeof T->reads[slot].scan, slot);
-}
-
-/* The pending step, if any: waits for its read-back, stops the run if it went wrong, else adds its
- * loss to the epoch's sum and count. */
-static void take_step_read(Trainer *T, const StageConfig *st, PendingStep *p, double *sum, long *seen) {
-    if (!p->live) return;
-    T->be->ops->read_wait(T->be, p->slot);
-    const StepRead *r = &T->reads[p->slot];
+/* A step's report (step.h): a bad step stops the run, naming the step (without dynamic loss scaling
+ * it is read back one step late: the device never waits for the host between steps), an
+ * overflow the scaler skipped is said; a good or skipped step's loss adds to the epoch's sum. */
+static void take_report(Trainer *T, const StageConfig *st, const StepReport *r, double *sum, long *seen) {
+    if (!r->valid) return;
     char where[1400];
     if (!isfinite(r->loss))
-        die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). %s", st->name, p->epoch,
-            p->step, r->loss, last_checkpoint(T, where, sizeof where));
-    if (r->scan[0])
+        die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). %s", st->name, r->epoch,
+            r->index, r->loss, last_checkpoint(T, where, sizeof where));
+    if (r->verdict == SCALER_STOP && T->scaler.dynamic)
+        die("stage %s, epoch %d, step %ld: the gradients overflow even at loss scale 1 (the first in %s); stopping. %s",
+            st->name, r->epoch, r->index, param_at(T->model, r->first_bad), last_checkpoint(T, where, sizeof where));
+    if (r->verdict == SCALER_STOP)
         die("stage %s, epoch %d, step %ld: %llu gradient values are inf or NaN (the first in %s) while the loss is "
             "finite; stopping (lower the learning rate? [run] loss_scale = dynamic skips such steps). %s",
-            st->name, p->epoch, p->step, (unsigned long long)r->scan[0], param_at(T->model, r->scan[1]),
+            st->name, r->epoch, r->index, (unsigned long long)r->bad, param_at(T->model, r->first_bad),
             last_checkpoint(T, where, sizeof where));
-    *sum += (double)r->loss * p->n;
-    *seen += p->n;
-    p->live = 0;
-}
-
-/* With dynamic loss scaling, after backward: are the gradients finite? A finite loss can still give
- * inf/NaN gradients (an overflow inside the backward pass): the step is skipped and the scale
- * halved (PyTorch's GradScaler: 0 returned, Adam does not step). Finite steps grow the scale every
- * 2000. (Without dynamic scaling the check is take_step_read's, one step late.) */
-static int gradients_finite(Trainer *T, const StageConfig *st, int epoch, long step) {
-    Model *m = T->model;
-    char where[1400];
-    /* the same scan as take_step_read's, waited for at once (slot 0: the one-step-late reads are off) */
-    Backend *be = m->be;
-    uint64_t *scan = T->reads[0].scan;
-    be->ops->scan_nonfinite(be, m->grads_d, m->param_floats, T->scan_d);
-    be->ops->read_async(be, scan, T->scan_d, 2 * sizeof(uint64_t), 0);
-    be->ops->read_wait(be, 0);
-    uint64_t bad = scan[0];
-    if (!bad) {
-        if (T->dynamic_scale && ++T->good_steps == SCALE_GROWTH_INTERVAL && T->loss_scale < 0x1p100f) {
-            T->loss_scale *= 2;
-            T->good_steps = 0;
-        }
-        m->be->loss_scale = T->loss_scale;
-        return 1;
-    }
-    if (T->loss_scale <= 1.0f)
-        die("stage %s, epoch %d, step %ld: the gradients overflow even at loss scale 1 (the first in %s); stopping. %s",
-            st->name, epoch, step, param_at(m, scan[1]), last_checkpoint(T, where, sizeof where));
-    trainer_say(T, "  step %ld: %llu gradient values inf or NaN at loss scale %g: step skipped, scale %g\n", step,
-        (unsigned long long)bad,
-        (double)T->loss_scale, (double)T->loss_scale / 2);
-    T->loss_scale /= 2;
-    T->good_steps = 0;
-    T->skipped_steps++;
-    m->be->loss_scale = T->loss_scale;
-    return 0;
-}
-
-/* Fault injection: a NaN into the input batch (its first float's bytes: a NaN in fp32, and a zero
- * then a NaN in fp16 and bf16). */
-static void inject_nan_input(Backend *be, Tensor *x) {
-    float nan = NAN;
-    be->ops->upload(be, x->data, &nan, sizeof nan);
-}
-
-/* Fault injection: +inf into the first trainable parameter's gradient. */
-static void inject_inf_gradient(Model *m) {
-    for (int i = 0; i < m->nparams; i++)
-        if (m->params[i].trainable) {
-            float inf = INFINITY;
-            m->be->ops->upload(m->be, m->grads_d + m->params[i].offset, &inf, sizeof inf);
-            return;
-        }
+    if (r->verdict == SCALER_SKIP)
+        trainer_say(T, "  step %ld: %llu gradient values inf or NaN at loss scale %g: step skipped, scale %g\n", r->index,
+            (unsigned long long)r->bad, (double)r->scale, (double)T->scaler.scale);
+    *sum += (double)r->loss * r->n;
+    *seen += r->n;
 }
 
 Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int train, int on_device) {
@@ -179,10 +119,7 @@ Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int 
     return L;
 }
 
-void trainer_reset_optimizer(Trainer *T) {
-    optim_reset(T->model);
-    T->adam_step = 0;
-}
+void trainer_reset_optimizer(Trainer *T) { optim_reset(T->opt); }
 
 /* fastai's freeze() / unfreeze() (model_set_frozen); a model of one group is never frozen. */
 void trainer_set_trainable(Trainer *T) { model_set_frozen(T->model, T->frozen); }
@@ -196,25 +133,9 @@ void trainer_set_frozen(Trainer *T, int frozen) {
 
 /* Learning rates over the parameter groups, as fractions of the top one (group_lr_scales). */
 void trainer_set_group_lrs(Trainer *T, float lo, float hi, int spread) {
-    group_lr_scales(T->model->ngroups, lo, hi, spread, T->group_scale);
-}
-
-/* Mixup: per sample lam ~ Beta(a, a), lam = max(lam, 1 - lam), partner from a random permutation;
- * x = lam*x_i + (1-lam)*x_partner, the loss mixes the labels the same way. */
-void trainer_mixup(Trainer *T, Rng *rng, float alpha, Tensor *x, const int32_t *labels) {
-    int n = x->n;
-    int32_t *perm = T->partner;
-    for (int i = 0; i < n; i++) perm[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)rng_below(rng, (uint32_t)i + 1), t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
-    for (int i = 0; i < n; i++) {
-        T->lam[i] = rng_mixup_lam(rng, alpha);
-        T->labels_b[i] = labels[perm[i]];
-    }
-    T->be->ops->mix_images(T->be, x, perm, T->lam); /* on the batch in backend memory */
+    float scale[OPTIM_MAX_GROUPS];
+    group_lr_scales(T->model->ngroups, lo, hi, spread, scale);
+    optim_set_group_lrs(T->opt, scale);
 }
 
 /* Count argmax hits of host logits (n x classes). */
@@ -290,7 +211,6 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
     /* trainer_mixup and progressive crops draw from a stream per batch, so a resumed run draws the same */
     Rng mix_base = rng_split(&T->root, 100), crop_base = rng_split(&T->root, 200);
     int stopped = 0;
-    PendingStep pending = {0};
     for (int e = start.epoch; e < epochs && !stopped; e++) {
         int first = e == start.epoch;
         double t0 = now_seconds(), sum = first ? start.loss_sum : 0;
@@ -305,59 +225,25 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
         for (const Batch *b; (b = loader_next(train));) {
             long step = (long)e * per_epoch + b->index;
             float pos = one_cycle_pos(step, total);
-            AdamWArgs a = {st->lr, st->mom_max, st->beta2, st->eps, st->wd, ++T->adam_step};
+            StepArgs a = {.batch = b, .smoothing = st->label_smoothing, .epoch = e, .index = step};
+            a.hyper = (OptimHyper){st->lr, st->mom_max, st->beta2, st->eps, st->wd};
             if (shape == LR_ONE_CYCLE) {
-                a.lr = one_cycle_lr(cycle, pos);
-                a.beta1 = one_cycle_mom(cycle, pos);
+                a.hyper.lr = one_cycle_lr(cycle, pos);
+                a.hyper.beta1 = one_cycle_mom(cycle, pos);
             }
             uint64_t batch_id = (uint64_t)T->epoch << 32 | (uint64_t)b->index;
-            int side = prog ? progressive_side(prog, b->size, pos) : b->size;
-            last_side = side;
-            Tensor *in = model_input(m, b->n, side, side);
+            a.side = last_side = prog ? progressive_side(prog, b->size, pos) : b->size;
             /* a progressive stage's smaller side is cut from the full batch by the backend */
-            Tensor *full = side < b->size ? &T->full : in;
-            *full = (Tensor){full->data, b->n, 3, b->size, b->size, full->dtype};
-            upload_batch(T, b, full);
-            if (side < b->size) {
-                int oy = 0, ox = 0;
-                if (st->resize_crop) {
-                    Rng crop_rng = rng_split(&crop_base, batch_id);
-                    crop_offsets(&crop_rng, b->size, side, &oy, &ox);
-                }
-                T->be->ops->shrink_batch(T->be, &T->full, side, st->resize_crop, oy, ox, in);
-            }
-            if (T->steps + 1 == T->nan_step) inject_nan_input(T->be, in);
-            if (st->mixup_alpha > 0) {
-                Rng mix_rng = rng_split(&mix_base, batch_id);
-                trainer_mixup(T, &mix_rng, st->mixup_alpha, in, b->labels);
-            }
-            m->dropout_seed = rng_hash(T->cfg->seed ^ 0x44524f50ULL, batch_id);
-            /* queue the whole step before reading anything back: a device never waits for the host */
-            model_labels(m, b->n, b->labels, st->mixup_alpha > 0 ? T->labels_b : NULL, T->lam);
-            model_run(m, 1);
-            model_loss_queue(m, st->label_smoothing);
-            model_backward(m);
-            if (T->steps + 1 == T->inf_grad_step) inject_inf_gradient(m);
-            if (!T->dynamic_scale) {
-                /* this step's results come back while the next one runs; the previous step's are read now */
-                int slot = (int)(T->steps & 1);
-                queue_step_read(T, slot);
-                optim_adamw_step_groups(m, &a, T->group_scale);
-                take_step_read(T, st, &pending, &sum, &seen);
-                pending = (PendingStep){1, slot, e, b->n, step};
-            } else {
-                /* dynamic loss scaling decides before the optimizer step: read now */
-                float loss = model_loss_read(m);
-                if (!isfinite(loss)) {
-                    char where[1400];
-                    die("stage %s, epoch %d, step %ld: the loss is %g; stopping (lower the learning rate?). %s", st->name,
-                        e, step, loss, last_checkpoint(T, where, sizeof where));
-                }
-                if (gradients_finite(T, st, e, step)) optim_adamw_step_groups(m, &a, T->group_scale);
-                else T->adam_step--; /* a skipped step leaves Adam as it was */
-                sum += (double)loss * b->n;
-                seen += b->n;
-            }
+            a.crop = st->resize_crop;
+            Rng crop_rng = rng_split(&crop_base, batch_id), mix_rng = rng_split(&mix_base, batch_id);
+            if (a.side < b->size && a.crop) crop_offsets(&crop_rng, b->size, a.side, &a.oy, &a.ox);
+            a.mixup_alpha = st->mixup_alpha;
+            a.mix_rng = &mix_rng;
+            a.dropout_seed = rng_hash(T->cfg->seed ^ 0x44524f50ULL, batch_id);
+            a.poison_input = T->steps + 1 == T->nan_step;
+            a.poison_grad = T->steps + 1 == T->inf_grad_step;
+            StepReport r = step_run(T->step, &a);
+            take_report(T, st, &r, &sum, &seen);
             T->steps++;
             if (isatty(STDOUT_FILENO)) {
                 double dt = now_seconds() - t0;
@@ -367,13 +253,15 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
                 fflush(stdout);
             }
             if (trainer_stop_requested(T)) {
-                take_step_read(T, st, &pending, &sum, &seen);
+                StepReport last = step_finish(T->step);
+                take_report(T, st, &last, &sum, &seen);
                 T->at = (Position){T->at.stage, phase, e, b->index + 1, sum, seen};
                 stopped = 1;
                 break;
             }
         }
-        take_step_read(T, st, &pending, &sum, &seen); /* the epoch's last step, before its validation and checkpoint */
+        StepReport last = step_finish(T->step); /* the epoch's last step, before its validation and checkpoint */
+        take_report(T, st, &last, &sum, &seen);
         if (isatty(STDOUT_FILENO)) printf("\r%80s\r", "");
         if (stopped) break;
         EvalResult v = trainer_evaluate(T, valid, T->epoch, st->label_smoothing, NULL, NULL);

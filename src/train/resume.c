@@ -48,11 +48,10 @@ HostState trainer_host_state_new(const Model *m) {
     return h;
 }
 
-static HostState host_state(Model *m) {
-    HostState h = trainer_host_state_new(m);
-    model_get_weights(m, h.params, h.stats);
-    m->be->ops->download(m->be, h.adam_m, m->adam_m, m->param_floats * sizeof(float));
-    m->be->ops->download(m->be, h.adam_v, m->adam_v, m->param_floats * sizeof(float));
+static HostState host_state(const Trainer *T) {
+    HostState h = trainer_host_state_new(T->model);
+    model_get_weights(T->model, h.params, h.stats);
+    optim_get_state(T->opt, h.adam_m, h.adam_v);
     return h;
 }
 
@@ -66,11 +65,11 @@ void trainer_host_state_free(HostState *h) {
 /* A stage's (or the final) checkpoint: a plain PyTorch state dict plus its training state. */
 void trainer_save_checkpoint(Trainer *T, const char *name, const char *stage) {
     Model *m = T->model;
-    HostState h = host_state(m);
+    HostState h = host_state(T);
     char id[CKPT_ID_CHARS + 1], epoch[16], step[16], path[1200], train_path[1300], err[1024];
     ckpt_new_id(id);
     snprintf(epoch, sizeof epoch, "%d", T->epoch);
-    snprintf(step, sizeof step, "%d", T->adam_step);
+    snprintf(step, sizeof step, "%d", T->opt->step);
     char *classes = trainer_class_list(&T->data);
     /* the split, so that `eval` can tell the run's validation images from its training images */
     const DatasetSpec *ds = &T->cfg->data;
@@ -205,7 +204,7 @@ static int resume_row(const char *key) {
  * run had never stopped (resume_rows). Rewritten whole (one atomic rename) after every epoch and stage. */
 void trainer_save_resume(Trainer *T) {
     Model *m = T->model;
-    HostState h = host_state(m);
+    HostState h = host_state(T);
     const Position *p = &T->at;
     char path[1200], err[1024];
     fflush(T->metrics);
@@ -228,13 +227,13 @@ void trainer_save_resume(Trainer *T) {
         .stage_epoch = p->epoch,
         .batch = p->batch,
         .epochs_done = T->epoch,
-        .adam_step = T->adam_step,
+        .adam_step = T->opt->step,
         .frozen = T->frozen,
-        .good_steps = T->good_steps,
+        .good_steps = T->scaler.good_steps,
         .seen = p->seen,
         .metrics_bytes = metrics_len,
         .loss_sum = p->loss_sum,
-        .loss_scale = (double)T->loss_scale,
+        .loss_scale = (double)T->scaler.scale,
     };
     char text[N_RESUME_ROWS][40];
     const char *meta[2 * N_RESUME_ROWS + 1];
@@ -266,14 +265,13 @@ void trainer_load_resume(Trainer *T) {
     if (T->from.stage < T->cfg->nstages ? strcmp(r.stage, T->cfg->stages[T->from.stage].name) : strcmp(r.stage, "(done)"))
         die("%s: it stopped in stage \"%s\", which is not stage %d of %s", path, r.stage, T->from.stage + 1, T->cfg->path);
     T->epoch = r.epochs_done;
-    T->adam_step = r.adam_step;
     /* loss scaling state (absent from checkpoints of runs without it: they had scale 1) */
     if ((present >> resume_row("loss_scale") & 1) && (present >> resume_row("good_steps") & 1)) {
         if (!(r.loss_scale >= 1 && r.loss_scale <= 0x1p100) || r.good_steps >= SCALE_GROWTH_INTERVAL)
             die("%s: metadata \"loss_scale\" or \"good_steps\" is bad", path);
-        if (T->dynamic_scale) {
-            T->loss_scale = (float)r.loss_scale;
-            T->good_steps = r.good_steps;
+        if (T->scaler.dynamic) {
+            T->scaler.scale = (float)r.loss_scale;
+            T->scaler.good_steps = r.good_steps;
         }
     }
     T->frozen = r.frozen != 0;
@@ -285,8 +283,7 @@ void trainer_load_resume(Trainer *T) {
     T->resuming = T->from.phase || T->from.epoch || T->from.batch;
     T->at = T->from;
     model_set_weights(m, h.params, h.stats);
-    m->be->ops->upload(m->be, m->adam_m, h.adam_m, m->param_floats * sizeof(float));
-    m->be->ops->upload(m->be, m->adam_v, h.adam_v, m->param_floats * sizeof(float));
+    optim_set_state(T->opt, h.adam_m, h.adam_v, r.adam_step);
     trainer_host_state_free(&h);
     long metrics_bytes = r.metrics_bytes;
     st_close(&meta); /* r's strings point into it: not read after this */

@@ -84,14 +84,15 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     if (backend_set_precision(T.be, cfg->precision) != cfg->precision)
         fprintf(stderr, "cnntrain: precision %s is not available on the %s backend; training in %s\n",
                 dtype_name(cfg->precision), T.be->ops->name, dtype_name(T.be->compute));
-    T.dynamic_scale = cfg->loss_scale == LOSS_SCALE_DYNAMIC || (cfg->loss_scale == LOSS_SCALE_AUTO && T.be->compute == DT_F16);
-    T.loss_scale = T.dynamic_scale ? SCALE_INIT : 1.0f;
+    int dynamic = cfg->loss_scale == LOSS_SCALE_DYNAMIC || (cfg->loss_scale == LOSS_SCALE_AUTO && T.be->compute == DT_F16);
+    T.scaler = scaler_make(dynamic, dynamic ? SCALE_INIT : 1.0f);
     int max_batch, max_side;
     largest_shape(cfg, &max_batch, &max_side);
     /* no batch holds more than the larger split (an eval stage's batch 65536 over 100 images) */
     int images = T.data.ntrain > T.data.nvalid ? T.data.ntrain : T.data.nvalid;
     if (max_batch > images) max_batch = images;
     if (model_attach(T.model, T.be, max_batch, max_side, max_side, err, sizeof err)) die("%s: %s", cfg->path, err);
+    T.opt = optim_new(T.model);
 
     rng_seed(&T.root, cfg->seed);
     char path[1200];
@@ -107,8 +108,10 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         else printf("cnntrain: %s: no checkpoint yet (the run stopped before its first epoch ended): starting over\n", path);
         T.resume_written = from_checkpoint;
     }
-    T.be->loss_scale = T.loss_scale;
     device_feed_init(&T.feed, T.be);
+    /* without dynamic loss scaling nothing is decided before the update: the step's loss and
+     * gradient check are read back one step late, so the device never waits for the host */
+    T.step = step_new(T.model, T.opt, &T.scaler, &T.feed, dynamic ? STEP_READ_NOW : STEP_READ_LATE);
     if (!from_checkpoint) {
         Rng init = rng_split(&T.root, 1);
         HostState h = trainer_host_state_new(T.model);
@@ -139,17 +142,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     fseek(T.metrics, 0, SEEK_END); /* ftell of an append stream is the end only after a write */
     if (!from_checkpoint) fprintf(T.metrics, "stage,epoch,stage_epoch,train_loss,valid_loss,accuracy,seconds,size\n");
 
-    size_t per_image = 3 * (size_t)max_side * max_side;
-    T.partner = xmalloc((size_t)max_batch * sizeof(int32_t));
-    int progressive = 0;
-    for (int i = 0; i < cfg->nstages; i++) progressive |= cfg->stages[i].type == STAGE_PROGRESSIVE;
-    T.full.dtype = T.be->compute;
-    if (progressive) T.full.data = T.be->ops->alloc(T.be, (size_t)max_batch * per_image * dtype_size(T.be->compute));
-    T.lam = xmalloc((size_t)max_batch * sizeof(float));
-    T.labels_b = xmalloc((size_t)max_batch * sizeof(int32_t));
     T.logits = xmalloc((size_t)max_batch * classes * sizeof(float));
-    T.reads = T.be->ops->alloc_host(T.be, 2 * sizeof(StepRead));
-    T.scan_d = T.be->ops->alloc(T.be, 2 * sizeof(uint64_t));
     trainer_say(&T, "cnntrain: %s%s, %s (%d classes) on %s in %s; %d train / %d valid images; run folder %s\n",
         from_checkpoint ? "resuming " : "", cfg->path, cfg->arch, classes, T.be->ops->name, dtype_name(T.be->compute),
         T.data.ntrain, T.data.nvalid, T.run_dir);
@@ -185,9 +178,9 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         T.at = (Position){i + 1, 0, 0, 0, 0, 0};
         trainer_save_resume(&T);
     }
-    if (T.dynamic_scale)
-        trainer_say(&T, "loss scaling: %ld steps skipped (inf/NaN gradients) in this process; scale now %g\n", T.skipped_steps,
-            (double)T.loss_scale);
+    if (T.scaler.dynamic)
+        trainer_say(&T, "loss scaling: %ld steps skipped (inf/NaN gradients) in this process; scale now %g\n", T.scaler.skipped,
+            (double)T.scaler.scale);
     int rc = 0;
     if (T.stopped) {
         const Position *p = &T.at;
@@ -208,12 +201,8 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     fclose(T.metrics);
     close(lock);
     if (!T.stopped && write_final) plot_run(T.run_dir);
-    free(T.partner);
-    if (T.full.data) T.be->ops->release(T.be, T.full.data);
-    T.be->ops->release(T.be, T.scan_d);
-    T.be->ops->free_host(T.be, T.reads);
-    free(T.lam);
-    free(T.labels_b);
+    step_free(T.step);
+    optim_free(T.opt);
     free(T.logits);
     free(T.from_bad[0]);
     free(T.from_bad[1]);

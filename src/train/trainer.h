@@ -17,9 +17,10 @@
 #include "train/progressive.h"
 #include "train/run_record.h"
 #include "train/schedule.h"
+#include "train/scaler.h"
+#include "train/step.h"
+#include "net/optim.h"
 #include "base/rng.h"
-
-#define MAX_GROUPS 8
 
 /* Where a run stands; a resume checkpoint records it. */
 typedef struct {
@@ -37,14 +38,12 @@ typedef struct {
     Model *model;
     Backend *be;
     Rng root;
-    int adam_step;          /* Adam's step count since the moments were last cleared */
+    Optimizer *opt;         /* AdamW and its state */
+    GradScaler scaler;      /* [run] loss_scale */
+    Stepper *step;          /* the training step (step.h) */
     int epoch;              /* epochs run so far, over all stages: the loader's epoch number */
     char run_dir[1024];
     FILE *log, *metrics;
-    int32_t *labels_b;      /* trainer_mixup partners */
-    float *lam;             /* trainer_mixup weights */
-    int32_t *partner;       /* trainer_mixup partners (indices into the batch) */
-    Tensor full;            /* backend memory: a progressive stage's full-size batch, before shrink_batch */
     float *logits;          /* host copy, max_batch x classes */
     Position at;            /* where the run stands, for the next resume checkpoint */
     Position from;          /* a resumed run: where the checkpoint stopped */
@@ -58,35 +57,11 @@ typedef struct {
     long steps;             /* training steps of this process (run.stop_after) */
     long nan_step;          /* fault injection for tests: CNNTRAIN_INJECT_NAN=N poisons step N's batch, */
     long inf_grad_step;     /* CNNTRAIN_INJECT_NAN=grad:N one gradient of step N (finite loss, inf gradient) */
-    int dynamic_scale;      /* [run] loss_scale: skip overflowing steps and adapt the scale */
-    float loss_scale;       /* a power of two; 1 without dynamic scaling */
-    int good_steps;         /* finite steps since the scale last changed */
-    long skipped_steps;     /* of this process, for the summary */
     DeviceFeed feed;        /* BATCH_RAW batches to the model's input (augmentation on the device) */
     int frozen;             /* fastai's freeze(): only the last parameter group and the batch norms train */
-    float group_scale[MAX_GROUPS]; /* the running trainer_fit's lr per parameter group, as a fraction of its lr */
     int stopped;            /* why the run stopped early: a signal number, or -1 for stop_after */
     char data_fp[DATA_FP_CHARS]; /* the data set's fingerprint (run_record.h), in every checkpoint */
-    struct StepRead *reads; /* alloc_host, 2 slots: a step's loss and gradient scan, read one step late */
-    uint64_t *scan_d;       /* backend memory: scan_nonfinite's result for the step being queued */
 } Trainer;
-
-/* What the host learns of a training step, copied back while the next step runs (read_async):
- * its loss, and how many gradient values are inf or NaN with the first one's index. */
-typedef struct StepRead {
-    float loss;
-    uint64_t scan[2];
-} StepRead;
-
-/* A step queued but not yet read back: where it was, for the message if it went wrong. */
-typedef struct {
-    int live, slot, epoch, n;
-    long step;
-} PendingStep;
-
-/* PyTorch's GradScaler defaults */
-#define SCALE_INIT 65536.0f
-#define SCALE_GROWTH_INTERVAL 2000
 
 typedef struct {
     double loss;
@@ -111,7 +86,6 @@ void trainer_reset_optimizer(Trainer *T);
 void trainer_set_trainable(Trainer *T);
 void trainer_set_frozen(Trainer *T, int frozen);
 void trainer_set_group_lrs(Trainer *T, float lo, float hi, int spread);
-void trainer_mixup(Trainer *T, Rng *rng, float alpha, Tensor *x, const int32_t *labels);
 int trainer_augment_on_device(const Trainer *T);
 EvalResult trainer_evaluate(Trainer *T, Loader *L, int epoch, float smoothing, float *probs, int32_t *labels);
 int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label, int epochs, LrShape shape,

@@ -1040,8 +1040,8 @@ static void test_adamw(void) {
             a.step = step;
             buf_random(&g, 0, 1);
             AdamWRun run = {0, count, a.lr, a.wd};
-            cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, &run, 1, &a);
-            gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, &run, 1, &a);
+            cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, &run, 1, &a, 1.0f);
+            gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, &run, 1, &a, 1.0f);
         }
         snprintf(name, sizeof name, "adamw p %s", tag);
         cmp_buf(name, &p, TOL_ELEM);
@@ -1070,8 +1070,8 @@ static void test_adamw(void) {
     for (int step = 1; step <= 3; step++) {
         a.step = step;
         buf_random(&g, 0, 1);
-        cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, runs, NRUNS, &a);
-        gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, runs, NRUNS, &a);
+        cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, runs, NRUNS, &a, 1.0f);
+        gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, runs, NRUNS, &a, 1.0f);
     }
     cmp_buf("adamw p, 300 runs with their own lr/wd and frozen gaps, 3 steps", &p, TOL_ELEM);
     cmp_buf("adamw v, 300 runs with their own lr/wd and frozen gaps, 3 steps", &v, TOL_ELEM);

@@ -15,8 +15,8 @@
  *   difference <= 10% of the mean reference loss; and the GPU's own loss must fall: the mean of the
  *   last 5 steps below 85% of the mean of the first 5 (the reference falls well below that; the
  *   test prints both curves).
- * - fp16 loss scaling as a trainer would do it: start at 2^10, skip the step and halve the scale
- *   when a gradient is not finite (count_nonfinite), never grow within the run. At most 3 skipped
+ * - fp16 loss scaling as the trainer does it (train/step.c, train/scaler.c), from 2^10: skip the
+ *   step and halve the scale when a gradient is not finite (it grows only after 2000 good steps). At most 3 skipped
  *   steps; in fp32 and bf16 (scale 1) every gradient must be finite.
  * - every parameter finite at the end. */
 #include <math.h>
@@ -28,6 +28,7 @@
 #include "backend/backend.h"
 #include "net/model.h"
 #include "net/optim.h"
+#include "train/step.h"
 #include "base/rng.h"
 #include "suite.h"
 #include "pipeline/synthetic.h"
@@ -75,24 +76,24 @@ static int train(Backend *be, const Setup *su, Curve *out, char *err, size_t err
     float *x = xmalloc((size_t)su->batch * 3 * su->size * su->size * sizeof(float));
     int32_t *labels = xmalloc((size_t)su->batch * sizeof(int32_t));
     int fp16 = be->compute == DT_F16;
-    be->loss_scale = fp16 ? 1024.0f : 1.0f;
+    /* the trainer's step and scaler (a skipped step is not applied; it still counts here) */
+    GradScaler scaler = scaler_make(fp16, fp16 ? 1024.0f : 1.0f);
+    Optimizer *opt = optim_new(m);
+    Stepper *stepper = step_new(m, opt, &scaler, NULL, STEP_READ_NOW);
     out->skipped = 0;
     double t0 = now_seconds();
     for (int s = 0; s < su->steps; s++) {
         synth_batch(&data, su->batch, su->size, x, labels);
-        model_forward(m, x, su->batch, su->size, su->size, 1);
-        out->loss[s] = model_loss(m, labels, 0.0f);
-        model_backward(m);
-        if (be->ops->count_nonfinite(be, m->grads_d, m->param_floats) > 0) {
-            out->skipped++;
-            if (fp16) be->loss_scale *= 0.5f;
-            continue; /* a trainer skips the update; the step still counts */
-        }
         /* fastai's Adam defaults, constant lr */
-        AdamWArgs a = {1e-3f, 0.9f, 0.99f, 1e-5f, 0.01f, s + 1 - out->skipped};
-        optim_adamw_step(m, &a);
+        StepArgs a = {.x = x, .labels = labels, .n = su->batch, .size = su->size, .index = s,
+                      .hyper = {1e-3f, 0.9f, 0.99f, 1e-5f, 0.01f}};
+        StepReport r = step_run(stepper, &a);
+        out->loss[s] = r.loss;
+        out->skipped += r.verdict != SCALER_APPLY;
     }
     be->ops->sync(be);
+    step_free(stepper);
+    optim_free(opt);
     out->seconds = now_seconds() - t0;
     float *p = xmalloc(m->param_floats * sizeof(float));
     model_get_weights(m, p, NULL);
@@ -103,7 +104,6 @@ static int train(Backend *be, const Setup *su, Curve *out, char *err, size_t err
     free(labels);
     model_detach(m);
     model_free(m);
-    be->loss_scale = 1.0f;
     return 0;
 }
 

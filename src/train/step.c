@@ -1,0 +1,199 @@
+/* train/step.c: one training step (see step.h). */
+#include "train/step.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "base/util.h"
+
+/* What comes back of a step: its loss, and how many gradient values are inf or NaN with the first
+ * one's index (scan_nonfinite). */
+typedef struct {
+    float loss;
+    uint64_t scan[2];
+} StepRead;
+
+struct Stepper {
+    Model *model;
+    Optimizer *opt;
+    GradScaler *scaler;
+    DeviceFeed *feed;
+    StepReads reads;
+    StepRead *slots;      /* alloc_host, 2: the read-backs of the last two steps */
+    uint64_t *scan_d;     /* backend memory: scan_nonfinite's result for the step being queued */
+    long queued;          /* steps queued: the slot of the next is queued & 1 */
+    int pending;          /* READ_LATE: a step's read-back is on its way */
+    StepReport pending_report; /* that step's names */
+    int pending_slot;
+    Tensor full;          /* backend memory: a progressive step's full-size batch, before shrink_batch */
+    size_t full_bytes;
+    int32_t *partner, *labels_b; /* mixup: each image's partner (index in the batch) and its label */
+    float *lam;                  /* mixup weights */
+    int mix_cap;
+};
+
+Stepper *step_new(Model *m, Optimizer *o, GradScaler *s, DeviceFeed *feed, StepReads reads) {
+    if (reads == STEP_READ_LATE && s->dynamic)
+        die("step_new: dynamic loss scaling decides before the update: it needs STEP_READ_NOW");
+    Stepper *st = xcalloc(1, sizeof *st);
+    st->model = m;
+    st->opt = o;
+    st->scaler = s;
+    st->feed = feed;
+    st->reads = reads;
+    st->slots = m->be->ops->alloc_host(m->be, 2 * sizeof(StepRead));
+    st->scan_d = m->be->ops->alloc(m->be, 2 * sizeof(uint64_t));
+    return st;
+}
+
+void step_free(Stepper *st) {
+    if (!st) return;
+    Backend *be = st->model->be;
+    be->ops->release(be, st->full.data);
+    be->ops->release(be, st->scan_d);
+    be->ops->free_host(be, st->slots);
+    free(st->partner);
+    free(st->labels_b);
+    free(st->lam);
+    free(st);
+}
+
+/* Mixup: per sample lam ~ Beta(a, a), lam = max(lam, 1 - lam), partner from a random permutation;
+ * x = lam*x_i + (1-lam)*x_partner, the loss mixes the labels the same way. */
+static void mixup(Stepper *st, Rng *rng, float alpha, Tensor *x, const int32_t *labels) {
+    int n = x->n;
+    if (n > st->mix_cap) {
+        st->partner = xrealloc(st->partner, (size_t)n * sizeof *st->partner);
+        st->labels_b = xrealloc(st->labels_b, (size_t)n * sizeof *st->labels_b);
+        st->lam = xrealloc(st->lam, (size_t)n * sizeof *st->lam);
+        st->mix_cap = n;
+    }
+    int32_t *perm = st->partner;
+    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)rng_below(rng, (uint32_t)i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    for (int i = 0; i < n; i++) {
+        st->lam[i] = rng_mixup_lam(rng, alpha);
+        st->labels_b[i] = labels[perm[i]];
+    }
+    st->model->be->ops->mix_images(st->model->be, x, perm, st->lam); /* on the batch in backend memory */
+}
+
+/* The batch into the model's input at side x side: uploaded (or augmented on the device) at its own
+ * size, then cut or resized by the backend when the side is smaller. */
+static Tensor *input(Stepper *st, const StepArgs *a, int n, int size, int side) {
+    Model *m = st->model;
+    Backend *be = m->be;
+    Tensor *in = model_input(m, n, side, side);
+    if (!a->batch && !a->x) return in; /* on the device already */
+    Tensor *dst = in;
+    if (side < size) {
+        size_t bytes = (size_t)n * 3 * size * size * dtype_size(be->compute);
+        if (bytes > st->full_bytes) {
+            be->ops->release(be, st->full.data);
+            st->full.data = be->ops->alloc(be, bytes);
+            st->full_bytes = bytes;
+        }
+        dst = &st->full;
+    }
+    *dst = (Tensor){dst->data, n, 3, size, size, be->compute};
+    if (a->batch) device_feed_upload(st->feed, a->batch, dst);
+    else be->ops->tensor_upload(be, dst, a->x);
+    if (side < size) be->ops->shrink_batch(be, &st->full, side, a->crop, a->oy, a->ox, in);
+    return in;
+}
+
+/* Fault injection: a NaN into the input batch (its first float's bytes: a NaN in fp32, and a zero
+ * then a NaN in fp16 and bf16). */
+static void poison_input(Backend *be, Tensor *x) {
+    float nan = NAN;
+    be->ops->upload(be, x->data, &nan, sizeof nan);
+}
+
+/* Fault injection: +inf into the first trainable parameter's gradient. */
+static void poison_grad(Model *m) {
+    for (int i = 0; i < m->nparams; i++)
+        if (m->params[i].trainable) {
+            float inf = INFINITY;
+            m->be->ops->upload(m->be, m->grads_d + m->params[i].offset, &inf, sizeof inf);
+            return;
+        }
+}
+
+/* The loss and the gradient scan of the step just queued, copied back through slot. */
+static void queue_read(Stepper *st, int slot) {
+    Model *m = st->model;
+    Backend *be = m->be;
+    be->ops->scan_nonfinite(be, m->grads_d, m->param_floats, st->scan_d);
+    be->ops->read_async(be, &st->slots[slot].loss, m->loss_d, sizeof(float), slot);
+    be->ops->read_async(be, st->slots[slot].scan, st->scan_d, sizeof st->slots[slot].scan, slot);
+}
+
+/* A report from a step's names and its read-back in slot (waited for). */
+static StepReport take_read(Stepper *st, StepReport r, int slot) {
+    st->model->be->ops->read_wait(st->model->be, slot);
+    const StepRead *rd = &st->slots[slot];
+    r.valid = 1;
+    r.loss = rd->loss;
+    r.bad = rd->scan[0];
+    r.first_bad = rd->scan[1];
+    return r;
+}
+
+StepReport step_run(Stepper *st, const StepArgs *a) {
+    Model *m = st->model;
+    Backend *be = m->be;
+    const Batch *b = a->batch;
+    int n = b ? b->n : a->n, size = b ? b->size : a->size;
+    const int32_t *labels = b ? b->labels : a->labels;
+    int side = a->side > 0 && a->side < size ? a->side : size;
+    StepReport self = {0, a->epoch, n, a->index, NAN, 0, UINT64_MAX, st->scaler->scale, SCALER_APPLY};
+    be->loss_scale = st->scaler->scale;
+
+    Tensor *in = input(st, a, n, size, side);
+    if (a->poison_input) poison_input(be, in);
+    if (a->mixup_alpha > 0) mixup(st, a->mix_rng, a->mixup_alpha, in, labels);
+    m->dropout_seed = a->dropout_seed;
+    /* queue the whole step before reading anything back: a device never waits for the host
+     * (uploads wait for the device: the labels go before the forward pass) */
+    if (labels) model_labels(m, n, labels, a->mixup_alpha > 0 ? st->labels_b : NULL, st->lam);
+    model_run(m, 1);
+    model_loss_queue(m, a->smoothing);
+    model_backward(m);
+    if (a->poison_grad) poison_grad(m);
+    int slot = (int)(st->queued++ & 1);
+    StepReport out = {0};
+    switch (st->reads) {
+    case STEP_READ_NONE:
+        optim_step(st->opt, &a->hyper, 1.0f);
+        break;
+    case STEP_READ_LATE:
+        /* this step's results come back while the next one runs; the previous step's are read now */
+        queue_read(st, slot);
+        optim_step(st->opt, &a->hyper, 1.0f);
+        out = step_finish(st);
+        st->pending = 1;
+        st->pending_slot = slot;
+        st->pending_report = self;
+        break;
+    case STEP_READ_NOW:
+        queue_read(st, slot);
+        out = take_read(st, self, slot);
+        /* a non-finite loss is not the scale's doing (the forward pass does not see it): stop */
+        out.verdict = !isfinite(out.loss) ? SCALER_STOP : scaler_update(st->scaler, out.bad == 0);
+        if (out.verdict == SCALER_APPLY) optim_step(st->opt, &a->hyper, 1.0f);
+        break;
+    }
+    return out;
+}
+
+StepReport step_finish(Stepper *st) {
+    if (!st->pending) return (StepReport){0};
+    st->pending = 0;
+    StepReport r = take_read(st, st->pending_report, st->pending_slot);
+    r.verdict = isfinite(r.loss) && !r.bad ? SCALER_APPLY : SCALER_STOP;
+    return r;
+}
