@@ -22,8 +22,7 @@
  *   and normalises with the biased one, as PyTorch does. The parity test checks running_var against
  *   the CPU backend, which implements backend.h's wording directly.
  * - resultSaveInvVariance is 1/sqrt(var + eps) despite its name: exactly our save_invstd.
- * Loss scaling: dgamma and dbeta come out divided by Backend.loss_scale (cuDNN: alphaParamDiff);
- * dx stays scaled, like every activation gradient.
+ * Loss scaling: dgamma, dbeta and dx all carry dy's loss scale (the optimizer divides it out).
  *
  * Fusion, not used yet: cuDNN's cudnnBatchNormalizationForwardTrainingEx / BackwardEx with
  * CUDNN_BATCHNORM_OPS_BN_ADD_ACTIVATION compute relu(bn(x) + z) in one pass (and its backward gives
@@ -235,12 +234,11 @@ __global__ void __launch_bounds__(CUDA_BLOCK)
 }
 
 /* Backward, pass 1 finished: a warp per channel adds the slabs into sum_dy and sum_dyx, and writes
- * dgamma = sum_dyx*rstd and dbeta = sum_dy, both divided by the loss scale (either may be NULL);
+ * dgamma = sum_dyx*rstd and dbeta = sum_dy (either may be NULL);
  * rstd = invstd[ch] or, with invstd NULL, 1/sqrt(var[ch] + eps). */
 __global__ void __launch_bounds__(CUDA_BLOCK)
     bn_grad_final_kernel(const float *part_a, const float *part_b, int slabs, int c, const float *invstd,
-                         const float *var, float eps, float inv_scale, float *sum_dy, float *sum_dyx, float *dgamma,
-                         float *dbeta) {
+                         const float *var, float eps, float *sum_dy, float *sum_dyx, float *dgamma, float *dbeta) {
     int ch = blockIdx.x * BN_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (ch >= c) return; /* the whole warp */
     float a = 0.0f, b = 0.0f;
@@ -256,8 +254,8 @@ __global__ void __launch_bounds__(CUDA_BLOCK)
     sum_dy[ch] = a;
     sum_dyx[ch] = b;
     float rstd = invstd ? invstd[ch] : rsqrtf(var[ch] + eps);
-    if (dbeta) dbeta[ch] = a * inv_scale;
-    if (dgamma) dgamma[ch] = b * rstd * inv_scale;
+    if (dbeta) dbeta[ch] = a;
+    if (dgamma) dgamma[ch] = b * rstd;
 }
 
 /* Scratch of one reduction, carved from ctx->scratch: three partials per (slab, channel) (the
@@ -377,8 +375,7 @@ static void bn_stats(CudaCtx *ctx, const T *x, size_t rows, int c, float eps, fl
  * gradients (NULL: not wanted); rstd as bn_grad_final_kernel takes it. */
 template <typename T>
 static BnReduce bn_grad_sums(CudaCtx *ctx, const T *x, const T *dy, const float *mean, size_t rows, int c,
-                             const float *invstd, const float *var, float eps, float inv_scale, float *dgamma,
-                             float *dbeta) {
+                             const float *invstd, const float *var, float eps, float *dgamma, float *dbeta) {
     BnReduce r;
     lanes_dispatch<T>(channels_wide<T>(c, x, dy), [&](auto lanes) {
         constexpr int L = decltype(lanes)::value;
@@ -386,7 +383,7 @@ static BnReduce bn_grad_sums(CudaCtx *ctx, const T *x, const T *dy, const float 
         bn_grad_sums_kernel<T, L><<<r.grid, r.block, 0, ctx->stream>>>(x, dy, mean, rows, c, r.part[0], r.part[1]);
         KERNEL_CHECK();
         bn_grad_final_kernel<<<warp_blocks(c), CUDA_BLOCK, 0, ctx->stream>>>(
-            r.part[0], r.part[1], (int)r.grid.y, c, invstd, var, eps, inv_scale, r.sum_a, r.sum_b, dgamma, dbeta);
+            r.part[0], r.part[1], (int)r.grid.y, c, invstd, var, eps, r.sum_a, r.sum_b, dgamma, dbeta);
         KERNEL_CHECK();
     });
     return r;
@@ -472,7 +469,6 @@ void cuda_bn_backward(Backend *b, const Tensor *x, const Tensor *dy, const float
     size_t rows = (size_t)x->n * x->h * x->w, total = rows * x->c;
     int c = x->c;
     if (total == 0) return;
-    const float inv_scale = 1.0f / b->loss_scale;
     if (use_cudnn(ctx, dt)) {
         BnDescs d = bn_descs(x, dt);
         /* cuDNN always writes the parameter gradients: give it scratch when the caller wants none. */
@@ -483,10 +479,9 @@ void cuda_bn_backward(Backend *b, const Tensor *x, const Tensor *dy, const float
         }
         const float one = 1.0f, zero = 0.0f, data_beta = accumulate ? 1.0f : 0.0f;
         /* The interface passes no eps: with the saved mean and inverse std given, cuDNN takes the
-         * statistics from them, and eps (required >= CUDNN_BN_MIN_EPSILON) only has to be valid.
-         * alphaParamDiff = 1/loss_scale unscales dgamma and dbeta (1 in fp32: bit for bit as before). */
+         * statistics from them, and eps (required >= CUDNN_BN_MIN_EPSILON) only has to be valid. */
         const double eps_unused = 1e-5;
-        CUDNN_CHECK(cudnnBatchNormalizationBackward(ctx->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &data_beta, &inv_scale,
+        CUDNN_CHECK(cudnnBatchNormalizationBackward(ctx->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &data_beta, &one,
                                                     &zero, d.x, x->data, d.x, dy->data, d.x, dx->data, d.param, gamma,
                                                     dgamma, dbeta, eps_unused, save_mean, save_invstd));
         bn_descs_free(&d);
@@ -495,7 +490,7 @@ void cuda_bn_backward(Backend *b, const Tensor *x, const Tensor *dy, const float
     cuda_dispatch(dt, "bn_backward", [&](auto tag) {
         using T = decltype(tag);
         const T *xd = (const T *)x->data, *dyd = (const T *)dy->data;
-        BnReduce r = bn_grad_sums<T>(ctx, xd, dyd, save_mean, rows, c, save_invstd, NULL, 0.0f, inv_scale, dgamma,
+        BnReduce r = bn_grad_sums<T>(ctx, xd, dyd, save_mean, rows, c, save_invstd, NULL, 0.0f, dgamma,
                                      dbeta);
         lanes_dispatch<T>(channels_wide<T>(c, xd, dyd, dx->data), [&](auto lanes) {
             constexpr int L = decltype(lanes)::value;
@@ -523,7 +518,7 @@ void cuda_bn_backward_infer(Backend *b, const Tensor *x, const Tensor *dy, const
         using T = decltype(tag);
         const T *xd = (const T *)x->data, *dyd = (const T *)dy->data;
         if (dgamma || dbeta)
-            bn_grad_sums<T>(ctx, xd, dyd, running_mean, rows, c, NULL, running_var, eps, 1.0f / b->loss_scale,
+            bn_grad_sums<T>(ctx, xd, dyd, running_mean, rows, c, NULL, running_var, eps,
                             dgamma, dbeta);
         if (dx) {
             cuda_require_dtype(dx, dt, "bn_backward_infer");

@@ -382,12 +382,12 @@ void cuda_conv_backward_data(Backend *b, const ConvGeom *g, const Tensor *dy, co
     });
 }
 
-/* dw (fp32) = the low-precision dw * inv_scale. cuDNN may saturate an fp16 result that overflowed
+/* dw (fp32) = the low-precision dw, widened. cuDNN may saturate an fp16 result that overflowed
  * at +-65504 instead of making it inf; the loss scaler must see the overflow, so for fp16 a
  * magnitude of 65504 or more becomes inf here (65504 itself is a sum that reached the top of the
  * range: treating it as an overflow only halves the scale once more). bf16 has fp32's range. */
-template <typename T> __global__ void widen_grad_kernel(const T *src, float *dst, size_t count, float inv_scale) {
-    GRID_STRIDE(i, count) dst[i] = widen_grad(src[i], inv_scale);
+template <typename T> __global__ void widen_grad_kernel(const T *src, float *dst, size_t count) {
+    GRID_STRIDE(i, count) dst[i] = widen_grad(src[i]);
 }
 
 void cuda_conv_backward_filter(Backend *b, const ConvGeom *g, const Tensor *x, const Tensor *dy, float *dw) {
@@ -395,11 +395,11 @@ void cuda_conv_backward_filter(Backend *b, const ConvGeom *g, const Tensor *x, c
     DType dt = check_in(g, x, "conv_backward_filter");
     ConvPlan *p = plan_get(ctx, g, x->n, x->h, x->w, dt);
     check_out(p, dy, "conv_backward_filter");
-    /* parameter gradients are overwritten (beta 0) and come out divided by the loss scale */
-    const float inv_scale = 1.0f / b->loss_scale, one = 1.0f, zero = 0.0f;
+    /* parameter gradients are overwritten (beta 0), carrying dy's loss scale */
+    const float one = 1.0f, zero = 0.0f;
     if (dt == DT_F32) {
         run_dir(b, p, DIR_BWD_FILTER, [&](int algo, void *ws, size_t bytes) {
-            return cudnnConvolutionBackwardFilter(ctx->cudnn, &inv_scale, p->x_desc, x->data, p->y_desc, dy->data,
+            return cudnnConvolutionBackwardFilter(ctx->cudnn, &one, p->x_desc, x->data, p->y_desc, dy->data,
                                                   p->conv_desc, (cudnnConvolutionBwdFilterAlgo_t)algo, ws, bytes,
                                                   &zero, p->w_desc, dw);
         });
@@ -414,7 +414,7 @@ void cuda_conv_backward_filter(Backend *b, const ConvGeom *g, const Tensor *x, c
     });
     cuda_dispatch(dt, "conv_backward_filter", [&](auto tag) {
         using T = decltype(tag);
-        widen_grad_kernel<T><<<cuda_grid(count), CUDA_BLOCK, 0, ctx->stream>>>((const T *)lp, dw, count, inv_scale);
+        widen_grad_kernel<T><<<cuda_grid(count), CUDA_BLOCK, 0, ctx->stream>>>((const T *)lp, dw, count);
     });
     KERNEL_CHECK();
 }

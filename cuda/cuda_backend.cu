@@ -7,8 +7,9 @@
  * Mixed precision in one paragraph: activations and activation gradients are fp16 or bf16 (every
  * Tensor carries its dtype); parameters, their gradients, Adam moments and batch-norm statistics
  * stay fp32. Ops that take fp32 weights read the cast copy (cuda_weights). softmax_xent multiplies
- * dlogits by Backend.loss_scale; every parameter-gradient output divides by it again, so the
- * optimizer sees true fp32 gradients, and an fp16 overflow on the way arrives there as inf/NaN. */
+ * dlogits by the loss scale; every gradient after it carries the scale, the fp32 parameter
+ * gradients too, until the optimizer step divides it out (adamw's grad_scale), and an fp16
+ * overflow on the way arrives there as inf/NaN. */
 #include "cuda_backend.h"
 #include "dtype.h"
 
@@ -366,7 +367,6 @@ static int cu_set_compute(Backend *b, DType dt) {
     if (dt == DT_F32) {
         while (ctx->nwcopies > 0) wcopy_free(b, ctx->nwcopies - 1);
         b->compute = dt;
-        b->loss_scale = 1.0f;
         return 0;
     }
     if (dt == b->compute) return 0;
@@ -544,7 +544,6 @@ extern "C" Backend *cuda_backend_create(char *err, size_t errlen) {
     b->ops = cuda_ops();
     b->impl = ctx;
     b->compute = DT_F32;
-    b->loss_scale = 1.0f;
     b->threads = 1;
     return b;
 }

@@ -140,7 +140,7 @@ void cuda_accumulate(Backend *, const Tensor *src, Tensor *dst, int accumulate);
 
 /* loss.cu */
 void cuda_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
-                       const float *lam, float smoothing, float *loss, Tensor *dlogits);
+                       const float *lam, float smoothing, float scale, float *loss, Tensor *dlogits);
 
 /* optim.cu */
 size_t cuda_count_nonfinite(Backend *, const float *x, size_t count);

@@ -28,18 +28,16 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(f
     return __float2bfloat16_rn(v);
 }
 
-/* An fp32 parameter gradient from a low-precision one, divided by the loss scale. cuDNN may
- * saturate an overflowing fp16 result at +-65504 instead of making it inf, which would hide the
- * overflow from the loss scaler: for fp16, |v| >= 65504 (fp16's largest finite value) becomes inf.
- * NaN stays NaN. bf16 has fp32's range: nothing to map. */
-__device__ __forceinline__ float widen_grad(float v, float inv_scale) { return v * inv_scale; }
-__device__ __forceinline__ float widen_grad(__nv_bfloat16 v, float inv_scale) {
-    return __bfloat162float(v) * inv_scale;
-}
-__device__ __forceinline__ float widen_grad(__half v, float inv_scale) {
+/* An fp32 parameter gradient from a low-precision one (still carrying the loss scale: the optimizer
+ * divides it out). cuDNN may saturate an overflowing fp16 result at +-65504 instead of making it
+ * inf, which would hide the overflow from the loss scaler: for fp16, |v| >= 65504 (fp16's largest
+ * finite value) becomes inf. NaN stays NaN. bf16 has fp32's range: nothing to map. */
+__device__ __forceinline__ float widen_grad(float v) { return v; }
+__device__ __forceinline__ float widen_grad(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float widen_grad(__half v) {
     float f = __half2float(v);
     if (fabsf(f) >= 65504.0f) f = copysignf(INFINITY, f);
-    return f * inv_scale;
+    return f;
 }
 
 /* Calls f(T{}) with T = float, __half or __nv_bfloat16 for dt; any other value is a fatal error. */

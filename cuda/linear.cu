@@ -29,14 +29,13 @@ template <typename T> __global__ void bias_cast_kernel(const float *acc, const f
     GRID_STRIDE(i, (size_t)rows * cols) y[i] = from_float<T>(acc[i] + (bias ? bias[i % cols] : 0.0f));
 }
 
-/* db[j] = sum over the batch of dy[i][j] / loss scale; one thread per output, batch order fixed
- * (deterministic). */
-template <typename T> __global__ void bias_grad_kernel(const T *dy, float *db, int rows, int cols, float inv_scale) {
+/* db[j] = sum over the batch of dy[i][j]; one thread per output, batch order fixed (deterministic). */
+template <typename T> __global__ void bias_grad_kernel(const T *dy, float *db, int rows, int cols) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= cols) return;
     float s = 0.0f;
     for (int i = 0; i < rows; i++) s += to_float(dy[(size_t)i * cols + j]);
-    db[j] = s * inv_scale;
+    db[j] = s;
 }
 
 void cuda_linear_forward(Backend *b, const Tensor *x, const float *w, const float *bias, Tensor *y) {
@@ -82,14 +81,14 @@ void cuda_linear_backward(Backend *b, const Tensor *x, const Tensor *dy, const f
         die("cuda linear_backward: dy is %dx%dx%dx%d, expected (%d, out, 1, 1)", dy->n, dy->c, dy->h, dy->w, x->n);
     int n = x->n, in = x->c * x->h * x->w, out = dy->c;
     if (n == 0) return;
-    const float one = 1.0f, zero = 0.0f, inv_scale = 1.0f / b->loss_scale;
+    const float one = 1.0f, zero = 0.0f;
     cudaDataType_t t = cuda_blas_dtype(dt);
     if (dw) {
         if (dt == DT_F32)
-            CUBLAS_CHECK(cublasSgemm(ctx->cublas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, &inv_scale,
+            CUBLAS_CHECK(cublasSgemm(ctx->cublas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, &one,
                                      (const float *)x->data, in, (const float *)dy->data, out, &zero, dw, in));
         else
-            CUBLAS_CHECK(cublasGemmEx(ctx->cublas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, &inv_scale, x->data, t, in,
+            CUBLAS_CHECK(cublasGemmEx(ctx->cublas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, &one, x->data, t, in,
                                       dy->data, t, out, &zero, dw, CUDA_R_32F, in, CUBLAS_COMPUTE_32F,
                                       CUBLAS_GEMM_DEFAULT));
     }
@@ -97,7 +96,7 @@ void cuda_linear_backward(Backend *b, const Tensor *x, const Tensor *dy, const f
         cuda_dispatch(dt, "linear_backward", [&](auto tag) {
             using T = decltype(tag);
             bias_grad_kernel<T><<<(out + CUDA_BLOCK - 1) / CUDA_BLOCK, CUDA_BLOCK, 0, ctx->stream>>>(
-                (const T *)dy->data, db, n, out, inv_scale);
+                (const T *)dy->data, db, n, out);
         });
         KERNEL_CHECK();
     }

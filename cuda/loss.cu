@@ -35,7 +35,7 @@ __device__ static float block_reduce(float v, int is_max) {
 
 /* One block per sample. target_j = (1-eps)*(lam*[j==a] + (1-lam)*[j==b]) + eps/classes, so
  * loss = sum_j target_j*(lse - z_j) = (1-eps)*(lam*(lse-z_a) + (1-lam)*(lse-z_b)) + eps*(lse - mean z),
- * dz_j = scale * (softmax_j - target_j) / n, scale = Backend.loss_scale. An out-of-range label gives a
+ * dz_j = scale * (softmax_j - target_j) / n, scale = the loss scale. An out-of-range label gives a
  * NaN loss rather than a wrong one. dlogits may be NULL (no gradient wanted). Logits and dlogits are
  * T (the activation dtype); everything in between is fp32. */
 template <typename T>
@@ -87,7 +87,7 @@ __global__ void mean_kernel(const float *v, int n, float *out) {
 }
 
 void cuda_softmax_xent(Backend *b, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
-                       const float *lam, float smoothing, float *loss, Tensor *dlogits) {
+                       const float *lam, float smoothing, float scale, float *loss, Tensor *dlogits) {
     CudaCtx *ctx = cuda_ctx(b);
     DType dt = cuda_act_dtype(logits, "softmax_xent");
     /* classes = c*h*w: a row per sample whatever the shape, as the CPU backend reads it */
@@ -101,7 +101,7 @@ void cuda_softmax_xent(Backend *b, const Tensor *logits, const int32_t *labels_a
     cuda_dispatch(dt, "softmax_xent", [&](auto tag) {
         using T = decltype(tag);
         xent_kernel<T><<<n, XENT_BLOCK, 0, ctx->stream>>>((const T *)logits->data, labels_a, labels_b, lam, smoothing,
-                                                          n, classes, b->loss_scale, sample_loss,
+                                                          n, classes, scale, sample_loss,
                                                           dlogits ? (T *)dlogits->data : NULL);
     });
     KERNEL_CHECK();

@@ -685,7 +685,7 @@ typedef struct {
 
 static double xent_loss(void *p) {
     XentCtx *c = p;
-    be->ops->softmax_xent(be, &c->z, c->la, c->lb, c->lam, c->smoothing, c->loss, &c->dz);
+    be->ops->softmax_xent(be, &c->z, c->la, c->lb, c->lam, c->smoothing, 1.0f, c->loss, &c->dz);
     return *c->loss;
 }
 

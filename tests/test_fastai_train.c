@@ -312,7 +312,7 @@ static float xent(const float *z, const int32_t *la, const int32_t *lb, const fl
     Tensor dz = {be->ops->alloc(be, sizeof(float) * LN * LC), LN, LC, 1, 1, DT_F32};
     int32_t *la_d = dev_upload(la, sizeof(int32_t) * LN), *lb_d = dev_upload(lb ? lb : la, sizeof(int32_t) * LN);
     float *lam_d = dev_upload(lam, sizeof(float) * LN), *loss = be->ops->alloc(be, 4), l;
-    be->ops->softmax_xent(be, &zt, la_d, lb ? lb_d : NULL, lb ? lam_d : NULL, smoothing, loss, &dz);
+    be->ops->softmax_xent(be, &zt, la_d, lb ? lb_d : NULL, lb ? lam_d : NULL, smoothing, 1.0f, loss, &dz);
     be->ops->sync(be);
     be->ops->download(be, &l, loss, 4);
     be->ops->download(be, d, dz.data, sizeof(float) * LN * LC);

@@ -398,7 +398,7 @@ static float xent_run(const XentCase *xc, const XentIn *in, float *d) {
     Tensor dz = {be->ops->alloc(be, nk * 4), xc->n, xc->k, 1, 1, DT_F32};
     int32_t *la = dev_upload(in->la, (size_t)xc->n * 4), *lb = dev_upload(in->lb, (size_t)xc->n * 4);
     float *lam = dev_upload(in->lam, (size_t)xc->n * 4), *loss = be->ops->alloc(be, 4), l;
-    be->ops->softmax_xent(be, &z, la, xc->mix ? lb : NULL, xc->mix ? lam : NULL, xc->smoothing, loss, &dz);
+    be->ops->softmax_xent(be, &z, la, xc->mix ? lb : NULL, xc->mix ? lam : NULL, xc->smoothing, 1.0f, loss, &dz);
     be->ops->sync(be);
     be->ops->download(be, &l, loss, 4);
     be->ops->download(be, d, dz.data, nk * 4);

@@ -524,10 +524,10 @@ static void test_op_xent_mixup(void **state) {
     float *lam = dev_copy(&o, need_f32(&f, "lam", (size_t)n), (size_t)n * 4), *loss = dev(&o, 4);
     Tensor logits = dev_tensor(&o, lr, 1), dlogits = dev_like(&o, lr);
     Report rep = {.label = "op_xent_mixup"};
-    b->softmax_xent(o.be, &logits, da, dbl, lam, smoothing, loss, &dlogits);
+    b->softmax_xent(o.be, &logits, da, dbl, lam, smoothing, 1.0f, loss, &dlogits);
     check_dev(&rep, &o, "loss", loss, &f);
     check_tensor(&rep, &o, "dlogits", &dlogits, &f);
-    b->softmax_xent(o.be, &logits, da, NULL, NULL, smoothing, loss, &dlogits);
+    b->softmax_xent(o.be, &logits, da, NULL, NULL, smoothing, 1.0f, loss, &dlogits);
     check_dev(&rep, &o, "loss_plain", loss, &f);
     check_tensor(&rep, &o, "dlogits_plain", &dlogits, &f);
     ops_done(&o);

@@ -153,9 +153,13 @@ typedef struct BackendOps {
     /* Mean softmax cross-entropy over the batch, with label smoothing eps and mixup:
      * per sample, target = lam*onehot(a) + (1-lam)*onehot(b), smoothed as (1-eps)*target + eps/classes.
      * labels_b and lam may be NULL (no mixup). logits and dlogits are (n, classes, 1, 1); loss is one
-     * float of backend memory; dlogits = d(loss)/d(logits). */
+     * float of backend memory; dlogits = scale * d(loss)/d(logits). scale is the loss scale (1 for
+     * none): in fp16 it keeps the backward pass's small gradients from underflowing. Every gradient
+     * computed from dlogits then carries it, the parameter gradients too (no op divides it out):
+     * the optimizer step does, once (adamw's grad_scale), and an overflow on the way arrives in the
+     * fp32 parameter gradients as inf or NaN (scan_nonfinite). */
     void (*softmax_xent)(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
-                         const float *lam, float smoothing, float *loss, Tensor *dlogits);
+                         const float *lam, float smoothing, float scale, float *loss, Tensor *dlogits);
 
     /* One AdamW step over nruns runs of a parameter block (p, g, m, v: the block's bases; runs: host,
      * not overlapping), each with its own lr and wd (a's lr and wd are not used): one launch on a
@@ -240,11 +244,6 @@ struct Backend {
     const BackendOps *ops;
     void *impl;        /* the backend's private state */
     DType compute;     /* activation dtype this backend computes in */
-    /* Loss scaling for fp16 (1 otherwise; the trainer sets it): softmax_xent multiplies dlogits
-     * by it, so the low-precision backward pass does not underflow, and every parameter gradient
-     * output (dw, dgamma, dbeta, db) comes out divided by it again, i.e. as the true fp32 gradient.
-     * An overflow shows up as inf/NaN in those gradients (count_nonfinite). */
-    float loss_scale;
     int threads;       /* host threads the backend may use */
     size_t bytes_in_use, peak_bytes;  /* device memory through ops->alloc, for the benchmarks */
     /* fp32 operations that run on TF32 tensor cores (10-bit significand) because no plain fp32

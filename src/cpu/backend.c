@@ -175,7 +175,6 @@ Backend *cpu_backend_create(char *err, size_t errlen) {
     b->ops = &cpu_ops;
     b->impl = xcalloc(1, sizeof(CpuState));
     b->compute = DT_F32;
-    b->loss_scale = 1.0f;
     b->threads = 1;
 #ifdef _OPENMP
     b->threads = omp_get_max_threads(); /* OMP_NUM_THREADS, else the online cores */

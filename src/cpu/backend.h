@@ -76,11 +76,9 @@ void cpu_linear_backward(Backend *, const Tensor *x, const Tensor *dy, const flo
 
 /* cpu/loss.c */
 void cpu_softmax_xent(Backend *, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
-                      const float *lam, float smoothing, float *loss, Tensor *dlogits);
+                      const float *lam, float smoothing, float scale, float *loss, Tensor *dlogits);
 
 /* cpu/optim.c */
-/* Divide a parameter gradient by b->loss_scale (nothing to do at 1). */
-void cpu_unscale(Backend *, float *g, size_t count);
 size_t cpu_count_nonfinite(Backend *, const float *x, size_t count);
 void cpu_scan_nonfinite(Backend *, const float *x, size_t count, uint64_t *out);
 void cpu_adamw(Backend *, float *p, const float *g, float *m, float *v, const AdamWRun *runs, int nruns,

@@ -157,11 +157,10 @@ void cpu_bn_backward(Backend *b, const Tensor *x, const Tensor *dy, const float 
     const double *s = dy_sums(b, x->data, dy->data, save_mean, rows, C);
     float *coef = cpu_scratch(b, CPU_WS_CHAN, 3 * (size_t)C * sizeof(float));
     float *a = coef, *k = coef + C, *e = coef + 2 * C;
-    const double unscale = 1.0 / b->loss_scale; /* dy carries the loss scale; dgamma, dbeta do not */
     for (int c = 0; c < C; c++) {
         double invstd = save_invstd[c], db = s[c], dg = s[C + c] * invstd;
-        if (dbeta) dbeta[c] = (float)(db * unscale);
-        if (dgamma) dgamma[c] = (float)(dg * unscale);
+        if (dbeta) dbeta[c] = (float)db;
+        if (dgamma) dgamma[c] = (float)dg;
         double ac = gamma[c] * invstd;
         double kc = -ac * invstd * dg / (double)rows;        /* multiplies (x - mean) */
         a[c] = (float)ac;
@@ -182,11 +181,10 @@ void cpu_bn_backward_infer(Backend *b, const Tensor *x, const Tensor *dy, const 
     const double *s = dy_sums(b, x->data, dy->data, running_mean, rows, C);
     float *coef = cpu_scratch(b, CPU_WS_CHAN, 3 * (size_t)C * sizeof(float));
     float *a = coef, *k = coef + C, *e = coef + 2 * C;
-    const double unscale = 1.0 / b->loss_scale;
     for (int c = 0; c < C; c++) {
         double invstd = 1.0 / sqrt((double)running_var[c] + eps);
-        if (dbeta) dbeta[c] = (float)(s[c] * unscale);
-        if (dgamma) dgamma[c] = (float)(s[C + c] * invstd * unscale);
+        if (dbeta) dbeta[c] = (float)s[c];
+        if (dgamma) dgamma[c] = (float)(s[C + c] * invstd);
         a[c] = (float)(gamma[c] * invstd);
         k[c] = 0.0f;
         e[c] = 0.0f;

@@ -252,7 +252,6 @@ void cpu_conv_backward_filter(Backend *b, const ConvGeom *g, const Tensor *x, co
     const float *xd = x->data, *dyd = dy->data; // (n*h*w, cin), (n*oh*ow, cout); dw (cout, kkc)
     if (is_pointwise(&s)) {
         sgemm(1, 0, s.cout, s.c, s.n * s.h * s.w, 1.0f, dyd, s.cout, xd, s.c, 0.0f, dw, s.c);
-        cpu_unscale(b, dw, (size_t)s.cout * s.c);
         return;
     }
     /* dW = dY^T * col with col's rows read in place from the padded input */
@@ -269,5 +268,4 @@ void cpu_conv_backward_filter(Backend *b, const ConvGeom *g, const Tensor *x, co
         sgemm_rowb(1, s.cout, s.kkc, (int)((n1 - n0) * img_rows), dyd + n0 * img_rows * s.cout, s.cout, &bm,
                    n0 == 0 ? 0.0f : 1.0f, dw, s.kkc);
     }
-    cpu_unscale(b, dw, (size_t)s.cout * s.kkc);
 }

@@ -20,18 +20,15 @@ void cpu_linear_forward(Backend *b, const Tensor *x, const float *w, const float
 
 void cpu_linear_backward(Backend *b, const Tensor *x, const Tensor *dy, const float *w, float *dw, float *db,
                          Tensor *dx, int accumulate) {
+    (void)b;
     int n = x->n, in = x->c * x->h * x->w, out = dy->c;
     const float *gd = dy->data;
-    const double unscale = 1.0 / b->loss_scale;
-    if (dw) {
-        sgemm(1, 0, out, in, n, 1.0f, gd, out, x->data, in, 0.0f, dw, in); // (out, in) = dy^T x
-        cpu_unscale(b, dw, (size_t)out * in);
-    }
+    if (dw) sgemm(1, 0, out, in, n, 1.0f, gd, out, x->data, in, 0.0f, dw, in); // (out, in) = dy^T x
     if (db)
         for (int o = 0; o < out; o++) {
             double s = 0;
             for (int i = 0; i < n; i++) s += gd[(size_t)i * out + o];
-            db[o] = (float)(s * unscale);
+            db[o] = (float)s;
         }
     if (dx) {
         cpu_set_shape(dx, x->n, x->c, x->h, x->w);

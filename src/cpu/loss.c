@@ -13,7 +13,7 @@
  * Samples run in parallel; their losses are summed afterwards in order, so the result does not
  * depend on the thread count. dlogits may alias logits: each row is fully read before it is written. */
 void cpu_softmax_xent(Backend *b, const Tensor *logits, const int32_t *labels_a, const int32_t *labels_b,
-                      const float *lam, float smoothing, float *loss, Tensor *dlogits) {
+                      const float *lam, float smoothing, float scale_f, float *loss, Tensor *dlogits) {
     const int n = logits->n, K = logits->c * logits->h * logits->w;
     const float *z = logits->data; // (n, K)
     float *dz = dlogits ? dlogits->data : NULL;
@@ -24,7 +24,7 @@ void cpu_softmax_xent(Backend *b, const Tensor *logits, const int32_t *labels_a,
         if (la < 0 || la >= K || lb < 0 || lb >= K) die("softmax_xent: label %d/%d out of range [0, %d)", la, lb, K);
     }
     double *per = cpu_scratch(b, CPU_WS_STATS, (size_t)n * sizeof(double));
-    const double base = (double)smoothing / K, scale = b->loss_scale; /* see Backend.loss_scale */
+    const double base = (double)smoothing / K, scale = scale_f; /* the loss scale (backend.h) */
 #pragma omp parallel for schedule(static) if ((size_t)n * K >= CPU_PAR_MIN)
     for (int i = 0; i < n; i++) {
         const float *zi = z + (size_t)i * K;

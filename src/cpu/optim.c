@@ -1,4 +1,4 @@
-/* cpu/optim.c: the optimizer's ops: unscaling, the non-finite scan of the gradient check, AdamW
+/* cpu/optim.c: the optimizer's ops: the non-finite scan of the gradient check, AdamW
  * (cuda/optim.cu's twins).
  * Inner loops run over the contiguous channel dimension so gcc vectorises them; outer loops are
  * OpenMP-parallel once the tensor is big enough to pay for a fork/join. */
@@ -9,13 +9,6 @@
 #include "base/util.h"
 
 /* ---- optimizer ---- */
-
-void cpu_unscale(Backend *b, float *g, size_t count) {
-    if (b->loss_scale == 1.0f) return;
-    const float inv = 1.0f / b->loss_scale; /* a power of two: exact */
-#pragma omp parallel for schedule(static) if (count >= CPU_PAR_MIN)
-    for (size_t i = 0; i < count; i++) g[i] *= inv;
-}
 
 void cpu_scan_nonfinite(Backend *b, const float *x, size_t count, uint64_t *out) {
     (void)b;

@@ -247,7 +247,7 @@ float model_loss(Model *m, const int32_t *host_labels, float smoothing) {
 
 float model_loss_mixup(Model *m, const int32_t *labels_a, const int32_t *labels_b, const float *lam, float smoothing) {
     model_labels(m, m->act[m->nvalues - 1].n, labels_a, labels_b, lam);
-    model_loss_queue(m, smoothing);
+    model_loss_queue(m, smoothing, 1.0f);
     return model_loss_read(m);
 }
 
@@ -261,11 +261,11 @@ void model_labels(Model *m, int n, const int32_t *labels_a, const int32_t *label
     }
 }
 
-void model_loss_queue(Model *m, float smoothing) {
+void model_loss_queue(Model *m, float smoothing, float loss_scale) {
     Backend *be = m->be;
     int last = m->nvalues - 1;
     be->ops->softmax_xent(be, &m->act[last], m->labels_d, m->mixed_labels ? m->labels_b_d : NULL,
-                          m->mixed_labels ? m->lam_d : NULL, smoothing, m->loss_d, &m->grad[last]);
+                          m->mixed_labels ? m->lam_d : NULL, smoothing, loss_scale, m->loss_d, &m->grad[last]);
     memset(m->grad_written, 0, (size_t)m->nvalues);
     m->grad_written[last] = 1;
 }

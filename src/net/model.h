@@ -162,10 +162,11 @@ float model_loss(Model *, const int32_t *host_labels, float smoothing);
 float model_loss_mixup(Model *, const int32_t *labels_a, const int32_t *labels_b, const float *lam, float smoothing);
 /* The same in three parts, so that a device need not stop between the forward and the backward
  * pass (uploads wait for the device): the labels of a batch of n before the forward pass
- * (labels_b, lam: mixup, or NULL), the loss and the logits' gradient queued after it, and the
+ * (labels_b, lam: mixup, or NULL), the loss and the logits' gradient queued after it (the
+ * gradient multiplied by loss_scale, which model_backward's gradients then all carry), and the
  * loss read back once the backward pass is queued too. */
 void model_labels(Model *, int n, const int32_t *labels_a, const int32_t *labels_b, const float *lam);
-void model_loss_queue(Model *, float smoothing);
+void model_loss_queue(Model *, float smoothing, float loss_scale);
 float model_loss_read(Model *);
 /* Backward from the logits' gradient: fills grads_d for trainable parameters. */
 void model_backward(Model *);

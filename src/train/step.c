@@ -151,7 +151,6 @@ StepReport step_run(Stepper *st, const StepArgs *a) {
     const int32_t *labels = b ? b->labels : a->labels;
     int side = a->side > 0 && a->side < size ? a->side : size;
     StepReport self = {0, a->epoch, n, a->index, NAN, 0, UINT64_MAX, st->scaler->scale, SCALER_APPLY};
-    be->loss_scale = st->scaler->scale;
 
     Tensor *in = input(st, a, n, size, side);
     if (a->poison_input) poison_input(be, in);
@@ -161,19 +160,20 @@ StepReport step_run(Stepper *st, const StepArgs *a) {
      * (uploads wait for the device: the labels go before the forward pass) */
     if (labels) model_labels(m, n, labels, a->mixup_alpha > 0 ? st->labels_b : NULL, st->lam);
     model_run(m, 1);
-    model_loss_queue(m, a->smoothing);
+    model_loss_queue(m, a->smoothing, st->scaler->scale);
     model_backward(m);
     if (a->poison_grad) poison_grad(m);
     int slot = (int)(st->queued++ & 1);
+    const float unscale = 1.0f / st->scaler->scale; /* a power of two: exact */
     StepReport out = {0};
     switch (st->reads) {
     case STEP_READ_NONE:
-        optim_step(st->opt, &a->hyper, 1.0f);
+        optim_step(st->opt, &a->hyper, unscale);
         break;
     case STEP_READ_LATE:
         /* this step's results come back while the next one runs; the previous step's are read now */
         queue_read(st, slot);
-        optim_step(st->opt, &a->hyper, 1.0f);
+        optim_step(st->opt, &a->hyper, unscale);
         out = step_finish(st);
         st->pending = 1;
         st->pending_slot = slot;
@@ -184,7 +184,7 @@ StepReport step_run(Stepper *st, const StepArgs *a) {
         out = take_read(st, self, slot);
         /* a non-finite loss is not the scale's doing (the forward pass does not see it): stop */
         out.verdict = !isfinite(out.loss) ? SCALER_STOP : scaler_update(st->scaler, out.bad == 0);
-        if (out.verdict == SCALER_APPLY) optim_step(st->opt, &a->hyper, 1.0f);
+        if (out.verdict == SCALER_APPLY) optim_step(st->opt, &a->hyper, unscale);
         break;
     }
     return out;

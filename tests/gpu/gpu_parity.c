@@ -18,11 +18,12 @@
  * accumulated dx: the old value is already rounded) and cuDNN may stage intermediates in the data
  * type. Tolerances, for every compute op: fp16 2e-3, bf16 1e-2 (about 4x the expected error); fp32
  * ones (statistics, loss, parameter gradients) computed from low-precision inputs use the same.
- * Loss scaling (S = 64 in fp32, 512 in fp16, 1000 in bf16): with Backend.loss_scale = S the GPU
- * gets every incoming gradient (dy) multiplied by S, its activation gradients (dx, dlogits) are
- * compared after dividing by S, and its parameter gradients (conv dw, bn dgamma/dbeta, linear dw/db)
- * are compared as they are: they must come out unscaled. An fp16 overflow must reach the fp32
- * gradients as inf (count_nonfinite), not be clamped.
+ * Loss scaling (S = 64 in fp32, 512 in fp16, 1000 in bf16): the GPU gets every incoming gradient
+ * (dy) multiplied by S (softmax_xent: its scale argument), and every gradient it computes carries S:
+ * activation gradients (dx, dlogits) and parameter gradients (conv dw, bn dgamma/dbeta, linear
+ * dw/db) alike are compared after dividing by S (cmp_pair_grad, cmp_buf_grad); the optimizer
+ * divides it out once (adamw's grad_scale). An fp16 overflow must reach the fp32 gradients as inf
+ * (count_nonfinite), not be clamped.
  * Batch norm runs through cuDNN in fp32 and fp16 and through the backend's own kernels in bf16; a
  * second cuda backend made with CNNTRAIN_BN_KERNELS=own checks the own kernels in fp32 and fp16 too.
  * Memory-bound kernels move 16 bytes per access when the channel count (or, flat, the pointers)
@@ -183,7 +184,7 @@ static void cmp_pair_scaled(const char *name, const Pair *p, float scale, double
 
 static void cmp_pair(const char *name, const Pair *p, double tol) { cmp_pair_scaled(name, p, 1.0f, tol); }
 
-/* An activation gradient: unscale the GPU's. */
+/* An activation gradient (it carries the loss scale): unscale the GPU's. */
 static void cmp_pair_grad(const char *name, const Pair *p, double tol) { cmp_pair_scaled(name, p, gscale, tol); }
 
 /* ---- a flat float array held by both backends (parameters, gradients, statistics) ---- */
@@ -226,14 +227,22 @@ static void buf_random_weights(Buf *b, float scale) {
     free(h);
 }
 
-static void cmp_buf(const char *name, const Buf *b, double tol) {
+/* Compares the GPU's values divided by scale with the cpu's. */
+static void cmp_buf_scaled(const char *name, const Buf *b, float scale, double tol) {
     float *hc = host_floats(b->count), *hg = host_floats(b->count);
     cpu->ops->download(cpu, hc, b->c, b->count * sizeof(float));
     gpu->ops->download(gpu, hg, b->g, b->count * sizeof(float));
+    if (scale != 1.0f)
+        for (size_t i = 0; i < b->count; i++) hg[i] /= scale;
     report(name, rel_err(hg, hc, b->count), tol, NULL);
     free(hc);
     free(hg);
 }
+
+static void cmp_buf(const char *name, const Buf *b, double tol) { cmp_buf_scaled(name, b, 1.0f, tol); }
+
+/* A parameter gradient: it carries the loss scale too (the optimizer divides it out): unscale the GPU's. */
+static void cmp_buf_grad(const char *name, const Buf *b, double tol) { cmp_buf_scaled(name, b, gscale, tol); }
 
 /* ---- memory and transfers (cuda alone: exact) ---- */
 
@@ -353,7 +362,7 @@ static void test_weights_refresh(void) {
 }
 
 /* An fp16 overflow in a parameter gradient must reach the fp32 gradient as inf (the loss scaler's
- * signal), never be clamped; and the same op at a safe scale must be finite. A 1x1 conv over
+ * signal), never be clamped; and the same op at a safe scale (of dy) must be finite. A 1x1 conv over
  * 4x16x16 positions sums 1024 products for each weight: with dy*32768 (itself well inside fp16's
  * range) the sums are ~2.6e5, past fp16's 65504. */
 static void test_fp16_overflow(void) {
@@ -366,7 +375,7 @@ static void test_fp16_overflow(void) {
     float saved = gscale;
     const float scales[2] = {1.0f, 32768.0f};
     for (int k = 0; k < 2; k++) {
-        gscale = gpu->loss_scale = scales[k];
+        gscale = scales[k];
         pair_random_grad(&dy, 0, 0.25f);
         gpu->ops->conv_backward_filter(gpu, &g, &x.g, &dy.g, dw.g);
         size_t bad = gpu->ops->count_nonfinite(gpu, dw.g, wcount);
@@ -376,7 +385,7 @@ static void test_fp16_overflow(void) {
         snprintf(why, sizeof why, "%zu of %zu gradients are not finite", bad, wcount);
         report(name, 0, 0, (k ? bad == 0 : bad != 0) ? why : NULL);
     }
-    gscale = gpu->loss_scale = saved;
+    gscale = saved;
     pair_free(&x);
     pair_free(&dy);
     buf_free(&dw);
@@ -440,8 +449,8 @@ static void test_conv(void) {
         buf_random(&dw, 0, 1); /* must be overwritten */
         cpu->ops->conv_backward_filter(cpu, g, &x.c, &dy.c, dw.c);
         gpu->ops->conv_backward_filter(gpu, g, &x.g, &dy.g, dw.g);
-        snprintf(name, sizeof name, "conv_backward_filter (dw unscaled) %s", tag);
-        cmp_buf(name, &dw, conv_tol(name, sizeof name));
+        snprintf(name, sizeof name, "conv_backward_filter (dw, scaled) %s", tag);
+        cmp_buf_grad(name, &dw, conv_tol(name, sizeof name));
 
         /* the same shape again goes through the cached plan */
         cpu->ops->conv_forward(cpu, g, &x.c, wt.c, &y.c);
@@ -514,9 +523,9 @@ static void test_bn(void) {
             snprintf(name, sizeof name, "bn_backward acc=%d dx %s", acc, tag);
             cmp_pair_grad(name, &dx, tol(TOL_REDUCE));
             snprintf(name, sizeof name, "bn_backward acc=%d dgamma %s", acc, tag);
-            cmp_buf(name, &dgamma, tol(TOL_REDUCE));
+            cmp_buf_grad(name, &dgamma, tol(TOL_REDUCE));
             snprintf(name, sizeof name, "bn_backward acc=%d dbeta %s", acc, tag);
-            cmp_buf(name, &dbeta, tol(TOL_REDUCE));
+            cmp_buf_grad(name, &dbeta, tol(TOL_REDUCE));
         }
 
         /* inference and frozen-statistics backward from identical running statistics */
@@ -533,9 +542,9 @@ static void test_bn(void) {
             snprintf(name, sizeof name, "bn_backward_infer acc=%d dx %s", acc, tag);
             cmp_pair_grad(name, &dx, tol(TOL_REDUCE));
             snprintf(name, sizeof name, "bn_backward_infer acc=%d dgamma %s", acc, tag);
-            cmp_buf(name, &dgamma, tol(TOL_REDUCE));
+            cmp_buf_grad(name, &dgamma, tol(TOL_REDUCE));
             snprintf(name, sizeof name, "bn_backward_infer acc=%d dbeta %s", acc, tag);
-            cmp_buf(name, &dbeta, tol(TOL_REDUCE));
+            cmp_buf_grad(name, &dbeta, tol(TOL_REDUCE));
         }
 
         free(stats_m);
@@ -890,10 +899,10 @@ static void test_linear(void) {
             snprintf(name, sizeof name, "linear_backward acc=%d dx %s", acc, tag);
             cmp_pair_grad(name, &dx, tol(TOL_REDUCE));
             snprintf(name, sizeof name, "linear_backward acc=%d dw %s", acc, tag);
-            cmp_buf(name, &dw, tol(TOL_REDUCE));
+            cmp_buf_grad(name, &dw, tol(TOL_REDUCE));
             if (has_b) {
                 snprintf(name, sizeof name, "linear_backward acc=%d db %s", acc, tag);
-                cmp_buf(name, &db, tol(TOL_REDUCE));
+                cmp_buf_grad(name, &db, tol(TOL_REDUCE));
             }
         }
         pair_free(&x);
@@ -939,8 +948,8 @@ static void test_xent(void) {
         gpu->ops->upload(gpu, lb_g, lb, lbytes);
         pair_random(&z, 0, 3);
 
-        cpu->ops->softmax_xent(cpu, &z.c, la_c, mix ? lb_c : NULL, mix ? lam.c : NULL, eps, loss.c, &dz.c);
-        gpu->ops->softmax_xent(gpu, &z.g, la_g, mix ? lb_g : NULL, mix ? lam.g : NULL, eps, loss.g, &dz.g);
+        cpu->ops->softmax_xent(cpu, &z.c, la_c, mix ? lb_c : NULL, mix ? lam.c : NULL, eps, 1.0f, loss.c, &dz.c);
+        gpu->ops->softmax_xent(gpu, &z.g, la_g, mix ? lb_g : NULL, mix ? lam.g : NULL, eps, gscale, loss.g, &dz.g);
         snprintf(name, sizeof name, "softmax_xent loss %s", tag);
         cmp_buf(name, &loss, tol(TOL_ELEM));
         snprintf(name, sizeof name, "softmax_xent dlogits %s", tag);
@@ -948,8 +957,8 @@ static void test_xent(void) {
 
         /* in place: dlogits aliasing logits */
         pair_random(&z, 0, 3);
-        cpu->ops->softmax_xent(cpu, &z.c, la_c, mix ? lb_c : NULL, mix ? lam.c : NULL, eps, loss.c, &z.c);
-        gpu->ops->softmax_xent(gpu, &z.g, la_g, mix ? lb_g : NULL, mix ? lam.g : NULL, eps, loss.g, &z.g);
+        cpu->ops->softmax_xent(cpu, &z.c, la_c, mix ? lb_c : NULL, mix ? lam.c : NULL, eps, 1.0f, loss.c, &z.c);
+        gpu->ops->softmax_xent(gpu, &z.g, la_g, mix ? lb_g : NULL, mix ? lam.g : NULL, eps, gscale, loss.g, &z.g);
         snprintf(name, sizeof name, "softmax_xent in place loss %s", tag);
         cmp_buf(name, &loss, tol(TOL_ELEM));
         snprintf(name, sizeof name, "softmax_xent in place dlogits %s", tag);
@@ -1115,7 +1124,7 @@ static int set_pass(DType dt, float scale) {
         return 0;
     }
     gdt = dt;
-    gscale = gpu->loss_scale = scale;
+    gscale = scale;
     return 1;
 }
 
@@ -1202,7 +1211,7 @@ int main(int argc, char **argv) {
             for (int k = 0; k < 2; k++) {
                 if (gpu->ops->set_compute(gpu, dts[k]) != 0) continue;
                 gdt = dts[k];
-                gscale = gpu->loss_scale = k ? 512.0f : 1.0f;
+                gscale = k ? 512.0f : 1.0f;
                 snprintf(gpass, sizeof gpass, "%s", labels[k]);
                 test_bn();
             }
