@@ -217,13 +217,6 @@ void trainer_mixup(Trainer *T, Rng *rng, float alpha, Tensor *x, const int32_t *
     T->be->ops->mix_images(T->be, x, perm, T->lam); /* on the batch in backend memory */
 }
 
-/* Count argmax hits of host logits (n x classes). */
-static int count_correct(const float *logits, const int32_t *labels, int n, int classes) {
-    int correct = 0;
-    for (int i = 0; i < n; i++) correct += argmax(logits + (size_t)i * classes, classes) == labels[i];
-    return correct;
-}
-
 /* The batch into x (backend memory, b->size square): the loader's floats uploaded, or (a BATCH_RAW
  * batch) its decoded images uploaded and augmented on the device, with the same draws. */
 static void upload_batch(Trainer *T, const Batch *b, Tensor *x) { device_feed_upload(&T->feed, b, x); }
@@ -233,31 +226,12 @@ int trainer_augment_on_device(const Trainer *T) {
     return T->cfg->augment_on == AUGMENT_DEVICE || (T->cfg->augment_on == AUGMENT_AUTO && strcmp(T->be->ops->name, "cpu"));
 }
 
-/* One pass over the validation set: mean loss (with the stage's label smoothing, as fastai's
- * valid_loss) and accuracy. probs and labels, when not NULL, receive each image's softmax
- * probabilities and label. */
+/* One pass over the validation set (evaluate.h's eval_pass): mean loss (with the stage's label
+ * smoothing, as fastai's valid_loss) and accuracy; probs and labels, when not NULL, receive each
+ * image's softmax probabilities and label (room for every validation image). */
 EvalResult trainer_evaluate(Trainer *T, Loader *L, int epoch, float smoothing, float *probs, int32_t *labels) {
-    EvalResult r = {0, 0, 0, 0};
-    Model *m = T->model;
-    loader_start_epoch(L, epoch, 0);
-    for (const Batch *b; (b = loader_next(L));) {
-        if (trainer_stop_signal) {
-            r.interrupted = 1;
-            break;
-        }
-        upload_batch(T, b, model_input(m, b->n, b->size, b->size));
-        const Tensor *out = model_run(m, 0);
-        r.loss += (double)model_loss(m, b->labels, smoothing) * b->n;
-        T->be->ops->tensor_download(T->be, T->logits, out);
-        r.correct += count_correct(T->logits, b->labels, b->n, m->classes);
-        if (labels) memcpy(labels + r.count, b->labels, (size_t)b->n * sizeof(int32_t));
-        if (probs)
-            for (int i = 0; i < b->n; i++)
-                softmax_row(T->logits + (size_t)i * m->classes, probs + (size_t)(r.count + i) * m->classes, m->classes);
-        r.count += b->n;
-    }
-    if (r.count) r.loss /= r.count;
-    return r;
+    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
+    return eval_pass(&ev, L, epoch, smoothing, &(EvalRows){probs, labels, T->data.nvalid});
 }
 
 /* One trainer_fit call (phase `phase` of its stage): fastai's fit_one_cycle or a constant-lr trainer_fit, epochs x

@@ -14,6 +14,7 @@
 #include "pipeline/device_feed.h"
 #include "pipeline/loader.h"
 #include "net/model.h"
+#include "train/evaluate.h"
 #include "train/progressive.h"
 #include "train/run_record.h"
 #include "train/schedule.h"
@@ -87,12 +88,6 @@ typedef struct {
 /* PyTorch's GradScaler defaults */
 #define SCALE_INIT 65536.0f
 #define SCALE_GROWTH_INTERVAL 2000
-
-typedef struct {
-    double loss;
-    int correct, count;
-    int interrupted;        /* a stop signal came: the pass is incomplete */
-} EvalResult;
 
 /* The model's weights, statistics and Adam moments on the host, for a checkpoint. */
 typedef struct {
