@@ -27,7 +27,6 @@
 #include "train/progressive.h"
 #include "train/run_record.h"
 #include "train/schedule.h"
-#include "train/scores.h"
 #include "base/util.h"
 
 volatile sig_atomic_t trainer_stop_signal;
@@ -138,47 +137,16 @@ void trainer_set_group_lrs(Trainer *T, float lo, float hi, int spread) {
     optim_set_group_lrs(T->opt, scale);
 }
 
-/* Count argmax hits of host logits (n x classes). */
-static int count_correct(const float *logits, const int32_t *labels, int n, int classes) {
-    int correct = 0;
-    for (int i = 0; i < n; i++) correct += argmax(logits + (size_t)i * classes, classes) == labels[i];
-    return correct;
-}
-
-/* The batch into x (backend memory, b->size square): the loader's floats uploaded, or (a BATCH_RAW
- * batch) its decoded images uploaded and augmented on the device, with the same draws. */
-static void upload_batch(Trainer *T, const Batch *b, Tensor *x) { device_feed_upload(&T->feed, b, x); }
-
 /* Augment on the device ([data] augment_on)? */
 int trainer_augment_on_device(const Trainer *T) {
     return T->cfg->augment_on == AUGMENT_DEVICE || (T->cfg->augment_on == AUGMENT_AUTO && strcmp(T->be->ops->name, "cpu"));
 }
 
-/* One pass over the validation set: mean loss (with the stage's label smoothing, as fastai's
- * valid_loss) and accuracy. probs and labels, when not NULL, receive each image's softmax
- * probabilities and label. */
-EvalResult trainer_evaluate(Trainer *T, Loader *L, int epoch, float smoothing, float *probs, int32_t *labels) {
-    EvalResult r = {0, 0, 0, 0};
-    Model *m = T->model;
-    loader_start_epoch(L, epoch, 0);
-    for (const Batch *b; (b = loader_next(L));) {
-        if (trainer_stop_signal) {
-            r.interrupted = 1;
-            break;
-        }
-        upload_batch(T, b, model_input(m, b->n, b->size, b->size));
-        const Tensor *out = model_run(m, 0);
-        r.loss += (double)model_loss(m, b->labels, smoothing) * b->n;
-        T->be->ops->tensor_download(T->be, T->logits, out);
-        r.correct += count_correct(T->logits, b->labels, b->n, m->classes);
-        if (labels) memcpy(labels + r.count, b->labels, (size_t)b->n * sizeof(int32_t));
-        if (probs)
-            for (int i = 0; i < b->n; i++)
-                softmax_row(T->logits + (size_t)i * m->classes, probs + (size_t)(r.count + i) * m->classes, m->classes);
-        r.count += b->n;
-    }
-    if (r.count) r.loss /= r.count;
-    return r;
+/* One pass over the validation set (evaluate.h's eval_pass): mean loss (with the stage's label
+ * smoothing, as fastai's valid_loss) and accuracy. */
+EvalResult trainer_evaluate(Trainer *T, Loader *L, int epoch, float smoothing) {
+    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
+    return eval_pass(&ev, L, epoch, smoothing, NULL);
 }
 
 /* One trainer_fit call (phase `phase` of its stage): fastai's fit_one_cycle or a constant-lr trainer_fit, epochs x
@@ -264,7 +232,7 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
         take_report(T, st, &last, &sum, &seen);
         if (isatty(STDOUT_FILENO)) printf("\r%80s\r", "");
         if (stopped) break;
-        EvalResult v = trainer_evaluate(T, valid, T->epoch, st->label_smoothing, NULL, NULL);
+        EvalResult v = trainer_evaluate(T, valid, T->epoch, st->label_smoothing);
         if (v.interrupted) { /* the epoch's training is done; its validation runs again on resume */
             trainer_stop_requested(T);
             T->at = (Position){T->at.stage, phase, e, per_epoch, sum, seen};

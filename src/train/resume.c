@@ -28,7 +28,6 @@
 #include "train/progressive.h"
 #include "train/run_record.h"
 #include "train/schedule.h"
-#include "train/scores.h"
 #include "base/util.h"
 
 /* The class list as one metadata string: names joined by newlines (names never hold one). */

@@ -27,7 +27,6 @@
 #include "train/progressive.h"
 #include "train/run_record.h"
 #include "train/schedule.h"
-#include "train/scores.h"
 #include "base/util.h"
 
 /* One trainer per run folder: a second --resume of a running run would interleave checkpoints.

@@ -27,7 +27,6 @@
 #include "train/progressive.h"
 #include "train/run_record.h"
 #include "train/schedule.h"
-#include "train/scores.h"
 #include "base/util.h"
 
 /* Multi-resolution evaluation: the valid transform at each size. Writes eval-<stage>.csv.
@@ -41,12 +40,13 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
     if (!csv) die("cannot write %s: %s", path, strerror(errno));
     fprintf(csv, "size,loss,accuracy,images\n");
     trainer_say(T, "stage %s: evaluation at %d sizes\n%-6s %-11s %-9s\n", st->name, st->nsizes, "size", "loss", "accuracy");
+    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
     int interrupted = 0;
     for (int i = 0; i < st->nsizes && !interrupted; i++) {
         TransformSpec tf = st->valid_tf;
         tf.size = st->sizes[i];
         Loader *L = trainer_make_loader(T, &tf, st->batch, 0, trainer_augment_on_device(T));
-        EvalResult r = trainer_evaluate(T, L, 0, 0.0f, NULL, NULL);
+        EvalResult r = eval_pass(&ev, L, 0, 0.0f, NULL);
         loader_destroy(L);
         interrupted = r.interrupted;
         if (interrupted) break;
@@ -59,37 +59,26 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
     return interrupted;
 }
 
-/* fastai's tta(n, beta): n passes with the training transforms, averaged, then
- * lerp(mean_aug, plain, beta) on the softmax probabilities. Returns 1 when interrupted. */
+/* fastai's tta(n, beta) (evaluate.h's tta_pass): n passes with the training transforms, averaged,
+ * then lerp(mean_aug, plain, beta) on the softmax probabilities. Returns 1 when interrupted. */
 static int tta(Trainer *T, const StageConfig *st) {
-    int classes = T->model->classes;
-    size_t cells = (size_t)T->data.nvalid * classes;
-    float *plain = xcalloc(cells, sizeof(float)), *aug = xcalloc(cells, sizeof(float)), *pass = xcalloc(cells, sizeof(float));
-    int32_t *labels = xmalloc((size_t)T->data.nvalid * sizeof(int32_t));
-    /* The plain pass first: it finds any bad image, so every later pass lists the same images. */
-    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, 0, trainer_augment_on_device(T));
-    EvalResult r = trainer_evaluate(T, L, 0, 0.0f, plain, labels);
-    int n = r.count, interrupted = r.interrupted;
+    int on_device = trainer_augment_on_device(T);
+    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, 0, on_device),
+           *A = trainer_make_loader(T, &st->train_tf, st->batch, 0, on_device);
+    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
+    TtaResult t = tta_pass(&ev, L, A, 1000, st->tta_n, st->tta_beta, T->data.nvalid);
     loader_destroy(L);
-    Loader *A = trainer_make_loader(T, &st->train_tf, st->batch, 0, trainer_augment_on_device(T));
-    for (int p = 0; p < st->tta_n && !interrupted; p++) {
-        interrupted = trainer_evaluate(T, A, 1000 + p, 0.0f, pass, NULL).interrupted;
-        tta_accumulate(aug, pass, (size_t)n * classes, st->tta_n);
-    }
     loader_destroy(A);
-    if (!interrupted) {
-        double loss;
-        int correct = tta_combine(aug, plain, labels, n, classes, st->tta_beta, &loss);
+    if (t.bad_pass >= 0)
+        die("stage %s: TTA pass %d saw %d images, the plain pass %d", st->name, t.bad_pass, t.bad_count, t.plain.count);
+    if (!t.interrupted) {
+        int n = t.plain.count;
         trainer_say(T, "stage %s: TTA (n=%d, beta=%.2f): accuracy %.6f (without TTA %.6f) on %d images\n", st->name, st->tta_n,
-            st->tta_beta, n ? (float)correct / n : 0, r.count ? (float)r.correct / r.count : 0, n);
-        fprintf(T->metrics, "%s,%d,tta,,%.6f,%.6f,,%d\n", st->name, T->epoch, loss, n ? (float)correct / n : 0, st->size);
+            st->tta_beta, n ? (float)t.correct / n : 0, n ? (float)t.plain.correct / n : 0, n);
+        fprintf(T->metrics, "%s,%d,tta,,%.6f,%.6f,,%d\n", st->name, T->epoch, t.loss, n ? (float)t.correct / n : 0, st->size);
         fflush(T->metrics);
     }
-    free(plain);
-    free(aug);
-    free(pass);
-    free(labels);
-    return interrupted;
+    return t.interrupted;
 }
 
 /* Resuming inside a stage: its parts before the checkpoint's phase are done already, and the

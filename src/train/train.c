@@ -28,7 +28,6 @@
 #include "train/progressive.h"
 #include "train/run_record.h"
 #include "train/schedule.h"
-#include "train/scores.h"
 #include "base/util.h"
 
 /* A training batch is always full (drop_last), so a stage's batch must trainer_fit the training images.
@@ -142,7 +141,6 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     fseek(T.metrics, 0, SEEK_END); /* ftell of an append stream is the end only after a write */
     if (!from_checkpoint) fprintf(T.metrics, "stage,epoch,stage_epoch,train_loss,valid_loss,accuracy,seconds,size\n");
 
-    T.logits = xmalloc((size_t)max_batch * classes * sizeof(float));
     trainer_say(&T, "cnntrain: %s%s, %s (%d classes) on %s in %s; %d train / %d valid images; run folder %s\n",
         from_checkpoint ? "resuming " : "", cfg->path, cfg->arch, classes, T.be->ops->name, dtype_name(T.be->compute),
         T.data.ntrain, T.data.nvalid, T.run_dir);
@@ -203,7 +201,6 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     if (!T.stopped && write_final) plot_run(T.run_dir);
     step_free(T.step);
     optim_free(T.opt);
-    free(T.logits);
     free(T.from_bad[0]);
     free(T.from_bad[1]);
     free(T.bad_images);

@@ -14,6 +14,7 @@
 #include "pipeline/device_feed.h"
 #include "pipeline/loader.h"
 #include "net/model.h"
+#include "train/evaluate.h"
 #include "train/progressive.h"
 #include "train/run_record.h"
 #include "train/schedule.h"
@@ -44,7 +45,6 @@ typedef struct {
     int epoch;              /* epochs run so far, over all stages: the loader's epoch number */
     char run_dir[1024];
     FILE *log, *metrics;
-    float *logits;          /* host copy, max_batch x classes */
     Position at;            /* where the run stands, for the next resume checkpoint */
     Position from;          /* a resumed run: where the checkpoint stopped */
     int resuming;           /* the trainer_fit that `from` stopped inside has not been reached yet */
@@ -63,11 +63,6 @@ typedef struct {
     char data_fp[DATA_FP_CHARS]; /* the data set's fingerprint (run_record.h), in every checkpoint */
 } Trainer;
 
-typedef struct {
-    double loss;
-    int correct, count;
-    int interrupted;        /* a stop signal came: the pass is incomplete */
-} EvalResult;
 
 /* The model's weights, statistics and Adam moments on the host, for a checkpoint. */
 typedef struct {
@@ -87,7 +82,7 @@ void trainer_set_trainable(Trainer *T);
 void trainer_set_frozen(Trainer *T, int frozen);
 void trainer_set_group_lrs(Trainer *T, float lo, float hi, int spread);
 int trainer_augment_on_device(const Trainer *T);
-EvalResult trainer_evaluate(Trainer *T, Loader *L, int epoch, float smoothing, float *probs, int32_t *labels);
+EvalResult trainer_evaluate(Trainer *T, Loader *L, int epoch, float smoothing);
 int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label, int epochs, LrShape shape,
                 const OneCycle *cycle, const ProgressiveSchedule *prog);
 

@@ -1,0 +1,402 @@
+/* train/eval_checkpoint.c: a saved model's loss and accuracy at several test sizes (optionally with
+ * TTA), as a table, eval.csv and eval.png (eval.h; the work of `train eval`): its checks of the
+ * checkpoint (header, class list, split, finite weights) before anything heavy, then evaluate.h's
+ * passes at each size. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/eval.h"
+
+#include "base/rng.h"
+#include "base/util.h"
+#include "ckpt/checkpoint.h"
+#include "ckpt/safetensors.h"
+#include "net/model.h"
+#include "pipeline/device_feed.h"
+#include "pipeline/loader.h"
+#include "report/plot.h"
+#include "train/evaluate.h"
+#include "train/run_record.h"
+
+void eval_options_default(EvalOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->data.format = DATA_FOLDER;
+    o->data.train_dir = "train";
+    o->data.valid_dir = "val";
+    o->data.csv = "train.csv";
+    o->data.images_dir = "train_images";
+    o->data.valid_pct = 0.2f;
+    o->data.seed = 42; /* the config's split_seed default, so a random CSV split comes out the same */
+    o->resize_ratio = 1.0f;
+    o->batch = 64;
+    o->device = "auto";
+    o->tta_n = 4;
+    o->tta_beta = 0.25f;
+    o->plot = 1;
+}
+
+/* Like error_at without a label: for messages that already name their file, or name none. */
+static int fail(char *err, size_t errlen, const char *fmt, ...) CNN_PRINTF(3, 4);
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* ------------------------------------------------------------------------- the class list */
+
+/* The checkpoint's class_names (newline-joined) against the data's classes, name for name. */
+static int check_classes(const char *ckpt, const char *joined, int model_classes, const Dataset *d, const char *root,
+                         char *err, size_t errlen) {
+    if (!joined) {
+        /* e.g. `train smoke`'s checkpoints: only the count can be compared */
+        if (model_classes != d->nclasses)
+            return error_at(err, errlen, ckpt, "the model has %d classes but the data at %s has %d (and the checkpoint has no class_names to compare)",
+                            model_classes, root, d->nclasses);
+        fprintf(stderr, "cnntrain: %s has no class_names metadata: only the number of classes (%d) was checked\n", ckpt,
+                model_classes);
+        return 0;
+    }
+    int k = 0, cap = 16, rc = 0;
+    char *copy = xstrdup(joined), **names = xmalloc((size_t)cap * sizeof *names);
+    for (char *p = copy; *joined;) { /* "" is no class at all, not one unnamed class */
+        if (k == cap) names = xrealloc(names, (size_t)(cap *= 2) * sizeof *names);
+        names[k++] = p;
+        char *nl = strchr(p, '\n');
+        if (!nl) break;
+        *nl = 0;
+        p = nl + 1;
+    }
+    int n = k < d->nclasses ? k : d->nclasses, first = -1, differ = 0;
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], d->classes[i])) {
+            if (first < 0) first = i;
+            differ++;
+        }
+    if (k > model_classes) {
+        rc = error_at(err, errlen, ckpt, "damaged metadata: %d class_names for a model with %d classes", k, model_classes);
+    } else if (k != d->nclasses) {
+        rc = error_at(err, errlen, ckpt, "the class lists differ: the checkpoint has %d classes, the data at %s has %d", k,
+                      root, d->nclasses);
+        size_t used = strlen(err);
+        if (first >= 0)
+            snprintf(err + used, errlen - used, "; the first difference is class %d: '%s' in the checkpoint, '%s' in the data",
+                     first, names[first], d->classes[first]);
+        else if (k > d->nclasses)
+            snprintf(err + used, errlen - used, "; the first %d agree, then the checkpoint has '%s'", n, names[n]);
+        else
+            snprintf(err + used, errlen - used, "; the first %d agree, then the data has '%s'", n, d->classes[n]);
+    } else if (first >= 0) {
+        rc = error_at(err, errlen, ckpt,
+                      "the class lists differ at class %d of %d: '%s' in the checkpoint, '%s' in the data at %s (%d of %d names differ)",
+                      first, k, names[first], d->classes[first], root, differ, k);
+    }
+    free(names);
+    free(copy);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------- the split */
+
+/* The split the model was validated on, for a CSV data set without is_val: the checkpoint's
+ * valid_pct and split_seed unless the user gave them. */
+static void split_from_checkpoint(const StFile *hdr, const EvalOptions *o, DatasetSpec *ds) {
+    const char *pct = st_meta(hdr, "valid_pct"), *seed = st_meta(hdr, "split_seed");
+    char *end = NULL;
+    if (ds->format != DATA_CSV) return;
+    if (pct && !(o->split_given & EVAL_SPLIT_PCT)) {
+        float v = strtof(pct, &end);
+        if (!*end && v > 0 && v < 1) ds->valid_pct = v;
+    }
+    if (seed && !(o->split_given & EVAL_SPLIT_SEED)) {
+        unsigned long long v = strtoull(seed, &end, 10);
+        if (!*end) ds->seed = v;
+    }
+}
+
+/* The data against the checkpoint's fingerprint (run_record.h): the run's own data split another
+ * way is refused; other data is evaluated as given, with a line saying so. */
+static int check_split(const char *ck, const StFile *hdr, const Dataset *d, const DatasetSpec *ds, char *err, size_t errlen) {
+    long run_n[2], now_n[2];
+    uint64_t run_h[2], now_h[2];
+    char fp[DATA_FP_CHARS];
+    if (data_fingerprint_parse(st_meta(hdr, "data"), run_n, run_h)) return 0; /* an older checkpoint: nothing to check */
+    data_fingerprint(d, ds->root, fp);
+    data_fingerprint_parse(fp, now_n, now_h);
+    if (run_n[0] + run_n[1] != now_n[0] + now_n[1] || run_h[0] + run_h[1] != now_h[0] + now_h[1]) {
+        printf("data: %s is not the data set %s was trained on (%ld images then, %ld now): evaluated as given\n", ds->root,
+               ck, run_n[0] + run_n[1], now_n[0] + now_n[1]);
+        return 0;
+    }
+    if (run_h[1] == now_h[1]) return 0;
+    const char *pct = st_meta(hdr, "valid_pct"), *seed = st_meta(hdr, "split_seed");
+    return error_at(err, errlen, ck,
+                    "the data at %s is the data set this model was trained on, split another way: the run validated on %ld "
+                    "images, this split holds %ld (valid_pct %g, split_seed %llu; the run's: %s, %s), so it would score "
+                    "images the model trained on. Leave out --valid-pct and --split-seed (the checkpoint's split is used)",
+                    ds->root, run_n[1], now_n[1], (double)ds->valid_pct, (unsigned long long)ds->seed, pct ? pct : "?",
+                    seed ? seed : "?");
+}
+
+/* Weights holding inf or NaN (a run that diverged) give a NaN loss and chance accuracy: refused,
+ * naming the first tensor, before any work. */
+static int check_finite(const char *ck, const Model *m, const float *params, const float *stats, char *err, size_t errlen) {
+    for (int i = 0; i < m->nparams; i++)
+        for (size_t k = 0; k < m->params[i].count; k++) {
+            float v = params[m->params[i].offset + k];
+            if (!isfinite(v))
+                return error_at(err, errlen, ck, "%s holds inf or NaN values (%s at index %zu): these weights are broken "
+                                "(saved from a run that diverged?)", m->params[i].name, isnan(v) ? "NaN" : "inf", k);
+        }
+    for (int i = 0; i < m->nnodes; i++)
+        for (int k = 0; m->nodes[i].op == OP_BN && k < 2 * m->nodes[i].features; k++)
+            if (!isfinite(stats[m->nodes[i].stat + (size_t)k]))
+                return error_at(err, errlen, ck, "%s.%s holds inf or NaN values: these weights are broken (saved from a run "
+                                "that diverged?)", m->nodes[i].name, k < m->nodes[i].features ? "running_mean" : "running_var");
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- the loaders */
+
+static Loader *valid_loader(const Dataset *d, const TransformSpec *tf, const EvalOptions *o, uint64_t seed, char *err,
+                            size_t errlen) {
+    LoaderSpec s = {0};
+    s.samples = d->valid;
+    s.count = d->nvalid;
+    s.tf = *tf;
+    s.batch = o->batch;
+    s.threads = o->threads;
+    s.seed = seed;
+    s.format = BATCH_F32;
+    return loader_create(&s, err, errlen);
+}
+
+static void describe_transform(const EvalOptions *o, char *buf, size_t len) {
+    if (o->center_crop) snprintf(buf, len, "CenterCrop(s) of the unresized image");
+    else if (o->resize_ratio == 1.0f) snprintf(buf, len, "Resize(s) + CenterCrop(s)");
+    else snprintf(buf, len, "Resize(round(%g*s)) + CenterCrop(s)", o->resize_ratio);
+}
+
+/* One row of the table: side, images, loss and accuracy[, with TTA]. */
+typedef struct {
+    int size, n;
+    double loss, acc, tta_loss, tta_acc;
+} SizeRow;
+
+/* The validation split at side s (the test transform, and with o->tta fastai's tta over it):
+ * evaluate.h's passes, the loader seeds drawn from root by side. 0, or -1 with err. */
+static int eval_size(const Evaluator *ev, const Dataset *d, const EvalOptions *o, const Rng *root, int s, SizeRow *row,
+                     char *err, size_t errlen) {
+    char msg[1024];
+    *row = (SizeRow){s, 0, NAN, NAN, NAN, NAN};
+    Rng stream = rng_split(root, (uint64_t)s);
+    uint64_t seed = rng_u64(&stream);
+    TransformSpec tf = transform_defaults(o->center_crop ? TF_CENTER_CROP : TF_RESIZE_CENTER_CROP, s, 0);
+    tf.resize_ratio = o->resize_ratio;
+    Loader *L = valid_loader(d, &tf, o, seed, msg, sizeof msg), *A = NULL;
+    if (!L) return fail(err, errlen, "%s", msg);
+    if (o->tta) {
+        /* fastai's tta: the dataset in training mode (its training transforms), n passes
+         * averaged, then torch.lerp(aug, plain, beta) on the probabilities. */
+        TransformSpec at = transform_defaults(TF_FASTAI, s, 1);
+        at.presize = s;
+        A = valid_loader(d, &at, o, seed ^ 0x5441ULL, msg, sizeof msg);
+        if (!A) {
+            loader_destroy(L);
+            return fail(err, errlen, "%s", msg);
+        }
+    }
+    EvalResult r;
+    int rc = 0;
+    if (A) {
+        TtaResult t = tta_pass(ev, L, A, 0, o->tta_n, o->tta_beta, d->nvalid);
+        r = t.plain;
+        if (t.bad_pass >= 0)
+            rc = fail(err, errlen, "size %d: TTA pass %d saw %d images, the plain pass %d", s, t.bad_pass, t.bad_count,
+                      r.count);
+        else if (r.count) {
+            row->tta_loss = t.loss;
+            row->tta_acc = (double)t.correct / r.count;
+        }
+        loader_destroy(A);
+    } else {
+        r = eval_pass(ev, L, 0, 0.0f, NULL);
+    }
+    loader_destroy(L);
+    row->n = r.count;
+    if (r.count) {
+        row->loss = r.loss;
+        row->acc = (double)r.correct / r.count;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------- the command's work */
+
+int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
+    const char *ck = o->checkpoint;
+    if (!ck || !o->data.root) return fail(err, errlen, "a checkpoint and a data folder are required");
+    if (o->nsizes < 1) return fail(err, errlen, "no test sizes given");
+    for (int i = 0; i < o->nsizes; i++)
+        if (o->sizes[i] < 1 || o->sizes[i] > 8192) return fail(err, errlen, "test size %d is not in 1..8192", o->sizes[i]);
+    if (o->batch < 1) return fail(err, errlen, "the batch size must be positive, not %d", o->batch);
+    if (!(o->resize_ratio > 0 && o->resize_ratio < 16))
+        return fail(err, errlen, "the resize ratio must be in (0, 16), not %g", o->resize_ratio);
+    if (o->tta && (o->tta_n < 1 || !(o->tta_beta >= 0 && o->tta_beta <= 1)))
+        return fail(err, errlen, "TTA needs n >= 1 and beta in [0, 1] (got n %d, beta %g)", o->tta_n, o->tta_beta);
+
+    /* The header first: a wrong file or class list is reported before anything heavy is done. */
+    StFile hdr;
+    if (st_read_header(ck, &hdr, err, errlen)) return -1;
+    const char *format = st_meta(&hdr, "format"), *arch_m = st_meta(&hdr, "arch"), *classes_m = st_meta(&hdr, "classes");
+    const char *stage_m = st_meta(&hdr, "stage"), *epochs_m = st_meta(&hdr, "epochs_done");
+    char arch[64], stage[128] = "", epochs[32] = "", *end = NULL;
+    long classes = classes_m ? strtol(classes_m, &end, 10) : 0;
+    int rc = 0;
+    if (format && !strcmp(format, CKPT_TRAIN_FORMAT))
+        rc = error_at(err, errlen, ck, "this is the training state (optimizer moments) of a checkpoint; give the model file beside it");
+    else if (!arch_m || !classes_m || !end || *end || classes < 1 || classes > INT_MAX)
+        rc = error_at(err, errlen, ck, "no usable 'arch' and 'classes' metadata: not a model file written by cnntrain");
+    else if (strlen(arch_m) >= sizeof arch)
+        rc = error_at(err, errlen, ck, "unknown architecture '%.40s...'", arch_m);
+    if (!rc) {
+        snprintf(arch, sizeof arch, "%s", arch_m);
+        snprintf(stage, sizeof stage, "%s", stage_m ? stage_m : "");
+        snprintf(epochs, sizeof epochs, "%s", epochs_m ? epochs_m : "");
+    }
+    Dataset d = {0};
+    char msg[1024];
+    DatasetSpec ds = o->data;
+    split_from_checkpoint(&hdr, o, &ds);
+    if (!rc && dataset_open(&ds, 0, &d, msg, sizeof msg)) rc = fail(err, errlen, "%s", msg);
+    else if (!rc && ((rc = check_classes(ck, st_meta(&hdr, "class_names"), (int)classes, &d, o->data.root, err, errlen)) ||
+                     (rc = check_split(ck, &hdr, &d, &ds, err, errlen))))
+        dataset_free(&d);
+    st_close(&hdr);
+    if (rc) return -1;
+
+    Model *m = NULL;
+    Backend *be = NULL;
+    FILE *csv = NULL;
+    char *csv_text = NULL;
+    size_t csv_len = 0;
+    AtomicFile csv_out = {-1, NULL, NULL};
+    float *params = NULL, *stats = NULL;
+    DeviceFeed feed;
+    char dir[2048], csv_path[2200], png_path[2200];
+    rc = -1;
+    m = model_build(arch, (int)classes, msg, sizeof msg);
+    if (!m) {
+        error_at(err, errlen, ck, "%s", msg);
+        goto done;
+    }
+    params = xmalloc((m->param_floats + 1) * sizeof(float));
+    stats = xmalloc((m->stat_floats + 1) * sizeof(float));
+    if (ckpt_load(ck, m, params, stats, err, errlen) || check_finite(ck, m, params, stats, err, errlen)) goto done;
+    int max_side = 0;
+    for (int i = 0; i < o->nsizes; i++) {
+        Shape *shapes = xmalloc((size_t)m->nvalues * sizeof *shapes);
+        int bad = model_shapes(m, o->sizes[i], o->sizes[i], shapes, msg, sizeof msg);
+        free(shapes);
+        if (bad) {
+            fail(err, errlen, "test size %d is too small for %s: %s", o->sizes[i], arch, msg);
+            goto done;
+        }
+        if (o->sizes[i] > max_side) max_side = o->sizes[i];
+    }
+    be = backend_create(o->device, msg, sizeof msg);
+    if (!be) {
+        fail(err, errlen, "%s", msg);
+        goto done;
+    }
+    device_feed_init(&feed, be);
+    int batch = o->batch < d.nvalid ? o->batch : d.nvalid; /* no batch holds more: allocate no more */
+    if (model_attach(m, be, batch > 0 ? batch : 1, max_side, max_side, msg, sizeof msg)) {
+        fail(err, errlen, "%s", msg);
+        goto done;
+    }
+    model_set_weights(m, params, stats);
+
+    /* Output folder: --out, else the checkpoint's own folder. Opened before the work, so an
+     * unwritable folder fails at once. */
+    const char *slash = strrchr(ck, '/');
+    if (o->out_dir) snprintf(dir, sizeof dir, "%s", o->out_dir);
+    else if (slash) snprintf(dir, sizeof dir, "%.*s", slash == ck ? 1 : (int)(slash - ck), ck);
+    else snprintf(dir, sizeof dir, ".");
+    if (make_dirs(dir)) {
+        error_at(err, errlen, dir, "cannot create the folder: %s", strerror(errno));
+        goto done;
+    }
+    snprintf(csv_path, sizeof csv_path, "%s/eval.csv", dir);
+    snprintf(png_path, sizeof png_path, "%s/eval.png", dir);
+    /* eval.csv is written whole at the end (util.h's atomic write: a device or FIFO there is
+     * refused now, before the work); the table gathers in memory */
+    if (atomic_open(&csv_out, csv_path, err, errlen)) goto done;
+    csv = open_memstream(&csv_text, &csv_len);
+    if (!csv) {
+        error_at(err, errlen, csv_path, "cannot write: %s", strerror(errno));
+        goto done;
+    }
+    fprintf(csv, "size,loss,accuracy,images%s\n", o->tta ? ",tta_loss,tta_accuracy" : "");
+
+    char tfname[96];
+    describe_transform(o, tfname, sizeof tfname);
+    char trained[200] = "";
+    if (*stage || *epochs)
+        snprintf(trained, sizeof trained, " (stage %s, %s epochs done)", *stage ? stage : "?", *epochs ? epochs : "?");
+    printf("eval: %s: %s, %d classes%s, on %s\n", ck, m->arch, m->classes, trained, be->ops->name);
+    printf("data: %s, %d validation images; test transform: %s\n", o->data.root, d.nvalid, tfname);
+    if (o->tta)
+        printf("TTA: n=%d, beta=%.2f; augmented passes: Resize(s) at a random position + fastai aug_transforms() defaults\n",
+               o->tta_n, o->tta_beta);
+    printf("%-6s %-10s %-9s", "size", "loss", "accuracy");
+    if (o->tta) printf(" %-10s %-12s", "tta_loss", "tta_accuracy");
+    printf(" %s\n", "images");
+
+    Rng root;
+    rng_seed(&root, o->seed);
+    Evaluator ev = {m, &feed, NULL};
+    for (int si = 0; si < o->nsizes; si++) {
+        SizeRow row;
+        if (eval_size(&ev, &d, o, &root, o->sizes[si], &row, err, errlen)) goto done;
+        if (row.n && !isfinite(row.loss))
+            fprintf(stderr, "cnntrain: size %d: the loss is %g: the model's outputs are not finite (its weights are finite "
+                    "but too large?)\n", row.size, row.loss);
+        printf("%-6d %-10.6f %-9.6f", row.size, row.loss, row.acc);
+        if (o->tta) printf(" %-10.6f %-12.6f", row.tta_loss, row.tta_acc);
+        printf(" %d\n", row.n);
+        fflush(stdout);
+        fprintf(csv, "%d,%.6f,%.6f,%d", row.size, row.loss, row.acc, row.n);
+        if (o->tta) fprintf(csv, ",%.6f,%.6f", row.tta_loss, row.tta_acc);
+        fprintf(csv, "\n");
+    }
+    FILE *f = csv;
+    csv = NULL;
+    int written = !fclose(f) && !write_full(csv_out.fd, csv_text, csv_len);
+    if (atomic_commit(&csv_out, written, err, errlen)) goto done;
+    printf("eval: wrote %s\n", csv_path);
+    if (o->plot) {
+        const char *base = slash ? slash + 1 : ck;
+        char title[512];
+        snprintf(title, sizeof title, "accuracy vs test size: %s, %s%s", base, tfname, o->tta ? ", with TTA" : "");
+        plot_eval(csv_path, png_path, title); /* a plot that fails is said, but the table stands */
+    }
+    rc = 0;
+done:
+    if (csv) fclose(csv);
+    free(csv_text);
+    atomic_abort(&csv_out); /* nothing, once committed */
+    free(params), free(stats);
+    if (be) device_feed_free(&feed);
+    if (m) model_free(m); /* detaches from the backend first */
+    if (be) backend_destroy(be);
+    dataset_free(&d);
+    return rc;
+}

@@ -1,0 +1,77 @@
+/* train/evaluate.c: the evaluation pass and the test-time augmentation pass (evaluate.h). One loss
+ * computation for every caller: the device's softmax_xent through model_loss, as the training step
+ * computes it, so valid_loss, the eval stage and `train eval` agree. */
+#include "train/evaluate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+#include "train/scores.h"
+
+/* Argmax hits of host logits (n x classes). */
+static int count_correct(const float *logits, const int32_t *labels, int n, int classes) {
+    int correct = 0;
+    for (int i = 0; i < n; i++) correct += argmax(logits + (size_t)i * classes, classes) == labels[i];
+    return correct;
+}
+
+EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing, const EvalRows *rows) {
+    EvalResult r = {0, 0, 0, 0};
+    Model *m = ev->model;
+    Backend *be = m->be;
+    int C = m->classes;
+    float *logits = xmalloc(((size_t)m->max_batch * C + 1) * sizeof(float)); /* model_input refuses larger batches */
+    loader_start_epoch(L, epoch, 0);
+    for (const Batch *b; (b = loader_next(L));) {
+        if (ev->stop && *ev->stop) {
+            r.interrupted = 1;
+            break;
+        }
+        if (rows && (rows->probs || rows->labels) && b->n > rows->cap - r.count)
+            die("evaluation pass: the loader gave more than the %d images the outputs hold", rows->cap);
+        device_feed_upload(ev->feed, b, model_input(m, b->n, b->size, b->size));
+        const Tensor *out = model_run(m, 0);
+        r.loss += (double)model_loss(m, b->labels, smoothing) * b->n;
+        be->ops->tensor_download(be, logits, out);
+        r.correct += count_correct(logits, b->labels, b->n, C);
+        if (rows && rows->labels) memcpy(rows->labels + r.count, b->labels, (size_t)b->n * sizeof(int32_t));
+        if (rows && rows->probs)
+            for (int i = 0; i < b->n; i++)
+                softmax_row(logits + (size_t)i * C, rows->probs + (size_t)(r.count + i) * C, C);
+        r.count += b->n;
+    }
+    free(logits);
+    if (r.count) r.loss /= r.count;
+    return r;
+}
+
+TtaResult tta_pass(const Evaluator *ev, Loader *plain, Loader *augmented, int first_epoch, int n, float beta, int cap) {
+    TtaResult t = {{0, 0, 0, 0}, 0, 0, 0, -1, 0};
+    int C = ev->model->classes;
+    size_t cells = (size_t)cap * C + 1;
+    float *plain_p = xcalloc(cells, sizeof(float)), *aug = xcalloc(cells, sizeof(float)), *pass = xcalloc(cells, sizeof(float));
+    int32_t *labels = xmalloc(((size_t)cap + 1) * sizeof(int32_t)), *pass_labels = xmalloc(((size_t)cap + 1) * sizeof(int32_t));
+    /* The plain pass first: it finds any bad image, and every augmented pass must list the same images. */
+    t.plain = eval_pass(ev, plain, 0, 0.0f, &(EvalRows){plain_p, labels, cap});
+    t.interrupted = t.plain.interrupted;
+    int count = t.plain.count;
+    for (int p = 0; p < n && count && !t.interrupted && t.bad_pass < 0; p++) {
+        EvalResult r = eval_pass(ev, augmented, first_epoch + p, 0.0f, &(EvalRows){pass, pass_labels, cap});
+        t.interrupted = r.interrupted;
+        if (t.interrupted) break;
+        if (r.count != count || memcmp(pass_labels, labels, (size_t)count * sizeof(int32_t))) {
+            t.bad_pass = p;
+            t.bad_count = r.count;
+            break;
+        }
+        tta_accumulate(aug, pass, (size_t)count * C, n);
+    }
+    if (!t.interrupted && t.bad_pass < 0) t.correct = tta_combine(aug, plain_p, labels, count, C, beta, &t.loss);
+    free(plain_p);
+    free(aug);
+    free(pass);
+    free(labels);
+    free(pass_labels);
+    return t;
+}
