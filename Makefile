@@ -1,6 +1,7 @@
 # cnntrain build. `make` builds ./train with the CPU backend, plus the CUDA backend when nvcc and
 # cuDNN are found (force with CUDA=1 / CUDA=0). `make test` runs every test that needs no GPU;
-# `make test-gpu` runs the GPU parity suite (and says it skipped where there is no GPU).
+# `make test-gpu` runs the GPU parity suite (and says it skipped where there is no GPU); `make test`
+# runs that suite's self-check (a second cpu backend in place of cuda: tests/test_parity_self.sh).
 
 CC      ?= cc
 OPT     ?= -O3 -march=native
@@ -139,8 +140,9 @@ test: config train
 ifeq ($(HAVE_CMOCKA),0)
 	$(error cmocka not found: apt-get install libcmocka-dev (or run .ci/run))
 endif
-	@$(MAKE) --no-print-directory $(TEST_BIN)
-	@bash tests/run_all.sh $(TEST_BIN) tests/test_valgrind.sh tests/test_gpu_scripts.sh tests/test_reference_scripts.sh
+	@$(MAKE) --no-print-directory $(TEST_BIN) $(BUILD)/tests/gpu/gpu_parity
+	@BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN) tests/test_parity_self.sh tests/test_valgrind.sh \
+	    tests/test_gpu_scripts.sh tests/test_reference_scripts.sh
 	@$(MAKE) --no-print-directory test-sanitize
 	@$(MAKE) --no-print-directory fuzz
 
@@ -209,9 +211,9 @@ test-gpu-sanitize:
 	@CNNTRAIN_GPU_QUICK=1 GPU_WRAP="$(COMPUTE_SANITIZER) --error-exitcode 99 --tool memcheck --report-api-errors no" \
 	  bash tests/gpu/run.sh $(GPU_LOG_DIR)/sanitizer $(GPU_TESTS)
 
-$(BUILD)/tests/gpu/%: tests/gpu/%.c tests/gpu/suite.h $(BUILD)/libcnn.a
+$(BUILD)/tests/gpu/%: tests/gpu/%.c tests/gpu/suite.h tests/op_cases.h $(BUILD)/libcnn.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a $(LDLIBS)
 
 clean:
 	rm -rf $(BUILD) train

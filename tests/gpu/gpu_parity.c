@@ -2,7 +2,12 @@
  * and odd sizes, including the accumulate = 1 paths, in fp32, fp16 and bf16, with and without loss
  * scaling. Plain C, no cmocka and no OpenBLAS, because GPU machines may lack both. One line per case;
  * exits non-zero if any case fails, 0 with a "skipped" line when no GPU is usable.
- * CNNTRAIN_GPU_QUICK=1 (the compute-sanitizer pass) runs fewer and smaller cases.
+ * The op cases are the rows of tests/op_cases.h flagged OC_GPU (test_cpu_ops runs the same table on
+ * the cpu alone): run_rows dispatches each to its kind's parity_* runner, in every pass.
+ * CNNTRAIN_GPU_QUICK=1 (the compute-sanitizer pass) runs the rows flagged OC_QUICK, and fewer passes.
+ * CNNTRAIN_PARITY_SELF=1 (make test, tests/test_parity_self.sh): a second cpu backend stands in for
+ * cuda, every pass in fp32, so the harness and the table are exercised without a GPU; every case
+ * must then agree within TOL_SELF.
  *
  * Error measure: relative L2 norm, ||gpu - cpu|| / ||cpu|| (absolute when cpu is all zero), in double.
  * Tolerances (fp32): 1e-5 for elementwise ops, pooling, the loss and AdamW; 1e-4 where long sums meet
@@ -19,11 +24,11 @@
  * type. Tolerances, for every compute op: fp16 2e-3, bf16 1e-2 (about 4x the expected error); fp32
  * ones (statistics, loss, parameter gradients) computed from low-precision inputs use the same.
  * Loss scaling (S = 64 in fp32, 512 in fp16, 1000 in bf16): the GPU gets every incoming gradient
- * (dy) multiplied by S (softmax_xent: its scale argument), and every gradient it computes carries S:
- * activation gradients (dx, dlogits) and parameter gradients (conv dw, bn dgamma/dbeta, linear
- * dw/db) alike are compared after dividing by S (cmp_pair_grad, cmp_buf_grad); the optimizer
- * divides it out once (adamw's grad_scale). An fp16 overflow must reach the fp32 gradients as inf
- * (count_nonfinite), not be clamped.
+ * (dy) multiplied by S (softmax_xent: its scale argument), and every gradient it computes carries
+ * S, activation gradients (dx, dlogits) and parameter gradients (conv dw, bn dgamma/dbeta, linear
+ * dw/db) alike: they are compared after dividing by S (scale_carried() holds this rule); the
+ * optimizer divides S out once (adamw's grad_scale). An fp16 overflow must reach the fp32
+ * gradients as inf (count_nonfinite), not be clamped.
  * Batch norm runs through cuDNN in fp32 and fp16 and through the backend's own kernels in bf16; a
  * second cuda backend made with CNNTRAIN_BN_KERNELS=own checks the own kernels in fp32 and fp16 too.
  * Memory-bound kernels move 16 bytes per access when the channel count (or, flat, the pointers)
@@ -36,6 +41,7 @@
 
 #include "backend/backend.h"
 #include "base/rng.h"
+#include "op_cases.h"
 #include "suite.h"
 
 static const double TOL_EXACT = 0.0, TOL_ELEM = 1e-5, TOL_REDUCE = 1e-4, TOL_F16 = 2e-3, TOL_BF16 = 1e-2;
@@ -44,14 +50,43 @@ static const double TOL_EXACT = 0.0, TOL_ELEM = 1e-5, TOL_REDUCE = 1e-4, TOL_F16
  * roundoff, so such a case gets fp16's tolerance and is marked [TF32] rather than failing blindly. */
 static const double TOL_TF32 = 2e-3;
 
+/* Self-check (CNNTRAIN_PARITY_SELF=1): two cpu backends agree up to the rounding of the inputs by
+ * a loss scale that is not a power of two (1000: ~1e-7), so every case must pass within TOL_SELF. */
+static const double TOL_SELF = 1e-6;
+
 static Backend *cpu, *gpu;
 static Rng rng;
-static int ncases, nfailed, quick;
+static int ncases, nfailed, quick, self_check;
+static double worst_err; /* self-check: the largest error reported */
 
 /* The pass being run: the GPU's activation dtype, its loss scale, and a label for the report. */
 static DType gdt = DT_F32;
 static float gscale = 1.0f;
 static char gpass[64] = "";
+
+/* ---- loss scaling: the one place that knows which values carry the scale ----
+ * The GPU gets every incoming gradient (dy) multiplied by the pass's scale S; what each output
+ * carries follows from the backend's contract (backend.h, softmax_xent): every gradient computed
+ * from a scaled dy carries S, activation gradients (dx, dlogits) and parameter gradients (conv dw,
+ * bn dgamma/dbeta, linear dw/db) alike; the optimizer divides it out once. The comparisons divide
+ * the GPU's output by scale_carried(its kind); xent_both passes S to the GPU's softmax_xent. */
+typedef enum {
+    OUT_VALUE,      /* forward outputs, statistics, optimizer state */
+    OUT_ACT_GRAD,   /* dx, dlogits: the GPU's carry the scale, as dy did */
+    OUT_PARAM_GRAD, /* dw, dgamma, dbeta, db */
+} OutKind;
+
+static float scale_carried(OutKind kind) {
+    switch (kind) {
+    case OUT_ACT_GRAD: return gscale;
+    case OUT_PARAM_GRAD: return gscale; /* no op divides it out: the optimizer does */
+    case OUT_VALUE: break;
+    }
+    return 1.0f;
+}
+
+/* The loss scale of the pass: what the GPU's incoming gradients are multiplied by. */
+static void set_loss_scale(float scale) { gscale = scale; }
 
 /* An fp32 tolerance, or the pass's low-precision one. */
 static double tol(double fp32_tol) { return gdt == DT_F32 ? fp32_tol : gdt == DT_F16 ? TOL_F16 : TOL_BF16; }
@@ -59,6 +94,10 @@ static double tol(double fp32_tol) { return gdt == DT_F32 ? fp32_tol : gdt == DT
 /* ---- reporting ---- */
 
 static void report(const char *name, double err, double tol, const char *why) {
+    if (self_check) {
+        tol = fmin(tol, TOL_SELF);
+        if (!why && !(err <= worst_err)) worst_err = err; /* NaN sticks */
+    }
     int ok = !why && err <= tol; /* NaN fails */
     char full[256];
     snprintf(full, sizeof full, "%s%s", gpass, name);
@@ -152,12 +191,12 @@ static void pair_random(Pair *p, float mean, float scale) {
     free(h);
 }
 
-/* A gradient: the GPU's copy carries the pass's loss scale. */
+/* An incoming gradient: the GPU's copy carries the pass's loss scale, as an activation gradient does. */
 static void pair_random_grad(Pair *p, float mean, float scale) {
     size_t n = tensor_numel(&p->c);
     float *h = host_floats(n);
     fill_normal(h, n, mean, scale);
-    pair_set_scaled(p, h, gscale);
+    pair_set_scaled(p, h, scale_carried(OUT_ACT_GRAD));
     free(h);
 }
 
@@ -182,10 +221,14 @@ static void cmp_pair_scaled(const char *name, const Pair *p, float scale, double
     free(hg);
 }
 
-static void cmp_pair(const char *name, const Pair *p, double tol) { cmp_pair_scaled(name, p, 1.0f, tol); }
+static void cmp_pair(const char *name, const Pair *p, double tol) {
+    cmp_pair_scaled(name, p, scale_carried(OUT_VALUE), tol);
+}
 
-/* An activation gradient (it carries the loss scale): unscale the GPU's. */
-static void cmp_pair_grad(const char *name, const Pair *p, double tol) { cmp_pair_scaled(name, p, gscale, tol); }
+/* An activation gradient. */
+static void cmp_pair_grad(const char *name, const Pair *p, double tol) {
+    cmp_pair_scaled(name, p, scale_carried(OUT_ACT_GRAD), tol);
+}
 
 /* ---- a flat float array held by both backends (parameters, gradients, statistics) ---- */
 
@@ -227,9 +270,10 @@ static void buf_random_weights(Buf *b, float scale) {
     free(h);
 }
 
-/* Compares the GPU's values divided by scale with the cpu's. */
-static void cmp_buf_scaled(const char *name, const Buf *b, float scale, double tol) {
+/* Compares the GPU's values, divided by the scale an output of this kind carries, with the cpu's. */
+static void cmp_buf_as(const char *name, const Buf *b, OutKind kind, double tol) {
     float *hc = host_floats(b->count), *hg = host_floats(b->count);
+    float scale = scale_carried(kind);
     cpu->ops->download(cpu, hc, b->c, b->count * sizeof(float));
     gpu->ops->download(gpu, hg, b->g, b->count * sizeof(float));
     if (scale != 1.0f)
@@ -239,10 +283,15 @@ static void cmp_buf_scaled(const char *name, const Buf *b, float scale, double t
     free(hg);
 }
 
-static void cmp_buf(const char *name, const Buf *b, double tol) { cmp_buf_scaled(name, b, 1.0f, tol); }
+static void cmp_buf(const char *name, const Buf *b, double tol) { cmp_buf_as(name, b, OUT_VALUE, tol); }
 
-/* A parameter gradient: it carries the loss scale too (the optimizer divides it out): unscale the GPU's. */
-static void cmp_buf_grad(const char *name, const Buf *b, double tol) { cmp_buf_scaled(name, b, gscale, tol); }
+/* softmax_xent on both backends (labels and lam on each; lam NULL without mixup): the cpu's is
+ * the unscaled loss and dlogits, the GPU's dlogits carry the pass's loss scale. */
+static void xent_both(const Pair *z, const int32_t *la_c, const int32_t *la_g, const int32_t *lb_c,
+                      const int32_t *lb_g, const Buf *lam, float smoothing, Buf *loss, Pair *dz) {
+    cpu->ops->softmax_xent(cpu, &z->c, la_c, lb_c, lam ? lam->c : NULL, smoothing, 1.0f, loss->c, &dz->c);
+    gpu->ops->softmax_xent(gpu, &z->g, la_g, lb_g, lam ? lam->g : NULL, smoothing, gscale, loss->g, &dz->g);
+}
 
 /* ---- memory and transfers (cuda alone: exact) ---- */
 
@@ -362,7 +411,7 @@ static void test_weights_refresh(void) {
 }
 
 /* An fp16 overflow in a parameter gradient must reach the fp32 gradient as inf (the loss scaler's
- * signal), never be clamped; and the same op at a safe scale (of dy) must be finite. A 1x1 conv over
+ * signal), never be clamped; and the same op at a safe scale must be finite. A 1x1 conv over
  * 4x16x16 positions sums 1024 products for each weight: with dy*32768 (itself well inside fp16's
  * range) the sums are ~2.6e5, past fp16's 65504. */
 static void test_fp16_overflow(void) {
@@ -375,7 +424,7 @@ static void test_fp16_overflow(void) {
     float saved = gscale;
     const float scales[2] = {1.0f, 32768.0f};
     for (int k = 0; k < 2; k++) {
-        gscale = scales[k];
+        set_loss_scale(scales[k]);
         pair_random_grad(&dy, 0, 0.25f);
         gpu->ops->conv_backward_filter(gpu, &g, &x.g, &dy.g, dw.g);
         size_t bad = gpu->ops->count_nonfinite(gpu, dw.g, wcount);
@@ -385,7 +434,7 @@ static void test_fp16_overflow(void) {
         snprintf(why, sizeof why, "%zu of %zu gradients are not finite", bad, wcount);
         report(name, 0, 0, (k ? bad == 0 : bad != 0) ? why : NULL);
     }
-    gscale = saved;
+    set_loss_scale(saved);
     pair_free(&x);
     pair_free(&dy);
     buf_free(&dw);
@@ -404,67 +453,53 @@ static double conv_tol(char *name, size_t len) {
     return TOL_TF32;
 }
 
-static void test_conv(void) {
-    static const struct {
-        ConvGeom g;
-        int n, h, w;
-    } cases[] = {
-        {{3, 8, 3, 2, 1}, 3, 15, 13},   /* xresnet stem conv, odd sizes */
-        {{8, 16, 7, 2, 3}, 2, 11, 11},  /* torchvision stem */
-        {{65, 17, 1, 1, 0}, 3, 7, 7},   /* 1x1, odd channel counts */
-        {{16, 65, 3, 1, 1}, 2, 5, 5},   /* 3x3 same */
-        {{32, 64, 1, 2, 0}, 3, 7, 7},   /* strided 1x1 shortcut */
-        {{64, 64, 3, 2, 1}, 2, 8, 9},   /* strided 3x3 in a bottleneck */
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        if (quick && i != 0 && i != 2 && i != 5) continue;
-        const ConvGeom *g = &cases[i].g;
-        int n = cases[i].n, h = cases[i].h, w = cases[i].w;
-        int oh = conv_out_size(h, g->k, g->stride, g->pad), ow = conv_out_size(w, g->k, g->stride, g->pad);
-        char tag[96], name[160];
-        snprintf(tag, sizeof tag, "%d->%d k%d s%d p%d x=%dx%dx%dx%d", g->cin, g->cout, g->k, g->stride, g->pad, n,
-                 g->cin, h, w);
-        size_t wcount = (size_t)g->cout * g->k * g->k * g->cin;
-        Pair x = pair_new(n, g->cin, h, w), y = pair_new(n, g->cout, oh, ow), dy = pair_new(n, g->cout, oh, ow),
-             dx = pair_new(n, g->cin, h, w);
-        Buf wt = buf_new(wcount), dw = buf_new(wcount);
-        pair_random(&x, 0, 1);
-        buf_random_weights(&wt, 1.0f / sqrtf((float)(g->k * g->k * g->cin)));
-        pair_random_grad(&dy, 0, 1);
+static void parity_conv(const OpCase *oc) {
+    const ConvGeom *g = &oc->conv;
+    int n = oc->n, h = oc->h, w = oc->w;
+    int oh = conv_out_size(h, g->k, g->stride, g->pad), ow = conv_out_size(w, g->k, g->stride, g->pad);
+    char tag[96], name[160];
+    snprintf(tag, sizeof tag, "%d->%d k%d s%d p%d x=%dx%dx%dx%d", g->cin, g->cout, g->k, g->stride, g->pad, n,
+             g->cin, h, w);
+    size_t wcount = (size_t)g->cout * g->k * g->k * g->cin;
+    Pair x = pair_new(n, g->cin, h, w), y = pair_new(n, g->cout, oh, ow), dy = pair_new(n, g->cout, oh, ow),
+         dx = pair_new(n, g->cin, h, w);
+    Buf wt = buf_new(wcount), dw = buf_new(wcount);
+    pair_random(&x, 0, 1);
+    buf_random_weights(&wt, 1.0f / sqrtf((float)(g->k * g->k * g->cin)));
+    pair_random_grad(&dy, 0, 1);
 
-        tf32_at_case_start = gpu->tf32_ops;
-        cpu->ops->conv_forward(cpu, g, &x.c, wt.c, &y.c);
-        gpu->ops->conv_forward(gpu, g, &x.g, wt.g, &y.g);
-        snprintf(name, sizeof name, "conv_forward %s", tag);
-        cmp_pair(name, &y, conv_tol(name, sizeof name));
+    tf32_at_case_start = gpu->tf32_ops;
+    cpu->ops->conv_forward(cpu, g, &x.c, wt.c, &y.c);
+    gpu->ops->conv_forward(gpu, g, &x.g, wt.g, &y.g);
+    snprintf(name, sizeof name, "conv_forward %s", tag);
+    cmp_pair(name, &y, conv_tol(name, sizeof name));
 
-        for (int acc = 0; acc <= 1; acc++) {
-            pair_random_grad(&dx, 0, 1); /* overwritten (acc 0) or added to (acc 1) */
-            cpu->ops->conv_backward_data(cpu, g, &dy.c, wt.c, &dx.c, acc);
-            gpu->ops->conv_backward_data(gpu, g, &dy.g, wt.g, &dx.g, acc);
-            snprintf(name, sizeof name, "conv_backward_data acc=%d %s", acc, tag);
-            cmp_pair_grad(name, &dx, conv_tol(name, sizeof name));
-        }
-
-        buf_random(&dw, 0, 1); /* must be overwritten */
-        cpu->ops->conv_backward_filter(cpu, g, &x.c, &dy.c, dw.c);
-        gpu->ops->conv_backward_filter(gpu, g, &x.g, &dy.g, dw.g);
-        snprintf(name, sizeof name, "conv_backward_filter (dw, scaled) %s", tag);
-        cmp_buf_grad(name, &dw, conv_tol(name, sizeof name));
-
-        /* the same shape again goes through the cached plan */
-        cpu->ops->conv_forward(cpu, g, &x.c, wt.c, &y.c);
-        gpu->ops->conv_forward(gpu, g, &x.g, wt.g, &y.g);
-        snprintf(name, sizeof name, "conv_forward (cached plan) %s", tag);
-        cmp_pair(name, &y, conv_tol(name, sizeof name));
-
-        pair_free(&x);
-        pair_free(&y);
-        pair_free(&dy);
-        pair_free(&dx);
-        buf_free(&wt);
-        buf_free(&dw);
+    for (int acc = 0; acc <= 1; acc++) {
+        pair_random_grad(&dx, 0, 1); /* overwritten (acc 0) or added to (acc 1) */
+        cpu->ops->conv_backward_data(cpu, g, &dy.c, wt.c, &dx.c, acc);
+        gpu->ops->conv_backward_data(gpu, g, &dy.g, wt.g, &dx.g, acc);
+        snprintf(name, sizeof name, "conv_backward_data acc=%d %s", acc, tag);
+        cmp_pair_grad(name, &dx, conv_tol(name, sizeof name));
     }
+
+    buf_random(&dw, 0, 1); /* must be overwritten */
+    cpu->ops->conv_backward_filter(cpu, g, &x.c, &dy.c, dw.c);
+    gpu->ops->conv_backward_filter(gpu, g, &x.g, &dy.g, dw.g);
+    snprintf(name, sizeof name, "conv_backward_filter (dw) %s", tag);
+    cmp_buf_as(name, &dw, OUT_PARAM_GRAD, conv_tol(name, sizeof name));
+
+    /* the same shape again goes through the cached plan */
+    cpu->ops->conv_forward(cpu, g, &x.c, wt.c, &y.c);
+    gpu->ops->conv_forward(gpu, g, &x.g, wt.g, &y.g);
+    snprintf(name, sizeof name, "conv_forward (cached plan) %s", tag);
+    cmp_pair(name, &y, conv_tol(name, sizeof name));
+
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&dy);
+    pair_free(&dx);
+    buf_free(&wt);
+    buf_free(&dw);
 }
 
 /* ---- batch norm ---- */
@@ -472,90 +507,81 @@ static void test_conv(void) {
 /* The own kernels take 16 bytes of channels per access when c % 8 == 0 (c % 4 in fp32): 16, 32, 64
  * and 8 do, 65 and 3 do not. 64x8x64x64 has 262144 rows: more slabs than a warp has lanes. A mean
  * of 100 with std 1 checks the one-pass variance against cancellation. */
-static void test_bn(void) {
-    static const struct {
-        int n, c, h, w;
-        float mean, std;
-    } shapes[] = {{3, 65, 5, 5, 0.5f, 2.0f},   {4, 3, 7, 7, 0.5f, 2.0f},    {8, 16, 1, 1, 0.5f, 2.0f},
-                  {2, 32, 9, 9, 0.5f, 2.0f},   {4, 64, 28, 28, 0.5f, 2.0f}, {64, 8, 64, 64, 0.5f, 2.0f},
-                  {2, 24, 13, 11, 100.0f, 1.0f}};
+static void parity_bn(const OpCase *oc) {
     const float momentum = 0.1f, eps = 1e-5f;
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        if (quick && s >= 3) break;
-        int n = shapes[s].n, c = shapes[s].c, h = shapes[s].h, w = shapes[s].w;
-        char tag[96], name[160];
-        if (shapes[s].mean != 0.5f)
-            snprintf(tag, sizeof tag, "%dx%dx%dx%d mean=%g std=%g", n, c, h, w, shapes[s].mean, shapes[s].std);
-        else
-            snprintf(tag, sizeof tag, "%dx%dx%dx%d", n, c, h, w);
-        Pair x = pair_new(n, c, h, w), y = pair_new(n, c, h, w), dy = pair_new(n, c, h, w), dx = pair_new(n, c, h, w);
-        Buf gamma = buf_new(c), beta = buf_new(c), rmean = buf_new(c), rvar = buf_new(c), smean = buf_new(c),
-            sinv = buf_new(c), dgamma = buf_new(c), dbeta = buf_new(c);
-        float *stats_m = host_floats(c), *stats_v = host_floats(c);
-        for (int i = 0; i < c; i++) {
-            stats_m[i] = 0.1f * rng_normal(&rng);
-            stats_v[i] = 0.5f + rng_uniform(&rng);
-        }
-        pair_random(&x, shapes[s].mean, shapes[s].std); /* a non-zero mean, as after a conv */
-        buf_random(&gamma, 1.0f, 0.2f);
-        buf_random(&beta, 0.0f, 0.2f);
-        buf_set(&rmean, stats_m);
-        buf_set(&rvar, stats_v);
-
-        cpu->ops->bn_forward_train(cpu, &x.c, gamma.c, beta.c, rmean.c, rvar.c, momentum, eps, smean.c, sinv.c, &y.c);
-        gpu->ops->bn_forward_train(gpu, &x.g, gamma.g, beta.g, rmean.g, rvar.g, momentum, eps, smean.g, sinv.g, &y.g);
-        snprintf(name, sizeof name, "bn_forward_train y %s", tag);
-        cmp_pair(name, &y, tol(TOL_REDUCE));
-        snprintf(name, sizeof name, "bn_forward_train running_mean %s", tag);
-        cmp_buf(name, &rmean, tol(TOL_REDUCE));
-        snprintf(name, sizeof name, "bn_forward_train running_var (unbiased update) %s", tag);
-        cmp_buf(name, &rvar, tol(TOL_REDUCE));
-        snprintf(name, sizeof name, "bn_forward_train save_mean %s", tag);
-        cmp_buf(name, &smean, tol(TOL_REDUCE));
-        snprintf(name, sizeof name, "bn_forward_train save_invstd %s", tag);
-        cmp_buf(name, &sinv, tol(TOL_REDUCE));
-
-        pair_random_grad(&dy, 0, 1);
-        for (int acc = 0; acc <= 1; acc++) {
-            pair_random_grad(&dx, 0, 1);
-            cpu->ops->bn_backward(cpu, &x.c, &dy.c, gamma.c, smean.c, sinv.c, dgamma.c, dbeta.c, &dx.c, acc);
-            gpu->ops->bn_backward(gpu, &x.g, &dy.g, gamma.g, smean.g, sinv.g, dgamma.g, dbeta.g, &dx.g, acc);
-            snprintf(name, sizeof name, "bn_backward acc=%d dx %s", acc, tag);
-            cmp_pair_grad(name, &dx, tol(TOL_REDUCE));
-            snprintf(name, sizeof name, "bn_backward acc=%d dgamma %s", acc, tag);
-            cmp_buf_grad(name, &dgamma, tol(TOL_REDUCE));
-            snprintf(name, sizeof name, "bn_backward acc=%d dbeta %s", acc, tag);
-            cmp_buf_grad(name, &dbeta, tol(TOL_REDUCE));
-        }
-
-        /* inference and frozen-statistics backward from identical running statistics */
-        buf_set(&rmean, stats_m);
-        buf_set(&rvar, stats_v);
-        cpu->ops->bn_forward_infer(cpu, &x.c, gamma.c, beta.c, rmean.c, rvar.c, eps, &y.c);
-        gpu->ops->bn_forward_infer(gpu, &x.g, gamma.g, beta.g, rmean.g, rvar.g, eps, &y.g);
-        snprintf(name, sizeof name, "bn_forward_infer y %s", tag);
-        cmp_pair(name, &y, tol(TOL_REDUCE));
-        for (int acc = 0; acc <= 1; acc++) {
-            pair_random_grad(&dx, 0, 1);
-            cpu->ops->bn_backward_infer(cpu, &x.c, &dy.c, gamma.c, rmean.c, rvar.c, eps, dgamma.c, dbeta.c, &dx.c, acc);
-            gpu->ops->bn_backward_infer(gpu, &x.g, &dy.g, gamma.g, rmean.g, rvar.g, eps, dgamma.g, dbeta.g, &dx.g, acc);
-            snprintf(name, sizeof name, "bn_backward_infer acc=%d dx %s", acc, tag);
-            cmp_pair_grad(name, &dx, tol(TOL_REDUCE));
-            snprintf(name, sizeof name, "bn_backward_infer acc=%d dgamma %s", acc, tag);
-            cmp_buf_grad(name, &dgamma, tol(TOL_REDUCE));
-            snprintf(name, sizeof name, "bn_backward_infer acc=%d dbeta %s", acc, tag);
-            cmp_buf_grad(name, &dbeta, tol(TOL_REDUCE));
-        }
-
-        free(stats_m);
-        free(stats_v);
-        pair_free(&x);
-        pair_free(&y);
-        pair_free(&dy);
-        pair_free(&dx);
-        Buf *bufs[] = {&gamma, &beta, &rmean, &rvar, &smean, &sinv, &dgamma, &dbeta};
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) buf_free(bufs[i]);
+    int n = oc->n, c = oc->c, h = oc->h, w = oc->w;
+    char tag[96], name[160];
+    if (oc->bn.mean != 0.5f)
+        snprintf(tag, sizeof tag, "%dx%dx%dx%d mean=%g std=%g", n, c, h, w, oc->bn.mean, oc->bn.std);
+    else
+        snprintf(tag, sizeof tag, "%dx%dx%dx%d", n, c, h, w);
+    Pair x = pair_new(n, c, h, w), y = pair_new(n, c, h, w), dy = pair_new(n, c, h, w), dx = pair_new(n, c, h, w);
+    Buf gamma = buf_new(c), beta = buf_new(c), rmean = buf_new(c), rvar = buf_new(c), smean = buf_new(c),
+        sinv = buf_new(c), dgamma = buf_new(c), dbeta = buf_new(c);
+    float *stats_m = host_floats(c), *stats_v = host_floats(c);
+    for (int i = 0; i < c; i++) {
+        stats_m[i] = 0.1f * rng_normal(&rng);
+        stats_v[i] = 0.5f + rng_uniform(&rng);
     }
+    pair_random(&x, oc->bn.mean, oc->bn.std); /* a non-zero mean, as after a conv */
+    buf_random(&gamma, 1.0f, 0.2f);
+    buf_random(&beta, 0.0f, 0.2f);
+    buf_set(&rmean, stats_m);
+    buf_set(&rvar, stats_v);
+
+    cpu->ops->bn_forward_train(cpu, &x.c, gamma.c, beta.c, rmean.c, rvar.c, momentum, eps, smean.c, sinv.c, &y.c);
+    gpu->ops->bn_forward_train(gpu, &x.g, gamma.g, beta.g, rmean.g, rvar.g, momentum, eps, smean.g, sinv.g, &y.g);
+    snprintf(name, sizeof name, "bn_forward_train y %s", tag);
+    cmp_pair(name, &y, tol(TOL_REDUCE));
+    snprintf(name, sizeof name, "bn_forward_train running_mean %s", tag);
+    cmp_buf(name, &rmean, tol(TOL_REDUCE));
+    snprintf(name, sizeof name, "bn_forward_train running_var (unbiased update) %s", tag);
+    cmp_buf(name, &rvar, tol(TOL_REDUCE));
+    snprintf(name, sizeof name, "bn_forward_train save_mean %s", tag);
+    cmp_buf(name, &smean, tol(TOL_REDUCE));
+    snprintf(name, sizeof name, "bn_forward_train save_invstd %s", tag);
+    cmp_buf(name, &sinv, tol(TOL_REDUCE));
+
+    pair_random_grad(&dy, 0, 1);
+    for (int acc = 0; acc <= 1; acc++) {
+        pair_random_grad(&dx, 0, 1);
+        cpu->ops->bn_backward(cpu, &x.c, &dy.c, gamma.c, smean.c, sinv.c, dgamma.c, dbeta.c, &dx.c, acc);
+        gpu->ops->bn_backward(gpu, &x.g, &dy.g, gamma.g, smean.g, sinv.g, dgamma.g, dbeta.g, &dx.g, acc);
+        snprintf(name, sizeof name, "bn_backward acc=%d dx %s", acc, tag);
+        cmp_pair_grad(name, &dx, tol(TOL_REDUCE));
+        snprintf(name, sizeof name, "bn_backward acc=%d dgamma %s", acc, tag);
+        cmp_buf_as(name, &dgamma, OUT_PARAM_GRAD, tol(TOL_REDUCE));
+        snprintf(name, sizeof name, "bn_backward acc=%d dbeta %s", acc, tag);
+        cmp_buf_as(name, &dbeta, OUT_PARAM_GRAD, tol(TOL_REDUCE));
+    }
+
+    /* inference and frozen-statistics backward from identical running statistics */
+    buf_set(&rmean, stats_m);
+    buf_set(&rvar, stats_v);
+    cpu->ops->bn_forward_infer(cpu, &x.c, gamma.c, beta.c, rmean.c, rvar.c, eps, &y.c);
+    gpu->ops->bn_forward_infer(gpu, &x.g, gamma.g, beta.g, rmean.g, rvar.g, eps, &y.g);
+    snprintf(name, sizeof name, "bn_forward_infer y %s", tag);
+    cmp_pair(name, &y, tol(TOL_REDUCE));
+    for (int acc = 0; acc <= 1; acc++) {
+        pair_random_grad(&dx, 0, 1);
+        cpu->ops->bn_backward_infer(cpu, &x.c, &dy.c, gamma.c, rmean.c, rvar.c, eps, dgamma.c, dbeta.c, &dx.c, acc);
+        gpu->ops->bn_backward_infer(gpu, &x.g, &dy.g, gamma.g, rmean.g, rvar.g, eps, dgamma.g, dbeta.g, &dx.g, acc);
+        snprintf(name, sizeof name, "bn_backward_infer acc=%d dx %s", acc, tag);
+        cmp_pair_grad(name, &dx, tol(TOL_REDUCE));
+        snprintf(name, sizeof name, "bn_backward_infer acc=%d dgamma %s", acc, tag);
+        cmp_buf_as(name, &dgamma, OUT_PARAM_GRAD, tol(TOL_REDUCE));
+        snprintf(name, sizeof name, "bn_backward_infer acc=%d dbeta %s", acc, tag);
+        cmp_buf_as(name, &dbeta, OUT_PARAM_GRAD, tol(TOL_REDUCE));
+    }
+
+    free(stats_m);
+    free(stats_v);
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&dy);
+    pair_free(&dx);
+    Buf *bufs[] = {&gamma, &beta, &rmean, &rvar, &smean, &sinv, &dgamma, &dbeta};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) buf_free(bufs[i]);
 }
 
 /* ---- ReLU, add, accumulate ---- */
@@ -574,119 +600,124 @@ static Pair pair_view_offset(Pair *base, int n, int c, int h, int w) {
 }
 
 /* ReLU, add and accumulate on pointers one element off alignment (the 16-byte path's fallback). */
-static void test_elementwise_unaligned(void) {
-    const int n = 2, c = 64, h = 3, w = 3, count = n * c * h * w;
+static void parity_elementwise_unaligned(const OpCase *oc) {
+    const int n = oc->n, c = oc->c, h = oc->h, w = oc->w, count = n * c * h * w;
+    char name[160];
     Pair bx = pair_new(1, count + 1, 1, 1), by = pair_new(1, count + 1, 1, 1), bd = pair_new(1, count + 1, 1, 1);
     Pair x = pair_view_offset(&bx, n, c, h, w), y = pair_view_offset(&by, n, c, h, w),
          d = pair_view_offset(&bd, n, c, h, w);
     pair_random(&x, 0, 1);
     cpu->ops->relu_forward(cpu, &x.c, &y.c);
     gpu->ops->relu_forward(gpu, &x.g, &y.g);
-    cmp_pair("relu_forward unaligned (pointers one element off) 2x64x3x3", &y, tol(TOL_ELEM));
+    snprintf(name, sizeof name, "relu_forward unaligned (pointers one element off) %dx%dx%dx%d", n, c, h, w);
+    cmp_pair(name, &y, tol(TOL_ELEM));
     pair_random_grad(&x, 0, 1);
     pair_random_grad(&d, 0, 1);
     cpu->ops->relu_backward(cpu, &y.c, &x.c, &d.c, 1);
     gpu->ops->relu_backward(gpu, &y.g, &x.g, &d.g, 1);
-    cmp_pair_grad("relu_backward acc=1 unaligned 2x64x3x3", &d, tol(TOL_ELEM));
+    snprintf(name, sizeof name, "relu_backward acc=1 unaligned %dx%dx%dx%d", n, c, h, w);
+    cmp_pair_grad(name, &d, tol(TOL_ELEM));
     pair_random(&x, 0, 1);
     pair_random(&d, 0, 1);
     cpu->ops->add(cpu, &x.c, &d.c, &y.c);
     gpu->ops->add(gpu, &x.g, &d.g, &y.g);
-    cmp_pair("add unaligned 2x64x3x3", &y, tol(TOL_ELEM));
+    snprintf(name, sizeof name, "add unaligned %dx%dx%dx%d", n, c, h, w);
+    cmp_pair(name, &y, tol(TOL_ELEM));
     cpu->ops->accumulate(cpu, &x.c, &d.c, 1);
     gpu->ops->accumulate(gpu, &x.g, &d.g, 1);
-    cmp_pair("accumulate acc=1 unaligned 2x64x3x3", &d, tol(TOL_ELEM));
+    snprintf(name, sizeof name, "accumulate acc=1 unaligned %dx%dx%dx%d", n, c, h, w);
+    cmp_pair(name, &d, tol(TOL_ELEM));
     pair_free(&bx);
     pair_free(&by);
     pair_free(&bd);
 }
 
-/* Sizes: 3x65x7x7 (9555 elements) and 2x3x5x5 (150) take the 16-byte path with a one-by-one tail. */
-static void test_elementwise(void) {
-    static const int shapes[][4] = {{3, 65, 7, 7}, {2, 3, 5, 5}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int n = shapes[s][0], c = shapes[s][1], h = shapes[s][2], w = shapes[s][3];
-        char tag[64], name[160];
-        snprintf(tag, sizeof tag, "%dx%dx%dx%d", n, c, h, w);
-        size_t bytes = (size_t)n * c * h * w * sizeof(float), gbytes = (size_t)n * c * h * w * dtype_size(gdt);
-        Pair x = pair_new(n, c, h, w), y = pair_new(n, c, h, w), z = pair_new(n, c, h, w), dy = pair_new(n, c, h, w),
-             dx = pair_new(n, c, h, w);
-        pair_random(&x, 0, 1);
-
-        cpu->ops->relu_forward(cpu, &x.c, &y.c);
-        gpu->ops->relu_forward(gpu, &x.g, &y.g);
-        snprintf(name, sizeof name, "relu_forward %s", tag);
-        cmp_pair(name, &y, tol(TOL_ELEM));
-
-        cpu->ops->copy(cpu, z.c.data, x.c.data, bytes);
-        gpu->ops->copy(gpu, z.g.data, x.g.data, gbytes);
-        cpu->ops->relu_forward(cpu, &z.c, &z.c);
-        gpu->ops->relu_forward(gpu, &z.g, &z.g);
-        snprintf(name, sizeof name, "relu_forward in place %s", tag);
-        cmp_pair(name, &z, tol(TOL_ELEM));
-
-        /* mixup: partners a reversed batch (image 0 with the last, ...), weights in [0.5, 1] */
-        int32_t partner[8];
-        float lam[8];
-        for (int i = 0; i < n; i++) {
-            partner[i] = n - 1 - i;
-            lam[i] = 0.5f + 0.5f * (float)i / (float)n;
-        }
-        cpu->ops->copy(cpu, z.c.data, x.c.data, bytes);
-        gpu->ops->copy(gpu, z.g.data, x.g.data, gbytes);
-        cpu->ops->mix_images(cpu, &z.c, partner, lam);
-        gpu->ops->mix_images(gpu, &z.g, partner, lam);
-        snprintf(name, sizeof name, "mix_images %s", tag);
-        cmp_pair(name, &z, tol(TOL_ELEM));
-
-        /* progressive resizing: a crop and a bilinear resize to an odd smaller side */
-        if (h == w && h > 2) {
-            int d = h - 2;
-            Pair small = pair_new(n, c, d, d);
-            for (int crop = 0; crop <= 1; crop++) {
-                cpu->ops->shrink_batch(cpu, &x.c, d, crop, crop, 2 * crop, &small.c);
-                gpu->ops->shrink_batch(gpu, &x.g, d, crop, crop, 2 * crop, &small.g);
-                snprintf(name, sizeof name, "shrink_batch %s to %d (%s)", tag, d, crop ? "crop at 1,2" : "resize");
-                cmp_pair(name, &small, crop ? TOL_EXACT : tol(TOL_ELEM));
-            }
-            pair_free(&small);
-        }
-
-        pair_random_grad(&dy, 0, 1);
-        for (int acc = 0; acc <= 1; acc++) {
-            pair_random_grad(&dx, 0, 1);
-            cpu->ops->relu_backward(cpu, &y.c, &dy.c, &dx.c, acc);
-            gpu->ops->relu_backward(gpu, &y.g, &dy.g, &dx.g, acc);
-            snprintf(name, sizeof name, "relu_backward acc=%d %s", acc, tag);
-            cmp_pair_grad(name, &dx, tol(TOL_ELEM));
-        }
-
-        pair_random(&z, 0, 1);
-        cpu->ops->add(cpu, &x.c, &z.c, &y.c);
-        gpu->ops->add(gpu, &x.g, &z.g, &y.g);
-        snprintf(name, sizeof name, "add %s", tag);
-        cmp_pair(name, &y, tol(TOL_ELEM));
-
-        cpu->ops->add(cpu, &z.c, &x.c, &z.c);
-        gpu->ops->add(gpu, &z.g, &x.g, &z.g);
-        snprintf(name, sizeof name, "add in place (y = a) %s", tag);
-        cmp_pair(name, &z, tol(TOL_ELEM));
-
-        for (int acc = 0; acc <= 1; acc++) {
-            pair_random(&dx, 0, 1);
-            cpu->ops->accumulate(cpu, &x.c, &dx.c, acc);
-            gpu->ops->accumulate(gpu, &x.g, &dx.g, acc);
-            snprintf(name, sizeof name, "accumulate acc=%d %s", acc, tag);
-            cmp_pair(name, &dx, tol(TOL_ELEM));
-        }
-
-        pair_free(&x);
-        pair_free(&y);
-        pair_free(&z);
-        pair_free(&dy);
-        pair_free(&dx);
+/* ReLU, in place too; mixup; progressive resizing (square maps); add; accumulate. */
+static void parity_elementwise(const OpCase *oc) {
+    if (oc->flags & OC_UNALIGNED) {
+        parity_elementwise_unaligned(oc);
+        return;
     }
-    test_elementwise_unaligned();
+    int n = oc->n, c = oc->c, h = oc->h, w = oc->w;
+    char tag[64], name[160];
+    snprintf(tag, sizeof tag, "%dx%dx%dx%d", n, c, h, w);
+    size_t bytes = (size_t)n * c * h * w * sizeof(float), gbytes = (size_t)n * c * h * w * dtype_size(gdt);
+    Pair x = pair_new(n, c, h, w), y = pair_new(n, c, h, w), z = pair_new(n, c, h, w), dy = pair_new(n, c, h, w),
+         dx = pair_new(n, c, h, w);
+    pair_random(&x, 0, 1);
+
+    cpu->ops->relu_forward(cpu, &x.c, &y.c);
+    gpu->ops->relu_forward(gpu, &x.g, &y.g);
+    snprintf(name, sizeof name, "relu_forward %s", tag);
+    cmp_pair(name, &y, tol(TOL_ELEM));
+
+    cpu->ops->copy(cpu, z.c.data, x.c.data, bytes);
+    gpu->ops->copy(gpu, z.g.data, x.g.data, gbytes);
+    cpu->ops->relu_forward(cpu, &z.c, &z.c);
+    gpu->ops->relu_forward(gpu, &z.g, &z.g);
+    snprintf(name, sizeof name, "relu_forward in place %s", tag);
+    cmp_pair(name, &z, tol(TOL_ELEM));
+
+    /* mixup: partners a reversed batch (image 0 with the last, ...), weights in [0.5, 1] */
+    int32_t partner[64]; /* elementwise rows have at most 64 images */
+    float lam[64];
+    for (int i = 0; i < n; i++) {
+        partner[i] = n - 1 - i;
+        lam[i] = 0.5f + 0.5f * (float)i / (float)n;
+    }
+    cpu->ops->copy(cpu, z.c.data, x.c.data, bytes);
+    gpu->ops->copy(gpu, z.g.data, x.g.data, gbytes);
+    cpu->ops->mix_images(cpu, &z.c, partner, lam);
+    gpu->ops->mix_images(gpu, &z.g, partner, lam);
+    snprintf(name, sizeof name, "mix_images %s", tag);
+    cmp_pair(name, &z, tol(TOL_ELEM));
+
+    /* progressive resizing: a crop and a bilinear resize to an odd smaller side */
+    if (h == w && h > 2) {
+        int d = h - 2;
+        Pair small = pair_new(n, c, d, d);
+        for (int crop = 0; crop <= 1; crop++) {
+            cpu->ops->shrink_batch(cpu, &x.c, d, crop, crop, 2 * crop, &small.c);
+            gpu->ops->shrink_batch(gpu, &x.g, d, crop, crop, 2 * crop, &small.g);
+            snprintf(name, sizeof name, "shrink_batch %s to %d (%s)", tag, d, crop ? "crop at 1,2" : "resize");
+            cmp_pair(name, &small, crop ? TOL_EXACT : tol(TOL_ELEM));
+        }
+        pair_free(&small);
+    }
+
+    pair_random_grad(&dy, 0, 1);
+    for (int acc = 0; acc <= 1; acc++) {
+        pair_random_grad(&dx, 0, 1);
+        cpu->ops->relu_backward(cpu, &y.c, &dy.c, &dx.c, acc);
+        gpu->ops->relu_backward(gpu, &y.g, &dy.g, &dx.g, acc);
+        snprintf(name, sizeof name, "relu_backward acc=%d %s", acc, tag);
+        cmp_pair_grad(name, &dx, tol(TOL_ELEM));
+    }
+
+    pair_random(&z, 0, 1);
+    cpu->ops->add(cpu, &x.c, &z.c, &y.c);
+    gpu->ops->add(gpu, &x.g, &z.g, &y.g);
+    snprintf(name, sizeof name, "add %s", tag);
+    cmp_pair(name, &y, tol(TOL_ELEM));
+
+    cpu->ops->add(cpu, &z.c, &x.c, &z.c);
+    gpu->ops->add(gpu, &z.g, &x.g, &z.g);
+    snprintf(name, sizeof name, "add in place (y = a) %s", tag);
+    cmp_pair(name, &z, tol(TOL_ELEM));
+
+    for (int acc = 0; acc <= 1; acc++) {
+        pair_random(&dx, 0, 1);
+        cpu->ops->accumulate(cpu, &x.c, &dx.c, acc);
+        gpu->ops->accumulate(gpu, &x.g, &dx.g, acc);
+        snprintf(name, sizeof name, "accumulate acc=%d %s", acc, tag);
+        cmp_pair(name, &dx, tol(TOL_ELEM));
+    }
+
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&z);
+    pair_free(&dy);
+    pair_free(&dx);
 }
 
 /* ---- pooling ---- */
@@ -701,10 +732,13 @@ static void pair_random_ties(Pair *p) {
     free(h);
 }
 
-/* ties: x of small integers (pair_random_ties) */
-static void test_pool_case(const char *kind, const PoolGeom *g, int n, int c, int h, int w, int ties) {
+/* OC_TIES: x of small integers (pair_random_ties) */
+static void parity_pool(const OpCase *oc) {
+    const PoolGeom *g = &oc->pool;
+    int n = oc->n, c = oc->c, h = oc->h, w = oc->w, ties = (oc->flags & OC_TIES) != 0;
     int oh = pool_out_size(h, g), ow = pool_out_size(w, g);
-    int is_max = !strcmp(kind, "maxpool");
+    int is_max = oc->kind == OP_MAXPOOL;
+    const char *kind = is_max ? "maxpool" : "avgpool";
     char tag[112], name[160];
     snprintf(tag, sizeof tag, "k%d s%d p%d ceil=%d x=%dx%dx%dx%d -> %dx%d%s", g->k, g->stride, g->pad, g->ceil_mode,
              n, c, h, w, oh, ow, ties ? " ties" : "");
@@ -741,241 +775,186 @@ static void test_pool_case(const char *kind, const PoolGeom *g, int n, int c, in
     pair_free(&dx);
 }
 
-static void test_pool(void) {
-    const PoolGeom max3 = {3, 2, 1, 0};         /* the stem's MaxPool(3, 2, 1) */
-    const PoolGeom avg2ceil = {2, 2, 0, 1};     /* xresnet shortcut AvgPool2d(2, ceil_mode=True) */
-    const PoolGeom avg3pad = {3, 2, 1, 0};      /* padding counted in the divisor */
-    const PoolGeom avg3padceil = {3, 2, 1, 1};  /* ceil window clipped at the padded edge */
-    /* c % 8 == 0 (64, 16, 8) takes the 16-byte path in every dtype, c = 4 in fp32 only */
-    test_pool_case("maxpool", &max3, 3, 65, 7, 7, 0);
-    test_pool_case("maxpool", &max3, 2, 64, 9, 9, 0);
-    test_pool_case("avgpool", &avg2ceil, 3, 65, 7, 7, 0);
-    test_pool_case("avgpool", &avg3padceil, 2, 3, 6, 6, 0);
-    if (!quick) {
-        test_pool_case("maxpool", &max3, 2, 3, 8, 8, 0);
-        test_pool_case("maxpool", &max3, 2, 5, 6, 5, 0);
-        test_pool_case("maxpool", &max3, 2, 8, 7, 6, 1);
-        test_pool_case("maxpool", &max3, 2, 3, 7, 6, 1);
-        test_pool_case("maxpool", &max3, 2, 4, 5, 5, 0);
-        test_pool_case("avgpool", &avg2ceil, 3, 3, 5, 5, 0);
-        test_pool_case("avgpool", &avg2ceil, 2, 16, 8, 6, 0);
-        test_pool_case("avgpool", &avg2ceil, 2, 64, 7, 7, 0);
-        test_pool_case("avgpool", &avg3pad, 2, 3, 7, 7, 0);
-        test_pool_case("avgpool", &avg3pad, 2, 8, 7, 7, 0);
-        test_pool_case("avgpool", &avg3padceil, 3, 65, 5, 5, 0);
-        test_pool_case("avgpool", &avg3padceil, 2, 4, 5, 5, 0);
+static void parity_gap(const OpCase *oc) {
+    int n = oc->n, c = oc->c, h = oc->h, w = oc->w;
+    char name[160];
+    Pair x = pair_new(n, c, h, w), y = pair_new(n, c, 1, 1), dy = pair_new(n, c, 1, 1), dx = pair_new(n, c, h, w);
+    pair_random(&x, 0, 1);
+    cpu->ops->global_avgpool_forward(cpu, &x.c, &y.c);
+    gpu->ops->global_avgpool_forward(gpu, &x.g, &y.g);
+    snprintf(name, sizeof name, "global_avgpool_forward %dx%dx%dx%d", n, c, h, w);
+    cmp_pair(name, &y, tol(TOL_ELEM));
+    pair_random_grad(&dy, 0, 1);
+    for (int acc = 0; acc <= 1; acc++) {
+        pair_random_grad(&dx, 0, 1);
+        cpu->ops->global_avgpool_backward(cpu, &dy.c, &dx.c, acc);
+        gpu->ops->global_avgpool_backward(gpu, &dy.g, &dx.g, acc);
+        snprintf(name, sizeof name, "global_avgpool_backward acc=%d %dx%dx%dx%d", acc, n, c, h, w);
+        cmp_pair_grad(name, &dx, tol(TOL_ELEM));
     }
-
-    static const int shapes[][4] = {{3, 65, 7, 7}, {2, 3, 5, 5}, {2, 16, 1, 1}, {2, 64, 7, 7}, {3, 8, 3, 2},
-                                    {3, 4, 5, 5}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int n = shapes[s][0], c = shapes[s][1], h = shapes[s][2], w = shapes[s][3];
-        char name[160];
-        Pair x = pair_new(n, c, h, w), y = pair_new(n, c, 1, 1), dy = pair_new(n, c, 1, 1), dx = pair_new(n, c, h, w);
-        pair_random(&x, 0, 1);
-        cpu->ops->global_avgpool_forward(cpu, &x.c, &y.c);
-        gpu->ops->global_avgpool_forward(gpu, &x.g, &y.g);
-        snprintf(name, sizeof name, "global_avgpool_forward %dx%dx%dx%d", n, c, h, w);
-        cmp_pair(name, &y, tol(TOL_ELEM));
-        pair_random_grad(&dy, 0, 1);
-        for (int acc = 0; acc <= 1; acc++) {
-            pair_random_grad(&dx, 0, 1);
-            cpu->ops->global_avgpool_backward(cpu, &dy.c, &dx.c, acc);
-            gpu->ops->global_avgpool_backward(gpu, &dy.g, &dx.g, acc);
-            snprintf(name, sizeof name, "global_avgpool_backward acc=%d %dx%dx%dx%d", acc, n, c, h, w);
-            cmp_pair_grad(name, &dx, tol(TOL_ELEM));
-        }
-        pair_free(&x);
-        pair_free(&y);
-        pair_free(&dy);
-        pair_free(&dx);
-    }
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&dy);
+    pair_free(&dx);
 }
 
 /* ---- fastai's head: concat pool and dropout ---- */
 
-/* Concat pool and dropout take 16 bytes of channels per thread when c % 8 == 0 (c % 4 in fp32):
- * 2048, 16, 64 and 24 do, 65, 3, 7 and 9 do not. The last concat pool shape has ties (argmax routing
- * to the first maximum); the dropout on 2x24x3x3 checks the NCHW mask index on the wide path. */
-static void test_head(void) {
-    static const int shapes[][5] = {{3, 65, 7, 7, 0}, {2, 3, 5, 5, 0}, {4, 2048, 7, 7, 0}, {2, 16, 1, 1, 0},
-                                    {2, 64, 3, 3, 1}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        if (quick && s == 2) continue;
-        int n = shapes[s][0], c = shapes[s][1], h = shapes[s][2], w = shapes[s][3], ties = shapes[s][4];
-        char tag[64], name[160];
-        snprintf(tag, sizeof tag, "%dx%dx%dx%d%s", n, c, h, w, ties ? " ties" : "");
-        Pair x = pair_new(n, c, h, w), y = pair_new(n, 2 * c, 1, 1), dy = pair_new(n, 2 * c, 1, 1),
-             dx = pair_new(n, c, h, w);
-        if (ties)
-            pair_random_ties(&x);
-        else
-            pair_random(&x, 0, 1);
-        cpu->ops->concat_pool_forward(cpu, &x.c, &y.c);
-        gpu->ops->concat_pool_forward(gpu, &x.g, &y.g);
-        snprintf(name, sizeof name, "concat_pool_forward %s", tag);
-        cmp_pair(name, &y, tol(TOL_ELEM));
-        pair_random_grad(&dy, 0, 1);
-        for (int acc = 0; acc <= 1; acc++) {
-            pair_random_grad(&dx, 0, 1);
-            cpu->ops->concat_pool_backward(cpu, &x.c, &y.c, &dy.c, &dx.c, acc);
-            gpu->ops->concat_pool_backward(gpu, &x.g, &y.g, &dy.g, &dx.g, acc);
-            snprintf(name, sizeof name, "concat_pool_backward acc=%d (argmax routing) %s", acc, tag);
-            cmp_pair_grad(name, &dx, tol(TOL_ELEM));
-        }
-        pair_free(&x);
-        pair_free(&y);
-        pair_free(&dy);
-        pair_free(&dx);
-    }
-
-    /* Dropout masks come from rng_hash on both backends: any mask difference is an O(1) error. */
-    static const struct {
-        int n, c, h, w;
-        float p;
-    } drops[] = {{64, 4096, 1, 1, 0.25f}, {64, 512, 1, 1, 0.5f}, {3, 65, 7, 7, 0.5f}, {5, 7, 1, 1, 0.0f},
-                 {2, 9, 1, 1, 1.0f}, {2, 24, 3, 3, 0.5f}};
-    for (size_t s = 0; s < sizeof drops / sizeof drops[0]; s++) {
-        if (quick && s < 2) continue;
-        int n = drops[s].n, c = drops[s].c, h = drops[s].h, w = drops[s].w;
-        float p = drops[s].p;
-        uint64_t seed = rng_u64(&rng);
-        char tag[96], name[160];
-        snprintf(tag, sizeof tag, "p=%g %dx%dx%dx%d", p, n, c, h, w);
-        Pair x = pair_new(n, c, h, w), y = pair_new(n, c, h, w), dy = pair_new(n, c, h, w), dx = pair_new(n, c, h, w);
+/* Concat pool and dropout take 16 bytes of channels per thread when c % 8 == 0 (c % 4 in fp32).
+ * OC_TIES: argmax routing to the first maximum. */
+static void parity_concat_pool(const OpCase *oc) {
+    int n = oc->n, c = oc->c, h = oc->h, w = oc->w, ties = (oc->flags & OC_TIES) != 0;
+    char tag[64], name[160];
+    snprintf(tag, sizeof tag, "%dx%dx%dx%d%s", n, c, h, w, ties ? " ties" : "");
+    Pair x = pair_new(n, c, h, w), y = pair_new(n, 2 * c, 1, 1), dy = pair_new(n, 2 * c, 1, 1),
+         dx = pair_new(n, c, h, w);
+    if (ties)
+        pair_random_ties(&x);
+    else
         pair_random(&x, 0, 1);
-        cpu->ops->dropout_forward(cpu, &x.c, p, seed, &y.c);
-        gpu->ops->dropout_forward(gpu, &x.g, p, seed, &y.g);
-        snprintf(name, sizeof name, "dropout_forward %s", tag);
-        cmp_pair(name, &y, tol(TOL_ELEM));
-        cpu->ops->dropout_forward(cpu, &x.c, p, seed, &x.c);
-        gpu->ops->dropout_forward(gpu, &x.g, p, seed, &x.g);
-        snprintf(name, sizeof name, "dropout_forward in place %s", tag);
-        cmp_pair(name, &x, tol(TOL_ELEM));
-        pair_random_grad(&dy, 0, 1);
-        for (int acc = 0; acc <= 1; acc++) {
-            pair_random_grad(&dx, 0, 1);
-            cpu->ops->dropout_backward(cpu, &dy.c, p, seed, &dx.c, acc);
-            gpu->ops->dropout_backward(gpu, &dy.g, p, seed, &dx.g, acc);
-            snprintf(name, sizeof name, "dropout_backward acc=%d %s", acc, tag);
-            cmp_pair_grad(name, &dx, tol(TOL_ELEM));
-        }
-        pair_free(&x);
-        pair_free(&y);
-        pair_free(&dy);
-        pair_free(&dx);
+    cpu->ops->concat_pool_forward(cpu, &x.c, &y.c);
+    gpu->ops->concat_pool_forward(gpu, &x.g, &y.g);
+    snprintf(name, sizeof name, "concat_pool_forward %s", tag);
+    cmp_pair(name, &y, tol(TOL_ELEM));
+    pair_random_grad(&dy, 0, 1);
+    for (int acc = 0; acc <= 1; acc++) {
+        pair_random_grad(&dx, 0, 1);
+        cpu->ops->concat_pool_backward(cpu, &x.c, &y.c, &dy.c, &dx.c, acc);
+        gpu->ops->concat_pool_backward(gpu, &x.g, &y.g, &dy.g, &dx.g, acc);
+        snprintf(name, sizeof name, "concat_pool_backward acc=%d (argmax routing) %s", acc, tag);
+        cmp_pair_grad(name, &dx, tol(TOL_ELEM));
     }
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&dy);
+    pair_free(&dx);
+}
+
+/* Dropout masks come from rng_hash on both backends: any mask difference is an O(1) error. */
+static void parity_dropout(const OpCase *oc) {
+    int n = oc->n, c = oc->c, h = oc->h, w = oc->w;
+    float p = oc->drop_p;
+    uint64_t seed = rng_u64(&rng);
+    char tag[96], name[160];
+    snprintf(tag, sizeof tag, "p=%g %dx%dx%dx%d", p, n, c, h, w);
+    Pair x = pair_new(n, c, h, w), y = pair_new(n, c, h, w), dy = pair_new(n, c, h, w), dx = pair_new(n, c, h, w);
+    pair_random(&x, 0, 1);
+    cpu->ops->dropout_forward(cpu, &x.c, p, seed, &y.c);
+    gpu->ops->dropout_forward(gpu, &x.g, p, seed, &y.g);
+    snprintf(name, sizeof name, "dropout_forward %s", tag);
+    cmp_pair(name, &y, tol(TOL_ELEM));
+    cpu->ops->dropout_forward(cpu, &x.c, p, seed, &x.c);
+    gpu->ops->dropout_forward(gpu, &x.g, p, seed, &x.g);
+    snprintf(name, sizeof name, "dropout_forward in place %s", tag);
+    cmp_pair(name, &x, tol(TOL_ELEM));
+    pair_random_grad(&dy, 0, 1);
+    for (int acc = 0; acc <= 1; acc++) {
+        pair_random_grad(&dx, 0, 1);
+        cpu->ops->dropout_backward(cpu, &dy.c, p, seed, &dx.c, acc);
+        gpu->ops->dropout_backward(gpu, &dy.g, p, seed, &dx.g, acc);
+        snprintf(name, sizeof name, "dropout_backward acc=%d %s", acc, tag);
+        cmp_pair_grad(name, &dx, tol(TOL_ELEM));
+    }
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&dy);
+    pair_free(&dx);
 }
 
 /* ---- linear ---- */
 
-static void test_linear(void) {
-    static const struct {
-        int n, in, out, bias;
-    } cases[] = {{3, 65, 10, 1}, {4, 2048, 1000, 1}, {5, 7, 3, 0}};
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        if (quick && i == 1) continue;
-        int n = cases[i].n, in = cases[i].in, out = cases[i].out, has_b = cases[i].bias;
-        char tag[96], name[160];
-        snprintf(tag, sizeof tag, "n=%d %d->%d%s", n, in, out, has_b ? " +bias" : "");
-        Pair x = pair_new(n, in, 1, 1), y = pair_new(n, out, 1, 1), dy = pair_new(n, out, 1, 1),
-             dx = pair_new(n, in, 1, 1);
-        Buf wt = buf_new((size_t)out * in), b = buf_new(out), dw = buf_new((size_t)out * in), db = buf_new(out);
-        pair_random(&x, 0, 1);
-        buf_random_weights(&wt, 1.0f / sqrtf((float)in));
-        buf_random(&b, 0, 0.5f);
-        cpu->ops->linear_forward(cpu, &x.c, wt.c, has_b ? b.c : NULL, &y.c);
-        gpu->ops->linear_forward(gpu, &x.g, wt.g, has_b ? b.g : NULL, &y.g);
-        snprintf(name, sizeof name, "linear_forward %s", tag);
-        cmp_pair(name, &y, tol(TOL_REDUCE));
+static void parity_linear(const OpCase *oc) {
+    int n = oc->n, in = oc->c, out = oc->linear.out, has_b = oc->linear.bias;
+    char tag[96], name[160];
+    snprintf(tag, sizeof tag, "n=%d %d->%d%s", n, in, out, has_b ? " +bias" : "");
+    Pair x = pair_new(n, in, 1, 1), y = pair_new(n, out, 1, 1), dy = pair_new(n, out, 1, 1),
+         dx = pair_new(n, in, 1, 1);
+    Buf wt = buf_new((size_t)out * in), b = buf_new(out), dw = buf_new((size_t)out * in), db = buf_new(out);
+    pair_random(&x, 0, 1);
+    buf_random_weights(&wt, 1.0f / sqrtf((float)in));
+    buf_random(&b, 0, 0.5f);
+    cpu->ops->linear_forward(cpu, &x.c, wt.c, has_b ? b.c : NULL, &y.c);
+    gpu->ops->linear_forward(gpu, &x.g, wt.g, has_b ? b.g : NULL, &y.g);
+    snprintf(name, sizeof name, "linear_forward %s", tag);
+    cmp_pair(name, &y, tol(TOL_REDUCE));
 
-        pair_random_grad(&dy, 0, 1);
-        for (int acc = 0; acc <= 1; acc++) {
-            pair_random_grad(&dx, 0, 1);
-            buf_random(&dw, 0, 1);
-            buf_random(&db, 0, 1);
-            cpu->ops->linear_backward(cpu, &x.c, &dy.c, wt.c, dw.c, has_b ? db.c : NULL, &dx.c, acc);
-            gpu->ops->linear_backward(gpu, &x.g, &dy.g, wt.g, dw.g, has_b ? db.g : NULL, &dx.g, acc);
-            snprintf(name, sizeof name, "linear_backward acc=%d dx %s", acc, tag);
-            cmp_pair_grad(name, &dx, tol(TOL_REDUCE));
-            snprintf(name, sizeof name, "linear_backward acc=%d dw %s", acc, tag);
-            cmp_buf_grad(name, &dw, tol(TOL_REDUCE));
-            if (has_b) {
-                snprintf(name, sizeof name, "linear_backward acc=%d db %s", acc, tag);
-                cmp_buf_grad(name, &db, tol(TOL_REDUCE));
-            }
+    pair_random_grad(&dy, 0, 1);
+    for (int acc = 0; acc <= 1; acc++) {
+        pair_random_grad(&dx, 0, 1);
+        buf_random(&dw, 0, 1);
+        buf_random(&db, 0, 1);
+        cpu->ops->linear_backward(cpu, &x.c, &dy.c, wt.c, dw.c, has_b ? db.c : NULL, &dx.c, acc);
+        gpu->ops->linear_backward(gpu, &x.g, &dy.g, wt.g, dw.g, has_b ? db.g : NULL, &dx.g, acc);
+        snprintf(name, sizeof name, "linear_backward acc=%d dx %s", acc, tag);
+        cmp_pair_grad(name, &dx, tol(TOL_REDUCE));
+        snprintf(name, sizeof name, "linear_backward acc=%d dw %s", acc, tag);
+        cmp_buf_as(name, &dw, OUT_PARAM_GRAD, tol(TOL_REDUCE));
+        if (has_b) {
+            snprintf(name, sizeof name, "linear_backward acc=%d db %s", acc, tag);
+            cmp_buf_as(name, &db, OUT_PARAM_GRAD, tol(TOL_REDUCE));
         }
-        pair_free(&x);
-        pair_free(&y);
-        pair_free(&dy);
-        pair_free(&dx);
-        buf_free(&wt);
-        buf_free(&b);
-        buf_free(&dw);
-        buf_free(&db);
     }
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&dy);
+    pair_free(&dx);
+    buf_free(&wt);
+    buf_free(&b);
+    buf_free(&dw);
+    buf_free(&db);
 }
 
 /* ---- softmax cross-entropy ---- */
 
-static void test_xent(void) {
-    static const struct {
-        int n, classes, mixup;
-        float smoothing;
-    } cases[] = {{3, 10, 0, 0.0f}, {64, 10, 0, 0.1f}, {5, 1000, 1, 0.1f}, {7, 5, 1, 0.0f}, {2, 1000, 0, 0.1f}};
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        if (quick && (i == 1 || i == 4)) continue;
-        int n = cases[i].n, k = cases[i].classes, mix = cases[i].mixup;
-        float eps = cases[i].smoothing;
-        char tag[96], name[160];
-        snprintf(tag, sizeof tag, "n=%d classes=%d smoothing=%.1f%s", n, k, eps, mix ? " mixup" : "");
-        Pair z = pair_new(n, k, 1, 1), dz = pair_new(n, k, 1, 1);
-        Buf loss = buf_new(1), lam = buf_new(n);
-        int32_t *la = malloc((size_t)n * sizeof *la), *lb = malloc((size_t)n * sizeof *lb);
-        float *hl = host_floats(n);
-        for (int j = 0; j < n; j++) {
-            la[j] = (int32_t)rng_below(&rng, (uint32_t)k);
-            lb[j] = (int32_t)rng_below(&rng, (uint32_t)k);
-            hl[j] = 0.5f + 0.5f * rng_uniform(&rng); /* mixup keeps lam >= 0.5 */
-        }
-        buf_set(&lam, hl);
-        size_t lbytes = (size_t)n * sizeof(int32_t);
-        int32_t *la_c = cpu->ops->alloc(cpu, lbytes), *lb_c = cpu->ops->alloc(cpu, lbytes);
-        int32_t *la_g = gpu->ops->alloc(gpu, lbytes), *lb_g = gpu->ops->alloc(gpu, lbytes);
-        cpu->ops->upload(cpu, la_c, la, lbytes);
-        cpu->ops->upload(cpu, lb_c, lb, lbytes);
-        gpu->ops->upload(gpu, la_g, la, lbytes);
-        gpu->ops->upload(gpu, lb_g, lb, lbytes);
-        pair_random(&z, 0, 3);
-
-        cpu->ops->softmax_xent(cpu, &z.c, la_c, mix ? lb_c : NULL, mix ? lam.c : NULL, eps, 1.0f, loss.c, &dz.c);
-        gpu->ops->softmax_xent(gpu, &z.g, la_g, mix ? lb_g : NULL, mix ? lam.g : NULL, eps, gscale, loss.g, &dz.g);
-        snprintf(name, sizeof name, "softmax_xent loss %s", tag);
-        cmp_buf(name, &loss, tol(TOL_ELEM));
-        snprintf(name, sizeof name, "softmax_xent dlogits %s", tag);
-        cmp_pair_grad(name, &dz, tol(TOL_ELEM));
-
-        /* in place: dlogits aliasing logits */
-        pair_random(&z, 0, 3);
-        cpu->ops->softmax_xent(cpu, &z.c, la_c, mix ? lb_c : NULL, mix ? lam.c : NULL, eps, 1.0f, loss.c, &z.c);
-        gpu->ops->softmax_xent(gpu, &z.g, la_g, mix ? lb_g : NULL, mix ? lam.g : NULL, eps, gscale, loss.g, &z.g);
-        snprintf(name, sizeof name, "softmax_xent in place loss %s", tag);
-        cmp_buf(name, &loss, tol(TOL_ELEM));
-        snprintf(name, sizeof name, "softmax_xent in place dlogits %s", tag);
-        cmp_pair_grad(name, &z, tol(TOL_ELEM));
-
-        cpu->ops->release(cpu, la_c);
-        cpu->ops->release(cpu, lb_c);
-        gpu->ops->release(gpu, la_g);
-        gpu->ops->release(gpu, lb_g);
-        free(la);
-        free(lb);
-        free(hl);
-        pair_free(&z);
-        pair_free(&dz);
-        buf_free(&loss);
-        buf_free(&lam);
+static void parity_xent(const OpCase *oc) {
+    int n = oc->n, k = oc->c, mix = oc->xent.mixup;
+    float eps = oc->xent.smoothing;
+    char tag[96], name[160];
+    snprintf(tag, sizeof tag, "n=%d classes=%d smoothing=%.1f%s", n, k, eps, mix ? " mixup" : "");
+    Pair z = pair_new(n, k, 1, 1), dz = pair_new(n, k, 1, 1);
+    Buf loss = buf_new(1), lam = buf_new(n);
+    int32_t *la = malloc((size_t)n * sizeof *la), *lb = malloc((size_t)n * sizeof *lb);
+    float *hl = host_floats(n);
+    for (int j = 0; j < n; j++) {
+        la[j] = (int32_t)rng_below(&rng, (uint32_t)k);
+        lb[j] = (int32_t)rng_below(&rng, (uint32_t)k);
+        hl[j] = 0.5f + 0.5f * rng_uniform(&rng); /* mixup keeps lam >= 0.5 */
     }
+    buf_set(&lam, hl);
+    size_t lbytes = (size_t)n * sizeof(int32_t);
+    int32_t *la_c = cpu->ops->alloc(cpu, lbytes), *lb_c = cpu->ops->alloc(cpu, lbytes);
+    int32_t *la_g = gpu->ops->alloc(gpu, lbytes), *lb_g = gpu->ops->alloc(gpu, lbytes);
+    cpu->ops->upload(cpu, la_c, la, lbytes);
+    cpu->ops->upload(cpu, lb_c, lb, lbytes);
+    gpu->ops->upload(gpu, la_g, la, lbytes);
+    gpu->ops->upload(gpu, lb_g, lb, lbytes);
+    pair_random(&z, 0, 3);
+
+    xent_both(&z, la_c, la_g, mix ? lb_c : NULL, mix ? lb_g : NULL, mix ? &lam : NULL, eps, &loss, &dz);
+    snprintf(name, sizeof name, "softmax_xent loss %s", tag);
+    cmp_buf(name, &loss, tol(TOL_ELEM));
+    snprintf(name, sizeof name, "softmax_xent dlogits %s", tag);
+    cmp_pair_grad(name, &dz, tol(TOL_ELEM));
+
+    /* in place: dlogits aliasing logits */
+    pair_random(&z, 0, 3);
+    xent_both(&z, la_c, la_g, mix ? lb_c : NULL, mix ? lb_g : NULL, mix ? &lam : NULL, eps, &loss, &z);
+    snprintf(name, sizeof name, "softmax_xent in place loss %s", tag);
+    cmp_buf(name, &loss, tol(TOL_ELEM));
+    snprintf(name, sizeof name, "softmax_xent in place dlogits %s", tag);
+    cmp_pair_grad(name, &z, tol(TOL_ELEM));
+
+    cpu->ops->release(cpu, la_c);
+    cpu->ops->release(cpu, lb_c);
+    gpu->ops->release(gpu, la_g);
+    gpu->ops->release(gpu, lb_g);
+    free(la);
+    free(lb);
+    free(hl);
+    pair_free(&z);
+    pair_free(&dz);
+    buf_free(&loss);
+    buf_free(&lam);
 }
 
 /* ---- AdamW ---- */
@@ -1028,93 +1007,95 @@ static void test_scan_and_read(void) {
     buf_free(&x);
 }
 
-static void test_adamw(void) {
-    static const struct {
-        size_t count;
-        AdamWArgs a;
-    } cases[] = {
-        {1000, {3e-3f, 0.95f, 0.99f, 1e-5f, 0.01f, 1}},     /* fastai's Adam */
-        {12345, {1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 1}},     /* PyTorch AdamW, odd count */
-        {777, {1e-2f, 0.85f, 0.99f, 1e-5f, 0.0f, 1}},       /* no weight decay */
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        size_t count = cases[i].count;
-        AdamWArgs a = cases[i].a;
-        char tag[128], name[160];
-        snprintf(tag, sizeof tag, "count=%zu lr=%g b1=%g b2=%g eps=%g wd=%g, 3 steps", count, a.lr, a.beta1, a.beta2,
-                 a.eps, a.wd);
-        Buf p = buf_new(count), g = buf_new(count), m = buf_new(count), v = buf_new(count);
-        buf_random(&p, 0, 1);
-        for (int step = 1; step <= 3; step++) {
-            a.step = step;
-            buf_random(&g, 0, 1);
-            AdamWRun run = {0, count, a.lr, a.wd};
-            cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, &run, 1, &a, 1.0f);
-            gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, &run, 1, &a, 1.0f);
-        }
-        snprintf(name, sizeof name, "adamw p %s", tag);
-        cmp_buf(name, &p, TOL_ELEM);
-        snprintf(name, sizeof name, "adamw m %s", tag);
-        cmp_buf(name, &m, TOL_ELEM);
-        snprintf(name, sizeof name, "adamw v %s", tag);
-        cmp_buf(name, &v, TOL_ELEM);
-        buf_free(&p);
-        buf_free(&g);
-        buf_free(&m);
-        buf_free(&v);
-    }
-    /* Many runs in one launch, as the trainer calls it: 300 runs of odd lengths with their own lr
-     * and wd (no decay on every third), and gaps between them (frozen parameters stay as they were). */
+/* Three steps. n = 0: many runs in one launch, as the trainer calls it: 300 runs of odd lengths with
+ * their own lr and wd (no decay on every third), gaps between them (frozen parameters stay). */
+static void parity_adamw(const OpCase *oc) {
     enum { NRUNS = 300 };
     AdamWRun runs[NRUNS];
-    size_t at = 0;
-    for (int r = 0; r < NRUNS; r++) {
-        size_t len = 1 + (size_t)(r * 37 % 101);
-        runs[r] = (AdamWRun){at, len, 1e-3f * (1 + r % 5), r % 3 ? 0.05f : 0.0f};
-        at += len + (r % 7 == 0 ? 13 : 0);
+    AdamWArgs a = oc->adamw;
+    int nruns = 1;
+    size_t count = (size_t)oc->n;
+    char tag[128], name[160];
+    if (count) {
+        runs[0] = (AdamWRun){0, count, a.lr, a.wd};
+        snprintf(tag, sizeof tag, " count=%zu lr=%g b1=%g b2=%g eps=%g wd=%g, 3 steps", count, a.lr, a.beta1, a.beta2,
+                 a.eps, a.wd);
+    } else {
+        nruns = NRUNS;
+        for (int r = 0; r < NRUNS; r++) {
+            size_t len = 1 + (size_t)(r * 37 % 101);
+            runs[r] = (AdamWRun){count, len, 1e-3f * (1 + r % 5), r % 3 ? 0.05f : 0.0f};
+            count += len + (r % 7 == 0 ? 13 : 0);
+        }
+        snprintf(tag, sizeof tag, ", 300 runs with their own lr/wd and frozen gaps, 3 steps");
     }
-    Buf p = buf_new(at), g = buf_new(at), m = buf_new(at), v = buf_new(at);
+    Buf p = buf_new(count), g = buf_new(count), m = buf_new(count), v = buf_new(count);
     buf_random(&p, 0, 1);
-    AdamWArgs a = {0, 0.9f, 0.99f, 1e-6f, 0, 1};
     for (int step = 1; step <= 3; step++) {
         a.step = step;
         buf_random(&g, 0, 1);
-        cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, runs, NRUNS, &a, 1.0f);
-        gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, runs, NRUNS, &a, 1.0f);
+        cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, runs, nruns, &a, 1.0f);
+        gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, runs, nruns, &a, 1.0f);
     }
-    cmp_buf("adamw p, 300 runs with their own lr/wd and frozen gaps, 3 steps", &p, TOL_ELEM);
-    cmp_buf("adamw v, 300 runs with their own lr/wd and frozen gaps, 3 steps", &v, TOL_ELEM);
+    snprintf(name, sizeof name, "adamw p%s", tag);
+    cmp_buf(name, &p, TOL_ELEM);
+    if (nruns == 1) { /* (the many-run case compared p and v only) */
+        snprintf(name, sizeof name, "adamw m%s", tag);
+        cmp_buf(name, &m, TOL_ELEM);
+    }
+    snprintf(name, sizeof name, "adamw v%s", tag);
+    cmp_buf(name, &v, TOL_ELEM);
     buf_free(&p);
     buf_free(&g);
     buf_free(&m);
     buf_free(&v);
 }
 
-/* Every op, in the current pass. */
-static void run_ops(void) {
-    test_conv();
-    test_bn();
-    test_elementwise();
-    test_pool();
-    test_head();
-    test_linear();
-    test_xent();
+/* ---- the table's rows ---- */
+
+static void run_case(const OpCase *oc) {
+    switch (oc->kind) {
+    case OP_CONV: parity_conv(oc); break;
+    case OP_BN: parity_bn(oc); break;
+    case OP_ELEMENTWISE: parity_elementwise(oc); break;
+    case OP_MAXPOOL:
+    case OP_AVGPOOL: parity_pool(oc); break;
+    case OP_GAP: parity_gap(oc); break;
+    case OP_CONCAT_POOL: parity_concat_pool(oc); break;
+    case OP_DROPOUT: parity_dropout(oc); break;
+    case OP_LINEAR: parity_linear(oc); break;
+    case OP_XENT: parity_xent(oc); break;
+    case OP_ADAMW: parity_adamw(oc); break;
+    }
 }
 
-/* The ops with parameter gradients and the loss (what loss scaling touches most). */
-static void run_grad_ops(void) {
-    test_conv();
-    test_bn();
-    test_linear();
-    test_xent();
+#define KIND(k) (1u << (k))
+/* what every pass runs (AdamW computes in fp32 whatever the pass: the fp32 part alone runs it) */
+static const unsigned OPS_PASS = ~KIND(OP_ADAMW);
+/* the ops with parameter gradients, and the loss: what loss scaling touches most */
+static const unsigned OPS_GRAD = KIND(OP_CONV) | KIND(OP_BN) | KIND(OP_LINEAR) | KIND(OP_XENT);
+
+/* The table's gpu rows of the kinds in mask (under CNNTRAIN_GPU_QUICK those flagged OC_QUICK), in the
+ * current pass. */
+static void run_rows(unsigned kinds) {
+    for (int i = 0; i < OP_NCASES; i++) {
+        const OpCase *oc = &op_cases[i];
+        if ((oc->flags & OC_GPU) && (kinds & KIND(oc->kind)) && (!quick || (oc->flags & OC_QUICK))) run_case(oc);
+    }
 }
 
 /* Switches the GPU to dt with loss scale `scale`; 0 (after reporting why) when it cannot. */
 static int set_pass(DType dt, float scale) {
+    const char *as = self_check && dt != DT_F32 ? "fp32 for " : "";
     if (scale != 1.0f)
-        snprintf(gpass, sizeof gpass, "[%s scale=%g] ", dtype_name(dt), scale);
+        snprintf(gpass, sizeof gpass, "[%s%s scale=%g] ", as, dtype_name(dt), scale);
     else
-        snprintf(gpass, sizeof gpass, "[%s] ", dtype_name(dt));
+        snprintf(gpass, sizeof gpass, "[%s%s] ", as, dtype_name(dt));
+    if (self_check) { /* the cpu backend computes in fp32 only */
+        gdt = DT_F32;
+        set_loss_scale(scale);
+        return 1;
+    }
     if (!gpu->ops->set_compute || gpu->ops->set_compute(gpu, dt) != 0) {
         report("set_compute", 0, 0, "the cuda backend refuses this dtype");
         return 0;
@@ -1124,7 +1105,7 @@ static int set_pass(DType dt, float scale) {
         return 0;
     }
     gdt = dt;
-    gscale = scale;
+    set_loss_scale(scale);
     return 1;
 }
 
@@ -1132,6 +1113,7 @@ static void check_memory(Backend *b, const char *which) {
     char name[96], why[96];
     b->ops->sync(b);
     gpass[0] = 0;
+    if (self_check) return; /* the cpu backend keeps its scratch buffers until it is destroyed */
     snprintf(name, sizeof name, "cuda (%s) bytes_in_use back to 0 after every release", which);
     snprintf(why, sizeof why, "%zu bytes still counted as in use", b->bytes_in_use);
     report(name, 0, 0, b->bytes_in_use ? why : NULL);
@@ -1139,67 +1121,84 @@ static void check_memory(Backend *b, const char *which) {
     report(name, b->peak_bytes > 0 ? 0 : 1, 0, NULL);
 }
 
-int main(int argc, char **argv) {
-    static const char *const parts[] = {"fp32", "fp16", "fp16-scaled", "bf16", "bf16-scaled", "own-bn"};
-    suite_args("gpu_parity", argc, argv, parts, (int)(sizeof parts / sizeof parts[0]));
-    char err[512];
+/* The backend under test: cuda, or in self-check mode a second cpu backend. NULL: skip (said why). */
+static Backend *create_under_test(char *err, size_t len) {
+    if (self_check) return backend_create("cpu", err, len);
     /* A binary without the CUDA backend (stale objects from a CUDA=0 build) would otherwise "skip"
      * on a machine that has a GPU, and the suite would pass without testing anything. */
     if (!strstr(backend_list(), "cuda")) {
         printf("gpu_parity: FAIL: built without the CUDA backend (backends: %s); rebuild with make clean && make "
                "test-gpu\n",
                backend_list());
-        return 1;
+        exit(1);
     }
-    gpu = backend_create("cuda", err, sizeof err);
-    if (!gpu) {
-        printf("gpu_parity: no usable GPU (%s); skipped\n", err);
-        return 0;
-    }
+    Backend *b = backend_create("cuda", err, len);
+    if (!b) printf("gpu_parity: no usable GPU (%s); skipped\n", err);
+    return b;
+}
+
+static int env_flag(const char *name) {
+    const char *v = getenv(name);
+    return v && v[0] && strcmp(v, "0") != 0;
+}
+
+int main(int argc, char **argv) {
+    static const char *const parts[] = {"fp32", "fp16", "fp16-scaled", "bf16", "bf16-scaled", "own-bn"};
+    suite_args("gpu_parity", argc, argv, parts, (int)(sizeof parts / sizeof parts[0]));
+    char err[512];
+    self_check = env_flag("CNNTRAIN_PARITY_SELF");
+    quick = env_flag("CNNTRAIN_GPU_QUICK");
+    gpu = create_under_test(err, sizeof err);
+    if (!gpu) return 0;
     cpu = backend_create("cpu", err, sizeof err);
     if (!cpu) {
         fprintf(stderr, "gpu_parity: cannot create the cpu backend: %s\n", err);
         backend_destroy(gpu);
         return 1;
     }
+    if (self_check)
+        printf("gpu_parity: self-check: a second cpu backend stands in for cuda, every pass in fp32 (the "
+               "low-precision passes' own checks skipped, the unscaled fp16 and bf16 passes' ops too: they "
+               "would repeat fp32), tolerance %.0e\n",
+               TOL_SELF);
     rng_seed(&rng, 20240607);
-    const char *q = getenv("CNNTRAIN_GPU_QUICK");
-    quick = q && q[0] && strcmp(q, "0") != 0;
 
     /* fp32, exactly as before mixed precision */
     if (suite_part("fp32")) {
         test_memory();
-        run_ops();
-        test_adamw();
+        run_rows(OPS_PASS);
+        run_rows(KIND(OP_ADAMW));
         test_scan_and_read();
-        if (!quick && set_pass(DT_F32, 64.0f)) run_grad_ops(); /* the fp32 path's unscaling */
+        if (!quick && set_pass(DT_F32, 64.0f)) run_rows(OPS_GRAD); /* the fp32 path's unscaling */
     }
 
     /* fp16 and bf16, without and with loss scaling (a scale that is not a power of two for bf16) */
     if (suite_part("fp16") && set_pass(DT_F16, 1.0f)) {
-        char why[96];
-        DType got = backend_set_precision(gpu, DT_F16);
-        snprintf(why, sizeof why, "returned %s", dtype_name(got));
-        report("backend_set_precision(fp16)", 0, 0, got == DT_F16 ? NULL : why);
-        test_memory_lowp();
+        if (!self_check) {
+            char why[96];
+            DType got = backend_set_precision(gpu, DT_F16);
+            snprintf(why, sizeof why, "returned %s", dtype_name(got));
+            report("backend_set_precision(fp16)", 0, 0, got == DT_F16 ? NULL : why);
+            test_memory_lowp();
+        }
         test_weights_refresh();
-        if (!quick) run_ops();
-        test_fp16_overflow();
+        if (!quick && !self_check) run_rows(OPS_PASS); /* (self-check: the fp32 pass again) */
+        if (!self_check) test_fp16_overflow();
     }
     /* 512: the largest conv dw here sums 168 products of N(0,1) x N(0,1)*scale, ~4.5 sigma = 58*scale,
      * which must stay below fp16's 65504 (test_fp16_overflow checks what happens past it) */
-    if (suite_part("fp16-scaled") && set_pass(DT_F16, 512.0f)) run_ops();
-    if (suite_part("bf16") && set_pass(DT_BF16, 1.0f)) {
+    if (suite_part("fp16-scaled") && set_pass(DT_F16, 512.0f)) run_rows(OPS_PASS);
+    if (suite_part("bf16") && !self_check && set_pass(DT_BF16, 1.0f)) {
         test_memory_lowp();
         test_weights_refresh();
-        run_ops();
+        run_rows(OPS_PASS);
     }
-    if (suite_part("bf16-scaled") && !quick && set_pass(DT_BF16, 1000.0f)) run_grad_ops();
+    if (suite_part("bf16-scaled") && !quick && set_pass(DT_BF16, 1000.0f)) run_rows(OPS_GRAD);
 
     /* batch norm through the backend's own kernels (what bf16 uses) in fp32 and fp16 too */
     if (suite_part("own-bn") && !quick) {
         setenv("CNNTRAIN_BN_KERNELS", "own", 1);
-        Backend *own = backend_create("cuda", err, sizeof err);
+        Backend *own = self_check ? backend_create("cpu", err, sizeof err) : backend_create("cuda", err, sizeof err);
         unsetenv("CNNTRAIN_BN_KERNELS");
         if (!own) {
             report("cuda backend with CNNTRAIN_BN_KERNELS=own", 0, 0, err);
@@ -1207,13 +1206,13 @@ int main(int argc, char **argv) {
             Backend *main_gpu = gpu;
             gpu = own;
             const char *labels[] = {"[own bn fp32] ", "[own bn fp16 scale=512] "};
-            const DType dts[] = {DT_F32, DT_F16};
+            const DType dts[] = {DT_F32, self_check ? DT_F32 : DT_F16};
             for (int k = 0; k < 2; k++) {
-                if (gpu->ops->set_compute(gpu, dts[k]) != 0) continue;
+                if (!self_check && gpu->ops->set_compute(gpu, dts[k]) != 0) continue;
                 gdt = dts[k];
-                gscale = k ? 512.0f : 1.0f;
+                set_loss_scale(k ? 512.0f : 1.0f);
                 snprintf(gpass, sizeof gpass, "%s", labels[k]);
-                test_bn();
+                run_rows(KIND(OP_BN));
             }
             check_memory(own, "own bn");
             backend_destroy(own);
@@ -1227,7 +1226,8 @@ int main(int argc, char **argv) {
         printf("note: %d fp32 convolution directions had no plain fp32 kernel and ran on TF32; their cases are "
                "marked [TF32] (tolerance %.0e); CNNTRAIN_CUDNN_LOG=1 names them\n",
                gpu->tf32_ops, TOL_TF32);
-    printf("gpu_parity: %d cases, %d failed (cuda vs cpu)\n", ncases, nfailed);
+    if (self_check) printf("gpu_parity: self-check: worst error %.2e\n", worst_err);
+    printf("gpu_parity: %d cases, %d failed (%s)\n", ncases, nfailed, self_check ? "cpu vs cpu self-check" : "cuda vs cpu");
     backend_destroy(cpu);
     backend_destroy(gpu);
     return nfailed ? 1 : 0;
