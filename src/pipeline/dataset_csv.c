@@ -1,8 +1,10 @@
 /* pipeline/dataset_csv.c: the Kaggle CSV layout of a data set: ROOT/<csv> with columns
- * image_id,label[,is_val] and the images in ROOT/<images_dir>/. Every row is checked (the id stays
- * inside the images folder and names a regular file, the label is usable, an image listed twice is
- * caught by its file), and reported with its line when it is not; then the integer or text classes,
- * the split from is_val or a seeded valid_pct, and the samples in row order. */
+ * image_id,label[,is_val] and the images in ROOT/<images_dir>/. The file is read as RFC 4180
+ * records (a malformed one is kept, marked, so its line can be reported); every row is checked
+ * (the id stays inside the images folder and names a regular file, the label is usable, an image
+ * listed twice is caught by its file) and reported with its line when it is not; then come the
+ * integer or text classes, the split from is_val or a seeded valid_pct, and the samples in row
+ * order. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,8 +15,105 @@
 
 #include "base/rng.h"
 #include "base/util.h"
-#include "pipeline/csv.h"
 #include "pipeline/dataset_list.h"
+
+/* ---------------------------------------------------------------- CSV reader */
+
+enum { CSV_OK, CSV_UNTERMINATED, CSV_AFTER_QUOTE, CSV_NUL };
+
+/* RFC 4180 records from a buffer: quoted fields ("" for a quote, commas and line breaks inside),
+ * LF, CRLF or CR line ends. Spaces and tabs around unquoted fields are dropped. */
+typedef struct {
+    const char *s;
+    size_t len, pos;
+    int line;          /* physical line of the next character */
+    char *buf;         /* the current record's fields, each NUL-terminated */
+    size_t blen, bcap;
+    size_t *off;
+    int nf, fcap;
+    int quoted0;       /* the first field was quoted (a quoted "" is not a blank line) */
+    int bad;
+} Csv;
+
+static void csv_putc(Csv *p, char ch) {
+    if (p->blen == p->bcap) {
+        p->bcap = p->bcap ? 2 * p->bcap : 256;
+        p->buf = xrealloc(p->buf, p->bcap);
+    }
+    p->buf[p->blen++] = ch;
+}
+
+static int at_line_end(const Csv *p) { return p->pos >= p->len || p->s[p->pos] == '\n' || p->s[p->pos] == '\r'; }
+
+static void skip_line_end(Csv *p) {
+    if (p->pos < p->len && p->s[p->pos] == '\r') p->pos++;
+    if (p->pos < p->len && p->s[p->pos] == '\n') p->pos++;
+    p->line++;
+}
+
+/* The next record; 0 at the end of the input. Its first line is line_out. */
+static int csv_next(Csv *p, int *line_out) {
+    if (p->pos >= p->len) return 0;
+    *line_out = p->line;
+    p->blen = 0;
+    p->nf = 0;
+    p->bad = CSV_OK;
+    p->quoted0 = 0;
+    for (;;) {
+        if (p->nf == p->fcap) {
+            p->fcap = p->fcap ? 2 * p->fcap : 16;
+            p->off = xrealloc(p->off, (size_t)p->fcap * sizeof *p->off);
+        }
+        p->off[p->nf] = p->blen;
+        while (p->pos < p->len && (p->s[p->pos] == ' ' || p->s[p->pos] == '\t')) p->pos++;
+        if (p->pos < p->len && p->s[p->pos] == '"') {
+            if (p->nf == 0) p->quoted0 = 1;
+            p->pos++;
+            for (;;) {
+                if (p->pos >= p->len) {
+                    p->bad = CSV_UNTERMINATED;
+                    break;
+                }
+                char ch = p->s[p->pos++];
+                if (ch == '"') {
+                    if (p->pos < p->len && p->s[p->pos] == '"') {
+                        csv_putc(p, '"');
+                        p->pos++;
+                        continue;
+                    }
+                    break;
+                }
+                if (ch == '\n' || (ch == '\r' && !(p->pos < p->len && p->s[p->pos] == '\n'))) p->line++;
+                if (ch == 0 && !p->bad) p->bad = CSV_NUL;
+                csv_putc(p, ch);
+            }
+            while (p->pos < p->len && (p->s[p->pos] == ' ' || p->s[p->pos] == '\t')) p->pos++;
+            if (!at_line_end(p) && p->s[p->pos] != ',') {
+                if (!p->bad) p->bad = CSV_AFTER_QUOTE;
+                while (!at_line_end(p) && p->s[p->pos] != ',') p->pos++;   /* resynchronise */
+            }
+        } else {
+            size_t start = p->blen;
+            while (!at_line_end(p) && p->s[p->pos] != ',') {
+                if (p->s[p->pos] == 0 && !p->bad) p->bad = CSV_NUL;
+                csv_putc(p, p->s[p->pos++]);
+            }
+            while (p->blen > start && (p->buf[p->blen - 1] == ' ' || p->buf[p->blen - 1] == '\t')) p->blen--;
+        }
+        csv_putc(p, 0);
+        p->nf++;
+        if (p->pos < p->len && p->s[p->pos] == ',') {
+            p->pos++;
+            continue;
+        }
+        if (p->pos < p->len) skip_line_end(p);
+        return 1;
+    }
+}
+
+static const char *csv_field(const Csv *p, int i) { return p->buf + p->off[i]; }
+
+/* ---------------------------------------------------------------- CSV layout */
 
 typedef struct {
     int line;
@@ -401,7 +500,8 @@ done:
     free(keys);
     free(set.slot);
     rows_free(rows, nrows);
-    csv_free(&p);
+    free(p.buf);
+    free(p.off);
     free(data);
     free(path);
     free(csv);

@@ -86,7 +86,7 @@ int key_parse_value(const Key *k, const char *text, void *base, char *why, size_
         if (end == text || *end || !isfinite(d)) return snprintf(why, n, "not a number"), -1;
         float v = (float)d;
         if (!isfinite(v) || !in_range(k, (double)v)) return snprintf(why, n, "must be %s", range), -1;
-        *(float *)field = v;
+        *(float *)(void *)field = v; /* via void *: the field is a float at base + offset */
         return 0;
     }
     case T_LR: { /* "x", or "lo..hi" (fastai's slice(lo, hi)) */
@@ -181,7 +181,7 @@ void key_format_value(const Key *k, const void *base, char *buf, size_t n) {
     switch (k->type) {
     case T_INT: snprintf(buf, n, "%d", *(const int *)field); break;
     case T_U64: snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)field); break;
-    case T_FLOAT: fmt_float(buf, n, *(const float *)field); break;
+    case T_FLOAT: fmt_float(buf, n, *(const float *)(const void *)field); break;
     case T_LR: {
         const float *lr = (const float *)(const void *)field;
         if (lr[1] > 0) {
