@@ -15,11 +15,13 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "ckpt/checkpoint.h"
+#include "cmd/commands.h"
 #include "pipeline/dataset.h"
 #include "pipeline/image.h"
 #include "pipeline/loader.h"
@@ -590,6 +592,52 @@ static void test_loader_file_limit(void **state) {
     image_free(&im);
 }
 
+/* `train smoke --out DIR` in a child process (its errors exit); its exit status, stdout and stderr in text. */
+static int smoke_into(const char *dir, char *text, size_t cap) {
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(in_dir("smoke.txt"), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+        dup2(fd, 1), dup2(fd, 2), close(fd);
+        char *argv[] = {"train", "smoke", "--steps", "1", "--valid", "4", "--batch", "2", "--size", "16", "--device",
+                        "cpu", "--out", (char *)dir, NULL};
+        exit(cmd_smoke(14, argv));
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    size_t n;
+    unsigned char *b = slurp(in_dir("smoke.txt"), &n);
+    n = n < cap - 1 ? n : cap - 1;
+    memcpy(text, b, n);
+    text[n] = 0;
+    free(b);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* `train smoke` replaces only its own checkpoint: a file of the user's at its path stays, and the
+ * refusal comes before any training. */
+static void test_smoke_keeps_other_files(void **state) {
+    (void)state;
+    char text[4096], dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s", in_dir("smoke"));
+    snprintf(path, sizeof path, "%s/final.safetensors", dir);
+    mkdir(dir, 0755);
+    spit(path, "the user's file", 15);
+    assert_int_not_equal(smoke_into(dir, text, sizeof text), 0);
+    assert_non_null(strstr(text, "was not written by train smoke: not replaced"));
+    assert_null(strstr(text, "step")); /* refused before the work */
+    size_t n;
+    unsigned char *kept = slurp(path, &n);
+    assert_memory_equal(kept, "the user's file", n);
+    free(kept);
+    unlink(path);
+    assert_int_equal(smoke_into(dir, text, sizeof text), 0);
+    assert_null(strstr(text, "replacing"));
+    assert_int_equal(smoke_into(dir, text, sizeof text), 0);
+    assert_non_null(strstr(text, "(replacing the previous smoke run's)"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_length_lies), cmocka_unit_test(test_offsets_past_the_end),
@@ -597,7 +645,7 @@ int main(void) {
         cmocka_unit_test(test_not_regular_files), cmocka_unit_test(test_csv_ids_stay_inside),
         cmocka_unit_test(test_class_folder_names), cmocka_unit_test(test_jpeg_pixel_limit),
         cmocka_unit_test(test_loader_pixel_limit), cmocka_unit_test(test_jpeg_huge_files),
-        cmocka_unit_test(test_loader_file_limit),
+        cmocka_unit_test(test_loader_file_limit), cmocka_unit_test(test_smoke_keeps_other_files),
     };
     return cmocka_run_group_tests(tests, test_dir_setup, test_dir_teardown);
 }

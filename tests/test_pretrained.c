@@ -444,6 +444,31 @@ static void test_pth_converter(void **state) {
     net_free(&head);
 }
 
+/* A state dict without batch-norm counters: one line for all of them, the other new tensors each
+ * named; verbose lists every one. */
+static void test_report_groups_counters(void **state) {
+    (void)state;
+    char *fresh[] = {"bn1.num_batches_tracked", "layer1.0.bn1.num_batches_tracked", "fc.weight",
+                     "layer1.0.bn2.num_batches_tracked"};
+    PretrainedReport r = {0};
+    r.fresh = fresh;
+    r.nnew = 4;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    pretrained_report_print(f, &r, "", 0);
+    fclose(f);
+    ASSERT_HAS(text, "  new     fc.weight\n");
+    ASSERT_HAS(text, "  new     3 batch-norm num_batches_tracked counters");
+    assert_null(strstr(text, "bn1.num_batches_tracked"));
+    free(text);
+    f = open_memstream(&text, &len);
+    pretrained_report_print(f, &r, "", 1);
+    fclose(f);
+    ASSERT_HAS(text, "  new     layer1.0.bn2.num_batches_tracked\n");
+    free(text);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_torchvision_body_into_cnn_learner),
@@ -454,6 +479,7 @@ int main(void) {
         cmocka_unit_test(test_classifier_of_other_classes),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_pth_converter),
+        cmocka_unit_test(test_report_groups_counters),
     };
     return cmocka_run_group_tests_name("pretrained weights", tests, test_dir_setup, test_dir_teardown);
 }

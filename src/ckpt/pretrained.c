@@ -316,7 +316,19 @@ void pretrained_report_print(FILE *out, const PretrainedReport *r, const char *p
     fprintf(out, "%spretrained: %d tensors loaded (%d renamed), %d new, %d skipped\n", prefix, r->nloaded, renamed,
             r->nnew, r->nskipped);
     for (int i = 0; verbose && i < r->nloaded; i++) fprintf(out, "%s  loaded  %s\n", prefix, r->loaded[i]);
-    for (int i = 0; i < r->nnew; i++) fprintf(out, "%s  new     %s\n", prefix, r->fresh[i]);
+    /* batch norms' counters missing from a state dict (torchvision's older files have none) are one
+     * line, not one per layer: they only count batches, and start at 0 */
+    int counters = 0;
+    for (int i = 0; i < r->nnew; i++) {
+        if (!verbose && strstr(r->fresh[i], "num_batches_tracked")) {
+            counters++;
+            continue;
+        }
+        fprintf(out, "%s  new     %s\n", prefix, r->fresh[i]);
+    }
+    if (counters)
+        fprintf(out, "%s  new     %d batch-norm num_batches_tracked counters (they count batches only; start at 0)\n", prefix,
+                counters);
     for (int i = 0; i < r->nskipped; i++) fprintf(out, "%s  skipped %s\n", prefix, r->skipped[i]);
     if (r->head_note) fprintf(out, "%s  note    %s\n", prefix, r->head_note);
 }

@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ckpt/checkpoint.h"
+#include "ckpt/safetensors.h"
 #include "cmd/cli.h"
 #include "cmd/commands.h"
 #include "net/model.h"
@@ -51,7 +53,24 @@ int cmd_smoke(int argc, char **argv) {
     cli_parse("smoke", "[options]", argc, argv, 2, flags, pos, 0, &npos);
     if (steps < 1 || batch < 1 || size < 8 || valid < 1) die("smoke: steps, batch, valid must be positive and size >= 8");
 
-    char err[512];
+    char err[512], path[1024];
+    /* The checkpoint's place is checked before any work: a file there is replaced only when an
+     * earlier `train smoke` wrote it (nothing of the user's is lost), and the user is told. */
+    if (snprintf(path, sizeof path, "%s/final.safetensors", out) >= (int)sizeof path) die("smoke: --out %s: too long", out);
+    int replacing = !access(path, F_OK);
+    if (replacing) {
+        StFile prev;
+        const char *task = NULL;
+        if (!st_read_header(path, &prev, err, sizeof err)) {
+            task = st_meta(&prev, "task");
+            replacing = task && !strncmp(task, "smoke", 5);
+            st_close(&prev);
+        } else {
+            replacing = 0;
+        }
+        if (!replacing)
+            die("smoke: %s exists and was not written by train smoke: not replaced (give --out another folder)", path);
+    }
     Model *m = model_build(arch, SYNTH_CLASSES, err, sizeof err);
     if (!m) die("smoke: %s", err);
     Backend *be = backend_create(device, err, sizeof err);
@@ -70,8 +89,8 @@ int cmd_smoke(int argc, char **argv) {
     float *x = xmalloc((size_t)batch * 3 * size * size * sizeof(float));
     int32_t *labels = xmalloc((size_t)batch * sizeof(int32_t));
     float *logits = xmalloc((size_t)batch * m->classes * sizeof(float));
-    printf("smoke: %s on %s, %d steps of %d generated %dx%d images (%d classes), one-cycle lr %g\n", m->arch,
-           be->ops->name, steps, batch, size, size, SYNTH_CLASSES, lr);
+    printf("smoke: %s on %s, %d step%s of %d generated %dx%d images (%d classes), one-cycle lr %g\n", m->arch,
+           be->ops->name, steps, steps == 1 ? "" : "s", batch, size, size, SYNTH_CLASSES, lr);
     printf("%8s %10s %10s %8s\n", "step", "loss", "lr", "time");
     OneCycle sched = one_cycle_default(lr);
     Optimizer *opt = optim_new(m);
@@ -100,14 +119,12 @@ int cmd_smoke(int argc, char **argv) {
     printf("accuracy on %d held-out images: %.1f%% (chance %.0f%%)\n", valid, 100.0f * acc, 100.0f / SYNTH_CLASSES);
 
     if (make_dirs(out)) die("smoke: cannot create the folder %s: %s", out, strerror(errno));
-    char path[1024];
-    snprintf(path, sizeof path, "%s/final.safetensors", out);
     model_get_weights(m, params, stats);
     char acc_text[32];
     snprintf(acc_text, sizeof acc_text, "%.4f", acc);
     const char *meta[] = {"task", "smoke (generated shapes)", "accuracy", acc_text, NULL};
     if (ckpt_save(path, m, params, stats, meta, err, sizeof err)) die("smoke: %s", err);
-    printf("checkpoint: %s\n", path);
+    printf("checkpoint: %s%s\n", path, replacing ? " (replacing the previous smoke run's)" : "");
 
     free(x);
     free(labels);

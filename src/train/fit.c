@@ -149,7 +149,7 @@ EvalResult trainer_evaluate(Trainer *T, Loader *L, int epoch, float smoothing) {
     return eval_pass(&ev, L, epoch, smoothing, NULL);
 }
 
-/* One trainer_fit call (phase `phase` of its stage): fastai's fit_one_cycle or a constant-lr trainer_fit, epochs x
+/* One fit call (phase `phase` of its stage): fastai's fit_one_cycle or a constant-lr fit, epochs x
  * batches, then validation after each epoch, printed as fastai's table. A resume checkpoint follows
  * every epoch. Returns 1 when the run was asked to stop (the checkpoint is written), else 0. */
 int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label, int epochs, LrShape shape,
@@ -161,22 +161,31 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
     int per_epoch = loader_batches(train);
     if (per_epoch < 1) die("stage %s: %d training images make no batch of %d", st->name, T->data.ntrain, st->batch);
     long total = (long)epochs * per_epoch;
+    /* metrics.csv numbers a stage's epochs through all its fit calls (fine_tune's unfrozen part goes
+     * on from its frozen one); the printed table starts each call at 0, as fastai's does */
+    int epoch_base = 0;
+    if (phase > 0) {
+        FitPhase ph[2];
+        int nph = stage_fit_phases(st, ph);
+        for (int k = 0; k < nph; k++) epoch_base += ph[k].frozen == 1 ? ph[k].epochs : 0;
+    }
     model_set_decay(m, st->wd_bn_bias);
     T->train_loader = train;
     Position start = {T->at.stage, phase, 0, 0, 0, 0};
     int resumed = T->resuming;
-    if (resumed) { /* this is the trainer_fit the checkpoint stopped in */
+    if (resumed) { /* this is the fit the checkpoint stopped in */
         start = T->from;
         if (loader_mark_bad(train, T->from_bad[0])) die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
         T->resuming = 0;
         trainer_say(T, "stage %s: resuming at epoch %d, batch %d\n", st->name, start.epoch, start.batch);
     } else {
         if (T->bad_images && loader_mark_bad(train, T->bad_images)) die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
-        trainer_say(T, "stage %s: %s, %d epochs of %d batches of %d at %dpx%s\n", st->name, label, epochs, per_epoch, st->batch,
+        trainer_say(T, "stage %s: %s, %d epoch%s of %d batch%s of %d at %dpx%s\n", st->name, label, epochs, epochs == 1 ? "" : "s",
+            per_epoch, per_epoch == 1 ? "" : "es", st->batch,
             st->size, on_device ? ", augmented on the device" : "");
     }
     trainer_say(T, "%-6s %-11s %-11s %-9s %s\n", "epoch", "train_loss", "valid_loss", "accuracy", "time");
-    /* trainer_mixup and progressive crops draw from a stream per batch, so a resumed run draws the same */
+    /* mixup and progressive crops draw from a stream per batch, so a resumed run draws the same */
     Rng mix_base = rng_split(&T->root, 100), crop_base = rng_split(&T->root, 200);
     int stopped = 0;
     for (int e = start.epoch; e < epochs && !stopped; e++) {
@@ -250,7 +259,7 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
         snprintf(loss, sizeof loss, "%.6f", seen ? sum / seen : 0);
         if (!seen) trainer_say(T, "  epoch %d trained nothing: bad images left every batch short\n", e);
         trainer_say(T, "%-6d %-11s %-11.6f %-9.6f %02d:%02d\n", e, seen ? loss : "#na#", v.loss, acc, (int)dt / 60, (int)dt % 60);
-        fprintf(T->metrics, "%s,%d,%d,%s,%.6f,%.6f,%.2f,%d\n", st->name, T->epoch, e, seen ? loss : "", v.loss, acc, dt,
+        fprintf(T->metrics, "%s,%d,%d,%s,%.6f,%.6f,%.2f,%d\n", st->name, T->epoch, epoch_base + e, seen ? loss : "", v.loss, acc, dt,
                 last_side);
         T->epoch++;
         T->at = (Position){T->at.stage, phase, e + 1, 0, 0, 0};

@@ -122,12 +122,12 @@ int trainer_run_stage(Trainer *T, const StageConfig *st) {
     FitPhase ph[2];
     int nph = stage_fit_phases(st, ph);
     int stopped = 0;
-    /* freeze = yes / no before a trainer_fit stage (a resumed stage already is as it was) */
+    /* freeze = yes / no before a training stage (a resumed stage already is as it was) */
     if (st->freeze != FREEZE_KEEP && !T->resuming) trainer_set_frozen(T, st->freeze == FREEZE_YES);
     trainer_set_group_lrs(T, ph[0].lo, ph[0].hi, ph[0].spread); /* fine_tune sets its own per phase */
     switch (st->type) {
     case STAGE_FIT_ONE_CYCLE: stopped = trainer_fit(T, st, 0, "fit_one_cycle", st->epochs, LR_ONE_CYCLE, &ph[0].cycle, NULL); break;
-    case STAGE_FIT: stopped = trainer_fit(T, st, 0, "trainer_fit (constant lr)", st->epochs, LR_CONSTANT, NULL, NULL); break;
+    case STAGE_FIT: stopped = trainer_fit(T, st, 0, "fit (constant lr)", st->epochs, LR_CONSTANT, NULL, NULL); break;
     case STAGE_PROGRESSIVE: {
         ProgressiveSchedule p = {st->initial_scale, st->delay_fraction, st->finetune_fraction, st->size_increment};
         stopped = trainer_fit(T, st, 0, "progressive resizing (one-cycle)", st->epochs, LR_ONE_CYCLE, &ph[0].cycle, &p);
@@ -138,7 +138,7 @@ int trainer_run_stage(Trainer *T, const StageConfig *st) {
         /* fastai: freeze, fit_one_cycle(freeze_epochs, slice(lr), pct_start=0.99), unfreeze,
          * fit_one_cycle(epochs, slice(lr/2/100, lr/2), pct_start, div) (fine_tune_phases); freeze
          * and unfreeze clear the moments. A model trained from scratch is one parameter group:
-         * freezing leaves everything trainable and every slice is the plain lr. The frozen trainer_fit is
+         * freezing leaves everything trainable and every slice is the plain lr. The frozen fit is
          * phase 0 and the unfrozen one phase 1, whether or not there is a frozen one. */
         for (int k = 0; k < nph && !stopped; k++) {
             int phase = ph[k].frozen ? 0 : 1;

@@ -30,7 +30,7 @@
 #include "train/schedule.h"
 #include "base/util.h"
 
-/* A training batch is always full (drop_last), so a stage's batch must trainer_fit the training images.
+/* A training batch is always full (drop_last), so a stage's batch must fit the training images.
  * Checked before anything is allocated or any folder made. */
 static void check_batches(const Config *cfg, const Dataset *d) {
     for (int i = 0; i < cfg->nstages; i++) {

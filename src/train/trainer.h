@@ -26,8 +26,8 @@
 /* Where a run stands; a resume checkpoint records it. */
 typedef struct {
     int stage;              /* index of the stage being run (nstages once the run is done) */
-    int phase;              /* trainer_fit call within the stage: fine_tune's frozen (0) and unfrozen (1) parts */
-    int epoch;              /* epochs of that trainer_fit done */
+    int phase;              /* fit call (trainer_fit) within the stage: fine_tune's frozen (0) and unfrozen (1) parts */
+    int epoch;              /* epochs of that fit done */
     int batch;              /* batches of the current epoch done */
     double loss_sum;        /* the current epoch's training loss so far, summed over images */
     long seen;              /* images in loss_sum */
@@ -47,12 +47,12 @@ typedef struct {
     FILE *log, *metrics;
     Position at;            /* where the run stands, for the next resume checkpoint */
     Position from;          /* a resumed run: where the checkpoint stopped */
-    int resuming;           /* the trainer_fit that `from` stopped inside has not been reached yet */
+    int resuming;           /* the fit that `from` stopped inside has not been reached yet */
     char *from_bad[2];      /* its loader's bad images: at that epoch's start, and all */
     char *bad_images;       /* training images found bad by the fits so far (a loader_bad_list): every
-                             * later trainer_fit leaves them out from its start, so a resumed run knows what
+                             * later fit leaves them out from its start, so a resumed run knows what
                              * the run that never stopped knew */
-    Loader *train_loader;   /* the running trainer_fit's, for its bad-image lists */
+    Loader *train_loader;   /* the running fit's, for its bad-image lists */
     int resume_written;     /* RUN/resume.safetensors exists (written or resumed from) */
     long steps;             /* training steps of this process (run.stop_after) */
     long nan_step;          /* fault injection for tests: CNNTRAIN_INJECT_NAN=N poisons step N's batch, */
