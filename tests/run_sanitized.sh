@@ -29,9 +29,10 @@ check() {
     local name=$1
     shift
     local start=$SECONDS
-    if declare -F "$1" >/dev/null; then "$@"; else timeout -s KILL "$limit" "$@"; fi
+    if declare -F "$1" >/dev/null; then "$@" >"$logs/out" 2>&1; else timeout -s KILL "$limit" "$@" >"$logs/out" 2>&1; fi
     local rc=$?
     if [ $rc -ne 0 ] || ls "$logs"/asan.* "$logs"/ubsan.* >/dev/null 2>&1; then
+        tail -60 "$logs/out"
         cat "$logs"/asan.* "$logs"/ubsan.* 2>/dev/null
         rm -f "$logs"/asan.* "$logs"/ubsan.*
         [ $rc -eq 137 ] && echo "$name ran over $limit s under the sanitizers: shrink it, or leave it out in $0"
@@ -77,6 +78,7 @@ e2e() {
 }
 check "train (config run, stopped and resumed)" e2e
 
+[ -n "${TEST_SUMMARY:-}" ] && echo "sanitized-runs $(( ${#ran[@]} - ${#failed[@]} )) ${#failed[@]}" >>"$TEST_SUMMARY"
 if [ ${#failed[@]} -gt 0 ]; then
     echo "FAILED under the sanitizers: ${failed[*]}"
     exit 1

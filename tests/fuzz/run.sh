@@ -34,6 +34,7 @@ for bin in "$@"; do
         echo "== $name: ${runs:-?} executions in $secs s, ${cov:-cov ?}, corpus $(ls "$work/$t" | wc -l) inputs: no crash"
     fi
 done
+[ -n "${TEST_SUMMARY:-}" ] && echo "fuzz-targets $(( $# - ${#failed[@]} )) ${#failed[@]}" >>"$TEST_SUMMARY"
 if [ ${#failed[@]} -gt 0 ]; then
     echo "fuzz: FAILED: ${failed[*]}"
     exit 1
