@@ -238,10 +238,15 @@ static void test_folder_fatal(void **state) {
     (void)state;
     DatasetSpec spec = folder_spec(root_of("nowhere"));
     ASSERT_HAS(open_fails(&spec, 0), "nowhere: cannot open the data folder");
+    ASSERT_HAS(open_fails(&spec, 0), "or make a small demo set with `./train demo-data`"); /* what to do */
 
     mkdir_rel("f3");
     spec = folder_spec(root_of("f3"));
     ASSERT_HAS(open_fails(&spec, 0), "f3/train: cannot open the training folder");
+    assert_null(strstr(open_fails(&spec, 0), "format = csv")); /* no CSV there: no such hint */
+    touch("f3/labels.csv"); /* a CSV data set read as folders: say how to read it */
+    ASSERT_HAS(open_fails(&spec, 0), "It holds labels.csv: a CSV data set? Read it with [data] format = csv");
+    unlink(root_of("f3/labels.csv"));
 
     touch("f3/train/a/x.jpg");
     ASSERT_HAS(open_fails(&spec, 0), "f3/val: cannot open the validation folder");

@@ -159,7 +159,17 @@ int dataset_open(const DatasetSpec *spec, int strict, Dataset *out, char *err, s
     memset(out, 0, sizeof *out);
     if (err && errlen) err[0] = 0;
     if (!spec || !spec->root || !spec->root[0]) return error_at(err, errlen, "dataset", "no data folder given");
-    if (need_dir(spec->root, "data folder", err, errlen)) return -1;
+    if (need_dir(spec->root, "data folder", err, errlen)) {
+        /* a first run's usual stumble: say where data comes from */
+        struct stat st;
+        if (stat(spec->root, &st) && errno == ENOENT) {
+            size_t used = strlen(err);
+            snprintf(err + used, errlen - used,
+                     ". Give the folder of your data set (a config's [data] path, or --data), or make a small demo set "
+                     "with `./train demo-data` (into data/demo); data/README.md says where to get Imagenette and Cassava");
+        }
+        return -1;
+    }
     Listing c = {.strict = strict, .err = err, .errlen = errlen};
     int rc = spec->format == DATA_CSV ? dataset_open_csv(spec, &c, out, err, errlen) : dataset_open_folder(spec, &c, out, err, errlen);
     out->skipped = c.skipped;

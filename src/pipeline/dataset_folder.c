@@ -2,6 +2,7 @@
  * ROOT/<valid_dir>/<class>/<image>, class = parent folder, classes sorted by name. Folders are read
  * sorted, never in readdir's order. */
 #include <dirent.h>
+#include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,13 +137,38 @@ static int list_split(Listing *c, const char *split, int is_train, char ***class
     return 0;
 }
 
+/* A folder-layout data set whose train/ or val/ is missing but that holds a .csv file is likely a
+ * Kaggle CSV data set given without its format: say how to read it so. */
+static void csv_hint(const char *root, char *err, size_t errlen) {
+    DIR *d = opendir(root);
+    if (!d) return;
+    const char *csv = NULL;
+    char name[256] = "";
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        if (n > 4 && !strcasecmp(e->d_name + n - 4, ".csv") && n < sizeof name) {
+            snprintf(name, sizeof name, "%s", e->d_name);
+            csv = name;
+            break;
+        }
+    }
+    closedir(d);
+    if (!csv) return;
+    size_t used = strlen(err);
+    snprintf(err + used, errlen - used,
+             ". It holds %s: a CSV data set? Read it with [data] format = csv (train eval, show-batch, bench-loader: "
+             "--format csv)", csv);
+}
+
 int dataset_open_folder(const DatasetSpec *spec, Listing *c, Dataset *ds, char *err, size_t errlen) {
     char *train = path_join(spec->root, spec->train_dir ? spec->train_dir : "train");
     char *valid = path_join(spec->root, spec->valid_dir ? spec->valid_dir : "val");
     SampleList tl = {0}, vl = {0};
     int rc = -1;
-    if (need_dir(train, "training folder", err, errlen) || need_dir(valid, "validation folder", err, errlen))
+    if (need_dir(train, "training folder", err, errlen) || need_dir(valid, "validation folder", err, errlen)) {
+        csv_hint(spec->root, err, errlen);
         goto done;
+    }
     if (list_split(c, train, 1, &ds->classes, &ds->nclasses, &tl, err, errlen) || c->failed) goto done;
     if (ds->nclasses == 0) {
         error_at(err, errlen, train, "no class folder in it holds a .jpg or .jpeg image");
