@@ -104,6 +104,12 @@ static void names_free(char **v, int n) {
 }
 
 /* The folder must exist: -1 with a message naming it otherwise. */
+void lists_to_dataset(SampleList *train, SampleList *valid, Dataset *ds) {
+    ds->train = train->v, ds->ntrain = train->n;
+    ds->valid = valid->v, ds->nvalid = valid->n;
+    *train = (SampleList){0}, *valid = (SampleList){0};
+}
+
 int need_dir(const char *path, const char *what, char *err, size_t errlen) {
     struct stat st;
     if (stat(path, &st)) return error_at(err, errlen, path, "cannot open the %s: %s", what, strerror(errno));
@@ -162,7 +168,7 @@ int dataset_open(const DatasetSpec *spec, int strict, Dataset *out, char *err, s
     if (need_dir(spec->root, "data folder", err, errlen)) {
         /* a first run's usual stumble: say where data comes from */
         struct stat st;
-        if (stat(spec->root, &st) && errno == ENOENT) {
+        if (err && errlen && stat(spec->root, &st) && errno == ENOENT) {
             size_t used = strlen(err);
             snprintf(err + used, errlen - used,
                      ". Give the folder of your data set (a config's [data] path, or --data), or make a small demo set "

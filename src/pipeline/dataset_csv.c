@@ -489,9 +489,7 @@ int dataset_open_csv(const DatasetSpec *spec, Listing *c, Dataset *ds, char *err
                      (double)spec->valid_pct, nok);
         goto done;
     }
-    ds->train = tl.v, ds->ntrain = tl.n;
-    ds->valid = vl.v, ds->nvalid = vl.n;
-    tl = (SampleList){0}, vl = (SampleList){0};
+    lists_to_dataset(&tl, &vl, ds);
     rc = 0;
 done:
     list_free(&tl);

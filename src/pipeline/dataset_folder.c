@@ -140,6 +140,7 @@ static int list_split(Listing *c, const char *split, int is_train, char ***class
 /* A folder-layout data set whose train/ or val/ is missing but that holds a .csv file is likely a
  * Kaggle CSV data set given without its format: say how to read it so. */
 static void csv_hint(const char *root, char *err, size_t errlen) {
+    if (!err || !errlen) return;
     DIR *d = opendir(root);
     if (!d) return;
     const char *csv = NULL;
@@ -183,9 +184,7 @@ int dataset_open_folder(const DatasetSpec *spec, Listing *c, Dataset *ds, char *
     /* by full path, so the order is the same whatever the file system returned */
     if (tl.n > 1) qsort(tl.v, (size_t)tl.n, sizeof *tl.v, cmp_sample_path);
     if (vl.n > 1) qsort(vl.v, (size_t)vl.n, sizeof *vl.v, cmp_sample_path);
-    ds->train = tl.v, ds->ntrain = tl.n;
-    ds->valid = vl.v, ds->nvalid = vl.n;
-    tl = (SampleList){0}, vl = (SampleList){0};
+    lists_to_dataset(&tl, &vl, ds);
     rc = 0;
 done:
     list_free(&tl);

@@ -29,6 +29,8 @@ typedef struct {
 
 void list_push(SampleList *l, char *path, int label);   /* takes path */
 void list_free(SampleList *l);
+/* The two splits' lists become the data set's (the lists are left empty). */
+void lists_to_dataset(SampleList *train, SampleList *valid, Dataset *ds);
 
 /* dir/name, allocated. */
 char *path_join(const char *dir, const char *name);
