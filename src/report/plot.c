@@ -489,3 +489,32 @@ int plot_eval(const char *csv_path, const char *png_path, const char *title) {
     printf("plots: %s (script %s)\n", png_path, script);
     return 0;
 }
+
+void plot_quote(FILE *f, const char *s) { gp_quote(f, s); }
+
+int plot_draw(const char *png_path, const char *body) {
+    const char *gnuplot = plot_gnuplot_path();
+    if (!gnuplot) {
+        printf("plots: skipped %s: %s\n", png_path, skip_reason());
+        return 0;
+    }
+    const char *slash = strrchr(png_path, '/');
+    char dir[4096], png[1024], script[1040], path[5200];
+    if (slash) snprintf(dir, sizeof dir, "%.*s", slash == png_path ? 1 : (int)(slash - png_path), png_path);
+    else snprintf(dir, sizeof dir, ".");
+    snprintf(png, sizeof png, "%s", slash ? slash + 1 : png_path);
+    snprintf(script, sizeof script, "%.*s.gp", has_suffix(png, ".png") ? (int)strlen(png) - 4 : (int)strlen(png), png);
+    snprintf(path, sizeof path, "%s/%s", dir, script);
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = png_target_ok(dir, png) ? open_memstream(&text, &text_len) : NULL;
+    if (!f) return -1;
+    gp_header(f);
+    gp_output(f, png);
+    fputs(body, f);
+    fputs("unset output\n", f);
+    if (write_script(f, &text, &text_len, path)) return -1;
+    if (run_gnuplot(gnuplot, dir, script)) return -1;
+    printf("plots: %s (script %s)\n", png_path, script);
+    return 0;
+}

@@ -8,6 +8,8 @@
 #ifndef CNN_PLOT_H
 #define CNN_PLOT_H
 
+#include <stdio.h>
+
 /* The full path of gnuplot found on PATH, in a static buffer, or NULL when there is none. */
 const char *plot_gnuplot_path(void);
 
@@ -23,5 +25,12 @@ int plot_run(const char *run_dir);
  * vs test size, into png_path, with the script beside it (png_path's ".png" replaced by ".gp").
  * title may be NULL. Returns as plot_run. */
 int plot_eval(const char *csv_path, const char *png_path, const char *title);
+
+/* For the other plot files (plot_*.c): one PNG from the caller's gnuplot commands. body follows
+ * the common header (terminal, grid, key) and `set output`; the script is written beside the PNG
+ * (".png" replaced by ".gp") and gnuplot run in that folder. Returns as plot_eval. */
+int plot_draw(const char *png_path, const char *body);
+/* s as a gnuplot single-quoted string (for titles and labels in a body). */
+void plot_quote(FILE *f, const char *s);
 
 #endif

@@ -230,7 +230,7 @@ static int resolve_stage(Ctx *x, const Section *s, Config *c, StageConfig *stage
     if ((t->kind == TF_RANDOM_RESIZED_CROP || t->kind == TF_FASTAI) && t->ratio_min > t->ratio_max)
         return error_at(x->err, x->errlen, lb, "%s ratio_min = %g is larger than ratio_max = %g", title, (double)t->ratio_min,
                         (double)t->ratio_max);
-    if ((BIT(st->type) & (TRAINING)) && st->batch < 2)
+    if ((BIT(st->type) & (TRAINING | BIT(STAGE_LR_FIND))) && st->batch < 2)
         return error_at(x->err, x->errlen, lb, "%s batch = %d: batch norm needs at least 2 images per training batch "
                         "(PyTorch refuses 1 too)", title, st->batch);
     if (st->type == STAGE_PROGRESSIVE && st->delay_fraction + st->finetune_fraction > 1.0f)

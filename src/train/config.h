@@ -13,7 +13,7 @@
 #include "backend/backend.h"
 #include "pipeline/dataset.h"
 
-typedef enum { STAGE_FIT_ONE_CYCLE, STAGE_FINE_TUNE, STAGE_FIT, STAGE_PROGRESSIVE, STAGE_FIXRES, STAGE_TTA, STAGE_EVAL } StageType;
+typedef enum { STAGE_FIT_ONE_CYCLE, STAGE_FINE_TUNE, STAGE_FIT, STAGE_PROGRESSIVE, STAGE_FIXRES, STAGE_TTA, STAGE_EVAL, STAGE_LR_FIND } StageType;
 
 #define CONFIG_MAX_SIZES 16
 
@@ -47,6 +47,9 @@ typedef struct StageConfig {
     /* eval */
     int sizes[CONFIG_MAX_SIZES];
     int nsizes;
+    /* lr_find (fastai's LRFinder: start_lr, end_lr, num_it, stop_div) */
+    float lrf_start, lrf_end;
+    int lrf_num_it, lrf_stop_div;
 } StageConfig;
 
 enum { FREEZE_KEEP, FREEZE_YES, FREEZE_NO };

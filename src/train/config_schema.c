@@ -12,7 +12,7 @@
 const Choice config_stage_types[] = {
     {"fit_one_cycle", STAGE_FIT_ONE_CYCLE}, {"fine_tune", STAGE_FINE_TUNE}, {"fit", STAGE_FIT},
     {"progressive", STAGE_PROGRESSIVE},     {"fixres", STAGE_FIXRES},       {"tta", STAGE_TTA},
-    {"eval", STAGE_EVAL},                   {NULL, 0},
+    {"eval", STAGE_EVAL},                   {"lr_find", STAGE_LR_FIND}, {NULL, 0},
 };
 const Choice config_tf_kinds[] = {
     {"fastai", TF_FASTAI}, {"rrc", TF_RANDOM_RESIZED_CROP}, {"center", TF_CENTER_CROP}, {"resize", TF_RESIZE_CENTER_CROP}, {NULL, 0},
@@ -32,7 +32,8 @@ static const Choice pretrained_heads[] = {{"auto", PRETRAINED_HEAD_AUTO}, {"keep
 static const Choice freezes[] = {{"keep", FREEZE_KEEP}, {"yes", FREEZE_YES}, {"no", FREEZE_NO}, {NULL, 0}};
 
 #define CYCLE (BIT(STAGE_FIT_ONE_CYCLE) | BIT(STAGE_FINE_TUNE) | BIT(STAGE_PROGRESSIVE))
-#define SIZED (TRAINING | BIT(STAGE_TTA))
+#define LR_FIND BIT(STAGE_LR_FIND)
+#define SIZED (TRAINING | BIT(STAGE_TTA) | LR_FIND)
 #define ALL_STAGES (SIZED | BIT(STAGE_EVAL))
 #define FASTAI BIT(TF_FASTAI)
 #define RRC BIT(TF_RANDOM_RESIZED_CROP)
@@ -119,7 +120,8 @@ const Key config_keys[] = {
     /* [stage NAME] */
     {.sec = SEC_STAGE, .name = "type", ENUM(config_stage_types), SF(type), .flags = K_REQ,
      .help = "fit_one_cycle, fine_tune (fastai's), fit (constant lr, PyTorch's AdamW), progressive (Composer's "
-             "resizing within the stage), fixres (train the head at a new size), tta, eval (at several sizes)"},
+             "resizing within the stage), fixres (train the head at a new size), tta, eval (at several sizes), lr_find "
+             "(fastai's LR range test: lr_find-NAME.csv and .png and the suggestions; the model is put back after)"},
     {STAGE(TRAINING), .name = "epochs", .type = T_INT, SF(epochs), RANGE(1, 100000), .flags = K_REQ,
      .help = "epochs (fine_tune: of its unfrozen part)"},
     {STAGE(BIT(STAGE_FINE_TUNE)), .name = "freeze_epochs", .type = T_INT, SF(freeze_epochs), RANGE(0, 100000), .def = "1",
@@ -135,9 +137,9 @@ const Key config_keys[] = {
     {STAGE(TRAINING & ~BIT(STAGE_FINE_TUNE) & ~BIT(STAGE_FIXRES)), .name = "freeze", ENUM(freezes), SF(freeze), .def = "keep",
      .help = "before the stage: yes = fastai's freeze() (only the head and every batch norm train), no = unfreeze(); "
              "both clear the optimizer state. keep: as the previous stage left it (a pretrained model starts frozen)"},
-    {STAGE(TRAINING), .name = "wd", .type = T_FLOAT, SF(wd), RANGE(0, 10), .def = "0.01",
+    {STAGE(TRAINING | LR_FIND), .name = "wd", .type = T_FLOAT, SF(wd), RANGE(0, 10), .def = "0.01",
      .help = "decoupled weight decay (p -= lr*wd*p)"},
-    {STAGE(TRAINING), .name = "wd_bn_bias", .type = T_BOOL, SF(wd_bn_bias), .def = "false",
+    {STAGE(TRAINING | LR_FIND), .name = "wd_bn_bias", .type = T_BOOL, SF(wd_bn_bias), .def = "false",
      .help = "decay batch-norm and bias parameters too (fastai: no; PyTorch's AdamW: yes)"},
     {STAGE(CYCLE), .name = "pct_start", .type = T_FLOAT, SF(pct_start), RANGE(0, 1), .def = "0.25",
      .help = "fraction of the steps in the one-cycle warm-up"},
@@ -145,17 +147,18 @@ const Key config_keys[] = {
      .help = "one-cycle start lr = lr / div"},
     {STAGE(CYCLE), .name = "div_final", .type = T_FLOAT, SF(div_final), RANGE(1, 1e12), .def = "1e5",
      .help = "one-cycle final lr = lr / div_final"},
-    {STAGE(TRAINING), .name = "mom_max", .type = T_FLOAT, SF(mom_max), RANGE(0, 1), .flags = K_HI_OPEN, .def = "0.95",
-     .help = "Adam beta1 at the ends of the cycle; fit, fixres: the constant beta1"},
+    {STAGE(TRAINING | LR_FIND), .name = "mom_max", .type = T_FLOAT, SF(mom_max), RANGE(0, 1), .flags = K_HI_OPEN, .def = "0.95",
+     .help = "Adam beta1 at the ends of the cycle; fit, fixres: the constant beta1; lr_find: the beta1 it runs with "
+             "(fastai's Adam default 0.9)"},
     {STAGE(CYCLE), .name = "mom_min", .type = T_FLOAT, SF(mom_min), RANGE(0, 1), .flags = K_HI_OPEN, .def = "0.85",
      .help = "Adam beta1 at the top of the cycle"},
-    {STAGE(TRAINING), .name = "beta2", .type = T_FLOAT, SF(beta2), RANGE(0, 1), .flags = K_HI_OPEN, .def = "0.99",
+    {STAGE(TRAINING | LR_FIND), .name = "beta2", .type = T_FLOAT, SF(beta2), RANGE(0, 1), .flags = K_HI_OPEN, .def = "0.99",
      .help = "Adam beta2"},
-    {STAGE(TRAINING), .name = "eps", .type = T_FLOAT, SF(eps), RANGE(0, 1), .flags = K_LO_OPEN, .def = "1e-5",
+    {STAGE(TRAINING | LR_FIND), .name = "eps", .type = T_FLOAT, SF(eps), RANGE(0, 1), .flags = K_LO_OPEN, .def = "1e-5",
      .help = "Adam epsilon"},
-    {STAGE(TRAINING), .name = "label_smoothing", .type = T_FLOAT, SF(label_smoothing), RANGE(0, 1), .flags = K_HI_OPEN | K_CARRY,
+    {STAGE(TRAINING | LR_FIND), .name = "label_smoothing", .type = T_FLOAT, SF(label_smoothing), RANGE(0, 1), .flags = K_HI_OPEN | K_CARRY,
      .def = "0", .help = "label smoothing eps (0.1 in the seeds); 0 = plain cross-entropy"},
-    {STAGE(TRAINING), .name = "mixup", .type = T_FLOAT, SF(mixup_alpha), RANGE(0, 100), .flags = K_CARRY, .def = "0",
+    {STAGE(TRAINING | LR_FIND), .name = "mixup", .type = T_FLOAT, SF(mixup_alpha), RANGE(0, 100), .flags = K_CARRY, .def = "0",
      .help = "mixup alpha (fastai's MixUp: 0.4); 0 = off"},
     /* the training transform: its parameters apply to the kinds that use them */
     {STAGE(SIZED), .name = "transform", ENUM(config_tf_kinds), TF(kind), .def = "fastai", .flags = K_CARRY,
@@ -221,6 +224,15 @@ const Key config_keys[] = {
      .help = "augmented passes over the validation set"},
     {STAGE(BIT(STAGE_TTA)), .name = "beta", .type = T_FLOAT, SF(tta_beta), RANGE(0, 1), .def = "0.25",
      .help = "final = (1-beta)*mean(augmented) + beta*plain"},
+    /* lr_find */
+    {STAGE(LR_FIND), .name = "start_lr", .type = T_FLOAT, SF(lrf_start), RANGE(0, 10), .flags = K_LO_OPEN, .def = "1e-7",
+     .help = "the lr of the first batch (fastai's start_lr)"},
+    {STAGE(LR_FIND), .name = "end_lr", .type = T_FLOAT, SF(lrf_end), RANGE(0, 1e4), .flags = K_LO_OPEN, .def = "10",
+     .help = "the lr it grows towards, exponentially (fastai's end_lr)"},
+    {STAGE(LR_FIND), .name = "num_it", .type = T_INT, SF(lrf_num_it), RANGE(1, 1000000), .def = "100",
+     .help = "batches (over several epochs when the loader has fewer; fastai's num_it, at least 6)"},
+    {STAGE(LR_FIND), .name = "stop_div", .type = T_BOOL, SF(lrf_stop_div), .def = "true",
+     .help = "stop when the smoothed loss passes 4x its best"},
     /* eval */
     {STAGE(BIT(STAGE_EVAL)), .name = "sizes", .type = T_SIZES, SF(sizes), .count_off = offsetof(StageConfig, nsizes),
      RANGE(8, 4096), .flags = K_REQ, .help = "test sizes, comma-separated (e.g. 224,288,384,448)"},
@@ -242,6 +254,8 @@ const TypeDefault config_type_defaults[] = {
     {STAGE_FIXRES, "beta2", "0.999"},
     {STAGE_FIXRES, "eps", "1e-8"},
     {STAGE_FIXRES, "wd_bn_bias", "true"},
+    /* a fresh fastai Learner's Adam, which its lr_find runs with (mom=0.9) */
+    {STAGE_LR_FIND, "mom_max", "0.9"},
 };
 const int config_ntype_defaults = (int)(sizeof config_type_defaults / sizeof config_type_defaults[0]);
 

@@ -30,6 +30,10 @@ static void run_files(const Config *cfg, StrList *l) {
         if (cfg->stages[i].type == STAGE_EVAL) {
             strlist_add(l, "eval-%s.csv", name);
             strlist_add(l, "eval-%s.png", name);
+        } else if (cfg->stages[i].type == STAGE_LR_FIND) {
+            strlist_add(l, "lr_find-%s.csv", name);
+            strlist_add(l, "lr_find-%s.png", name);
+            strlist_add(l, "lr_find-%s.gp", name);
         } else if (cfg->stages[i].type != STAGE_TTA) {
             strlist_add(l, "%s.safetensors", name);
             strlist_add(l, "%s.train.safetensors", name);

@@ -119,6 +119,8 @@ static int fixres(Trainer *T, const StageConfig *st) {
 /* Runs one stage; returns 1 when the run was asked to stop inside it (a resume checkpoint says
  * where), else 0 once its checkpoint (training stages) is written. */
 int trainer_run_stage(Trainer *T, const StageConfig *st) {
+    /* it leaves the model, the optimizer and the group lrs as it found them, and writes no checkpoint */
+    if (st->type == STAGE_LR_FIND) return trainer_lr_find_stage(T, st);
     FitPhase ph[2];
     int nph = stage_fit_phases(st, ph);
     int stopped = 0;

@@ -99,6 +99,9 @@ void trainer_check_resume_record(const Config *cfg, const char *run_dir, const c
 /* stages.c */
 int trainer_run_stage(Trainer *T, const StageConfig *st);
 
+/* lr_find.c: an lr_find stage (lr_find.h); 1 when a stop signal interrupted it (it runs again) */
+int trainer_lr_find_stage(Trainer *T, const StageConfig *st);
+
 /* run_folder.c */
 int trainer_lock_run_folder(const char *run_dir);
 void trainer_remove_temp_files(const char *run_dir);
