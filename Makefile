@@ -76,6 +76,25 @@ else
 endif
 
 HASH := \#
+# libpng (Debian: libpng-dev) and libwebp (libwebp-dev): found by a test compile unless PNG= / WEBP=
+# is given. PNG=0 / WEBP=0 builds without: those files are refused as bad images, saying which
+# package to install (JPEG and the rest work).
+ifeq ($(origin PNG),undefined)
+  PNG := $(shell printf '$(HASH)include <png.h>\nint main(void){return png_access_version_number() == 0;}\n' | $(CC) -x c - -o /dev/null -lpng 2>/dev/null && echo 1 || echo 0)
+endif
+ifeq ($(origin WEBP),undefined)
+  WEBP := $(shell printf '$(HASH)include <webp/decode.h>\nint main(void){return WebPGetDecoderVersion() == 0;}\n' | $(CC) -x c - -o /dev/null -lwebp 2>/dev/null && echo 1 || echo 0)
+endif
+ifeq ($(PNG),1)
+  LDLIBS += -lpng
+else
+  CFLAGS += -DCNN_NO_PNG
+endif
+ifeq ($(WEBP),1)
+  LDLIBS += -lwebp
+else
+  CFLAGS += -DCNN_NO_WEBP
+endif
 ifeq ($(origin BLAS),undefined)
   BLAS := $(shell printf '$(HASH)include <cblas.h>\nint main(void){float a=1,b=1,c=0;cblas_sgemm(CblasRowMajor,CblasNoTrans,CblasNoTrans,1,1,1,1.f,&a,1,&b,1,0.f,&c,1);return c!=1;}\n' | $(CC) -x c - -o /dev/null -lopenblas 2>/dev/null && echo openblas || echo builtin)
 endif
@@ -112,10 +131,12 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 all: config $(TRAIN)
 
 config:
-	@echo "cnntrain build: cc=$(CC) blas=$(BLAS) cuda=$(CUDA) cmocka=$(HAVE_CMOCKA)"
+	@echo "cnntrain build: cc=$(CC) blas=$(BLAS) cuda=$(CUDA) cmocka=$(HAVE_CMOCKA) png=$(PNG) webp=$(WEBP)"
 	@[ "$(BLAS)" = openblas ] || echo "  OpenBLAS not found: using the built-in GEMM (slower; apt-get install libopenblas-dev)"
 	@[ "$(CUDA)" = 1 ] && echo "  CUDA backend: nvcc=$(NVCC) cudnn=$(CUDNN_H) libs=$(CUDA_LIBDIRS)" || echo "  CUDA backend skipped (nvcc or cudnn.h not found, or CUDA=0)"
 	@[ "$(JPEG)" = 1 ] || echo "  JPEG=0: built without libjpeg: JPEG decoding and writing fail, saying so (apt-get install libjpeg62-turbo-dev)"
+	@[ "$(PNG)" = 1 ] || echo "  PNG=0: built without libpng: PNG files are skipped as bad images, saying so (apt-get install libpng-dev)"
+	@[ "$(WEBP)" = 1 ] || echo "  WEBP=0: built without libwebp: WebP files are skipped as bad images, saying so (apt-get install libwebp-dev)"
 
 $(TRAIN): $(BUILD)/src/cmd/main.o $(BUILD)/libcnn.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

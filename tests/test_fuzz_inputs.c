@@ -28,6 +28,9 @@
 #define FUZZ_ENTRY fuzz_jpeg
 #include "fuzz/fuzz_jpeg.c"
 #undef FUZZ_ENTRY
+#define FUZZ_ENTRY fuzz_image
+#include "fuzz/fuzz_image.c"
+#undef FUZZ_ENTRY
 
 typedef int (*Entry)(const uint8_t *, size_t);
 
@@ -81,6 +84,7 @@ static void test_config_inputs(void **state) { (void)state, run_target("config",
 static void test_csv_inputs(void **state) { (void)state, run_target("csv", fuzz_csv, 1); }
 static void test_safetensors_inputs(void **state) { (void)state, run_target("safetensors", fuzz_safetensors, 0); }
 static void test_jpeg_inputs(void **state) { (void)state, run_target("jpeg", fuzz_jpeg, 0); }
+static void test_image_inputs(void **state) { (void)state, run_target("image", fuzz_image, 0); }
 
 /* The seeds are what they claim: the tiny checkpoints load in all four dtypes. */
 static void test_tiny_checkpoints_load(void **state) {
@@ -101,7 +105,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_inputs),      cmocka_unit_test(test_csv_inputs),
         cmocka_unit_test(test_safetensors_inputs), cmocka_unit_test(test_jpeg_inputs),
-        cmocka_unit_test(test_tiny_checkpoints_load),
+        cmocka_unit_test(test_image_inputs),       cmocka_unit_test(test_tiny_checkpoints_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

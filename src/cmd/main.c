@@ -45,8 +45,8 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-        printf("cnntrain %s\nbackends: %s\ncpu GEMM: %s\njpeg: %s\n", CNNTRAIN_VERSION, backend_list(), sgemm_name(),
-               jpeg_library());
+        printf("cnntrain %s\nbackends: %s\ncpu GEMM: %s\njpeg: %s\npng: %s\nwebp: %s\n", CNNTRAIN_VERSION,
+               backend_list(), sgemm_name(), jpeg_library(), png_library(), webp_library());
         return 0;
     }
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "help")) {

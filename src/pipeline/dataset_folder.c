@@ -1,9 +1,11 @@
 /* pipeline/dataset_folder.c: the folder layout of a data set: ROOT/<train_dir>/<class>/<image> and
- * ROOT/<valid_dir>/<class>/<image>, class = parent folder, classes sorted by name. Folders are read
+ * ROOT/<valid_dir>/<class>/<image> (.jpg, .jpeg, .png, .webp), class = parent folder, classes
+ * sorted by name. Folders are read
  * sorted, never in readdir's order. */
 #include <dirent.h>
 #include <stdio.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -11,6 +13,7 @@
 
 #include "base/util.h"
 #include "pipeline/dataset_list.h"
+#include "pipeline/image.h"
 
 static int cmp_sample_path(const void *a, const void *b) {
     return strcmp(((const Sample *)a)->path, ((const Sample *)b)->path);
@@ -70,9 +73,52 @@ static int read_dir(const char *path, Entry **out, int *count) {
     return 0;
 }
 
-static int is_image_name(const char *name) {
+/* Image files by extension: the ones this build decodes are listed; the other image formats
+ * fastai's get_image_files would take are reported (the loader tells formats by content, so a
+ * PNG named .jpg still decodes). */
+static const struct {
+    const char *ext;
+    ImageFormat format;
+} image_exts[] = {
+    {".jpg", IMAGE_JPEG}, {".jpeg", IMAGE_JPEG}, {".png", IMAGE_PNG}, {".webp", IMAGE_WEBP}, {".gif", IMAGE_GIF},
+    {".bmp", IMAGE_BMP},  {".tif", IMAGE_TIFF},  {".tiff", IMAGE_TIFF}, {".heic", IMAGE_HEIF}, {".avif", IMAGE_HEIF},
+};
+
+/* 1: an image this build decodes; -1: an image format it does not (named in *format); 0: no image. */
+static int image_name_kind(const char *name, ImageFormat *format) {
     const char *dot = strrchr(name, '.');
-    return dot && dot != name && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"));
+    if (!dot || dot == name) return 0;
+    for (size_t i = 0; i < sizeof image_exts / sizeof *image_exts; i++)
+        if (!strcasecmp(dot, image_exts[i].ext)) {
+            *format = image_exts[i].format;
+            return image_format_decoded(*format) ? 1 : -1;
+        }
+    return 0;
+}
+
+static int is_image_name(const char *name) {
+    ImageFormat f;
+    return image_name_kind(name, &f) == 1;
+}
+
+/* The extensions this build lists, for messages ("none ..." when it decodes no format). */
+static const char *listed_extensions(char *text, size_t size) {
+    text[0] = 0;
+    for (size_t i = 0; i < sizeof image_exts / sizeof *image_exts; i++)
+        if (image_format_decoded(image_exts[i].format))
+            snprintf(text + strlen(text), size - strlen(text), "%s%s", text[0] ? ", " : "", image_exts[i].ext);
+    if (!text[0]) snprintf(text, size, "none: this build decodes no image format");
+    return text;
+}
+
+/* What to do about files of a format this build does not decode. */
+static const char *how_to_decode(ImageFormat f) {
+    switch (f) {
+    case IMAGE_JPEG: return "install libjpeg62-turbo-dev and rebuild";
+    case IMAGE_PNG: return "install libpng-dev and rebuild, or convert them to JPEG";
+    case IMAGE_WEBP: return "install libwebp-dev and rebuild, or convert them: dwebp FILE -o FILE.png";
+    default: return "convert them, e.g. mogrify -format png FILE";
+    }
 }
 
 /* The images directly inside one class folder, appended to `out` with `label`; returns how many,
@@ -84,12 +130,30 @@ static int list_class(Listing *c, const char *dir, int label, SampleList *out) {
         entry_problem(c, dir, 0, "cannot read the class folder: %s", strerror(errno));
         return -1;
     }
-    int found = 0;
-    for (int i = 0; i < n; i++)
-        if (e[i].is_file && is_image_name(e[i].name)) {
+    int found = 0, unsupported = 0, first = -1;
+    ImageFormat first_format = IMAGE_UNKNOWN;
+    for (int i = 0; i < n; i++) {
+        ImageFormat f;
+        int kind = e[i].is_file ? image_name_kind(e[i].name, &f) : 0;
+        if (kind == 1) {
             list_push(out, path_join(dir, e[i].name), label);
             found++;
+        } else if (kind == -1 && unsupported++ == 0) {
+            first = i;
+            first_format = f;
         }
+    }
+    /* One line per folder, not per file: fastai would have trained on these, so say so */
+    if (unsupported) {
+        char xb[96];
+        char *path = path_join(dir, e[first].name);
+        entry_problem(c, path, 0,
+                      "%d image file%s in this folder (this one: %s) %s a format this build does not decode "
+                      "(it decodes %s; %s)",
+                      unsupported, unsupported > 1 ? "s" : "", image_format_name(first_format),
+                      unsupported > 1 ? "have" : "has", listed_extensions(xb, sizeof xb), how_to_decode(first_format));
+        free(path);
+    }
     entries_free(e, n);
     return found;
 }
@@ -104,7 +168,7 @@ static int list_split(Listing *c, const char *split, int is_train, char ***class
     int cap = 0;
     for (int i = 0; i < n && !c->failed; i++) {
         char *path = path_join(split, e[i].name);
-        char sb[96];
+        char sb[96], xb[96];
         if (e[i].is_file && is_image_name(e[i].name)) {
             entry_problem(c, path, 0, "image outside a class folder");
         } else if (e[i].is_dir && has_control_char(e[i].name)) {
@@ -115,7 +179,8 @@ static int list_split(Listing *c, const char *split, int is_train, char ***class
             entry_problem(c, split, 0, "class folder %s is not valid UTF-8 (rename it)", shown_text(e[i].name, sb, sizeof sb));
         } else if (e[i].is_dir && is_train) {
             int found = list_class(c, path, *nclasses, out);
-            if (found == 0) entry_problem(c, path, 0, "empty class folder (no .jpg or .jpeg files directly in it)");
+            if (found == 0)
+                entry_problem(c, path, 0, "empty class folder (no %s files directly in it)", listed_extensions(xb, sizeof xb));
             if (found > 0) {
                 if (*nclasses == cap) {
                     cap = cap ? 2 * cap : 16;
@@ -129,7 +194,7 @@ static int list_split(Listing *c, const char *split, int is_train, char ***class
             if (!hit)
                 entry_problem(c, path, 0, "class folder with no images of that class in the training folder");
             else if (list_class(c, path, (int)(hit - *classes), out) == 0)
-                entry_problem(c, path, 0, "empty class folder (no .jpg or .jpeg files directly in it)");
+                entry_problem(c, path, 0, "empty class folder (no %s files directly in it)", listed_extensions(xb, sizeof xb));
         }
         free(path);
     }
@@ -172,7 +237,8 @@ int dataset_open_folder(const DatasetSpec *spec, Listing *c, Dataset *ds, char *
     }
     if (list_split(c, train, 1, &ds->classes, &ds->nclasses, &tl, err, errlen) || c->failed) goto done;
     if (ds->nclasses == 0) {
-        error_at(err, errlen, train, "no class folder in it holds a .jpg or .jpeg image");
+        char xb[96];
+        error_at(err, errlen, train, "no class folder in it holds an image (%s)", listed_extensions(xb, sizeof xb));
         goto done;
     }
     if (list_split(c, valid, 0, &ds->classes, &ds->nclasses, &vl, err, errlen) || c->failed) goto done;

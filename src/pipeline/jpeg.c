@@ -17,13 +17,6 @@
 
 #include "base/util.h"
 
-void image_free(Image *im) {
-    if (!im) return;
-    free(im->rgb);
-    im->rgb = NULL;
-    im->w = im->h = 0;
-}
-
 #ifdef CNN_NO_JPEG
 /* Built with make JPEG=0 (jpeglib.h was missing, e.g. on a GPU machine without the -dev package):
  * everything else works; these fail with a message that says why. */
@@ -107,20 +100,6 @@ static struct jpeg_error_mgr *init_errors(ErrMgr *e) {
 }
 
 /* ---- decoding ---- */
-
-/* Name the format of a file that is not a JPEG, so the message says what it is. */
-static const char *sniff(const uint8_t *d, size_t n) {
-    if (n >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) return "PNG";
-    if (n >= 6 && (!memcmp(d, "GIF87a", 6) || !memcmp(d, "GIF89a", 6))) return "GIF";
-    if (n >= 12 && !memcmp(d, "RIFF", 4) && !memcmp(d + 8, "WEBP", 4)) return "WebP";
-    if (n >= 4 && (!memcmp(d, "II*\0", 4) || !memcmp(d, "MM\0*", 4))) return "TIFF";
-    if (n >= 12 && !memcmp(d + 4, "ftyp", 4)) return "HEIF/AVIF/MP4";
-    if (n >= 2 && d[0] == 'B' && d[1] == 'M') return "BMP";
-    if (n >= 2 && d[0] == 0x1f && d[1] == 0x8b) return "gzip";
-    if (n >= 4 && !memcmp(d, "PK\3\4", 4)) return "zip";
-    if (n >= 1 && d[0] == '<') return "HTML/XML text";
-    return NULL;
-}
 
 /* The largest DCT reduction (8, 4, 2) whose output short side, rounded up as libjpeg does, is still
  * >= min_short_side; 1 when none is. */
@@ -226,7 +205,7 @@ static int decode_run(Decode *d, const uint8_t *data, size_t size, const JpegOpt
 static int check_signature(const uint8_t *data, size_t n, uint64_t size, const char *label, char *err, size_t errlen) {
     if (size == 0) return error_at(err, errlen, label, "empty file");
     if (n >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return 0;
-    const char *kind = sniff(data, n);
+    const char *kind = image_format_name(image_sniff(data, n));
     if (kind) return error_at(err, errlen, label, "not a JPEG file (%s signature)", kind);
     if (n < 3) return error_at(err, errlen, label, "not a JPEG file (only %zu bytes)", n);
     return error_at(err, errlen, label, "not a JPEG file (starts with 0x%02x 0x%02x 0x%02x)", data[0], data[1], data[2]);

@@ -71,7 +71,7 @@ static void raw_wait_uploads(Loader *L) {
     be->ops->upload_wait(be, 1);
 }
 
-/* A decoded JPEG in greyscale comes out with R = G = B (jpeg.c converts it): one channel does. */
+/* A decoded greyscale image comes out with R = G = B (the decoders convert it): one channel does. */
 static int image_is_grey(const Image *im) {
     const uint8_t *p = im->rgb;
     size_t n = (size_t)im->w * im->h;
@@ -129,7 +129,7 @@ static void process_item(Loader *L, int item, int *sample_out, int *ok_out, char
     JpegOptions jo = {transform_min_source_side(&s->tf), s->max_pixels, s->max_file_bytes};
     Image img;
     *sample_out = sample;
-    *ok_out = jpeg_decode_file(s->samples[sample].path, &jo, &img, NULL, err, errlen) == 0;
+    *ok_out = image_decode_file(s->samples[sample].path, &jo, &img, NULL, err, errlen) == 0;
     if (!*ok_out) return;
     Warp warp;
     transform_draw(&s->tf, img.w, img.h, &rng, &warp);

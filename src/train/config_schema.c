@@ -73,10 +73,10 @@ const Key config_keys[] = {
     {.sec = SEC_DATA, .name = "split_seed", .type = T_U64, CF(data.seed), .def = "42", .dep = "format",
      .mask = BIT(DATA_CSV), .help = "seed of that random split (fixed apart from [run] seed, so runs compare)"},
     {.sec = SEC_DATA, .name = "max_megapixels", .type = T_INT, CF(max_megapixels), RANGE(1, 2000), .def = "64",
-     .help = "a JPEG whose header claims more pixels than this (in millions) is a bad image, refused before it is decoded"},
+     .help = "an image (JPEG, PNG, WebP) whose header claims more pixels than this (in millions) is a bad image, refused before it is decoded"},
     {.sec = SEC_DATA, .name = "max_file_mb", .type = T_INT, CF(max_file_mb), RANGE(1, 100000), .def = "64",
      .help = "an image file larger than this (in MB, 10^6 bytes) is a bad image, refused without reading it (a file that "
-             "does not start like a JPEG is refused from its first bytes, whatever its size)"},
+             "does not start like a JPEG, PNG or WebP is refused from its first bytes, whatever its size)"},
     {.sec = SEC_DATA, .name = "augment_on", ENUM(augment_ons), CF(augment_on), .def = "auto",
      .help = "where the per-image transforms run: host (loader threads, float batches), device (the loader decodes, "
              "the backend warps uint8 images: uploads 4x smaller; the same draws, the same floats on the cpu backend), "
