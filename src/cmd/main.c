@@ -27,6 +27,8 @@ static void usage(FILE *f) {
             "                                           images/s decoded and augmented, per thread\n"
             "  train eval CKPT --data PATH --sizes 64,128,224 [--resize-ratio R | --center-crop] [--tta]\n"
             "                                           loss and accuracy per test size: table, eval.csv, eval.png\n"
+            "  train predict CKPT IMAGE|FOLDER|CSV [--top-k K] [--size S] [--tta] [--out preds.csv]\n"
+            "                                           class names and top-k probabilities: stdout, a CSV, a submission\n"
             "  train show-batch --data PATH --out FILE.jpg [--split train|valid] [--n N] [--cols C] ...\n"
             "                                           one augmented batch as a titled image grid\n"
             "  train demo-data [--out DIR] [--train N] [--valid N] [--size S]\n"
@@ -64,6 +66,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench-loader")) return cmd_bench_loader(argc, argv);
     if (!strcmp(cmd, "show-batch")) return cmd_show_batch(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
+    if (!strcmp(cmd, "predict")) return cmd_predict(argc, argv);
     fprintf(stderr, "train: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
