@@ -61,7 +61,7 @@ static int setup(void **state) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
-    DatasetSpec spec = {DATA_FOLDER, data_dir, "train", "val", NULL, NULL, 0, 0, 1};
+    DatasetSpec spec = {DATA_FOLDER, data_dir, "train", "val", NULL, NULL, 0, 0, 1, NULL};
     Dataset d;
     if (dataset_open(&spec, 1, &d, err, sizeof err) || d.nclasses != CLASSES || d.nvalid != NVALID) {
         fprintf(stderr, "demo data: %s\n", err);
@@ -374,7 +374,7 @@ static void test_csv_split_from_checkpoint(void **state) {
     FILE *csv = fopen(path, "w");
     assert_non_null(csv);
     fprintf(csv, "image_id,label\n");
-    DatasetSpec folder = {DATA_FOLDER, data_dir, "train", "val", NULL, NULL, 0, 0, 1};
+    DatasetSpec folder = {DATA_FOLDER, data_dir, "train", "val", NULL, NULL, 0, 0, 1, NULL};
     Dataset fd;
     if (dataset_open(&folder, 1, &fd, err, sizeof err)) fail_msg("%s", err);
     for (int split = 0; split < 2; split++)
@@ -390,7 +390,7 @@ static void test_csv_split_from_checkpoint(void **state) {
     dataset_free(&fd);
 
     /* the model's record: the run split valid_pct 0.25, split_seed 7 */
-    DatasetSpec spec = {DATA_CSV, root, NULL, NULL, "train.csv", "train_images", 0.25f, 7, 1};
+    DatasetSpec spec = {DATA_CSV, root, NULL, NULL, "train.csv", "train_images", 0.25f, 7, 1, NULL};
     Dataset d;
     if (dataset_open(&spec, 1, &d, err, sizeof err)) fail_msg("%s", err);
     char fp[DATA_FP_CHARS];

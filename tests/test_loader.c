@@ -57,7 +57,7 @@ static int remove_tree(void **state) {
 }
 
 static Dataset open_tree(void) {
-    DatasetSpec ds = {DATA_FOLDER, root, "train", "val", NULL, NULL, 0, 0, 1};
+    DatasetSpec ds = {DATA_FOLDER, root, "train", "val", NULL, NULL, 0, 0, 1, NULL};
     Dataset d;
     char err[512];
     if (dataset_open(&ds, 0, &d, err, sizeof err)) fail_msg("%s", err);

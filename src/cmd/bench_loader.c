@@ -34,7 +34,7 @@ int cmd_bench_loader(int argc, char **argv) {
         fprintf(stderr, "train bench-loader: give --data, a known --format and --transform, and --epochs >= 2\n");
         return 2;
     }
-    DatasetSpec ds = {!strcmp(format, "csv") ? DATA_CSV : DATA_FOLDER, data, "train", "val", "train.csv", "train_images", 0.2f, 1, 1};
+    DatasetSpec ds = {!strcmp(format, "csv") ? DATA_CSV : DATA_FOLDER, data, "train", "val", "train.csv", "train_images", 0.2f, 1, 1, NULL};
     Dataset d;
     char err[512];
     if (dataset_open(&ds, 0, &d, err, sizeof err)) die("bench-loader: %s", err);

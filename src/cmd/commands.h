@@ -10,6 +10,7 @@ int cmd_bench_loader(int argc, char **argv);
 int cmd_show_batch(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_lr_find(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 int cmd_train(int argc, char **argv); /* argv[1] is the config file */
 
 #endif

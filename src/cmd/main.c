@@ -29,6 +29,8 @@ static void usage(FILE *f) {
             "                                           loss and accuracy per test size: table, eval.csv, eval.png\n"
             "  train lr_find CONFIG [--stage NAME] [--start 1e-7] [--end 10] [--iters 100] [--from CKPT] [--out DIR]\n"
             "                                           fastai's LR range test: lr_find.csv, lr_find.png, suggestions\n"
+            "  train predict CKPT IMAGE|FOLDER|CSV [--top-k K] [--size S] [--tta] [--out preds.csv]\n"
+            "                                           class names and top-k probabilities: stdout, a CSV, a submission\n"
             "  train show-batch --data PATH --out FILE.jpg [--split train|valid] [--n N] [--cols C] ...\n"
             "                                           one augmented batch as a titled image grid\n"
             "  train demo-data [--out DIR] [--train N] [--valid N] [--size S]\n"
@@ -67,6 +69,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "show-batch")) return cmd_show_batch(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "lr_find") || !strcmp(cmd, "lr-find")) return cmd_lr_find(argc, argv);
+    if (!strcmp(cmd, "predict")) return cmd_predict(argc, argv);
     fprintf(stderr, "train: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

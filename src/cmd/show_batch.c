@@ -78,7 +78,7 @@ int cmd_show_batch(int argc, char **argv) {
     }
 
     DatasetSpec ds = {!strcmp(format, "csv") ? DATA_CSV : DATA_FOLDER, data, train_dir, valid_dir, csv, images, 0.2f,
-                      (uint64_t)(unsigned)seed, 1};
+                      (uint64_t)(unsigned)seed, 1, NULL};
     if (st) ds = cfg.data;
     Dataset d;
     if (dataset_open(&ds, 0, &d, err, sizeof err)) {

@@ -17,6 +17,7 @@
 #include "base/rng.h"
 #include "base/util.h"
 #include "pipeline/dataset_list.h"
+#include "pipeline/label_map.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -161,6 +162,32 @@ static void keep_fraction(Sample *v, int *count, int nclasses, double fraction, 
     free(taken);
 }
 
+/* The display names from spec's label map (dataset.h): a map that was asked for must be read; the
+ * default one only where it is. A map that names none of the classes is said on stderr. */
+static int open_labels(const DatasetSpec *spec, Dataset *out, char *err, size_t errlen) {
+    int asked = 0;
+    char *path = label_map_path(spec->root, spec->format == DATA_CSV, spec->csv, spec->label_map, &asked);
+    const char *want = asked ? spec->label_map : NULL;
+    if (!path) return 0;
+    LabelMap m;
+    if (label_map_read(path, &m, err, errlen)) {
+        if (want) {
+            size_t used = strlen(err);
+            snprintf(err + used, errlen - used, " ([data] label_map = %s)", want);
+        }
+        free(path);
+        return -1;
+    }
+    int matched = 0;
+    out->labels = label_map_names(&m, out->classes, out->nclasses, &matched);
+    out->label_map = path;
+    if (matched < out->nclasses)
+        fprintf(stderr, "cnntrain: %s names %d of the %d classes%s; the others keep their class names\n", path, matched,
+                out->nclasses, m.n && !matched ? " (its keys are not the data's labels)" : "");
+    label_map_free(&m);
+    return 0;
+}
+
 int dataset_open(const DatasetSpec *spec, int strict, Dataset *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     if (err && errlen) err[0] = 0;
@@ -179,7 +206,7 @@ int dataset_open(const DatasetSpec *spec, int strict, Dataset *out, char *err, s
     Listing c = {.strict = strict, .err = err, .errlen = errlen};
     int rc = spec->format == DATA_CSV ? dataset_open_csv(spec, &c, out, err, errlen) : dataset_open_folder(spec, &c, out, err, errlen);
     out->skipped = c.skipped;
-    if (rc || c.failed) {
+    if (rc || c.failed || open_labels(spec, out, err, errlen)) {
         dataset_free(out);
         return -1;
     }
@@ -192,6 +219,8 @@ int dataset_open(const DatasetSpec *spec, int strict, Dataset *out, char *err, s
 
 void dataset_free(Dataset *ds) {
     if (!ds) return;
+    if (ds->labels) names_free(ds->labels, ds->nclasses);
+    free(ds->label_map);
     names_free(ds->classes, ds->nclasses);
     for (int i = 0; i < ds->ntrain; i++) free(ds->train[i].path);
     for (int i = 0; i < ds->nvalid; i++) free(ds->valid[i].path);

@@ -7,6 +7,7 @@
  *           negative or past a gap, is refused); text labels are the sorted names of the training
  *           rows' labels (fastai's vocab). One image listed twice (by any spelling of its path, or
  *           a link) is listed once; with two labels, not at all.
+ * A label map (DatasetSpec.label_map) adds display names; the classes stay as the data names them.
  * Listing checks names and labels but does not decode images (the loader skips and counts bad ones). */
 #ifndef CNN_DATASET_H
 #define CNN_DATASET_H
@@ -26,6 +27,9 @@ typedef struct {
     float valid_pct;         /* csv without is_val: fraction for validation (e.g. 0.2) */
     uint64_t seed;           /* for valid_pct and fraction */
     float fraction;          /* keep this fraction of each class in each split (0 or 1 = all) */
+    /* display names of the classes (label_map.h), relative to root; NULL or "": csv: the
+     * LABEL_MAP_DEFAULT file beside the label file when there is one, folder: none; "none": none */
+    const char *label_map;
 } DatasetSpec;
 
 typedef struct {
@@ -36,6 +40,9 @@ typedef struct {
 typedef struct {
     char **classes;   /* names, in label order */
     int nclasses;
+    char **labels;    /* nclasses display names from the label map (the class name where it has none),
+                       * or NULL without a map */
+    char *label_map;  /* the map's path, or NULL */
     Sample *train, *valid;
     int ntrain, nvalid;
     int skipped;      /* CSV rows or files refused while listing (each reported on stderr) */

@@ -279,6 +279,7 @@ int config_load(const char *path, const char *const *overrides, int noverrides, 
     out->data.valid_dir = out->storage[2];
     out->data.csv = out->storage[3];
     out->data.images_dir = out->storage[4];
+    out->data.label_map = out->storage[5];
     return 0;
 }
 

@@ -65,6 +65,10 @@ const Key config_keys[] = {
      .mask = BIT(DATA_CSV), .help = "the label file, relative to path"},
     {.sec = SEC_DATA, .name = "images_dir", .type = T_STRING, CF(storage[4]), .def = "train_images", .dep = "format",
      .mask = BIT(DATA_CSV), .help = "the image folder, relative to path"},
+    {.sec = SEC_DATA, .name = "label_map", .type = T_STRING, CF(storage[5]), .def = "",
+     .help = "display names of the classes: a JSON object {\"0\": \"name\", ...} of label -> name, relative to path, used "
+             "in predictions (and stored in checkpoints as class_labels; class_names stay the labels); empty = "
+             "label_num_to_disease_map.json beside a CSV data set's label file when it is there (Kaggle's cassava); none = no map"},
     {.sec = SEC_DATA, .name = "valid_pct", .type = T_FLOAT, CF(data.valid_pct), RANGE(0, 1), .flags = K_LO_OPEN | K_HI_OPEN,
      .def = "0.2", .dep = "format", .mask = BIT(DATA_CSV),
      .help = "fraction held out for validation when the CSV has no is_val column"},

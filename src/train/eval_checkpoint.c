@@ -20,6 +20,7 @@
 #include "pipeline/device_feed.h"
 #include "pipeline/loader.h"
 #include "report/plot.h"
+#include "train/checkpoint_model.h"
 #include "train/evaluate.h"
 #include "train/run_record.h"
 
@@ -64,16 +65,8 @@ static int check_classes(const char *ckpt, const char *joined, int model_classes
                 model_classes);
         return 0;
     }
-    int k = 0, cap = 16, rc = 0;
-    char *copy = xstrdup(joined), **names = xmalloc((size_t)cap * sizeof *names);
-    for (char *p = copy; *joined;) { /* "" is no class at all, not one unnamed class */
-        if (k == cap) names = xrealloc(names, (size_t)(cap *= 2) * sizeof *names);
-        names[k++] = p;
-        char *nl = strchr(p, '\n');
-        if (!nl) break;
-        *nl = 0;
-        p = nl + 1;
-    }
+    int k = 0, rc = 0;
+    char **names = names_list(joined, &k);
     int n = k < d->nclasses ? k : d->nclasses, first = -1, differ = 0;
     for (int i = 0; i < n; i++)
         if (strcmp(names[i], d->classes[i])) {
@@ -98,8 +91,7 @@ static int check_classes(const char *ckpt, const char *joined, int model_classes
                       "the class lists differ at class %d of %d: '%s' in the checkpoint, '%s' in the data at %s (%d of %d names differ)",
                       first, k, names[first], d->classes[first], root, differ, k);
     }
-    free(names);
-    free(copy);
+    names_list_free(names, k);
     return rc;
 }
 
@@ -143,24 +135,6 @@ static int check_split(const char *ck, const StFile *hdr, const Dataset *d, cons
                     "images the model trained on. Leave out --valid-pct and --split-seed (the checkpoint's split is used)",
                     ds->root, run_n[1], now_n[1], (double)ds->valid_pct, (unsigned long long)ds->seed, pct ? pct : "?",
                     seed ? seed : "?");
-}
-
-/* Weights holding inf or NaN (a run that diverged) give a NaN loss and chance accuracy: refused,
- * naming the first tensor, before any work. */
-static int check_finite(const char *ck, const Model *m, const float *params, const float *stats, char *err, size_t errlen) {
-    for (int i = 0; i < m->nparams; i++)
-        for (size_t k = 0; k < m->params[i].count; k++) {
-            float v = params[m->params[i].offset + k];
-            if (!isfinite(v))
-                return error_at(err, errlen, ck, "%s holds inf or NaN values (%s at index %zu): these weights are broken "
-                                "(saved from a run that diverged?)", m->params[i].name, isnan(v) ? "NaN" : "inf", k);
-        }
-    for (int i = 0; i < m->nnodes; i++)
-        for (int k = 0; m->nodes[i].op == OP_BN && k < 2 * m->nodes[i].features; k++)
-            if (!isfinite(stats[m->nodes[i].stat + (size_t)k]))
-                return error_at(err, errlen, ck, "%s.%s holds inf or NaN values: these weights are broken (saved from a run "
-                                "that diverged?)", m->nodes[i].name, k < m->nodes[i].features ? "running_mean" : "running_var");
-    return 0;
 }
 
 /* ------------------------------------------------------------------------- the loaders */
@@ -255,22 +229,10 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     /* The header first: a wrong file or class list is reported before anything heavy is done. */
     StFile hdr;
     if (st_read_header(ck, &hdr, err, errlen)) return -1;
-    const char *format = st_meta(&hdr, "format"), *arch_m = st_meta(&hdr, "arch"), *classes_m = st_meta(&hdr, "classes");
-    const char *stage_m = st_meta(&hdr, "stage"), *epochs_m = st_meta(&hdr, "epochs_done");
-    char arch[64], stage[128] = "", epochs[32] = "", *end = NULL;
-    long classes = classes_m ? strtol(classes_m, &end, 10) : 0;
-    int rc = 0;
-    if (format && !strcmp(format, CKPT_TRAIN_FORMAT))
-        rc = error_at(err, errlen, ck, "this is the training state (optimizer moments) of a checkpoint; give the model file beside it");
-    else if (!arch_m || !classes_m || !end || *end || classes < 1 || classes > INT_MAX)
-        rc = error_at(err, errlen, ck, "no usable 'arch' and 'classes' metadata: not a model file written by cnntrain");
-    else if (strlen(arch_m) >= sizeof arch)
-        rc = error_at(err, errlen, ck, "unknown architecture '%.40s...'", arch_m);
-    if (!rc) {
-        snprintf(arch, sizeof arch, "%s", arch_m);
-        snprintf(stage, sizeof stage, "%s", stage_m ? stage_m : "");
-        snprintf(epochs, sizeof epochs, "%s", epochs_m ? epochs_m : "");
-    }
+    CheckpointInfo info;
+    int rc = checkpoint_info(ck, &hdr, &info, err, errlen);
+    const char *arch = info.arch, *stage = info.stage, *epochs = info.epochs;
+    long classes = info.classes;
     Dataset d = {0};
     char msg[1024];
     DatasetSpec ds = o->data;
@@ -292,14 +254,8 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     DeviceFeed feed;
     char dir[2048], csv_path[2200], png_path[2200];
     rc = -1;
-    m = model_build(arch, (int)classes, msg, sizeof msg);
-    if (!m) {
-        error_at(err, errlen, ck, "%s", msg);
-        goto done;
-    }
-    params = xmalloc((m->param_floats + 1) * sizeof(float));
-    stats = xmalloc((m->stat_floats + 1) * sizeof(float));
-    if (ckpt_load(ck, m, params, stats, err, errlen) || check_finite(ck, m, params, stats, err, errlen)) goto done;
+    m = checkpoint_model(ck, &info, &params, &stats, err, errlen);
+    if (!m) goto done;
     int max_side = 0;
     for (int i = 0; i < o->nsizes; i++) {
         Shape *shapes = xmalloc((size_t)m->nvalues * sizeof *shapes);

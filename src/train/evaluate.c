@@ -47,6 +47,11 @@ EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing,
 }
 
 TtaResult tta_pass(const Evaluator *ev, Loader *plain, Loader *augmented, int first_epoch, int n, float beta, int cap) {
+    return tta_pass_rows(ev, plain, augmented, first_epoch, n, beta, cap, NULL);
+}
+
+TtaResult tta_pass_rows(const Evaluator *ev, Loader *plain, Loader *augmented, int first_epoch, int n, float beta, int cap,
+                        float *probs) {
     TtaResult t = {{0, 0, 0, 0}, 0, 0, 0, -1, 0};
     int C = ev->model->classes;
     size_t cells = (size_t)cap * C + 1;
@@ -67,7 +72,10 @@ TtaResult tta_pass(const Evaluator *ev, Loader *plain, Loader *augmented, int fi
         }
         tta_accumulate(aug, pass, (size_t)count * C, n);
     }
-    if (!t.interrupted && t.bad_pass < 0) t.correct = tta_combine(aug, plain_p, labels, count, C, beta, &t.loss);
+    if (!t.interrupted && t.bad_pass < 0) {
+        t.correct = tta_combine(aug, plain_p, labels, count, C, beta, &t.loss);
+        if (probs) memcpy(probs, aug, (size_t)count * C * sizeof(float));
+    }
     free(plain_p);
     free(aug);
     free(pass);

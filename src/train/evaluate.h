@@ -57,5 +57,9 @@ typedef struct {
  * lerp(mean_aug, plain, beta) (tta_combine). No augmented pass runs when the plain pass saw no
  * image. Both loaders hold at most cap images. */
 TtaResult tta_pass(const Evaluator *, Loader *plain, Loader *augmented, int first_epoch, int n, float beta, int cap);
+/* tta_pass that also gives each image's combined probabilities: probs (cap rows of the model's
+ * classes, in the plain pass's order) when it combined (not interrupted, no bad pass). */
+TtaResult tta_pass_rows(const Evaluator *, Loader *plain, Loader *augmented, int first_epoch, int n, float beta, int cap,
+                        float *probs);
 
 #endif

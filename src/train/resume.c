@@ -76,8 +76,14 @@ void trainer_save_checkpoint(Trainer *T, const char *name, const char *stage) {
     snprintf(pct, sizeof pct, "%.9g", (double)ds->valid_pct);
     snprintf(seed, sizeof seed, "%" PRIu64, ds->seed);
     int csv = ds->format == DATA_CSV;
-    const char *meta[] = {CKPT_ID_KEY, id, "class_names", classes, "stage", stage, "epochs_done", epoch, "adam_step", step,
-                          "data", T->data_fp, csv ? "valid_pct" : NULL, pct, "split_seed", seed, NULL}; /* folder: no split keys */
+    /* class_labels: the label map's display names, beside class_names (which eval and resume compare) */
+    char *labels = T->data.labels ? trainer_class_list(&(Dataset){.classes = T->data.labels, .nclasses = T->data.nclasses}) : NULL;
+    const char *meta[20] = {CKPT_ID_KEY, id, "class_names", classes, "stage", stage, "epochs_done", epoch, "adam_step", step,
+                            "data", T->data_fp};
+    int k = 12;
+    if (labels) meta[k++] = "class_labels", meta[k++] = labels;
+    if (csv) meta[k++] = "valid_pct", meta[k++] = pct, meta[k++] = "split_seed", meta[k++] = seed; /* folder: no split keys */
+    meta[k] = NULL;
     snprintf(path, sizeof path, "%s/%s.safetensors", T->run_dir, name);
     if (ckpt_train_path(path, train_path, sizeof train_path)) die("checkpoint path too long: %s", path);
     /* the training state first: a crash between the two leaves ids that do not match */
@@ -86,6 +92,7 @@ void trainer_save_checkpoint(Trainer *T, const char *name, const char *stage) {
         die("%s", err);
     trainer_say(T, "checkpoint: %s\n", path);
     free(classes);
+    free(labels);
     trainer_host_state_free(&h);
 }
 
