@@ -27,6 +27,8 @@ static void usage(FILE *f) {
             "                                           images/s decoded and augmented, per thread\n"
             "  train eval CKPT --data PATH --sizes 64,128,224 [--resize-ratio R | --center-crop] [--tta]\n"
             "                                           loss and accuracy per test size: table, eval.csv, eval.png\n"
+            "  train eval CKPT --data PATH --sizes 224 --interpret [--top-losses K] [--min-val N]\n"
+            "                                           + confusion matrix, per-class scores, most_confused, top losses\n"
             "  train show-batch --data PATH --out FILE.jpg [--split train|valid] [--n N] [--cols C] ...\n"
             "                                           one augmented batch as a titled image grid\n"
             "  train demo-data [--out DIR] [--train N] [--valid N] [--size S]\n"

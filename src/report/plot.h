@@ -8,6 +8,9 @@
 #ifndef CNN_PLOT_H
 #define CNN_PLOT_H
 
+#include <stddef.h>
+#include <stdio.h>
+
 /* The full path of gnuplot found on PATH, in a static buffer, or NULL when there is none. */
 const char *plot_gnuplot_path(void);
 
@@ -23,5 +26,15 @@ int plot_run(const char *run_dir);
  * vs test size, into png_path, with the script beside it (png_path's ".png" replaced by ".gp").
  * title may be NULL. Returns as plot_run. */
 int plot_eval(const char *csv_path, const char *png_path, const char *title);
+
+/* For other plots in report/, which write their own scripts the same way. */
+/* s as a gnuplot single-quoted string (control characters become '?'). */
+void plot_quote(FILE *f, const char *s);
+/* Whether gnuplot may write dir/png: 0 (a line printed) when it exists and is not a regular file. */
+int plot_target_ok(const char *dir, const char *png);
+/* Closes the memory stream f (open_memstream(text, len)), writes its script as dir/script
+ * atomically and runs gnuplot on it in dir; *text is freed. Without gnuplot the script is still
+ * written and a line says the plot was skipped (0). 0, or -1 with a line printed. */
+int plot_script_run(FILE *f, char **text, size_t *len, const char *dir, const char *script);
 
 #endif

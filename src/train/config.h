@@ -13,7 +13,8 @@
 #include "backend/backend.h"
 #include "pipeline/dataset.h"
 
-typedef enum { STAGE_FIT_ONE_CYCLE, STAGE_FINE_TUNE, STAGE_FIT, STAGE_PROGRESSIVE, STAGE_FIXRES, STAGE_TTA, STAGE_EVAL } StageType;
+typedef enum { STAGE_FIT_ONE_CYCLE, STAGE_FINE_TUNE, STAGE_FIT, STAGE_PROGRESSIVE, STAGE_FIXRES, STAGE_TTA, STAGE_EVAL,
+               STAGE_INTERPRET } StageType;
 
 #define CONFIG_MAX_SIZES 16
 
@@ -47,6 +48,9 @@ typedef struct StageConfig {
     /* eval */
     int sizes[CONFIG_MAX_SIZES];
     int nsizes;
+    /* interpret (fastai's ClassificationInterpretation) */
+    int top_losses;            /* images in top_losses.jpg */
+    int min_val;               /* most_confused's min_val */
 } StageConfig;
 
 enum { FREEZE_KEEP, FREEZE_YES, FREEZE_NO };
