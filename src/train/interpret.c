@@ -46,7 +46,7 @@ int interp_topk_correct(const float *probs, const int32_t *labels, int count, in
         const float *p = probs + (size_t)i * classes;
         float mine = p[labels[i]];
         int above = 0; /* classes ranked before the label: more probable, or as probable and first */
-        for (int c = 0; c < classes; c++) above += p[c] > mine || (p[c] == mine && c < labels[i]);
+        for (int c = 0; c < classes; c++) above += p[c] > mine || (c < labels[i] && p[c] == mine);
         hits += above < k;
     }
     return hits;
