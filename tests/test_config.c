@@ -459,7 +459,7 @@ static void test_errors_keys(void **state) {
                  "%s:1: [data] has no 'path' (required)");
     expect_exact("[data]\npath = x\n\n[model]\nclasses = 3\n[stage a]\ntype = tta\n", "%s:4: [model] has no 'arch' (required)");
     expect_exact(HEAD "[stage a]\nepochs = 3\n",
-                 "%s:5: [stage a] has no 'type' (required: fit_one_cycle, fine_tune, fit, progressive, fixres, tta, eval, lr_find)");
+                 "%s:5: [stage a] has no 'type' (required: fit_one_cycle, fine_tune, fit, progressive, fixres, tta, eval, lr_find, interpret)");
     expect_exact(HEAD "[stage full]\ntype = fine_tune\nlr = 1e-3\n", "%s:5: [stage full] has no 'epochs', which a fine_tune stage requires");
     expect_exact(HEAD "[stage e]\ntype = eval\n", "%s:5: [stage e] has no 'sizes', which an eval stage requires");
 }
@@ -492,7 +492,7 @@ static void test_errors_values(void **state) {
     expect_exact(HEAD "[stage e]\ntype = eval\nsizes = 224,4\n", "%s:7: [stage e] sizes = 224,4: 4: each size must be between 8 and 4096");
     expect_exact(HEAD "[stage e]\ntype = finetune\n",
                  "%s:6: [stage e] type = finetune: must be one of fit_one_cycle, fine_tune, fit, progressive, fixres, tta, "
-                 "eval, lr_find; did you mean 'fine_tune'?");
+                 "eval, lr_find, interpret; did you mean 'fine_tune'?");
     expect_err("[data]\npath = x\n[model]\narch = xresnet5\n",
                "%s:4: [model] arch = xresnet5: unknown model; did you mean 'xresnet50'? models: xresnet18, xresnet34");
     expect_exact(HEAD "[run]\nseed = -1\n", "%s:6: [run] seed = -1: not a non-negative integer below 2^64");

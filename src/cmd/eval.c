@@ -1,4 +1,4 @@
-/* cmd/eval.c: `train eval CHECKPOINT --data PATH --sizes 64,128,224`: its flags, then
+/* cmd/eval.c: `train eval CHECKPOINT --data PATH --sizes 64,128,224 [--interpret]`: its flags, then
  * eval_checkpoint (train/eval.h) does the work. */
 #include <errno.h>
 #include <stdint.h>
@@ -31,7 +31,7 @@ int cmd_eval(int argc, char **argv) {
     const char *data = NULL, *format = "folder", *sizes = NULL, *out = NULL;
     const char *train_dir = o.data.train_dir, *valid_dir = o.data.valid_dir, *csv = o.data.csv, *images = o.data.images_dir;
     float ratio = 0, valid_pct = -1, beta = o.tta_beta; /* -1: not given (the checkpoint's, else the default) */
-    int split_seed = -1, seed = 0, tta = 0, center_crop = 0, no_plot = 0;
+    int split_seed = -1, seed = 0, tta = 0, center_crop = 0, no_plot = 0, interpret = 0;
     /* cli has no switches: these are taken out of argv first; their table rows are for --help */
     int dummy;
     const Flag flags[] = {
@@ -53,8 +53,12 @@ int cmd_eval(int argc, char **argv) {
         {"--tta-n", FLAG_INT, &o.tta_n, "TTA: augmented passes (default 4)"},
         {"--tta-beta", FLAG_FLOAT, &beta, "TTA: weight of the plain pass (default 0.25)"},
         {"--seed", FLAG_INT, &seed, "TTA: random seed (default 0)"},
-        {"--no-plot", FLAG_INT, &dummy, "(switch) do not draw eval.png"},
-        {"--out", FLAG_STR, &out, "folder for eval.csv and eval.png (default: the checkpoint's folder)"},
+        {"--no-plot", FLAG_INT, &dummy, "(switch) do not draw eval.png (nor confusion.png)"},
+        {"--interpret", FLAG_INT, &dummy, "(switch) fastai's ClassificationInterpretation at the last size: confusion.csv/.png, "
+         "per_class.csv, most_confused.csv, top_losses.jpg, show_results.jpg; error_rate and top5_accuracy columns"},
+        {"--top-losses", FLAG_INT, &o.top_losses, "--interpret: images in top_losses.jpg (default 9)"},
+        {"--min-val", FLAG_INT, &o.min_val, "--interpret: most_confused's min_val (default 1)"},
+        {"--out", FLAG_STR, &out, "folder for eval.csv, eval.png and the interpretation (default: the checkpoint's folder)"},
         {0},
     };
     char **args = xmalloc((size_t)(argc + 1) * sizeof *args);
@@ -63,10 +67,11 @@ int cmd_eval(int argc, char **argv) {
         if (i >= 2 && !strcmp(argv[i], "--tta")) tta = 1;
         else if (i >= 2 && !strcmp(argv[i], "--center-crop")) center_crop = 1;
         else if (i >= 2 && !strcmp(argv[i], "--no-plot")) no_plot = 1;
+        else if (i >= 2 && !strcmp(argv[i], "--interpret")) interpret = 1;
         else args[nargs++] = argv[i];
     }
     args[nargs] = NULL;
-    const char *usage = "CHECKPOINT --data PATH --sizes 64,128,224 [--resize-ratio R | --center-crop] [--tta] [options]";
+    const char *usage = "CHECKPOINT --data PATH --sizes 64,128,224 [--resize-ratio R | --center-crop] [--tta] [--interpret] [options]";
     const char *pos[1];
     int npos, list[64], nsizes = 0;
     cli_parse("eval", usage, nargs, args, 2, flags, pos, 1, &npos);
@@ -102,6 +107,7 @@ int cmd_eval(int argc, char **argv) {
     o.seed = (uint64_t)seed;
     o.out_dir = out;
     o.plot = !no_plot;
+    o.interpret = interpret;
     char err[2048];
     if (eval_checkpoint(&o, err, sizeof err)) {
         fprintf(stderr, "train eval: %s\n", err);

@@ -31,6 +31,8 @@ static void usage(FILE *f) {
             "                                           fastai's LR range test: lr_find.csv, lr_find.png, suggestions\n"
             "  train predict CKPT IMAGE|FOLDER|CSV [--top-k K] [--size S] [--tta] [--out preds.csv]\n"
             "                                           class names and top-k probabilities: stdout, a CSV, a submission\n"
+            "  train eval CKPT --data PATH --sizes 224 --interpret [--top-losses K] [--min-val N]\n"
+            "                                           + confusion matrix, per-class scores, most_confused, top losses\n"
             "  train show-batch --data PATH --out FILE.jpg [--split train|valid] [--n N] [--cols C] ...\n"
             "                                           one augmented batch as a titled image grid\n"
             "  train demo-data [--out DIR] [--train N] [--valid N] [--size S]\n"

@@ -518,3 +518,19 @@ int plot_draw(const char *png_path, const char *body) {
     printf("plots: %s (script %s)\n", png_path, script);
     return 0;
 }
+
+/* ------------------------------------------------------------------------- for other plots */
+
+int plot_target_ok(const char *dir, const char *png) { return png_target_ok(dir, png); }
+
+int plot_script_run(FILE *f, char **text, size_t *len, const char *dir, const char *script) {
+    const char *gnuplot = plot_gnuplot_path();
+    char path[5200];
+    snprintf(path, sizeof path, "%s/%s", dir, script);
+    if (write_script(f, text, len, path)) return -1;
+    if (!gnuplot) {
+        printf("plots: skipped the plot of %s: %s\n", path, skip_reason());
+        return 0;
+    }
+    return run_gnuplot(gnuplot, dir, script);
+}

@@ -8,6 +8,7 @@
 #ifndef CNN_PLOT_H
 #define CNN_PLOT_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 /* The full path of gnuplot found on PATH, in a static buffer, or NULL when there is none. */
@@ -32,5 +33,12 @@ int plot_eval(const char *csv_path, const char *png_path, const char *title);
 int plot_draw(const char *png_path, const char *body);
 /* s as a gnuplot single-quoted string (for titles and labels in a body). */
 void plot_quote(FILE *f, const char *s);
+/* For other plots in report/, which write their own scripts the same way. */
+/* Whether gnuplot may write dir/png: 0 (a line printed) when it exists and is not a regular file. */
+int plot_target_ok(const char *dir, const char *png);
+/* Closes the memory stream f (open_memstream(text, len)), writes its script as dir/script
+ * atomically and runs gnuplot on it in dir; *text is freed. Without gnuplot the script is still
+ * written and a line says the plot was skipped (0). 0, or -1 with a line printed. */
+int plot_script_run(FILE *f, char **text, size_t *len, const char *dir, const char *script);
 
 #endif

@@ -60,9 +60,7 @@ static void blit(const Batch *b, int i, Image *g, int x0, int y0) {
     }
 }
 
-/* Draw title centred in the band [x0, x0+width) whose bottom text row is at text_bottom: as large
- * as fits up to max_scale, else at scale 1 cut short with "..". */
-static void draw_title(Image *g, const char *title, int x0, int width, int text_bottom, int max_scale) {
+void show_batch_title(Image *g, const char *title, int x0, int width, int text_bottom, int max_scale, const uint8_t rgb[3]) {
     int scale = max_scale;
     while (scale > 1 && font_text_width(title, scale) > width) scale--;
     char buf[256];
@@ -79,7 +77,7 @@ static void draw_title(Image *g, const char *title, int x0, int width, int text_
         }
     }
     int w = font_text_width(buf, scale);
-    font_draw(g, x0 + (width - w) / 2, text_bottom - FONT_GLYPH_H * scale, buf, scale, TEXT_RGB);
+    font_draw(g, x0 + (width - w) / 2, text_bottom - FONT_GLYPH_H * scale, buf, scale, rgb);
 }
 
 int show_batch_render(const Batch *b, const char *const *class_names, int nclasses, int cols, Image *out, char *err,
@@ -104,7 +102,7 @@ int show_batch_render(const Batch *b, const char *const *class_names, int nclass
             snprintf(num, sizeof num, "%d", label);
             title = num;
         }
-        draw_title(out, title, x, L.size, y - gap, L.text_scale);
+        show_batch_title(out, title, x, L.size, y - gap, L.text_scale, TEXT_RGB);
     }
     return 0;
 }

@@ -5,6 +5,7 @@
 #define CNN_SHOW_BATCH_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "pipeline/image.h"
 #include "pipeline/loader.h"
@@ -24,6 +25,10 @@ typedef struct {
 ShowBatchLayout show_batch_layout(int n, int size, int cols);
 /* Top-left corner of image i. */
 void show_batch_cell(const ShowBatchLayout *, int i, int *x, int *y);
+
+/* Draw title centred in the band [x0, x0+width) of g whose bottom text row is at text_bottom, in
+ * colour rgb: as large as fits up to max_scale, else at scale 1 cut short with "..". */
+void show_batch_title(Image *g, const char *title, int x0, int width, int text_bottom, int max_scale, const uint8_t rgb[3]);
 
 /* Draw batch b into *out (allocated; free with image_free). The pixels come from b->x when set
  * (BATCH_F32: the ImageNet normalisation is undone, so lighting shows) and otherwise from b->u8

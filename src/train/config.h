@@ -13,7 +13,10 @@
 #include "backend/backend.h"
 #include "pipeline/dataset.h"
 
-typedef enum { STAGE_FIT_ONE_CYCLE, STAGE_FINE_TUNE, STAGE_FIT, STAGE_PROGRESSIVE, STAGE_FIXRES, STAGE_TTA, STAGE_EVAL, STAGE_LR_FIND } StageType;
+typedef enum {
+    STAGE_FIT_ONE_CYCLE, STAGE_FINE_TUNE, STAGE_FIT, STAGE_PROGRESSIVE, STAGE_FIXRES, STAGE_TTA, STAGE_EVAL, STAGE_LR_FIND,
+    STAGE_INTERPRET
+} StageType;
 
 #define CONFIG_MAX_SIZES 16
 
@@ -50,6 +53,9 @@ typedef struct StageConfig {
     /* lr_find (fastai's LRFinder: start_lr, end_lr, num_it, stop_div) */
     float lrf_start, lrf_end;
     int lrf_num_it, lrf_stop_div;
+    /* interpret (fastai's ClassificationInterpretation) */
+    int top_losses;            /* images in top_losses.jpg */
+    int min_val;               /* most_confused's min_val */
 } StageConfig;
 
 enum { FREEZE_KEEP, FREEZE_YES, FREEZE_NO };

@@ -12,7 +12,7 @@
 const Choice config_stage_types[] = {
     {"fit_one_cycle", STAGE_FIT_ONE_CYCLE}, {"fine_tune", STAGE_FINE_TUNE}, {"fit", STAGE_FIT},
     {"progressive", STAGE_PROGRESSIVE},     {"fixres", STAGE_FIXRES},       {"tta", STAGE_TTA},
-    {"eval", STAGE_EVAL},                   {"lr_find", STAGE_LR_FIND}, {NULL, 0},
+    {"eval", STAGE_EVAL},                   {"lr_find", STAGE_LR_FIND}, {"interpret", STAGE_INTERPRET}, {NULL, 0},
 };
 const Choice config_tf_kinds[] = {
     {"fastai", TF_FASTAI}, {"rrc", TF_RANDOM_RESIZED_CROP}, {"center", TF_CENTER_CROP}, {"resize", TF_RESIZE_CENTER_CROP}, {NULL, 0},
@@ -34,7 +34,7 @@ static const Choice freezes[] = {{"keep", FREEZE_KEEP}, {"yes", FREEZE_YES}, {"n
 #define CYCLE (BIT(STAGE_FIT_ONE_CYCLE) | BIT(STAGE_FINE_TUNE) | BIT(STAGE_PROGRESSIVE))
 #define LR_FIND BIT(STAGE_LR_FIND)
 #define SIZED (TRAINING | BIT(STAGE_TTA) | LR_FIND)
-#define ALL_STAGES (SIZED | BIT(STAGE_EVAL))
+#define ALL_STAGES (SIZED | BIT(STAGE_EVAL) | BIT(STAGE_INTERPRET))
 #define FASTAI BIT(TF_FASTAI)
 #define RRC BIT(TF_RANDOM_RESIZED_CROP)
 #define RESIZE BIT(TF_RESIZE_CENTER_CROP)
@@ -125,12 +125,14 @@ const Key config_keys[] = {
     {.sec = SEC_STAGE, .name = "type", ENUM(config_stage_types), SF(type), .flags = K_REQ,
      .help = "fit_one_cycle, fine_tune (fastai's), fit (constant lr, PyTorch's AdamW), progressive (Composer's "
              "resizing within the stage), fixres (train the head at a new size), tta, eval (at several sizes), lr_find "
-             "(fastai's LR range test: lr_find-NAME.csv and .png and the suggestions; the model is put back after)"},
+             "(fastai's LR range test: lr_find-NAME.csv and .png and the suggestions; the model is put back after), "
+             "interpret (fastai's ClassificationInterpretation: confusion matrix, per-class scores, most_confused, top "
+             "losses)"},
     {STAGE(TRAINING), .name = "epochs", .type = T_INT, SF(epochs), RANGE(1, 100000), .flags = K_REQ,
      .help = "epochs (fine_tune: of its unfrozen part)"},
     {STAGE(BIT(STAGE_FINE_TUNE)), .name = "freeze_epochs", .type = T_INT, SF(freeze_epochs), RANGE(0, 100000), .def = "1",
      .help = "fine_tune's frozen epochs, one-cycle with pct_start 0.99 at lr"},
-    {STAGE(SIZED), .name = "size", .type = T_INT, SF(size), RANGE(8, 4096), .def = "224", .flags = K_CARRY,
+    {STAGE(SIZED | BIT(STAGE_INTERPRET)), .name = "size", .type = T_INT, SF(size), RANGE(8, 4096), .def = "224", .flags = K_CARRY,
      .help = "image side (progressive: the full side)"},
     {STAGE(ALL_STAGES), .name = "batch", .type = T_INT, SF(batch), RANGE(1, 65536), .def = "64", .flags = K_CARRY,
      .help = "batch size"},
@@ -240,6 +242,11 @@ const Key config_keys[] = {
     /* eval */
     {STAGE(BIT(STAGE_EVAL)), .name = "sizes", .type = T_SIZES, SF(sizes), .count_off = offsetof(StageConfig, nsizes),
      RANGE(8, 4096), .flags = K_REQ, .help = "test sizes, comma-separated (e.g. 224,288,384,448)"},
+    /* interpret: <stage>-confusion.csv/.png, -per_class.csv, -most_confused.csv, -top_losses.jpg, -show_results.jpg */
+    {STAGE(BIT(STAGE_INTERPRET)), .name = "top_losses", .type = T_INT, SF(top_losses), RANGE(1, 100), .def = "9",
+     .help = "images in <stage>-top_losses.jpg, the largest losses first (fastai's plot_top_losses(k))"},
+    {STAGE(BIT(STAGE_INTERPRET)), .name = "min_val", .type = T_INT, SF(min_val), RANGE(1, 1000000000), .def = "1",
+     .help = "most_confused(min_val): the pairs confused at least this often"},
 };
 const int config_nkeys = (int)(sizeof config_keys / sizeof config_keys[0]);
 

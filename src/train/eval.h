@@ -34,10 +34,17 @@ typedef struct {
     uint64_t seed;            /* TTA's random transforms */
     const char *out_dir;      /* eval.csv and eval.png go here; NULL = the checkpoint's folder */
     int plot;                 /* draw eval.png (when gnuplot is installed) */
+    /* fastai's ClassificationInterpretation (train/interpret.h) of the plain pass at the last
+     * size: confusion.csv/.png, per_class.csv, most_confused.csv, top_losses.jpg and
+     * show_results.jpg in out_dir; eval.csv and the table gain error_rate and (more than 5 classes)
+     * top5_accuracy columns. */
+    int interpret;
+    int top_losses;           /* images in top_losses.jpg (9) */
+    int min_val;              /* most_confused's min_val (1) */
 } EvalOptions;
 
 /* The defaults of `train eval`: folder layout train/ + val/, ratio 1, batch 64, device auto,
- * tta_n 4, beta 0.25, plot on. checkpoint, data.root and sizes are left to the caller. */
+ * tta_n 4, beta 0.25, plot on, interpret off (top_losses 9, min_val 1). checkpoint, data.root and sizes are left to the caller. */
 void eval_options_default(EvalOptions *);
 enum { EVAL_SPLIT_PCT = 1, EVAL_SPLIT_SEED = 2 };
 

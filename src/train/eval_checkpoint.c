@@ -22,6 +22,7 @@
 #include "report/plot.h"
 #include "train/checkpoint_model.h"
 #include "train/evaluate.h"
+#include "train/interpret.h"
 #include "train/run_record.h"
 
 void eval_options_default(EvalOptions *o) {
@@ -39,6 +40,8 @@ void eval_options_default(EvalOptions *o) {
     o->tta_n = 4;
     o->tta_beta = 0.25f;
     o->plot = 1;
+    o->top_losses = 9;
+    o->min_val = 1;
 }
 
 /* Like error_at without a label: for messages that already name their file, or name none. */
@@ -158,22 +161,36 @@ static void describe_transform(const EvalOptions *o, char *buf, size_t len) {
     else snprintf(buf, len, "Resize(round(%g*s)) + CenterCrop(s)", o->resize_ratio);
 }
 
-/* One row of the table: side, images, loss and accuracy[, with TTA]. */
+/* One row of the table: side, images, loss and accuracy[, with TTA][, top-5 with --interpret]. */
 typedef struct {
     int size, n;
-    double loss, acc, tta_loss, tta_acc;
+    double loss, acc, tta_loss, tta_acc, top5;
 } SizeRow;
 
-/* The validation split at side s (the test transform, and with o->tta fastai's tta over it):
- * evaluate.h's passes, the loader seeds drawn from root by side. 0, or -1 with err. */
-static int eval_size(const Evaluator *ev, const Dataset *d, const EvalOptions *o, const Rng *root, int s, SizeRow *row,
-                     char *err, size_t errlen) {
-    char msg[1024];
-    *row = (SizeRow){s, 0, NAN, NAN, NAN, NAN};
-    Rng stream = rng_split(root, (uint64_t)s);
-    uint64_t seed = rng_u64(&stream);
+/* --interpret: the plain pass's rows at one size, and the sample of each. */
+typedef struct {
+    float *probs;
+    int32_t *labels;
+    int *sample;
+} PassRows;
+
+/* The test transform at side s. */
+static TransformSpec test_transform(const EvalOptions *o, int s) {
     TransformSpec tf = transform_defaults(o->center_crop ? TF_CENTER_CROP : TF_RESIZE_CENTER_CROP, s, 0);
     tf.resize_ratio = o->resize_ratio;
+    return tf;
+}
+
+/* The validation split at side s (the test transform, and with o->tta fastai's tta over it):
+ * evaluate.h's passes, the loader seeds drawn from root by side. rows (--interpret; else NULL)
+ * gets the plain pass's probabilities, labels and samples. 0, or -1 with err. */
+static int eval_size(const Evaluator *ev, const Dataset *d, const EvalOptions *o, const Rng *root, int s, SizeRow *row,
+                     const PassRows *rows, char *err, size_t errlen) {
+    char msg[1024];
+    *row = (SizeRow){s, 0, NAN, NAN, NAN, NAN, NAN};
+    Rng stream = rng_split(root, (uint64_t)s);
+    uint64_t seed = rng_u64(&stream);
+    TransformSpec tf = test_transform(o, s);
     Loader *L = valid_loader(d, &tf, o, seed, msg, sizeof msg), *A = NULL;
     if (!L) return fail(err, errlen, "%s", msg);
     if (o->tta) {
@@ -187,11 +204,17 @@ static int eval_size(const Evaluator *ev, const Dataset *d, const EvalOptions *o
             return fail(err, errlen, "%s", msg);
         }
     }
-    EvalResult r;
+    EvalResult r = {0, 0, 0, 0};
     int rc = 0;
-    if (A) {
+    if (rows) {
+        /* its own plain pass: tta_pass keeps its plain rows to itself */
+        r = eval_pass(ev, L, 0, 0.0f, &(EvalRows){rows->probs, rows->labels, d->nvalid});
+        rc = interp_loader_order(L, d->nvalid, r.count, rows->sample, err, errlen);
+        if (!rc && r.count) row->top5 = (double)interp_topk_correct(rows->probs, rows->labels, r.count, ev->model->classes, 5) / r.count;
+    }
+    if (A && !rc) {
         TtaResult t = tta_pass(ev, L, A, 0, o->tta_n, o->tta_beta, d->nvalid);
-        r = t.plain;
+        if (!rows) r = t.plain;
         if (t.bad_pass >= 0)
             rc = fail(err, errlen, "size %d: TTA pass %d saw %d images, the plain pass %d", s, t.bad_pass, t.bad_count,
                       r.count);
@@ -199,10 +222,10 @@ static int eval_size(const Evaluator *ev, const Dataset *d, const EvalOptions *o
             row->tta_loss = t.loss;
             row->tta_acc = (double)t.correct / r.count;
         }
-        loader_destroy(A);
-    } else {
+    } else if (!rows) {
         r = eval_pass(ev, L, 0, 0.0f, NULL);
     }
+    if (A) loader_destroy(A);
     loader_destroy(L);
     row->n = r.count;
     if (r.count) {
@@ -223,6 +246,9 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     if (o->batch < 1) return fail(err, errlen, "the batch size must be positive, not %d", o->batch);
     if (!(o->resize_ratio > 0 && o->resize_ratio < 16))
         return fail(err, errlen, "the resize ratio must be in (0, 16), not %g", o->resize_ratio);
+    if (o->interpret && (o->top_losses < 1 || o->top_losses > 100))
+        return fail(err, errlen, "the top losses to draw must be in 1..100, not %d", o->top_losses);
+    if (o->interpret && o->min_val < 1) return fail(err, errlen, "most_confused's min_val must be at least 1, not %d", o->min_val);
     if (o->tta && (o->tta_n < 1 || !(o->tta_beta >= 0 && o->tta_beta <= 1)))
         return fail(err, errlen, "TTA needs n >= 1 and beta in [0, 1] (got n %d, beta %g)", o->tta_n, o->tta_beta);
 
@@ -251,6 +277,7 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     size_t csv_len = 0;
     AtomicFile csv_out = {-1, NULL, NULL};
     float *params = NULL, *stats = NULL;
+    PassRows rows = {NULL, NULL, NULL};
     DeviceFeed feed;
     char dir[2048], csv_path[2200], png_path[2200];
     rc = -1;
@@ -300,7 +327,9 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
         error_at(err, errlen, csv_path, "cannot write: %s", strerror(errno));
         goto done;
     }
-    fprintf(csv, "size,loss,accuracy,images%s\n", o->tta ? ",tta_loss,tta_accuracy" : "");
+    int top5 = o->interpret && m->classes > 5; /* top-5 of 5 classes or fewer is always 1 */
+    fprintf(csv, "size,loss,accuracy,images%s%s%s\n", o->tta ? ",tta_loss,tta_accuracy" : "", o->interpret ? ",error_rate" : "",
+            top5 ? ",top5_accuracy" : "");
 
     char tfname[96];
     describe_transform(o, tfname, sizeof tfname);
@@ -314,23 +343,34 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
                o->tta_n, o->tta_beta);
     printf("%-6s %-10s %-9s", "size", "loss", "accuracy");
     if (o->tta) printf(" %-10s %-12s", "tta_loss", "tta_accuracy");
+    if (o->interpret) printf(" %-10s", "error_rate");
+    if (top5) printf(" %-13s", "top5_accuracy");
     printf(" %s\n", "images");
 
     Rng root;
     rng_seed(&root, o->seed);
     Evaluator ev = {m, &feed, NULL};
+    if (o->interpret) {
+        rows.probs = xmalloc(((size_t)d.nvalid * m->classes + 1) * sizeof(float));
+        rows.labels = xmalloc(((size_t)d.nvalid + 1) * sizeof(int32_t));
+        rows.sample = xmalloc(((size_t)d.nvalid + 1) * sizeof(int));
+    }
+    SizeRow row = {0, 0, NAN, NAN, NAN, NAN, NAN};
     for (int si = 0; si < o->nsizes; si++) {
-        SizeRow row;
-        if (eval_size(&ev, &d, o, &root, o->sizes[si], &row, err, errlen)) goto done;
+        if (eval_size(&ev, &d, o, &root, o->sizes[si], &row, o->interpret ? &rows : NULL, err, errlen)) goto done;
         if (row.n && !isfinite(row.loss))
             fprintf(stderr, "cnntrain: size %d: the loss is %g: the model's outputs are not finite (its weights are finite "
                     "but too large?)\n", row.size, row.loss);
         printf("%-6d %-10.6f %-9.6f", row.size, row.loss, row.acc);
         if (o->tta) printf(" %-10.6f %-12.6f", row.tta_loss, row.tta_acc);
+        if (o->interpret) printf(" %-10.6f", 1 - row.acc);
+        if (top5) printf(" %-13.6f", row.top5);
         printf(" %d\n", row.n);
         fflush(stdout);
         fprintf(csv, "%d,%.6f,%.6f,%d", row.size, row.loss, row.acc, row.n);
         if (o->tta) fprintf(csv, ",%.6f,%.6f", row.tta_loss, row.tta_acc);
+        if (o->interpret) fprintf(csv, ",%.6f", 1 - row.acc);
+        if (top5) fprintf(csv, ",%.6f", row.top5);
         fprintf(csv, "\n");
     }
     FILE *f = csv;
@@ -344,12 +384,24 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
         snprintf(title, sizeof title, "accuracy vs test size: %s, %s%s", base, tfname, o->tta ? ", with TTA" : "");
         plot_eval(csv_path, png_path, title); /* a plot that fails is said, but the table stands */
     }
+    if (o->interpret) {
+        /* the last size's plain pass: fastai's ClassificationInterpretation of it */
+        const char *base = slash ? slash + 1 : ck;
+        char title[600];
+        snprintf(title, sizeof title, "Confusion matrix: %s at size %d", base, row.size);
+        if (o->nsizes > 1) printf("interpret: at size %d, the last of --sizes\n", row.size);
+        InterpretSpec is = {rows.probs, rows.labels, rows.sample, row.n, m->classes, d.valid,
+                            (const char *const *)d.classes, test_transform(o, row.size), o->threads, o->top_losses, 9,
+                            o->min_val, o->seed, dir, "", o->plot, title, NULL, NULL};
+        if (interpret_write(&is, err, errlen)) goto done;
+    }
     rc = 0;
 done:
     if (csv) fclose(csv);
     free(csv_text);
     atomic_abort(&csv_out); /* nothing, once committed */
     free(params), free(stats);
+    free(rows.probs), free(rows.labels), free(rows.sample);
     if (be) device_feed_free(&feed);
     if (m) model_free(m); /* detaches from the backend first */
     if (be) backend_destroy(be);

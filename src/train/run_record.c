@@ -34,6 +34,10 @@ static void run_files(const Config *cfg, StrList *l) {
             strlist_add(l, "lr_find-%s.csv", name);
             strlist_add(l, "lr_find-%s.png", name);
             strlist_add(l, "lr_find-%s.gp", name);
+        } else if (cfg->stages[i].type == STAGE_INTERPRET) {
+            static const char *const made[] = {"confusion.csv", "confusion.png", "confusion.gp", "per_class.csv",
+                                               "most_confused.csv", "top_losses.jpg", "show_results.jpg"};
+            for (size_t k = 0; k < sizeof made / sizeof *made; k++) strlist_add(l, "%s-%s", name, made[k]);
         } else if (cfg->stages[i].type != STAGE_TTA) {
             strlist_add(l, "%s.safetensors", name);
             strlist_add(l, "%s.train.safetensors", name);

@@ -1,5 +1,5 @@
-/* train/stages.c: the stage types that are not a plain fit (eval at several sizes, TTA, FixRes) and
- * running one stage of any type. */
+/* train/stages.c: the stage types that are not a plain fit (eval at several sizes, TTA, FixRes,
+ * interpretation) and running one stage of any type. */
 #include "train/trainer.h"
 
 #include <dirent.h>
@@ -24,6 +24,7 @@
 #include "net/optim.h"
 #include "report/plot.h"
 #include "ckpt/pretrained.h"
+#include "train/interpret.h"
 #include "train/progressive.h"
 #include "train/run_record.h"
 #include "train/schedule.h"
@@ -79,6 +80,36 @@ static int tta(Trainer *T, const StageConfig *st) {
         fflush(T->metrics);
     }
     return t.interrupted;
+}
+
+static void say_line(void *T, const char *line) { trainer_say(T, "%s\n", line); }
+
+/* fastai's ClassificationInterpretation of the validation set at the stage's size and valid
+ * transform (train/interpret.h), into <stage>-*.csv, .png and .jpg. Returns 1 when interrupted. */
+static int interpret(Trainer *T, const StageConfig *st) {
+    int n = T->data.nvalid, C = T->model->classes;
+    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, 0, trainer_augment_on_device(T));
+    float *probs = xmalloc(((size_t)n * C + 1) * sizeof(float));
+    int32_t *labels = xmalloc(((size_t)n + 1) * sizeof(int32_t));
+    int *sample = xmalloc(((size_t)n + 1) * sizeof(int));
+    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
+    EvalResult r = eval_pass(&ev, L, 0, 0.0f, &(EvalRows){probs, labels, n});
+    char err[1400], prefix[80], title[200];
+    if (!r.interrupted) {
+        if (interp_loader_order(L, n, r.count, sample, err, sizeof err)) die("stage %s: %s", st->name, err);
+        snprintf(prefix, sizeof prefix, "%s-", st->name);
+        snprintf(title, sizeof title, "Confusion matrix: stage %s, size %d", st->name, st->valid_tf.size);
+        InterpretSpec is = {probs, labels, sample, r.count, C, T->data.valid, (const char *const *)T->data.classes,
+                            st->valid_tf, T->cfg->threads, st->top_losses, 9, st->min_val, T->cfg->seed, T->run_dir,
+                            prefix, 1, title, say_line, T};
+        trainer_say(T, "stage %s: interpretation (valid loss %.6f)\n", st->name, r.loss);
+        if (interpret_write(&is, err, sizeof err)) die("stage %s: %s", st->name, err);
+    }
+    loader_destroy(L);
+    free(probs);
+    free(labels);
+    free(sample);
+    return r.interrupted;
 }
 
 /* Resuming inside a stage: its parts before the checkpoint's phase are done already, and the
@@ -154,9 +185,10 @@ int trainer_run_stage(Trainer *T, const StageConfig *st) {
     }
     case STAGE_EVAL: stopped = eval_sizes(T, st); break;
     case STAGE_TTA: stopped = tta(T, st); break;
+    case STAGE_INTERPRET: stopped = interpret(T, st); break;
     default: die("stage %s: unknown stage type %d", st->name, (int)st->type);
     }
     if (stopped) return 1;
-    if (st->type != STAGE_EVAL && st->type != STAGE_TTA) trainer_save_checkpoint(T, st->name, st->name);
+    if (st->type != STAGE_EVAL && st->type != STAGE_TTA && st->type != STAGE_INTERPRET) trainer_save_checkpoint(T, st->name, st->name);
     return 0;
 }

@@ -35,7 +35,7 @@
 static void check_batches(const Config *cfg, const Dataset *d) {
     for (int i = 0; i < cfg->nstages; i++) {
         const StageConfig *st = &cfg->stages[i];
-        if (st->type != STAGE_EVAL && st->type != STAGE_TTA && st->batch > d->ntrain)
+        if (st->type != STAGE_EVAL && st->type != STAGE_TTA && st->type != STAGE_INTERPRET && st->batch > d->ntrain)
             die("%s: [stage %s] batch = %d, but the data has %d training images: no full batch (training leaves out a "
                 "partial one)", cfg->path, st->name, st->batch, d->ntrain);
     }
@@ -169,7 +169,8 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         if (!T.resuming) T.at = (Position){i, 0, 0, 0, 0, 0};
         if (trainer_run_stage(&T, st)) {
             trainer_stop_requested(&T);
-            if (st->type == STAGE_EVAL || st->type == STAGE_TTA) trainer_save_resume(&T); /* it runs again */
+            if (st->type == STAGE_EVAL || st->type == STAGE_TTA || st->type == STAGE_INTERPRET)
+                trainer_save_resume(&T); /* it runs again */
             break;
         }
         T.resuming = 0;
