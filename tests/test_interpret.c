@@ -263,7 +263,7 @@ static void test_rows_map_past_a_bad_image(void **state) {
     char err[1024];
     assert_int_equal(demo_data_write(in_dir("bad"), 2, 2, SIDE, 4, err, sizeof err), 0);
     spit(in_dir("bad/val/checker/9.jpg"), "not a jpeg", 10); /* sorts after 0.jpg and 1.jpg */
-    DatasetSpec spec = {DATA_FOLDER, in_dir("bad"), "train", "val", NULL, NULL, 0, 0, 1};
+    DatasetSpec spec = {DATA_FOLDER, in_dir("bad"), "train", "val", NULL, NULL, 0, 0, 1, NULL};
     Dataset d;
     assert_int_equal(dataset_open(&spec, 1, &d, err, sizeof err), 0);
     assert_int_equal(d.nvalid, 2 * CLASSES + 1);
