@@ -117,7 +117,7 @@ static int fixres(Trainer *T, const StageConfig *st) {
 }
 
 /* Runs one stage; returns 1 when the run was asked to stop inside it (a resume checkpoint says
- * where), else 0 once its checkpoint (training stages) is written. */
+ * where), else 0 once its checkpoint (training stages, with save = stages) is written. */
 int trainer_run_stage(Trainer *T, const StageConfig *st) {
     FitPhase ph[2];
     int nph = stage_fit_phases(st, ph);
@@ -155,6 +155,8 @@ int trainer_run_stage(Trainer *T, const StageConfig *st) {
     default: die("stage %s: unknown stage type %d", st->name, (int)st->type);
     }
     if (stopped) return 1;
-    if (st->type != STAGE_EVAL && st->type != STAGE_TTA) trainer_save_checkpoint(T, st->name, st->name);
+    /* a training stage's own weights: [run] save = stages */
+    if (st->type != STAGE_EVAL && st->type != STAGE_TTA && T->cfg->save == SAVE_STAGES)
+        trainer_save_checkpoint(T, st->name, st->name, NULL);
     return 0;
 }
