@@ -360,6 +360,8 @@ static void gp_step_plots(FILE *f, const Steps *t) {
     fputs("set multiplot layout 1,2 title 'schedule per training step'\nset xlabel 'step (over all stages)'\n", f);
     for (int k = 0; k < 2; k++) {
         gp_clear(f);
+        fputs("set xtics autofreq\n", f); /* not the epoch plots' whole epochs */
+        gp_range(f, "x", &t->step, NULL, 0, 1, -INFINITY, INFINITY);
         gp_range(f, "y", k ? &t->mom : &t->lr, NULL, 0.08, k ? 0.01 : 1e-9, 0, INFINITY);
         for (int i = 0; i <= t->stage_step.n; i++) {
             double x = i ? t->stage_step.v[i - 1] : t->step.v[0];
