@@ -169,6 +169,56 @@ static int metrics_read(const char *path, Metrics *m) {
     return 1;
 }
 
+/* steps.csv (step,stage,epoch,stage_epoch,batch,lr,momentum,loss): the schedule per step, thinned
+ * to at most STEP_POINTS rows (the curves are smooth); stage starts from every row. */
+#define STEP_POINTS 20000
+typedef struct {
+    Column step, lr, mom;
+    Column stage_step;      /* the first step of each stage after the first */
+    char **stage_name;      /* every stage's name, stage_step.n + 1 of them */
+} Steps;
+
+static void steps_free(Steps *t) {
+    for (int i = 0; i <= t->stage_step.n && t->stage_name; i++) free(t->stage_name[i]);
+    free(t->stage_name);
+    free(t->step.v), free(t->lr.v), free(t->mom.v), free(t->stage_step.v);
+    memset(t, 0, sizeof *t);
+}
+
+/* 1 when read with rows, 0 when absent or empty, -1 (a line printed) when not a steps table. */
+static int steps_read(const char *path, Steps *t) {
+    memset(t, 0, sizeof *t);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[1024], *fld[9], prev[256] = "";
+    if (!read_line(f, line, sizeof line) || strncmp(line, "step,stage,epoch,stage_epoch,batch,lr,momentum,", 47)) {
+        printf("plots: %s: not a step table (header step,stage,epoch,...); lr.png left out\n", path);
+        fclose(f);
+        return -1;
+    }
+    long rows = 0;
+    while (read_line(f, line, sizeof line)) rows++;
+    long every = rows / STEP_POINTS + 1, k = 0;
+    rewind(f);
+    read_line(f, line, sizeof line);
+    while (read_line(f, line, sizeof line)) {
+        if (split_csv(line, fld, 9) < 8) continue;
+        if (strcmp(fld[1], prev)) {
+            if (*prev) col_push(&t->stage_step, field_num(fld[0]));
+            t->stage_name = xrealloc(t->stage_name, (size_t)(t->stage_step.n + 1) * sizeof *t->stage_name);
+            size_t len = strlen(fld[1]);
+            t->stage_name[t->stage_step.n] = memcpy(xmalloc(len + 1), fld[1], len + 1);
+            snprintf(prev, sizeof prev, "%s", fld[1]);
+        }
+        if (k++ % every) continue;
+        col_push(&t->step, field_num(fld[0]));
+        col_push(&t->lr, field_num(fld[5]));
+        col_push(&t->mom, field_num(fld[6]));
+    }
+    fclose(f);
+    return t->step.n > 0;
+}
+
 /* ------------------------------------------------------------------------- writing the script */
 
 /* A gnuplot single-quoted string: no escapes inside except '' for a quote. Control characters
@@ -300,6 +350,32 @@ static void gp_epoch_plots(FILE *f, const Metrics *m) {
           f);
 }
 
+/* lr.png: fastai's recorder.plot_sched, the learning rate (of the last parameter group, the head)
+ * and Adam's beta1 per training step, side by side, stage starts dashed. */
+static void gp_step_plots(FILE *f, const Steps *t) {
+    const Column *cols[] = {&t->step, &t->lr, &t->mom};
+    gp_datablock(f, "steps", cols, 3);
+    gp_clear(f);
+    gp_output(f, "lr.png");
+    fputs("set multiplot layout 1,2 title 'schedule per training step'\nset xlabel 'step (over all stages)'\n", f);
+    for (int k = 0; k < 2; k++) {
+        gp_clear(f);
+        fputs("set xtics autofreq\n", f); /* not the epoch plots' whole epochs */
+        gp_range(f, "x", &t->step, NULL, 0, 1, -INFINITY, INFINITY);
+        gp_range(f, "y", k ? &t->mom : &t->lr, NULL, 0.08, k ? 0.01 : 1e-9, 0, INFINITY);
+        for (int i = 0; i <= t->stage_step.n; i++) {
+            double x = i ? t->stage_step.v[i - 1] : t->step.v[0];
+            if (i) fprintf(f, "set arrow from %.8g, graph 0 to %.8g, graph 1 nohead dashtype 2 linecolor 'gray50'\n", x, x);
+            fputs("set label ", f);
+            gp_quote(f, t->stage_name[i]);
+            fprintf(f, " at %.8g, graph 0.96 left offset character 0.4, 0 textcolor 'gray30'\n", x);
+        }
+        fprintf(f, "set title '%s'\nset ylabel '%s'\nplot $steps using 1:%d with lines linewidth 2 notitle\n",
+                k ? "momentum (Adam beta1)" : "learning rate", k ? "beta1" : "lr", k ? 3 : 2);
+    }
+    fputs("unset multiplot\n", f);
+}
+
 static void gp_eval_plot(FILE *f, const EvalTable *t, const char *block, const char *png, const char *title) {
     const Column *cols[] = {&t->size, &t->loss, &t->acc, &t->tta_acc};
     gp_datablock(f, block, cols, 4);
@@ -421,6 +497,15 @@ int plot_run(const char *run_dir) {
             snprintf(drawn, sizeof drawn, "loss.png accuracy.png size.png");
             nplots += 3;
         }
+        snprintf(path, sizeof path, "%s/steps.csv", run_dir);
+        Steps steps;
+        if (steps_read(path, &steps) > 0 && png_target_ok(run_dir, "lr.png")) {
+            gp_step_plots(f, &steps);
+            size_t used = strlen(drawn);
+            snprintf(drawn + used, sizeof drawn - used, "%slr.png", used ? " " : "");
+            nplots++;
+        }
+        steps_free(&steps);
         for (int i = 0; i < nnames; i++) {
             const char *name = names[i]->d_name;
             snprintf(path, sizeof path, "%s/%s", run_dir, name);

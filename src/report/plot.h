@@ -15,7 +15,8 @@
 const char *plot_gnuplot_path(void);
 
 /* From run_dir/metrics.csv: loss.png (train and valid loss per epoch), accuracy.png (per epoch,
- * with any TTA results as points), size.png (image side per epoch: the schedule); and for every
+ * with any TTA results as points), size.png (image side per epoch: the schedule); from
+ * run_dir/steps.csv, lr.png (learning rate and momentum per step, fastai's plot_sched); and for every
  * run_dir/eval-<name>.csv: eval-<name>.png (accuracy vs test size). Script: plots.gp.
  * Returns 0 when drawn, when gnuplot is absent (one line says plots were skipped and why) and when
  * there is nothing to plot; -1 when the folder cannot be read or written or gnuplot failed (a

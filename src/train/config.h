@@ -61,6 +61,8 @@ typedef struct StageConfig {
 enum { FREEZE_KEEP, FREEZE_YES, FREEZE_NO };
 enum { LOSS_SCALE_AUTO, LOSS_SCALE_DYNAMIC, LOSS_SCALE_OFF };
 enum { AUGMENT_AUTO, AUGMENT_HOST, AUGMENT_DEVICE };
+enum { SAVE_STAGES, SAVE_FINAL, SAVE_BEST, SAVE_NONE };     /* [run] save */
+enum { MONITOR_VALID_LOSS, MONITOR_ACCURACY };                /* [run] monitor */
 enum { PRETRAINED_HEAD_AUTO, PRETRAINED_HEAD_KEEP, PRETRAINED_HEAD_NEW }; /* [model] pretrained_head */
 
 typedef struct {
@@ -83,6 +85,9 @@ typedef struct {
     int force;                 /* not a key: the command line's --force (replace an existing run folder) */
     int threads;               /* loader threads; 0 = cores */
     int stop_after;            /* training steps of this process before stopping as Ctrl-C does; 0 = never */
+    int save;                  /* SAVE_*: the model files a run keeps (resume.safetensors always) */
+    int monitor;               /* MONITOR_*: the value best.safetensors and early stopping follow */
+    int early_stop_patience;   /* stop a fit after this many epochs without improvement; 0 = never */
     StageConfig *stages;
     int nstages;
     char storage[8][512];      /* backing store for the data strings */

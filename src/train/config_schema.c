@@ -29,6 +29,8 @@ static const Choice precisions[] = {{"fp32", DT_F32}, {"fp16", DT_F16}, {"bf16",
 static const Choice resize_modes[] = {{"resize", 0}, {"crop", 1}, {NULL, 0}};
 static const Choice trainables[] = {{"head", 0}, {"head,final_bn", 1}, {NULL, 0}};
 static const Choice pretrained_heads[] = {{"auto", PRETRAINED_HEAD_AUTO}, {"keep", PRETRAINED_HEAD_KEEP}, {"new", PRETRAINED_HEAD_NEW}, {NULL, 0}};
+static const Choice saves[] = {{"stages", SAVE_STAGES}, {"final", SAVE_FINAL}, {"best", SAVE_BEST}, {"none", SAVE_NONE}, {NULL, 0}};
+static const Choice monitors[] = {{"valid_loss", MONITOR_VALID_LOSS}, {"accuracy", MONITOR_ACCURACY}, {NULL, 0}};
 static const Choice freezes[] = {{"keep", FREEZE_KEEP}, {"yes", FREEZE_YES}, {"no", FREEZE_NO}, {NULL, 0}};
 
 #define CYCLE (BIT(STAGE_FIT_ONE_CYCLE) | BIT(STAGE_FINE_TUNE) | BIT(STAGE_PROGRESSIVE))
@@ -121,6 +123,18 @@ const Key config_keys[] = {
     {.sec = SEC_RUN, .name = "stop_after", .type = T_INT, CF(stop_after), RANGE(0, 2000000000), .def = "0",
      .help = "stop as Ctrl-C does (resume checkpoint, clean exit) after this many training steps of this "
              "process; 0 = never. For time-boxed runs: ./train --resume RUN goes on"},
+    {.sec = SEC_RUN, .name = "save", ENUM(saves), CF(save), .def = "stages",
+     .help = "model files kept, each a PyTorch state dict (weights and batch-norm statistics): stages = every "
+             "training stage's NAME.safetensors and final.safetensors; final = final.safetensors only; best = "
+             "final.safetensors and best.safetensors, the weights of the epoch with the best monitor value over the "
+             "whole run (fastai's SaveModelCallback); none = no model file. resume.safetensors (weights and Adam "
+             "state, for --resume) is always kept; no other file holds the Adam state"},
+    {.sec = SEC_RUN, .name = "monitor", ENUM(monitors), CF(monitor), .def = "valid_loss",
+     .help = "the value save = best and early_stop_patience follow: valid_loss (lower is better) or accuracy "
+             "(higher); an epoch improves only on a strictly better value (fastai's min_delta 0)"},
+    {.sec = SEC_RUN, .name = "early_stop_patience", .type = T_INT, CF(early_stop_patience), RANGE(0, 100000), .def = "0",
+     .help = "fastai's EarlyStoppingCallback: end a fit (a stage, or a part of fine_tune) once monitor has not "
+             "improved for this many epochs; the next stage still runs; 0 = never"},
     /* [stage NAME] */
     {.sec = SEC_STAGE, .name = "type", ENUM(config_stage_types), SF(type), .flags = K_REQ,
      .help = "fit_one_cycle, fine_tune (fastai's), fit (constant lr, PyTorch's AdamW), progressive (Composer's "

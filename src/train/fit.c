@@ -72,10 +72,19 @@ static const char *param_at(const Model *m, uint64_t i) {
     return "?";
 }
 
+/* What steps.csv says of a step, kept from its queueing until its report comes (one step late at
+ * most: two slots, by the fit's step index). */
+typedef struct {
+    long run_step;
+    int epoch, stage_epoch, batch;
+    float lr, mom;
+} StepNote;
+
 /* A step's report (step.h): a bad step stops the run, naming the step (without dynamic loss scaling
  * it is read back one step late: the device never waits for the host between steps), an
  * overflow the scaler skipped is said; a good or skipped step's loss adds to the epoch's sum. */
-static void take_report(Trainer *T, const StageConfig *st, const StepReport *r, double *sum, long *seen) {
+static void take_report(Trainer *T, const StageConfig *st, const StepReport *r, const StepNote notes[2], double *sum,
+                        long *seen) {
     if (!r->valid) return;
     char where[1400];
     if (!isfinite(r->loss))
@@ -94,6 +103,10 @@ static void take_report(Trainer *T, const StageConfig *st, const StepReport *r, 
             (unsigned long long)r->bad, (double)r->scale, (double)T->scaler.scale);
     *sum += (double)r->loss * r->n;
     *seen += r->n;
+    const StepNote *s = &notes[r->index & 1];
+    if (T->steps_csv)
+        fprintf(T->steps_csv, "%ld,%s,%d,%d,%d,%.9g,%.9g,%.6f\n", s->run_step, st->name, s->epoch, s->stage_epoch, s->batch,
+                (double)s->lr, (double)s->mom, (double)r->loss);
 }
 
 Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int train, int on_device) {
@@ -179,6 +192,7 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
         T->resuming = 0;
         trainer_say(T, "stage %s: resuming at epoch %d, batch %d\n", st->name, start.epoch, start.batch);
     } else {
+        trainer_fit_tracking_reset(T);
         if (T->bad_images && loader_mark_bad(train, T->bad_images)) die("%s/resume.safetensors: malformed bad_images list", T->run_dir);
         trainer_say(T, "stage %s: %s, %d epoch%s of %d batch%s of %d at %dpx%s\n", st->name, label, epochs, epochs == 1 ? "" : "s",
             per_epoch, per_epoch == 1 ? "" : "es", st->batch,
@@ -188,7 +202,9 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
     /* mixup and progressive crops draw from a stream per batch, so a resumed run draws the same */
     Rng mix_base = rng_split(&T->root, 100), crop_base = rng_split(&T->root, 200);
     int stopped = 0;
-    for (int e = start.epoch; e < epochs && !stopped; e++) {
+    StepNote notes[2] = {{0}};
+    /* early stopping ends the fit at an epoch's end (a run resumed after it ends it at once) */
+    for (int e = start.epoch; e < epochs && !stopped && !trainer_fit_should_stop(T); e++) {
         int first = e == start.epoch;
         double t0 = now_seconds(), sum = first ? start.loss_sum : 0;
         long seen = first ? start.seen : 0;
@@ -219,9 +235,11 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
             a.dropout_seed = rng_hash(T->cfg->seed ^ 0x44524f50ULL, batch_id);
             a.poison_input = T->steps + 1 == T->nan_step;
             a.poison_grad = T->steps + 1 == T->inf_grad_step;
+            notes[step & 1] = (StepNote){T->run_steps, T->epoch, e, b->index, a.hyper.lr, a.hyper.beta1};
             StepReport r = step_run(T->step, &a);
-            take_report(T, st, &r, &sum, &seen);
+            take_report(T, st, &r, notes, &sum, &seen);
             T->steps++;
+            T->run_steps++;
             if (isatty(STDOUT_FILENO)) {
                 double dt = now_seconds() - t0;
                 int done = b->index + 1;
@@ -231,14 +249,14 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
             }
             if (trainer_stop_requested(T)) {
                 StepReport last = step_finish(T->step);
-                take_report(T, st, &last, &sum, &seen);
+                take_report(T, st, &last, notes, &sum, &seen);
                 T->at = (Position){T->at.stage, phase, e, b->index + 1, sum, seen};
                 stopped = 1;
                 break;
             }
         }
         StepReport last = step_finish(T->step); /* the epoch's last step, before its validation and checkpoint */
-        take_report(T, st, &last, &sum, &seen);
+        take_report(T, st, &last, notes, &sum, &seen);
         if (isatty(STDOUT_FILENO)) printf("\r%80s\r", "");
         if (stopped) break;
         EvalResult v = trainer_evaluate(T, valid, T->epoch, st->label_smoothing);
@@ -263,6 +281,7 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
                 last_side);
         T->epoch++;
         T->at = (Position){T->at.stage, phase, e + 1, 0, 0, 0};
+        trainer_after_epoch(T, st, v.loss, acc);
         trainer_save_resume(T);
     }
     if (stopped) trainer_save_resume(T);

@@ -47,6 +47,7 @@ HostState trainer_host_state_new(const Model *m) {
     return h;
 }
 
+/* The model's state on the host (weights, statistics, Adam moments). */
 static HostState host_state(const Trainer *T) {
     HostState h = trainer_host_state_new(T->model);
     model_get_weights(T->model, h.params, h.stats);
@@ -61,11 +62,13 @@ void trainer_host_state_free(HostState *h) {
     free(h->adam_v);
 }
 
-/* A stage's (or the final) checkpoint: a plain PyTorch state dict plus its training state. */
-void trainer_save_checkpoint(Trainer *T, const char *name, const char *stage) {
+/* RUN/NAME.safetensors: the weights and statistics, a plain PyTorch state dict, with the metadata
+ * `eval` and `pretrained` read; extra: more metadata pairs, NULL-terminated, or NULL. The Adam
+ * moments are not kept beside it ([run] save): resume.safetensors holds the run's latest. */
+void trainer_save_checkpoint(Trainer *T, const char *name, const char *stage, const char *const *extra) {
     Model *m = T->model;
     HostState h = host_state(T);
-    char id[CKPT_ID_CHARS + 1], epoch[16], step[16], path[1200], train_path[1300], err[1024];
+    char id[CKPT_ID_CHARS + 1], epoch[16], step[16], path[1200], err[1024];
     ckpt_new_id(id);
     snprintf(epoch, sizeof epoch, "%d", T->epoch);
     snprintf(step, sizeof step, "%d", T->opt->step);
@@ -75,21 +78,20 @@ void trainer_save_checkpoint(Trainer *T, const char *name, const char *stage) {
     char pct[32], seed[32];
     snprintf(pct, sizeof pct, "%.9g", (double)ds->valid_pct);
     snprintf(seed, sizeof seed, "%" PRIu64, ds->seed);
-    int csv = ds->format == DATA_CSV;
     /* class_labels: the label map's display names, beside class_names (which eval and resume compare) */
     char *labels = T->data.labels ? trainer_class_list(&(Dataset){.classes = T->data.labels, .nclasses = T->data.nclasses}) : NULL;
-    const char *meta[20] = {CKPT_ID_KEY, id, "class_names", classes, "stage", stage, "epochs_done", epoch, "adam_step", step,
+    const char *meta[40] = {CKPT_ID_KEY, id, "class_names", classes, "stage", stage, "epochs_done", epoch, "adam_step", step,
                             "data", T->data_fp};
-    int k = 12;
-    if (labels) meta[k++] = "class_labels", meta[k++] = labels;
-    if (csv) meta[k++] = "valid_pct", meta[k++] = pct, meta[k++] = "split_seed", meta[k++] = seed; /* folder: no split keys */
-    meta[k] = NULL;
+    int n = 12;
+    if (labels) meta[n++] = "class_labels", meta[n++] = labels;
+    if (ds->format == DATA_CSV) { /* a folder data set has its split in its folders */
+        const char *split[] = {"valid_pct", pct, "split_seed", seed};
+        for (int i = 0; i < 4; i++) meta[n++] = split[i];
+    }
+    for (int i = 0; extra && extra[i] && n < 38; i++) meta[n++] = extra[i];
+    meta[n] = NULL;
     snprintf(path, sizeof path, "%s/%s.safetensors", T->run_dir, name);
-    if (ckpt_train_path(path, train_path, sizeof train_path)) die("checkpoint path too long: %s", path);
-    /* the training state first: a crash between the two leaves ids that do not match */
-    if (ckpt_save_train(train_path, m, h.adam_m, h.adam_v, meta, err, sizeof err) ||
-        ckpt_save(path, m, h.params, h.stats, meta, err, sizeof err))
-        die("%s", err);
+    if (ckpt_save(path, m, h.params, h.stats, meta, err, sizeof err)) die("%s", err);
     trainer_say(T, "checkpoint: %s\n", path);
     free(classes);
     free(labels);
@@ -116,10 +118,14 @@ typedef struct {
     int stage_index, phase, stage_epoch, batch, epochs_done, adam_step, frozen, good_steps;
     long seen, metrics_bytes;
     double loss_sum, loss_scale;
+    /* [run] monitor: best_epoch + 1 (0: none yet), the values as %a ("inf" when none) */
+    int best_epoch_plus1, fit_wait;
+    double best_value, fit_best;
+    long run_steps, steps_bytes;
 } ResumeMeta;
 
 typedef enum { RM_STR, RM_INT, RM_LONG, RM_HEX } ResumeType; /* RM_HEX: a double as %a, exact */
-enum { RM_OPTIONAL = 1 }; /* absent from older checkpoints (runs without loss scaling, bad images) */
+enum { RM_OPTIONAL = 1 }; /* absent from older checkpoints (runs without loss scaling, bad images, monitor, steps.csv) */
 
 static const struct {
     const char *key;
@@ -145,6 +151,12 @@ static const struct {
     {"good_steps", offsetof(ResumeMeta, good_steps), RM_INT, RM_OPTIONAL},
     {"data", offsetof(ResumeMeta, data), RM_STR, 0},
     {"metrics_hash", offsetof(ResumeMeta, metrics_hash), RM_STR, 0},
+    {"best_value", offsetof(ResumeMeta, best_value), RM_HEX, RM_OPTIONAL},
+    {"best_epoch_plus1", offsetof(ResumeMeta, best_epoch_plus1), RM_INT, RM_OPTIONAL},
+    {"fit_best", offsetof(ResumeMeta, fit_best), RM_HEX, RM_OPTIONAL},
+    {"fit_wait", offsetof(ResumeMeta, fit_wait), RM_INT, RM_OPTIONAL},
+    {"run_steps", offsetof(ResumeMeta, run_steps), RM_LONG, RM_OPTIONAL},
+    {"steps_bytes", offsetof(ResumeMeta, steps_bytes), RM_LONG, RM_OPTIONAL},
 };
 #define N_RESUME_ROWS (int)(sizeof resume_rows / sizeof resume_rows[0])
 
@@ -214,7 +226,11 @@ void trainer_save_resume(Trainer *T) {
     const Position *p = &T->at;
     char path[1200], err[1024];
     fflush(T->metrics);
-    long metrics_len = ftell(T->metrics);
+    long metrics_len = ftell(T->metrics), steps_len = 0;
+    if (T->steps_csv) {
+        fflush(T->steps_csv);
+        steps_len = ftell(T->steps_csv);
+    }
     char mhash[24];
     snprintf(mhash, sizeof mhash, "%016" PRIx64, metrics_hash(T->run_dir, metrics_len));
     /* Mid-epoch, the epoch's order was drawn without the bad images known when it began. */
@@ -240,6 +256,12 @@ void trainer_save_resume(Trainer *T) {
         .metrics_bytes = metrics_len,
         .loss_sum = p->loss_sum,
         .loss_scale = (double)T->scaler.scale,
+        .best_epoch_plus1 = T->best_epoch + 1,
+        .fit_wait = T->fit_wait,
+        .best_value = T->best_value,
+        .fit_best = T->fit_best,
+        .run_steps = T->run_steps,
+        .steps_bytes = steps_len,
     };
     char text[N_RESUME_ROWS][40];
     const char *meta[2 * N_RESUME_ROWS + 1];
@@ -282,6 +304,19 @@ void trainer_load_resume(Trainer *T) {
     }
     T->frozen = r.frozen != 0;
     trainer_set_trainable(T);
+    /* the monitor's record (a checkpoint of an older ./train has none: the run starts tracking anew) */
+    T->best_value = T->fit_best = trainer_monitor_none(T);
+    T->best_epoch = -1;
+    if (present >> resume_row("best_value") & 1 && present >> resume_row("best_epoch_plus1") & 1) {
+        T->best_value = r.best_value;
+        T->best_epoch = r.best_epoch_plus1 - 1;
+    }
+    if (present >> resume_row("fit_best") & 1 && present >> resume_row("fit_wait") & 1) {
+        T->fit_best = r.fit_best;
+        T->fit_wait = r.fit_wait;
+    }
+    T->run_steps = r.run_steps;
+    long steps_bytes = present >> resume_row("steps_bytes") & 1 ? r.steps_bytes : -1;
     T->from_bad[0] = xstrdup(r.bad_images_at_epoch_start ? r.bad_images_at_epoch_start : "");
     T->from_bad[1] = xstrdup(r.bad_images ? r.bad_images : "");
     T->bad_images = xstrdup(T->from_bad[1]);
@@ -296,6 +331,10 @@ void trainer_load_resume(Trainer *T) {
     /* metrics.csv rows written after the checkpoint (a crash) come again */
     snprintf(path, sizeof path, "%s/metrics.csv", T->run_dir);
     if (truncate(path, (off_t)metrics_bytes)) die("cannot truncate %s for the resumed run: %s", path, strerror(errno));
+    /* and steps.csv's rows of steps after it (absent: a run of an older ./train, or removed by hand) */
+    snprintf(path, sizeof path, "%s/steps.csv", T->run_dir);
+    if (steps_bytes >= 0 && truncate(path, (off_t)steps_bytes) && errno != ENOENT)
+        die("cannot truncate %s for the resumed run: %s", path, strerror(errno));
 }
 
 /* --resume, before anything is read or written in the folder: it must be a run folder, and the

@@ -23,7 +23,8 @@ char *run_config_text(const Config *cfg) {
 /* The files a run of cfg writes in its folder (the mark itself and the lock aside). */
 static void run_files(const Config *cfg, StrList *l) {
     static const char *const fixed[] = {"config.ini", "log.txt", "metrics.csv", "resume.safetensors", "final.safetensors",
-                                        "final.train.safetensors", "plots.gp", "loss.png", "accuracy.png", "size.png"};
+                                        "final.train.safetensors", "plots.gp", "loss.png", "accuracy.png", "size.png",
+                                        "best.safetensors", "steps.csv", "lr.png"};
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) strlist_add(l, "%s", fixed[i]);
     for (int i = 0; i < cfg->nstages; i++) {
         const char *name = cfg->stages[i].name;

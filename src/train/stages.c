@@ -148,7 +148,7 @@ static int fixres(Trainer *T, const StageConfig *st) {
 }
 
 /* Runs one stage; returns 1 when the run was asked to stop inside it (a resume checkpoint says
- * where), else 0 once its checkpoint (training stages) is written. */
+ * where), else 0 once its checkpoint (training stages, with save = stages) is written. */
 int trainer_run_stage(Trainer *T, const StageConfig *st) {
     /* it leaves the model, the optimizer and the group lrs as it found them, and writes no checkpoint */
     if (st->type == STAGE_LR_FIND) return trainer_lr_find_stage(T, st);
@@ -189,6 +189,8 @@ int trainer_run_stage(Trainer *T, const StageConfig *st) {
     default: die("stage %s: unknown stage type %d", st->name, (int)st->type);
     }
     if (stopped) return 1;
-    if (st->type != STAGE_EVAL && st->type != STAGE_TTA && st->type != STAGE_INTERPRET) trainer_save_checkpoint(T, st->name, st->name);
+    /* a training stage's own weights: [run] save = stages */
+    if (st->type != STAGE_EVAL && st->type != STAGE_TTA && st->type != STAGE_INTERPRET && T->cfg->save == SAVE_STAGES)
+        trainer_save_checkpoint(T, st->name, st->name, NULL);
     return 0;
 }

@@ -56,6 +56,9 @@ static void largest_shape(const Config *cfg, int *batch, int *side) {
 int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t run_dir_len) {
     Trainer T = {0};
     T.cfg = cfg;
+    double started = now_seconds();
+    T.best_value = T.fit_best = trainer_monitor_none(&T);
+    T.best_epoch = -1;
     trainer_stop_signal = 0;
     const char *inject = getenv("CNNTRAIN_INJECT_NAN");
     if (inject) {
@@ -137,9 +140,14 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     T.log = fopen(path, resume_dir ? "a" : "w");
     snprintf(path, sizeof path, "%s/metrics.csv", T.run_dir);
     T.metrics = fopen(path, from_checkpoint ? "a" : "w");
-    if (!T.log || !T.metrics) die("cannot write in %s: %s", T.run_dir, strerror(errno));
+    snprintf(path, sizeof path, "%s/steps.csv", T.run_dir);
+    T.steps_csv = fopen(path, from_checkpoint ? "a" : "w");
+    if (!T.log || !T.metrics || !T.steps_csv) die("cannot write in %s: %s", T.run_dir, strerror(errno));
     fseek(T.metrics, 0, SEEK_END); /* ftell of an append stream is the end only after a write */
+    fseek(T.steps_csv, 0, SEEK_END);
     if (!from_checkpoint) fprintf(T.metrics, "stage,epoch,stage_epoch,train_loss,valid_loss,accuracy,seconds,size\n");
+    /* a row per training step, as its report gives it (one step late without loss scaling) */
+    if (!ftell(T.steps_csv)) fprintf(T.steps_csv, "step,stage,epoch,stage_epoch,batch,lr,momentum,loss\n");
 
     trainer_say(&T, "cnntrain: %s%s, %s (%d classes) on %s in %s; %d train / %d valid images; run folder %s\n",
         from_checkpoint ? "resuming " : "", cfg->path, cfg->arch, classes, T.be->ops->name, dtype_name(T.be->compute),
@@ -162,8 +170,8 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     /* A run killed after its last resume checkpoint but before final.safetensors was written has
      * finished training: the resumed process writes that file from the checkpoint's weights. */
     snprintf(path, sizeof path, "%s/final.safetensors", T.run_dir);
-    int write_final = start < cfg->nstages || access(path, F_OK);
-    if (start >= cfg->nstages) trainer_say(&T, "the run had finished: %s\n", write_final ? "writing its final checkpoint" : "nothing to resume");
+    int finishing = start < cfg->nstages, write_final = cfg->save != SAVE_NONE && (finishing || access(path, F_OK));
+    if (!finishing) trainer_say(&T, "the run had finished: %s\n", write_final ? "writing its final checkpoint" : "nothing to resume");
     for (int i = start; i < cfg->nstages && !T.stopped; i++) {
         const StageConfig *st = &cfg->stages[i];
         if (!T.resuming) T.at = (Position){i, 0, 0, 0, 0, 0};
@@ -190,8 +198,11 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
             cfg->stages[p->stage].name, p->epoch, p->batch, T.run_dir);
         rc = T.stopped > 0 ? 128 + T.stopped : TRAIN_STOPPED;
     } else if (write_final) {
-        trainer_save_checkpoint(&T, "final", "final");
+        trainer_save_checkpoint(&T, "final", "final", NULL);
     }
+    fclose(T.steps_csv);
+    if (!T.stopped && (finishing || write_final)) plot_run(T.run_dir);
+    if (!T.stopped && finishing) trainer_print_summary(&T, now_seconds() - started);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     sigaction(SIGXFSZ, &old_xfsz, NULL);
@@ -199,7 +210,6 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     fclose(T.log);
     fclose(T.metrics);
     close(lock);
-    if (!T.stopped && write_final) plot_run(T.run_dir);
     step_free(T.step);
     optim_free(T.opt);
     free(T.from_bad[0]);

@@ -61,6 +61,13 @@ typedef struct {
     int frozen;             /* fastai's freeze(): only the last parameter group and the batch norms train */
     int stopped;            /* why the run stopped early: a signal number, or -1 for stop_after */
     char data_fp[DATA_FP_CHARS]; /* the data set's fingerprint (run_record.h), in every checkpoint */
+    /* [run] monitor (best.h): the run's best value and its epoch (T->epoch numbering; best_epoch -1:
+     * none yet), and the running fit's best and epochs since it improved (early stopping, per fit
+     * as fastai's trackers reset at each fit); all in the resume checkpoint */
+    double best_value, fit_best;
+    int best_epoch, fit_wait;
+    long run_steps;         /* training steps over the whole run (resumes included): steps.csv's step */
+    FILE *steps_csv;        /* RUN/steps.csv: a row per step, as its report comes */
 } Trainer;
 
 
@@ -90,7 +97,7 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
 char *trainer_class_list(const Dataset *d);
 HostState trainer_host_state_new(const Model *m);
 void trainer_host_state_free(HostState *h);
-void trainer_save_checkpoint(Trainer *T, const char *name, const char *stage);
+void trainer_save_checkpoint(Trainer *T, const char *name, const char *stage, const char *const *extra);
 void trainer_save_resume(Trainer *T);
 void trainer_load_resume(Trainer *T);
 void trainer_check_resume_config(const Config *cfg, const char *run_dir);
@@ -101,6 +108,12 @@ int trainer_run_stage(Trainer *T, const StageConfig *st);
 
 /* lr_find.c: an lr_find stage (lr_find.h); 1 when a stop signal interrupted it (it runs again) */
 int trainer_lr_find_stage(Trainer *T, const StageConfig *st);
+/* best.c: [run] monitor, save = best and early_stop_patience; the end-of-run summary */
+double trainer_monitor_none(const Trainer *T);
+void trainer_fit_tracking_reset(Trainer *T);
+int trainer_after_epoch(Trainer *T, const StageConfig *st, double valid_loss, double accuracy);
+int trainer_fit_should_stop(const Trainer *T);
+void trainer_print_summary(Trainer *T, double seconds);
 
 /* run_folder.c */
 int trainer_lock_run_folder(const char *run_dir);
