@@ -911,6 +911,50 @@ static void test_ctrl_c_checkpoints_and_resumes(void **state) {
     remove_tree(root);
 }
 
+/* Drops every line equal to one of `lines` from the file at path. */
+static void drop_lines(const char *path, const char *const *lines, int n) {
+    size_t len;
+    unsigned char *text = slurp(path, &len);
+    char *out = xcalloc(len + 1, 1), *o = out;
+    for (char *p = (char *)text, *end; p < (char *)text + len; p = end) {
+        end = memchr(p, '\n', (size_t)((char *)text + len - p));
+        end = end ? end + 1 : (char *)text + len;
+        int drop = 0;
+        for (int k = 0; k < n; k++) drop |= (size_t)(end - p) == strlen(lines[k]) + 1 && !memcmp(p, lines[k], strlen(lines[k]));
+        if (!drop) memcpy(o, p, (size_t)(end - p)), o += end - p;
+    }
+    spit(path, out, (size_t)(o - out));
+    free(out);
+    free(text);
+}
+
+/* A run folder of an older ./train records its config without the keys added since; --resume
+ * reads that record through today's schema (new keys at their defaults) and goes on. */
+static void test_resume_a_run_of_an_older_build(void **state) {
+    (void)state;
+    char root[] = "/tmp/cnn_train_XXXXXX", path[1200], run_dir[1024], err[1024];
+    assert_non_null(mkdtemp(root));
+    snprintf(path, sizeof path, "%s/data", root);
+    if (demo_data_write(path, 4, 2, 24, 3, err, sizeof err)) fail_msg("%s", err);
+    snprintf(path, sizeof path, "%s/run.ini", root);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "[data]\npath = %s/data\n[model]\narch = xresnet_tiny\n[run]\ndevice = cpu\nout_dir = %s/runs\n"
+               "stop_after = 2\n[stage a]\ntype = fit_one_cycle\nepochs = 1\nsize = 16\nbatch = 8\n", root, root);
+    fclose(f);
+    assert_int_equal(run_with(path, run_dir, sizeof run_dir, NULL), TRAIN_STOPPED);
+    const char *added[] = {"save = stages", "monitor = valid_loss", "early_stop_patience = 0"};
+    char mark[1300], ini[1300];
+    snprintf(mark, sizeof mark, "%s/cnntrain-run", run_dir);
+    snprintf(ini, sizeof ini, "%s/config.ini", run_dir);
+    drop_lines(mark, added, 3);
+    drop_lines(ini, added, 3);
+    assert_int_equal(run_with(NULL, run_dir, sizeof run_dir, "run.stop_after=0"), 0);
+    snprintf(path, sizeof path, "%s/final.safetensors", run_dir);
+    assert_true(file_size(path) > 0);
+    remove_tree(root);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_trains_and_writes_a_run_folder),
@@ -927,6 +971,7 @@ int main(void) {
         cmocka_unit_test(test_short_batches_are_dropped),
         cmocka_unit_test(test_batch_limits_and_first_epoch_nan),
         cmocka_unit_test(test_cuda_without_a_gpu_says_use_cpu),
+        cmocka_unit_test(test_resume_a_run_of_an_older_build),
     };
     /* CNNTRAIN_TEST=GLOB runs only the tests whose names match it (cmocka's filter: `*bad*`) */
     if (getenv("CNNTRAIN_TEST")) cmocka_set_test_filter(getenv("CNNTRAIN_TEST"));

@@ -337,6 +337,28 @@ void trainer_load_resume(Trainer *T) {
         die("cannot truncate %s for the resumed run: %s", path, strerror(errno));
 }
 
+/* A run started by an older ./train recorded its config without the keys added since: read through
+ * today's schema (those keys at their defaults, which is what the old build did), is it the config
+ * of now? The text goes through a temporary file outside the run folder. */
+static int same_after_new_defaults(const char *recorded, const char *now) {
+    char tmp[] = "/tmp/cnntrain-resume-XXXXXX.ini", err[1024], diff[1400];
+    int fd = mkstemps(tmp, 4);
+    if (fd < 0) return 0;
+    int ok = write_full(fd, recorded, strlen(recorded)) == 0;
+    close(fd);
+    Config old;
+    if (ok && !config_load(tmp, NULL, 0, &old, err, sizeof err)) {
+        char *text = run_config_text(&old);
+        ok = !config_text_diff(text, now, diff, sizeof diff);
+        free(text);
+        config_free(&old);
+    } else {
+        ok = 0;
+    }
+    unlink(tmp);
+    return ok;
+}
+
 /* --resume, before anything is read or written in the folder: it must be a run folder, and the
  * config (config.ini with any --set) must be the one the run started with, but RESUME_FREE_KEYS. */
 void trainer_check_resume_config(const Config *cfg, const char *run_dir) {
@@ -348,7 +370,7 @@ void trainer_check_resume_config(const Config *cfg, const char *run_dir) {
             "resumed, nothing written", run_dir, RUN_MARK, what);
     }
     char *now = run_config_text(cfg);
-    if (config_text_diff(mark.config, now, diff, sizeof diff))
+    if (config_text_diff(mark.config, now, diff, sizeof diff) && !same_after_new_defaults(mark.config, now))
         die("--resume %s: the config differs from the one the run started with: %s (config.ini edited, or a --set). A "
             "resume goes on with the same experiment: only %s may change; start a new run to change anything else",
             run_dir, diff, RESUME_FREE_KEYS);
