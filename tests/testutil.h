@@ -84,7 +84,8 @@ static inline const char *write_text(const char *name, const char *text) {
     return path;
 }
 
-/* The whole of path, in a malloc'd buffer one byte longer than *size. */
+/* The whole of path, in a malloc'd buffer one byte longer than *size, that byte 0: text files can
+ * be searched as strings. */
 static inline unsigned char *slurp(const char *path, size_t *size) {
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
@@ -93,6 +94,7 @@ static inline unsigned char *slurp(const char *path, size_t *size) {
     fseek(f, 0, SEEK_SET);
     unsigned char *b = xmalloc(*size + 1);
     assert_int_equal(fread(b, 1, *size, f), *size);
+    b[*size] = 0;
     fclose(f);
     return b;
 }
