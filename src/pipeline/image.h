@@ -66,6 +66,12 @@ int image_format_decoded(ImageFormat);
 int image_decode_file(const char *path, const JpegOptions *, Image *out, int *scale_out, char *err, size_t errlen);
 int image_decode_mem(const uint8_t *data, size_t size, const char *label, const JpegOptions *, Image *out,
                      int *scale_out, char *err, size_t errlen);
+/* The file reader both use: check sees the first bytes (up to 16) and the file's size and refuses
+ * (-1, with the message) before anything else is read; a file over max_file_bytes is refused from
+ * its size. *data (malloc'd, *size bytes) holds the whole file; 0, or -1 with the message. */
+typedef int (*ImageHeadCheck)(const uint8_t *head, size_t n, uint64_t size, const char *path, char *err, size_t errlen);
+int image_read_file(const char *path, const JpegOptions *, ImageHeadCheck check, uint8_t **data, size_t *size,
+                    char *err, size_t errlen);
 
 /* ---- PNG (png.c) and WebP (webp.c): from memory; image_decode_* read the file ---- */
 
