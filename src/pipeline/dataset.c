@@ -171,7 +171,7 @@ static int open_labels(const DatasetSpec *spec, Dataset *out, char *err, size_t 
     if (!path) return 0;
     LabelMap m;
     if (label_map_read(path, &m, err, errlen)) {
-        if (want) {
+        if (want && err && errlen) {
             size_t used = strlen(err);
             snprintf(err + used, errlen - used, " ([data] label_map = %s)", want);
         }

@@ -93,6 +93,23 @@ typedef struct {
     char last_stage[64], best_stage[64];
 } EpochRecord;
 
+/* A metrics.csv field as a number: 1, or 0 when it does not start with one (the header). */
+static int int_field(const char *s, int *v) {
+    char *end;
+    long x = strtol(s, &end, 10);
+    if (end == s) return 0;
+    *v = (int)x;
+    return 1;
+}
+
+static int double_field(const char *s, double *v) {
+    char *end;
+    double x = strtod(s, &end);
+    if (end == s) return 0;
+    *v = x;
+    return 1;
+}
+
 static void read_metrics(const Trainer *T, EpochRecord *r) {
     memset(r, 0, sizeof *r);
     r->best_acc = -1;
@@ -109,14 +126,15 @@ static void read_metrics(const Trainer *T, EpochRecord *r) {
         int n = 1;
         for (char *p = line; *p && n < 8; p++)
             if (*p == ',') *p = 0, c[n++] = p + 1;
-        if (n < 7 || sscanf(c[0], "%63s", stage) != 1 || sscanf(c[1], "%d", &epoch) != 1 || sscanf(c[2], "%15s", se) != 1 ||
-            sscanf(c[4], "%lf", &vl) != 1 || sscanf(c[5], "%lf", &acc) != 1)
+        if (n < 7 || !*c[0] || !*c[2] || !int_field(c[1], &epoch) || !double_field(c[4], &vl) || !double_field(c[5], &acc))
             continue; /* the header */
+        snprintf(stage, sizeof stage, "%.63s", c[0]);
+        snprintf(se, sizeof se, "%.15s", c[2]);
         if (!strcmp(se, "tta")) {
             r->tta = 1, r->tta_acc = acc;
             continue;
         }
-        sscanf(c[6], "%lf", &secs);
+        if (!double_field(c[6], &secs)) secs = 0;
         r->seconds += secs;
         r->epochs++;
         r->last_epoch = epoch, r->last_acc = acc;

@@ -196,8 +196,9 @@ static void starting_weights(Trainer *T, const char *from_ckpt) {
             if (ckpt_check_pair(from_ckpt, train_path, err, sizeof err) ||
                 ckpt_load_train(train_path, m, h.adam_m, h.adam_v, &meta, err, sizeof err))
                 die("%s (move it away to start from fresh Adam moments)", err);
-            const char *step = st_meta(&meta, "step");
-            optim_set_state(T->opt, h.adam_m, h.adam_v, step ? atoi(step) : 0);
+            const char *step = st_meta(&meta, "adam_step"); /* as trainer_save_checkpoint wrote it */
+            long steps = step ? strtol(step, NULL, 10) : 0;
+            optim_set_state(T->opt, h.adam_m, h.adam_v, steps > 0 && steps < INT32_MAX ? (int)steps : 0);
             st_close(&meta);
             printf("lr_find: weights from %s, Adam moments from %s\n", from_ckpt, train_path);
         } else {

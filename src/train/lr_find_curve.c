@@ -168,7 +168,7 @@ void python_float_repr(double x, char *buf, size_t len) {
     for (; *q && *q != 'e'; q++)
         if (*q != '.') digits[nd++] = *q;
     digits[nd] = 0;
-    int exp10 = atoi(q + 1);
+    int exp10 = (int)strtol(q + 1, NULL, 10);
     if (exp10 < -4 || exp10 >= 16) { /* repr's scientific form: 1e-05, 6.25e-07 */
         snprintf(buf, len, "%s%c%s%.*se%c%02d", neg ? "-" : "", digits[0], nd > 1 ? "." : "", nd - 1, digits + 1,
                  exp10 < 0 ? '-' : '+', abs(exp10));

@@ -102,9 +102,11 @@ static void run_view(const PredictOptions *o, const char *ck, const CheckpointIn
 }
 
 /* The display names: --label-map, else the checkpoint's class_labels, else the run's label map,
- * else the map beside an input CSV. NULL where there is none. */
+ * else the map beside an input CSV. NULL where there is none; *failed set when --label-map could
+ * not be read (err says why). */
 static char **display_names(const PredictOptions *o, const StFile *hdr, const RunView *v, const PredictInput *in,
-                            char **classes, int C, char *from, size_t fromlen, char *err, size_t errlen) {
+                            char **classes, int C, char *from, size_t fromlen, int *failed, char *err, size_t errlen) {
+    *failed = 0;
     int n = 0;
     char **stored = names_list(st_meta(hdr, "class_labels"), &n);
     if (!o->label_map && stored && n == C) {
@@ -121,7 +123,8 @@ static char **display_names(const PredictOptions *o, const StFile *hdr, const Ru
     LabelMap m;
     if (label_map_read(path, &m, err, errlen)) {
         free(path);
-        if (o->label_map) return (char **)-1;
+        if (o->label_map) *failed = 1;
+        if (o->label_map) return NULL;
         fprintf(stderr, "cnntrain: label map not used: %s\n", err);
         return NULL;
     }
@@ -186,7 +189,7 @@ typedef struct {
 } Output;
 
 static void emit(Output *w, int sample, const float *p) {
-    int idx[64];
+    int idx[64] = {0}; /* k >= 1 (C >= 1): idx[0] is always written */
     top_k(p, w->C, w->k, idx);
     const char *path = w->in->samples[sample].path;
     char folder[512];
@@ -336,11 +339,9 @@ int predict_run(const PredictOptions *o, char *err, size_t errlen) {
         memset(&in, 0, sizeof in);
         goto done;
     }
-    names = display_names(o, &hdr, &v, &in, classes, C, names_from, sizeof names_from, err, errlen);
-    if (names == (char **)-1) {
-        names = NULL;
-        goto done;
-    }
+    int no_map;
+    names = display_names(o, &hdr, &v, &in, classes, C, names_from, sizeof names_from, &no_map, err, errlen);
+    if (no_map) goto done;
     w.names = names;
 
     /* the output first: a file we must not replace is refused before the work */

@@ -128,7 +128,7 @@ static int open_csv(const char *csv, PredictInput *in, int *cap, char *err, size
     free(raw);
     char *text = data, *dir = xstrdup(csv), *slash = strrchr(dir, '/');
     if (slash) slash[1] = 0;
-    else strcpy(dir, "");
+    else dir[0] = 0;
     if (size >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) text += 3;
     data[size] = 0;
     int rc = 0, line_no = 0, rows = 0;
