@@ -72,19 +72,13 @@ static const char *param_at(const Model *m, uint64_t i) {
     return "?";
 }
 
-/* What steps.csv says of a step, kept from its queueing until its report comes (one step late at
- * most: two slots, by the fit's step index). */
-typedef struct {
-    long run_step;
-    int epoch, stage_epoch, batch;
-    float lr, mom;
-} StepNote;
-
 /* A step's report (step.h): a bad step stops the run, naming the step (without dynamic loss scaling
  * it is read back one step late: the device never waits for the host between steps), an
- * overflow the scaler skipped is said; a good or skipped step's loss adds to the epoch's sum. */
-static void take_report(Trainer *T, const StageConfig *st, const StepReport *r, const StepNote notes[2], double *sum,
-                        long *seen) {
+ * overflow the scaler skipped is said; a good or skipped step's loss adds to the epoch's sum and
+ * its row to steps.csv (the report names the step: its epoch and index in this fit, its number in
+ * the run as the tag, its lr and momentum; the fit's epoch count T->epoch has not moved since). */
+static void take_report(Trainer *T, const StageConfig *st, const StepReport *r, int epoch_base, int per_epoch,
+                        double *sum, long *seen) {
     if (!r->valid) return;
     char where[1400];
     if (!isfinite(r->loss))
@@ -103,10 +97,9 @@ static void take_report(Trainer *T, const StageConfig *st, const StepReport *r, 
             (unsigned long long)r->bad, (double)r->scale, (double)T->scaler.scale);
     *sum += (double)r->loss * r->n;
     *seen += r->n;
-    const StepNote *s = &notes[r->index & 1];
     if (T->steps_csv)
-        fprintf(T->steps_csv, "%ld,%s,%d,%d,%d,%.9g,%.9g,%.6f\n", s->run_step, st->name, s->epoch, s->stage_epoch, s->batch,
-                (double)s->lr, (double)s->mom, (double)r->loss);
+        fprintf(T->steps_csv, "%ld,%s,%d,%d,%ld,%.9g,%.9g,%.6f\n", r->tag, st->name, T->epoch, epoch_base + r->epoch,
+                r->index - (long)r->epoch * per_epoch, (double)r->hyper.lr, (double)r->hyper.beta1, (double)r->loss);
 }
 
 Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int train, int on_device) {
@@ -202,7 +195,6 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
     /* mixup and progressive crops draw from a stream per batch, so a resumed run draws the same */
     Rng mix_base = rng_split(&T->root, 100), crop_base = rng_split(&T->root, 200);
     int stopped = 0;
-    StepNote notes[2] = {{0}};
     /* early stopping ends the fit at an epoch's end (a run resumed after it ends it at once) */
     for (int e = start.epoch; e < epochs && !stopped && !trainer_fit_should_stop(T); e++) {
         int first = e == start.epoch;
@@ -218,7 +210,7 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
         for (const Batch *b; (b = loader_next(train));) {
             long step = (long)e * per_epoch + b->index;
             float pos = one_cycle_pos(step, total);
-            StepArgs a = {.batch = b, .smoothing = st->label_smoothing, .epoch = e, .index = step};
+            StepArgs a = {.batch = b, .smoothing = st->label_smoothing, .epoch = e, .index = step, .tag = T->run_steps};
             a.hyper = (OptimHyper){st->lr, st->mom_max, st->beta2, st->eps, st->wd};
             if (shape == LR_ONE_CYCLE) {
                 a.hyper.lr = one_cycle_lr(cycle, pos);
@@ -235,9 +227,8 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
             a.dropout_seed = rng_hash(T->cfg->seed ^ 0x44524f50ULL, batch_id);
             a.poison_input = T->steps + 1 == T->nan_step;
             a.poison_grad = T->steps + 1 == T->inf_grad_step;
-            notes[step & 1] = (StepNote){T->run_steps, T->epoch, e, b->index, a.hyper.lr, a.hyper.beta1};
             StepReport r = step_run(T->step, &a);
-            take_report(T, st, &r, notes, &sum, &seen);
+            take_report(T, st, &r, epoch_base, per_epoch, &sum, &seen);
             T->steps++;
             T->run_steps++;
             if (isatty(STDOUT_FILENO)) {
@@ -249,14 +240,14 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
             }
             if (trainer_stop_requested(T)) {
                 StepReport last = step_finish(T->step);
-                take_report(T, st, &last, notes, &sum, &seen);
+                take_report(T, st, &last, epoch_base, per_epoch, &sum, &seen);
                 T->at = (Position){T->at.stage, phase, e, b->index + 1, sum, seen};
                 stopped = 1;
                 break;
             }
         }
         StepReport last = step_finish(T->step); /* the epoch's last step, before its validation and checkpoint */
-        take_report(T, st, &last, notes, &sum, &seen);
+        take_report(T, st, &last, epoch_base, per_epoch, &sum, &seen);
         if (isatty(STDOUT_FILENO)) printf("\r%80s\r", "");
         if (stopped) break;
         EvalResult v = trainer_evaluate(T, valid, T->epoch, st->label_smoothing);

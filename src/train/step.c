@@ -150,7 +150,8 @@ StepReport step_run(Stepper *st, const StepArgs *a) {
     int n = b ? b->n : a->n, size = b ? b->size : a->size;
     const int32_t *labels = b ? b->labels : a->labels;
     int side = a->side > 0 && a->side < size ? a->side : size;
-    StepReport self = {0, a->epoch, n, a->index, NAN, 0, UINT64_MAX, st->scaler->scale, SCALER_APPLY};
+    StepReport self = {.epoch = a->epoch, .n = n, .index = a->index, .tag = a->tag, .hyper = a->hyper, .loss = NAN,
+                       .first_bad = UINT64_MAX, .scale = st->scaler->scale, .verdict = SCALER_APPLY};
 
     Tensor *in = input(st, a, n, size, side);
     if (a->poison_input) poison_input(be, in);

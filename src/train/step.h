@@ -51,14 +51,16 @@ typedef struct {
     OptimHyper hyper;
     int epoch;            /* the caller's names for the step: returned in its report, for messages */
     long index;
+    long tag;             /* and a number of its own (the trainer: the step's number in the run) */
     int poison_input;     /* fault injection for tests: a NaN into the input batch, */
     int poison_grad;      /* +inf into the first trainable parameter's gradient */
 } StepArgs;
 
 typedef struct {
     int valid;            /* 0: no step reported with this call (the first LATE step, or NONE) */
-    int epoch, n;         /* the step described: its StepArgs' epoch and index, its images */
-    long index;
+    int epoch, n;         /* the step described: its StepArgs' epoch, index and tag, its images */
+    long index, tag;
+    OptimHyper hyper;     /* its hyper-parameters (lr, momentum: what a step log records) */
     float loss;           /* the batch's mean loss */
     uint64_t bad;         /* gradient values inf or NaN */
     uint64_t first_bad;   /* flat index (in the parameter block) of the first */
