@@ -204,17 +204,13 @@ static int eval_size(const Evaluator *ev, const Dataset *d, const EvalOptions *o
             return fail(err, errlen, "%s", msg);
         }
     }
+    /* --interpret: the plain pass's rows (with TTA, that pass is tta_pass's own first one) */
+    EvalRows plain_rows = {rows ? rows->probs : NULL, rows ? rows->labels : NULL, d->nvalid};
     EvalResult r = {0, 0, 0, 0};
     int rc = 0;
-    if (rows) {
-        /* its own plain pass: tta_pass keeps its plain rows to itself */
-        r = eval_pass(ev, L, 0, 0.0f, &(EvalRows){rows->probs, rows->labels, d->nvalid});
-        rc = interp_loader_order(L, d->nvalid, r.count, rows->sample, err, errlen);
-        if (!rc && r.count) row->top5 = (double)interp_topk_correct(rows->probs, rows->labels, r.count, ev->model->classes, 5) / r.count;
-    }
-    if (A && !rc) {
-        TtaResult t = tta_pass(ev, L, A, 0, o->tta_n, o->tta_beta, d->nvalid);
-        if (!rows) r = t.plain;
+    if (A) {
+        TtaResult t = tta_pass_rows(ev, L, A, 0, o->tta_n, o->tta_beta, d->nvalid, NULL, rows ? &plain_rows : NULL);
+        r = t.plain;
         if (t.bad_pass >= 0)
             rc = fail(err, errlen, "size %d: TTA pass %d saw %d images, the plain pass %d", s, t.bad_pass, t.bad_count,
                       r.count);
@@ -222,8 +218,12 @@ static int eval_size(const Evaluator *ev, const Dataset *d, const EvalOptions *o
             row->tta_loss = t.loss;
             row->tta_acc = (double)t.correct / r.count;
         }
-    } else if (!rows) {
-        r = eval_pass(ev, L, 0, 0.0f, NULL);
+    } else {
+        r = eval_pass(ev, L, 0, 0.0f, rows ? &plain_rows : NULL);
+    }
+    if (rows && !rc) {
+        rc = interp_loader_order(L, d->nvalid, r.count, rows->sample, err, errlen);
+        if (!rc && r.count) row->top5 = (double)interp_topk_correct(rows->probs, rows->labels, r.count, ev->model->classes, 5) / r.count;
     }
     if (A) loader_destroy(A);
     loader_destroy(L);

@@ -47,16 +47,20 @@ EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing,
 }
 
 TtaResult tta_pass(const Evaluator *ev, Loader *plain, Loader *augmented, int first_epoch, int n, float beta, int cap) {
-    return tta_pass_rows(ev, plain, augmented, first_epoch, n, beta, cap, NULL);
+    return tta_pass_rows(ev, plain, augmented, first_epoch, n, beta, cap, NULL, NULL);
 }
 
 TtaResult tta_pass_rows(const Evaluator *ev, Loader *plain, Loader *augmented, int first_epoch, int n, float beta, int cap,
-                        float *probs) {
+                        float *probs, const EvalRows *plain_rows) {
     TtaResult t = {{0, 0, 0, 0}, 0, 0, 0, -1, 0};
     int C = ev->model->classes;
     size_t cells = (size_t)cap * C + 1;
-    float *plain_p = xcalloc(cells, sizeof(float)), *aug = xcalloc(cells, sizeof(float)), *pass = xcalloc(cells, sizeof(float));
-    int32_t *labels = xmalloc(((size_t)cap + 1) * sizeof(int32_t)), *pass_labels = xmalloc(((size_t)cap + 1) * sizeof(int32_t));
+    /* the plain pass's rows: the caller's buffers when it wants them, else ours */
+    int own_probs = !plain_rows || !plain_rows->probs, own_labels = !plain_rows || !plain_rows->labels;
+    float *plain_p = own_probs ? xcalloc(cells, sizeof(float)) : plain_rows->probs;
+    int32_t *labels = own_labels ? xmalloc(((size_t)cap + 1) * sizeof(int32_t)) : plain_rows->labels;
+    float *aug = xcalloc(cells, sizeof(float)), *pass = xcalloc(cells, sizeof(float));
+    int32_t *pass_labels = xmalloc(((size_t)cap + 1) * sizeof(int32_t));
     /* The plain pass first: it finds any bad image, and every augmented pass must list the same images. */
     t.plain = eval_pass(ev, plain, 0, 0.0f, &(EvalRows){plain_p, labels, cap});
     t.interrupted = t.plain.interrupted;
@@ -76,10 +80,10 @@ TtaResult tta_pass_rows(const Evaluator *ev, Loader *plain, Loader *augmented, i
         t.correct = tta_combine(aug, plain_p, labels, count, C, beta, &t.loss);
         if (probs) memcpy(probs, aug, (size_t)count * C * sizeof(float));
     }
-    free(plain_p);
+    if (own_probs) free(plain_p);
+    if (own_labels) free(labels);
     free(aug);
     free(pass);
-    free(labels);
     free(pass_labels);
     return t;
 }

@@ -58,8 +58,10 @@ typedef struct {
  * image. Both loaders hold at most cap images. */
 TtaResult tta_pass(const Evaluator *, Loader *plain, Loader *augmented, int first_epoch, int n, float beta, int cap);
 /* tta_pass that also gives each image's combined probabilities: probs (cap rows of the model's
- * classes, in the plain pass's order) when it combined (not interrupted, no bad pass). */
+ * classes, in the plain pass's order) when it combined (not interrupted, no bad pass); and, with
+ * plain_rows (its cap at least cap), the plain pass's own probabilities and labels. Either may be
+ * NULL. */
 TtaResult tta_pass_rows(const Evaluator *, Loader *plain, Loader *augmented, int first_epoch, int n, float beta, int cap,
-                        float *probs);
+                        float *probs, const EvalRows *plain_rows);
 
 #endif

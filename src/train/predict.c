@@ -260,7 +260,7 @@ static int run_chunk(const Evaluator *ev, Output *w, const RunView *v, int first
     }
     int seen, rc = 0;
     if (A) {
-        TtaResult t = tta_pass_rows(ev, L, A, 0, o->tta_n, o->tta_beta, count, probs);
+        TtaResult t = tta_pass_rows(ev, L, A, 0, o->tta_n, o->tta_beta, count, probs, NULL);
         seen = t.plain.count;
         if (t.bad_pass >= 0)
             rc = error_at(err, errlen, "tta", "augmented pass %d saw %d images, the plain pass %d", t.bad_pass, t.bad_count, seen);
