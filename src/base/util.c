@@ -1,4 +1,4 @@
-/* base/util.c: fatal errors, checked allocation, timing, and the one atomic writer of files (see util.h). */
+/* base/util.c: fatal errors, checked allocation, timing, the one atomic writer of files, and CSV fields (see util.h). */
 #define CNN_UTIL_C /* error_at is defined here, not the analyzer's macro (util.h) */
 #include "base/util.h"
 
@@ -328,4 +328,17 @@ int write_file_atomic(const char *path, const void *data, size_t n, char *err, s
     AtomicFile a;
     if (atomic_open(&a, path, err, errlen)) return -1;
     return atomic_commit(&a, !write_full(a.fd, data, n), err, errlen);
+}
+
+void csv_write_field(FILE *f, const char *s) {
+    if (!strpbrk(s, ",\"\r\n")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
 }

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #if defined(__GNUC__)
 #define CNN_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -92,5 +93,9 @@ int atomic_commit(AtomicFile *a, int ok, char *err, size_t errlen);
 void atomic_abort(AtomicFile *a);
 /* The whole of data as path, atomically: atomic_open + write + atomic_commit. */
 int write_file_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen);
+
+/* One CSV field as RFC 4180 writes it: quoted, its quotes doubled, when it holds a comma, a quote or
+ * a line break (predictions, interpretation tables). */
+void csv_write_field(FILE *f, const char *s);
 
 #endif

@@ -35,20 +35,6 @@ static const char *class_name(const InterpretSpec *s, int c, char num[16]) {
     return num;
 }
 
-/* A CSV field: quoted (RFC 4180) when it holds a comma, a quote or a line break. */
-static void csv_field(FILE *f, const char *v) {
-    if (!strpbrk(v, ",\"\r\n")) {
-        fputs(v, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *v; v++) {
-        if (*v == '"') fputc('"', f);
-        fputc(*v, f);
-    }
-    fputc('"', f);
-}
-
 static void out_path(const InterpretSpec *s, const char *name, char *path, size_t len) {
     snprintf(path, len, "%s/%s%s", s->dir, s->prefix ? s->prefix : "", name);
 }
@@ -76,10 +62,10 @@ static int write_confusion(const InterpretSpec *s, const Interpretation *t, char
     size_t len = 0;
     FILE *f = open_text(&text, &len);
     fputs("actual\\predicted", f);
-    for (int c = 0; c < t->classes; c++) fputc(',', f), csv_field(f, class_name(s, c, num));
+    for (int c = 0; c < t->classes; c++) fputc(',', f), csv_write_field(f, class_name(s, c, num));
     fputc('\n', f);
     for (int a = 0; a < t->classes; a++) {
-        csv_field(f, class_name(s, a, num));
+        csv_write_field(f, class_name(s, a, num));
         for (int p = 0; p < t->classes; p++) fprintf(f, ",%d", t->confusion[(size_t)a * t->classes + p]);
         fputc('\n', f);
     }
@@ -93,7 +79,7 @@ static int write_per_class(const InterpretSpec *s, const Interpretation *t, char
     fputs("class,precision,recall,f1,accuracy,support,predicted\n", f);
     for (int c = 0; c < t->classes; c++) {
         ClassScores k = interp_class_scores(t, c);
-        csv_field(f, class_name(s, c, num));
+        csv_write_field(f, class_name(s, c, num));
         fprintf(f, ",%.6f,%.6f,%.6f,%.6f,%d,%d\n", k.precision, k.recall, k.f1, k.accuracy, k.support, k.predicted);
     }
     return commit_csv(s, f, &text, &len, "per_class.csv", err, errlen);
@@ -110,9 +96,9 @@ static int write_most_confused(const InterpretSpec *s, const Interpretation *t, 
         n > MOST_CONFUSED_PRINTED ? ", the first 20:" : n ? ":" : "");
     for (int i = 0; i < n; i++) {
         const char *a = class_name(s, pairs[i].actual, num), *p = class_name(s, pairs[i].predicted, num2);
-        csv_field(f, a);
+        csv_write_field(f, a);
         fputc(',', f);
-        csv_field(f, p);
+        csv_write_field(f, p);
         fprintf(f, ",%d\n", pairs[i].count);
         if (i < MOST_CONFUSED_PRINTED) say(s, "  (%s, %s, %d)", a, p, pairs[i].count);
     }

@@ -214,15 +214,3 @@ void predict_input_free(PredictInput *in) {
     memset(in, 0, sizeof *in);
 }
 
-void csv_write_field(FILE *f, const char *s) {
-    if (!strpbrk(s, ",\"\r\n")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}

@@ -27,7 +27,4 @@ typedef struct {
 int predict_input_open(const char *input, const char *images_dir, PredictInput *out, char *err, size_t errlen);
 void predict_input_free(PredictInput *);
 
-/* One CSV field as RFC 4180 writes it (quoted when it holds a comma, quote or line break). */
-void csv_write_field(FILE *f, const char *s);
-
 #endif
