@@ -20,7 +20,9 @@
 #include "cmd/commands.h"
 #include "pipeline/dataset.h"
 #include "pipeline/demo_data.h"
+#include "train/config.h"
 #include "train/eval.h"
+#include "train/train.h"
 #include "net/model.h"
 #include "report/plot.h"
 #include "base/rng.h"
@@ -313,6 +315,14 @@ static const char *write_run(const char *name) {
     assert_non_null(f);
     fputs("size,loss,accuracy,images\n64,1.6,0.48,500\n96,1.35,0.56,500\n128,1.4,0.55,500\n", f);
     fclose(f);
+    /* after FixRes: the columns of `train eval --interpret`, then the training side */
+    snprintf(path, sizeof path, "%s/eval-after.csv", run);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("size,loss,accuracy,images,error_rate,top5_accuracy,trained_size\n96,1.3,0.57,500,0.43,0.9,128\n"
+          "128,1.2,0.60,500,0.40,0.91,128\n",
+          f);
+    fclose(f);
     return run;
 }
 
@@ -322,9 +332,20 @@ static void test_plot_run(void **state) {
     int rc;
     char *out = capture_stdout(plot_run, run, &rc);
     assert_int_equal(rc, 0);
-    const char *pngs[] = {"loss.png", "accuracy.png", "size.png", "eval-sizes.png"};
+    const char *pngs[] = {"loss.png", "accuracy.png", "size.png", "eval-sizes.png", "eval-after.png", "eval_stages.png"};
     char path[800];
-    for (int i = 0; i < 4; i++) {
+    /* the script: the training side marked (from its column, found by name past the others),
+     * both eval stages on one plot, no TTA curve made of error rates */
+    snprintf(path, sizeof path, "%s/plots.gp", run);
+    if (plot_gnuplot_path()) { /* without gnuplot no script is written */
+        char *gp = read_text(path);
+        ASSERT_HAS(gp, "'trained at 128'");
+        ASSERT_HAS(gp, "'after (trained at 128)'");
+        ASSERT_HAS(gp, "'sizes'");
+        assert_null(strstr(gp, "with TTA"));
+        free(gp);
+    }
+    for (int i = 0; i < 6; i++) {
         snprintf(path, sizeof path, "%s/%s", run, pngs[i]);
         if (plot_gnuplot_path()) {
             if (!is_png(path)) fail_msg("no PNG at %s", path);
@@ -423,17 +444,84 @@ static void test_csv_split_from_checkpoint(void **state) {
     o.out_dir = in_dir("split_out");
     o.plot = 0;
     /* another split seed, given: refused before any work */
-    o.split_given = EVAL_SPLIT_SEED;
+    o.given = EVAL_SPLIT_SEED;
     assert_int_equal(eval_checkpoint(&o, err, sizeof err), -1);
     ASSERT_HAS(err, "is the data set this model was trained on, split another way");
     ASSERT_HAS(err, "(valid_pct 0.25, split_seed 42; the run's: 0.25, 7)");
     assert_int_equal(access(in_dir("split_out/eval.csv"), F_OK), -1);
     /* not given: the checkpoint's split, exactly the run's validation images */
-    o.split_given = 0;
+    o.given = 0;
     if (eval_checkpoint(&o, err, sizeof err)) fail_msg("%s", err);
     Row rows[2];
     assert_int_equal(read_eval_csv(in_dir("split_out/eval.csv"), "size,loss,accuracy,images", rows, 2), 1);
     assert_int_equal(rows[0].images, run_valid);
+}
+
+/* Issue 16: `train eval CKPT` with no other flag evaluates as the run validated: its data (and
+ * `fraction` of it), its size, its validation transform (squash here, which `train eval`'s own
+ * default, Resize + CenterCrop, is not), so it reproduces the run's last metrics.csv row to the
+ * printed digit; eval.csv carries the training side. Without a run config it asks for --data. */
+static void test_eval_defaults_to_the_run(void **state) {
+    (void)state;
+    char ini[2048], err[2048], run[700], ck[800], path[900];
+    snprintf(ini, sizeof ini,
+             "[data]\npath = %s\nfraction = 0.5\n[model]\narch = xresnet18\n[run]\ndevice = cpu\nseed = 3\nthreads = 1\n"
+             "out_dir = %s/runs\nname = squashed\n[stage one]\ntype = fit_one_cycle\nepochs = 1\nsize = 32\nbatch = 10\n"
+             "lr = 5e-3\ntransform = rrc\nvalid_transform = squash\n",
+             data_dir, dir);
+    Config cfg;
+    if (config_load(write_text("squashed.ini", ini), NULL, 0, &cfg, err, sizeof err)) fail_msg("%s", err);
+    int rc = train_run(&cfg, NULL, run, sizeof run);
+    config_free(&cfg);
+    assert_int_equal(rc, 0);
+    /* the run's last epoch: stage,epoch,stage_epoch,train_loss,valid_loss,accuracy,seconds,size */
+    snprintf(path, sizeof path, "%s/metrics.csv", run);
+    char *metrics = read_text(path), want_loss[32] = "", want_acc[32] = "";
+    for (char *line = strtok(metrics, "\n"); line; line = strtok(NULL, "\n"))
+        if (!strncmp(line, "one,", 4)) assert_int_equal(sscanf(line, "%*[^,],%*[^,],%*[^,],%*[^,],%31[^,],%31[^,]", want_loss, want_acc), 2);
+    free(metrics);
+    assert_true(want_loss[0] && want_acc[0]);
+
+    EvalOptions o;
+    eval_options_default(&o);
+    snprintf(ck, sizeof ck, "%s/final.safetensors", run);
+    o.checkpoint = ck;
+    o.device = "cpu";
+    o.threads = 1;
+    o.out_dir = in_dir("run_defaults");
+    o.plot = 0;
+    if (eval_checkpoint(&o, err, sizeof err)) fail_msg("%s", err);
+    char *csv = read_text(in_dir("run_defaults/eval.csv")), loss[32], acc[32];
+    int size = 0, images = 0, trained = 0;
+    assert_true(!strncmp(csv, "size,loss,accuracy,images,trained_size\n", 39));
+    assert_int_equal(sscanf(strchr(csv, '\n') + 1, "%d,%31[^,],%31[^,],%d,%d", &size, loss, acc, &images, &trained), 5);
+    free(csv);
+    assert_int_equal(size, 32);
+    assert_int_equal(trained, 32);
+    assert_int_equal(images, NVALID / 2); /* fraction 0.5 of each class */
+    assert_string_equal(loss, want_loss);
+    assert_string_equal(acc, want_acc);
+
+    /* the transform is the run's: Resize + CenterCrop, asked for, scores the images otherwise */
+    o.resize_ratio = 1.0f;
+    if (eval_checkpoint(&o, err, sizeof err)) fail_msg("%s", err);
+    csv = read_text(in_dir("run_defaults/eval.csv"));
+    assert_int_equal(sscanf(strchr(csv, '\n') + 1, "%d,%31[^,],", &size, loss), 2);
+    free(csv);
+    assert_string_not_equal(loss, want_loss);
+
+    /* no config.ini beside the checkpoint: the data and the size must be given */
+    eval_options_default(&o);
+    o.checkpoint = in_dir("run/final.safetensors");
+    o.device = "cpu";
+    o.plot = 0;
+    assert_int_equal(eval_checkpoint(&o, err, sizeof err), -1);
+    ASSERT_HAS(err, "give --sizes: there is no usable run config.ini beside it");
+    int sizes[] = {32};
+    o.sizes = sizes;
+    o.nsizes = 1;
+    assert_int_equal(eval_checkpoint(&o, err, sizeof err), -1);
+    ASSERT_HAS(err, "give --data: there is no usable run config.ini beside it");
 }
 
 int main(void) {
@@ -443,6 +531,7 @@ int main(void) {
         cmocka_unit_test(test_class_list_mismatch),
         cmocka_unit_test(test_csv_split_from_checkpoint),
         cmocka_unit_test(test_broken_weights_refused),
+        cmocka_unit_test(test_eval_defaults_to_the_run),
         cmocka_unit_test(test_plot_run),
         cmocka_unit_test(test_plot_run_without_gnuplot),
     };

@@ -116,7 +116,7 @@ static void read_eval_row(const char *path, EvalRow *r) {
     if (!f) fail_msg("cannot read %s", path);
     char line[512];
     assert_non_null(fgets(line, sizeof line, f));
-    assert_string_equal(line, "size,loss,accuracy,images,error_rate,top5_accuracy\n");
+    assert_string_equal(line, "size,loss,accuracy,images,error_rate,top5_accuracy,trained_size\n");
     assert_non_null(fgets(line, sizeof line, f));
     assert_int_equal(sscanf(line, "%d,%lf,%lf,%d,%lf,%lf", &r->size, &r->loss, &r->acc, &r->images, &r->error_rate, &r->top5), 6);
     fclose(f);
@@ -245,12 +245,12 @@ static void test_eval_interpret(void **state) {
     ASSERT_HAS(log, "most_confused(min_val=1)");
     free(log);
 
-    /* without --interpret eval.csv keeps its columns */
+    /* without --interpret eval.csv keeps its columns (and the run's training side) */
     char *plain[] = {"train", "eval", ckpt, "--data", (char *)in_dir("data"), "--sizes", "32", "--device", "cpu", "--out",
                      (char *)in_dir("plain"), NULL};
     assert_int_equal(cmd_eval(11, plain), 0);
     char *csv = (char *)slurp(in_dir("plain/eval.csv"), &len);
-    assert_true(!strncmp(csv, "size,loss,accuracy,images\n", 26));
+    assert_true(!strncmp(csv, "size,loss,accuracy,images,trained_size\n", 39));
     free(csv);
     struct stat st;
     assert_int_not_equal(stat(in_dir("plain/confusion.csv"), &st), 0);

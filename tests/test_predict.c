@@ -108,13 +108,6 @@ static int predict(char **text, const char *first, ...) {
     return rc;
 }
 
-static char *read_text(const char *path) {
-    size_t n;
-    char *t = (char *)slurp(path, &n);
-    t[n] = 0;
-    return t;
-}
-
 /* The validation folder: the CSV's predicted class equals the image's folder as often as the
  * run's last validation and `train eval` at the run's size say; every row's top-k is sorted,
  * sums to at most 1, starts with the predicted class, and the name column holds the label map's. */

@@ -99,6 +99,12 @@ static inline unsigned char *slurp(const char *path, size_t *size) {
     return b;
 }
 
+/* A text file as a NUL-terminated malloc'd string. */
+static inline char *read_text(const char *path) {
+    size_t n;
+    return (char *)slurp(path, &n);
+}
+
 /* How many files in folder have ".tmp." in their name (the atomic writers' temporary files). */
 static inline int count_temp_files(const char *folder) {
     DIR *d = opendir(folder);

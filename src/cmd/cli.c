@@ -2,6 +2,7 @@
 #include "cmd/cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@ static int parse_value(const Flag *f, const char *s) {
         *(int *)f->dst = (int)v;
     } else if (f->type == FLAG_FLOAT) {
         float v = strtof(s, &end);
-        if (errno || *end || end == s) return -1;
+        if (errno || *end || end == s || !isfinite(v)) return -1;
         *(float *)f->dst = v;
     } else {
         *(const char **)f->dst = s;

@@ -90,3 +90,11 @@ Model *checkpoint_model(const char *ck, const CheckpointInfo *info, float **para
     }
     return m;
 }
+
+const char *checkpoint_trained_text(const CheckpointInfo *info, char *buf, size_t n) {
+    *buf = 0;
+    if (*info->stage || *info->epochs)
+        snprintf(buf, n, " (stage %s, %s epoch%s done)", *info->stage ? info->stage : "?", *info->epochs ? info->epochs : "?",
+                 strcmp(info->epochs, "1") ? "s" : "");
+    return buf;
+}

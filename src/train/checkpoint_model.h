@@ -20,6 +20,10 @@ typedef struct {
  * a training-state file, no usable arch/classes, an architecture name too long to be one. */
 int checkpoint_info(const char *ck, const StFile *hdr, CheckpointInfo *out, char *err, size_t errlen);
 
+/* " (stage S, N epochs done)" from info, "" when the checkpoint says neither: for the first line
+ * `eval` and `predict` print. Returns buf. */
+const char *checkpoint_trained_text(const CheckpointInfo *info, char *buf, size_t n);
+
 /* Metadata holding names joined by newlines (class_names, class_labels) as a malloc'd array of
  * *n malloc'd strings (NULL and 0 for NULL; "" is no name at all). names_list_free frees it. */
 char **names_list(const char *joined, int *n);

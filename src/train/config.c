@@ -283,6 +283,10 @@ int config_load(const char *path, const char *const *overrides, int noverrides, 
     return 0;
 }
 
+int stage_trains(StageType t) {
+    return t == STAGE_FIT_ONE_CYCLE || t == STAGE_FINE_TUNE || t == STAGE_FIT || t == STAGE_PROGRESSIVE || t == STAGE_FIXRES;
+}
+
 void config_free(Config *c) {
     free(c->stages);
     c->stages = NULL;

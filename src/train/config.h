@@ -97,6 +97,9 @@ typedef struct {
  * "NAME.key=value"). Returns 0, or -1 with "file:line: message" in err. */
 int config_load(const char *path, const char *const *overrides, int noverrides, Config *out, char *err, size_t errlen);
 void config_free(Config *);
+/* A stage that trains the weights (fit_one_cycle, fine_tune, fit, progressive, fixres), as opposed
+ * to one that only looks at them (eval, tta, interpret, lr_find). */
+int stage_trains(StageType);
 /* The resolved configuration (every key, defaults filled in) as a valid INI file. */
 void config_write(const Config *, FILE *);
 /* Every section and key with type, range, default and help: `./train --help-config`. */

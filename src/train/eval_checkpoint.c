@@ -24,6 +24,7 @@
 #include "train/evaluate.h"
 #include "train/interpret.h"
 #include "train/run_record.h"
+#include "train/run_view.h"
 
 void eval_options_default(EvalOptions *o) {
     memset(o, 0, sizeof *o);
@@ -34,7 +35,6 @@ void eval_options_default(EvalOptions *o) {
     o->data.images_dir = "train_images";
     o->data.valid_pct = 0.2f;
     o->data.seed = 42; /* the config's split_seed default, so a random CSV split comes out the same */
-    o->resize_ratio = 1.0f;
     o->batch = 64;
     o->device = "auto";
     o->tta_n = 4;
@@ -106,14 +106,47 @@ static void split_from_checkpoint(const StFile *hdr, const EvalOptions *o, Datas
     const char *pct = st_meta(hdr, "valid_pct"), *seed = st_meta(hdr, "split_seed");
     char *end = NULL;
     if (ds->format != DATA_CSV) return;
-    if (pct && !(o->split_given & EVAL_SPLIT_PCT)) {
+    if (pct && !(o->given & EVAL_SPLIT_PCT)) {
         float v = strtof(pct, &end);
         if (!*end && v > 0 && v < 1) ds->valid_pct = v;
     }
-    if (seed && !(o->split_given & EVAL_SPLIT_SEED)) {
+    if (seed && !(o->given & EVAL_SPLIT_SEED)) {
         unsigned long long v = strtoull(seed, &end, 10);
         if (!*end) ds->seed = v;
     }
+}
+
+/* Whether a and b name the same folder. */
+static int same_folder(const char *a, const char *b) {
+    char *ra = realpath(a, NULL), *rb = realpath(b, NULL);
+    int same = ra && rb && !strcmp(ra, rb);
+    free(ra), free(rb);
+    return same;
+}
+
+/* The data set to evaluate: the run's (v) where the user gave no folder, or gave the run's own
+ * without a layout; else what was given. The split the user gave overrides either. 0, or -1
+ * with err. */
+static int data_to_use(const EvalOptions *o, const RunView *v, DatasetSpec *ds, char *from, size_t fromlen, char *err,
+                       size_t errlen) {
+    const DatasetSpec *run = v->cfg ? &v->cfg->data : NULL;
+    *from = 0;
+    if (!o->data.root) {
+        if (!run)
+            return error_at(err, errlen, o->checkpoint, "give --data: there is no usable run config.ini beside it (%s) to "
+                            "take the data set from", v->path);
+        *ds = *run;
+        snprintf(from, fromlen, " (the run's, from %s)", v->path);
+    } else if (run && !(o->given & EVAL_LAYOUT) && same_folder(o->data.root, run->root)) {
+        *ds = *run;
+        ds->root = o->data.root;
+        snprintf(from, fromlen, " (the run's data: its layout and split from %s)", v->path);
+    } else {
+        *ds = o->data;
+    }
+    if (o->given & EVAL_SPLIT_PCT) ds->valid_pct = o->data.valid_pct;
+    if (o->given & EVAL_SPLIT_SEED) ds->seed = o->data.seed;
+    return 0;
 }
 
 /* The data against the checkpoint's fingerprint (run_record.h): the run's own data split another
@@ -142,8 +175,8 @@ static int check_split(const char *ck, const StFile *hdr, const Dataset *d, cons
 
 /* ------------------------------------------------------------------------- the loaders */
 
-static Loader *valid_loader(const Dataset *d, const TransformSpec *tf, const EvalOptions *o, uint64_t seed, char *err,
-                            size_t errlen) {
+static Loader *valid_loader(const Dataset *d, const TransformSpec *tf, const EvalOptions *o, const RunView *v,
+                            uint64_t seed, char *err, size_t errlen) {
     LoaderSpec s = {0};
     s.samples = d->valid;
     s.count = d->nvalid;
@@ -152,13 +185,41 @@ static Loader *valid_loader(const Dataset *d, const TransformSpec *tf, const Eva
     s.threads = o->threads;
     s.seed = seed;
     s.format = BATCH_F32;
+    s.max_pixels = v->max_pixels; /* the run's limits; 0 (no run config): the defaults */
+    s.max_file_bytes = v->max_file_bytes;
     return loader_create(&s, err, errlen);
 }
 
-static void describe_transform(const EvalOptions *o, char *buf, size_t len) {
+/* The test transform at side s: the flags', else the run's validation transform, else
+ * Resize(s) + CenterCrop(s). */
+static TransformSpec test_transform(const EvalOptions *o, const RunView *v, int s) {
+    if (!o->center_crop && o->resize_ratio == 0 && v->cfg) {
+        TransformSpec tf = v->valid;
+        tf.size = s;
+        return tf;
+    }
+    TransformSpec tf = transform_defaults(o->center_crop ? TF_CENTER_CROP : TF_RESIZE_CENTER_CROP, s, 0);
+    tf.resize_ratio = o->resize_ratio > 0 ? o->resize_ratio : 1.0f;
+    return tf;
+}
+
+/* TTA's augmented passes at side s: the run's training transform, else fastai's defaults
+ * (Resize(s) at a random position + aug_transforms()). */
+static TransformSpec tta_transform(const RunView *v, int s) {
+    TransformSpec tf = v->cfg ? v->aug : transform_defaults(TF_FASTAI, s, 1);
+    tf.size = s;
+    tf.train = 1;
+    if (tf.kind == TF_FASTAI && tf.presize < s) tf.presize = s; /* never presize below the side */
+    return tf;
+}
+
+static void describe_transform(const EvalOptions *o, const RunView *v, char *buf, size_t len) {
+    char t[160];
     if (o->center_crop) snprintf(buf, len, "CenterCrop(s) of the unresized image");
-    else if (o->resize_ratio == 1.0f) snprintf(buf, len, "Resize(s) + CenterCrop(s)");
-    else snprintf(buf, len, "Resize(round(%g*s)) + CenterCrop(s)", o->resize_ratio);
+    else if (o->resize_ratio > 0 && o->resize_ratio != 1.0f) snprintf(buf, len, "Resize(round(%g*s)) + CenterCrop(s)", o->resize_ratio);
+    else if (o->resize_ratio > 0 || !v->cfg) snprintf(buf, len, "Resize(s) + CenterCrop(s)");
+    else snprintf(buf, len, "the run's validation transform (stage '%s': %s), at each size s", v->stage->name,
+                  transform_text(&v->valid, t, sizeof t));
 }
 
 /* One row of the table: side, images, loss and accuracy[, with TTA][, top-5 with --interpret]. */
@@ -174,31 +235,27 @@ typedef struct {
     int *sample;
 } PassRows;
 
-/* The test transform at side s. */
-static TransformSpec test_transform(const EvalOptions *o, int s) {
-    TransformSpec tf = transform_defaults(o->center_crop ? TF_CENTER_CROP : TF_RESIZE_CENTER_CROP, s, 0);
-    tf.resize_ratio = o->resize_ratio;
-    return tf;
-}
-
 /* The validation split at side s (the test transform, and with o->tta fastai's tta over it):
  * evaluate.h's passes, the loader seeds drawn from root by side. rows (--interpret; else NULL)
  * gets the plain pass's probabilities, labels and samples. 0, or -1 with err. */
-static int eval_size(const Evaluator *ev, const Dataset *d, const EvalOptions *o, const Rng *root, int s, SizeRow *row,
-                     const PassRows *rows, char *err, size_t errlen) {
-    char msg[1024];
+static int eval_size(const Evaluator *ev, const Dataset *d, const EvalOptions *o, const RunView *v, const Rng *root, int s,
+                     SizeRow *row, const PassRows *rows, char *err, size_t errlen) {
+    char msg[1024], label[32];
     *row = (SizeRow){s, 0, NAN, NAN, NAN, NAN, NAN};
+    snprintf(label, sizeof label, "size %d", s);
+    Evaluator named = *ev; /* the progress line says which size */
+    named.progress = label;
+    ev = &named;
     Rng stream = rng_split(root, (uint64_t)s);
     uint64_t seed = rng_u64(&stream);
-    TransformSpec tf = test_transform(o, s);
-    Loader *L = valid_loader(d, &tf, o, seed, msg, sizeof msg), *A = NULL;
+    TransformSpec tf = test_transform(o, v, s);
+    Loader *L = valid_loader(d, &tf, o, v, seed, msg, sizeof msg), *A = NULL;
     if (!L) return fail(err, errlen, "%s", msg);
     if (o->tta) {
-        /* fastai's tta: the dataset in training mode (its training transforms), n passes
+        /* fastai's tta: the dataset in training mode (the run's training transforms), n passes
          * averaged, then torch.lerp(aug, plain, beta) on the probabilities. */
-        TransformSpec at = transform_defaults(TF_FASTAI, s, 1);
-        at.presize = s;
-        A = valid_loader(d, &at, o, seed ^ 0x5441ULL, msg, sizeof msg);
+        TransformSpec at = tta_transform(v, s);
+        A = valid_loader(d, &at, o, v, seed ^ 0x5441ULL, msg, sizeof msg);
         if (!A) {
             loader_destroy(L);
             return fail(err, errlen, "%s", msg);
@@ -239,12 +296,12 @@ static int eval_size(const Evaluator *ev, const Dataset *d, const EvalOptions *o
 
 int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     const char *ck = o->checkpoint;
-    if (!ck || !o->data.root) return fail(err, errlen, "a checkpoint and a data folder are required");
-    if (o->nsizes < 1) return fail(err, errlen, "no test sizes given");
+    if (!ck) return fail(err, errlen, "a checkpoint is required");
+    if (o->nsizes < 0 || o->nsizes > 64) return fail(err, errlen, "%d test sizes: give 1 to 64", o->nsizes);
     for (int i = 0; i < o->nsizes; i++)
         if (o->sizes[i] < 1 || o->sizes[i] > 8192) return fail(err, errlen, "test size %d is not in 1..8192", o->sizes[i]);
     if (o->batch < 1) return fail(err, errlen, "the batch size must be positive, not %d", o->batch);
-    if (!(o->resize_ratio > 0 && o->resize_ratio < 16))
+    if (!(o->resize_ratio >= 0 && o->resize_ratio < 16))
         return fail(err, errlen, "the resize ratio must be in (0, 16), not %g", o->resize_ratio);
     if (o->interpret && (o->top_losses < 1 || o->top_losses > 100))
         return fail(err, errlen, "the top losses to draw must be in 1..100, not %d", o->top_losses);
@@ -257,18 +314,35 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     if (st_read_header(ck, &hdr, err, errlen)) return -1;
     CheckpointInfo info;
     int rc = checkpoint_info(ck, &hdr, &info, err, errlen);
-    const char *arch = info.arch, *stage = info.stage, *epochs = info.epochs;
+    const char *arch = info.arch, *stage = info.stage;
     long classes = info.classes;
     Dataset d = {0};
-    char msg[1024];
+    char msg[1024], data_from[1400];
+    RunView v;
+    run_view_read(ck, stage, &v);
+    /* the test sizes: the flags', else the size the run validated at */
+    int sizes[64], nsizes = o->nsizes;
+    for (int i = 0; i < nsizes; i++) sizes[i] = o->sizes[i];
+    if (!nsizes && v.cfg) sizes[nsizes++] = v.valid.size;
+    else if (!rc && !nsizes)
+        rc = error_at(err, errlen, ck, "give --sizes: there is no usable run config.ini beside it (%s) to take the size from",
+                      v.path);
     DatasetSpec ds = o->data;
-    split_from_checkpoint(&hdr, o, &ds);
-    if (!rc && dataset_open(&ds, 0, &d, msg, sizeof msg)) rc = fail(err, errlen, "%s", msg);
-    else if (!rc && ((rc = check_classes(ck, st_meta(&hdr, "class_names"), (int)classes, &d, o->data.root, err, errlen)) ||
-                     (rc = check_split(ck, &hdr, &d, &ds, err, errlen))))
+    if (!rc) rc = data_to_use(o, &v, &ds, data_from, sizeof data_from, err, errlen);
+    if (!rc) split_from_checkpoint(&hdr, o, &ds);
+    if (!rc && dataset_open(&ds, 0, &d, msg, sizeof msg)) {
+        rc = fail(err, errlen, "%s", msg);
+        if (!o->data.root) /* the run's path is as its config wrote it: relative to where the run started */
+            snprintf(err + strlen(err), errlen - strlen(err), " (the data path of %s; give --data where it is now)", v.path);
+    } else if (!rc && ((rc = check_classes(ck, st_meta(&hdr, "class_names"), (int)classes, &d, ds.root, err, errlen)) ||
+                       (rc = check_split(ck, &hdr, &d, &ds, err, errlen)))) {
         dataset_free(&d);
+    }
     st_close(&hdr);
-    if (rc) return -1;
+    if (rc) {
+        run_view_free(&v);
+        return -1;
+    }
 
     Model *m = NULL;
     Backend *be = NULL;
@@ -284,15 +358,15 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
     m = checkpoint_model(ck, &info, &params, &stats, err, errlen);
     if (!m) goto done;
     int max_side = 0;
-    for (int i = 0; i < o->nsizes; i++) {
+    for (int i = 0; i < nsizes; i++) {
         Shape *shapes = xmalloc((size_t)m->nvalues * sizeof *shapes);
-        int bad = model_shapes(m, o->sizes[i], o->sizes[i], shapes, msg, sizeof msg);
+        int bad = model_shapes(m, sizes[i], sizes[i], shapes, msg, sizeof msg);
         free(shapes);
         if (bad) {
-            fail(err, errlen, "test size %d is too small for %s: %s", o->sizes[i], arch, msg);
+            fail(err, errlen, "test size %d is too small for %s: %s", sizes[i], arch, msg);
             goto done;
         }
-        if (o->sizes[i] > max_side) max_side = o->sizes[i];
+        if (sizes[i] > max_side) max_side = sizes[i];
     }
     be = backend_create(o->device, msg, sizeof msg);
     if (!be) {
@@ -328,19 +402,20 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
         goto done;
     }
     int top5 = o->interpret && m->classes > 5; /* top-5 of 5 classes or fewer is always 1 */
-    fprintf(csv, "size,loss,accuracy,images%s%s%s\n", o->tta ? ",tta_loss,tta_accuracy" : "", o->interpret ? ",error_rate" : "",
-            top5 ? ",top5_accuracy" : "");
+    fprintf(csv, "size,loss,accuracy,images%s%s%s%s\n", o->tta ? ",tta_loss,tta_accuracy" : "", o->interpret ? ",error_rate" : "",
+            top5 ? ",top5_accuracy" : "", v.trained_size > 0 ? ",trained_size" : "");
 
-    char tfname[96];
-    describe_transform(o, tfname, sizeof tfname);
-    char trained[200] = "";
-    if (*stage || *epochs)
-        snprintf(trained, sizeof trained, " (stage %s, %s epochs done)", *stage ? stage : "?", *epochs ? epochs : "?");
+    char tfname[400];
+    describe_transform(o, &v, tfname, sizeof tfname);
+    char trained[200];
+    checkpoint_trained_text(&info, trained, sizeof trained);
+    if (v.cfg)
+        snprintf(trained + strlen(trained), sizeof trained - strlen(trained), ", trained at %d px", v.trained_size);
     printf("eval: %s: %s, %d classes%s, on %s\n", ck, m->arch, m->classes, trained, be->ops->name);
-    printf("data: %s, %d validation images; test transform: %s\n", o->data.root, d.nvalid, tfname);
+    printf("data: %s%s, %d validation images\ntest transform: %s\n", ds.root, data_from, d.nvalid, tfname);
     if (o->tta)
-        printf("TTA: n=%d, beta=%.2f; augmented passes: Resize(s) at a random position + fastai aug_transforms() defaults\n",
-               o->tta_n, o->tta_beta);
+        printf("TTA: n=%d, beta=%.2f; augmented passes: %s\n", o->tta_n, o->tta_beta,
+               v.cfg ? "the run's training transform at each size" : "Resize(s) at a random position + fastai aug_transforms() defaults");
     printf("%-6s %-10s %-9s", "size", "loss", "accuracy");
     if (o->tta) printf(" %-10s %-12s", "tta_loss", "tta_accuracy");
     if (o->interpret) printf(" %-10s", "error_rate");
@@ -349,15 +424,15 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
 
     Rng root;
     rng_seed(&root, o->seed);
-    Evaluator ev = {m, &feed, NULL};
+    Evaluator ev = {m, &feed, NULL, NULL}; /* eval_size names each size on the progress line */
     if (o->interpret) {
         rows.probs = xmalloc(((size_t)d.nvalid * m->classes + 1) * sizeof(float));
         rows.labels = xmalloc(((size_t)d.nvalid + 1) * sizeof(int32_t));
         rows.sample = xmalloc(((size_t)d.nvalid + 1) * sizeof(int));
     }
     SizeRow row = {0, 0, NAN, NAN, NAN, NAN, NAN};
-    for (int si = 0; si < o->nsizes; si++) {
-        if (eval_size(&ev, &d, o, &root, o->sizes[si], &row, o->interpret ? &rows : NULL, err, errlen)) goto done;
+    for (int si = 0; si < nsizes; si++) {
+        if (eval_size(&ev, &d, o, &v, &root, sizes[si], &row, o->interpret ? &rows : NULL, err, errlen)) goto done;
         if (row.n && !isfinite(row.loss))
             fprintf(stderr, "cnntrain: size %d: the loss is %g: the model's outputs are not finite (its weights are finite "
                     "but too large?)\n", row.size, row.loss);
@@ -371,6 +446,7 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
         if (o->tta) fprintf(csv, ",%.6f,%.6f", row.tta_loss, row.tta_acc);
         if (o->interpret) fprintf(csv, ",%.6f", 1 - row.acc);
         if (top5) fprintf(csv, ",%.6f", row.top5);
+        if (v.trained_size > 0) fprintf(csv, ",%d", v.trained_size);
         fprintf(csv, "\n");
     }
     FILE *f = csv;
@@ -389,9 +465,9 @@ int eval_checkpoint(const EvalOptions *o, char *err, size_t errlen) {
         const char *base = slash ? slash + 1 : ck;
         char title[600];
         snprintf(title, sizeof title, "Confusion matrix: %s at size %d", base, row.size);
-        if (o->nsizes > 1) printf("interpret: at size %d, the last of --sizes\n", row.size);
+        if (nsizes > 1) printf("interpret: at size %d, the last of --sizes\n", row.size);
         InterpretSpec is = {rows.probs, rows.labels, rows.sample, row.n, m->classes, d.valid,
-                            (const char *const *)d.classes, test_transform(o, row.size), o->threads, o->top_losses, 9,
+                            (const char *const *)d.classes, test_transform(o, &v, row.size), o->threads, o->top_losses, 9,
                             o->min_val, o->seed, dir, "", o->plot, title, NULL, NULL};
         if (interpret_write(&is, err, errlen)) goto done;
     }
@@ -406,5 +482,6 @@ done:
     if (m) model_free(m); /* detaches from the backend first */
     if (be) backend_destroy(be);
     dataset_free(&d);
+    run_view_free(&v);
     return rc;
 }

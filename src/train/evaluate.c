@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/progress.h"
 #include "base/util.h"
 #include "train/scores.h"
 
@@ -23,6 +24,8 @@ EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing,
     int C = m->classes;
     float *logits = xmalloc(((size_t)m->max_batch * C + 1) * sizeof(float)); /* model_input refuses larger batches */
     loader_start_epoch(L, epoch, 0);
+    int batches = loader_batches(L), done = 0;
+    double t0 = now_seconds();
     for (const Batch *b; (b = loader_next(L));) {
         if (ev->stop && *ev->stop) {
             r.interrupted = 1;
@@ -40,7 +43,10 @@ EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing,
             for (int i = 0; i < b->n; i++)
                 softmax_row(logits + (size_t)i * C, rows->probs + (size_t)(r.count + i) * C, C);
         r.count += b->n;
+        if (ev->progress)
+            progress_show("%s: %d/%d batches, %.0f img/s", ev->progress, ++done, batches, r.count / (now_seconds() - t0 + 1e-9));
     }
+    if (ev->progress) progress_clear();
     free(logits);
     if (r.count) r.loss /= r.count;
     return r;
@@ -61,12 +67,18 @@ TtaResult tta_pass_rows(const Evaluator *ev, Loader *plain, Loader *augmented, i
     int32_t *labels = own_labels ? xmalloc(((size_t)cap + 1) * sizeof(int32_t)) : plain_rows->labels;
     float *aug = xcalloc(cells, sizeof(float)), *pass = xcalloc(cells, sizeof(float));
     int32_t *pass_labels = xmalloc(((size_t)cap + 1) * sizeof(int32_t));
+    /* each pass named on the progress line */
+    char label[160];
+    Evaluator named = *ev;
+    named.progress = ev->progress ? label : NULL;
+    if (ev->progress) snprintf(label, sizeof label, "%s, TTA's plain pass", ev->progress);
     /* The plain pass first: it finds any bad image, and every augmented pass must list the same images. */
-    t.plain = eval_pass(ev, plain, 0, 0.0f, &(EvalRows){plain_p, labels, cap});
+    t.plain = eval_pass(&named, plain, 0, 0.0f, &(EvalRows){plain_p, labels, cap});
     t.interrupted = t.plain.interrupted;
     int count = t.plain.count;
     for (int p = 0; p < n && count && !t.interrupted && t.bad_pass < 0; p++) {
-        EvalResult r = eval_pass(ev, augmented, first_epoch + p, 0.0f, &(EvalRows){pass, pass_labels, cap});
+        if (ev->progress) snprintf(label, sizeof label, "%s, TTA pass %d/%d", ev->progress, p + 1, n);
+        EvalResult r = eval_pass(&named, augmented, first_epoch + p, 0.0f, &(EvalRows){pass, pass_labels, cap});
         t.interrupted = r.interrupted;
         if (t.interrupted) break;
         if (r.count != count || memcmp(pass_labels, labels, (size_t)count * sizeof(int32_t))) {

@@ -3,7 +3,7 @@
  *
  * Use:
  *
- *     Evaluator ev = {model, &feed, &stop_flag};           // stop_flag may be NULL
+ *     Evaluator ev = {model, &feed, &stop_flag, "valid"};  // stop_flag, the progress label may be NULL
  *     EvalResult r = eval_pass(&ev, loader, 0, 0.0f, NULL); // mean loss, hits, images
  *     TtaResult t = tta_pass(&ev, plain, augmented, 0, 4, 0.25f, nvalid);
  */
@@ -22,6 +22,7 @@ typedef struct {
     Model *model;                       /* attached to a backend, in inference mode for the pass */
     DeviceFeed *feed;                   /* each batch reaches the model's input through device_feed_upload */
     const volatile sig_atomic_t *stop;  /* read before each batch: nonzero ends the pass; NULL: never */
+    const char *progress;               /* a terminal progress line names the pass so ("valid"); NULL: none */
 } Evaluator;
 
 typedef struct {

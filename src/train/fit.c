@@ -27,6 +27,7 @@
 #include "train/progressive.h"
 #include "train/run_record.h"
 #include "train/schedule.h"
+#include "base/progress.h"
 #include "base/util.h"
 
 volatile sig_atomic_t trainer_stop_signal;
@@ -151,7 +152,7 @@ int trainer_augment_on_device(const Trainer *T) {
 /* One pass over the validation set (evaluate.h's eval_pass): mean loss (with the stage's label
  * smoothing, as fastai's valid_loss) and accuracy. */
 EvalResult trainer_evaluate(Trainer *T, Loader *L, int epoch, float smoothing) {
-    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
+    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal, "valid"};
     return eval_pass(&ev, L, epoch, smoothing, NULL);
 }
 
@@ -231,12 +232,11 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
             take_report(T, st, &r, epoch_base, per_epoch, &sum, &seen);
             T->steps++;
             T->run_steps++;
-            if (isatty(STDOUT_FILENO)) {
+            if (progress_on()) {
                 double dt = now_seconds() - t0;
                 int done = b->index + 1;
-                printf("\r  epoch %d: %d/%d batches, %.0f img/s, loss %.4f, eta %.0fs   ", e, done, per_epoch, seen / dt,
-                       seen ? sum / seen : 0.0, dt / done * (per_epoch - done));
-                fflush(stdout);
+                progress_show("epoch %d: %d/%d batches, %.0f img/s, loss %.4f, eta %.0fs", e, done, per_epoch, seen / dt,
+                              seen ? sum / seen : 0.0, dt / done * (per_epoch - done));
             }
             if (trainer_stop_requested(T)) {
                 StepReport last = step_finish(T->step);
@@ -248,7 +248,7 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
         }
         StepReport last = step_finish(T->step); /* the epoch's last step, before its validation and checkpoint */
         take_report(T, st, &last, epoch_base, per_epoch, &sum, &seen);
-        if (isatty(STDOUT_FILENO)) printf("\r%80s\r", "");
+        progress_clear();
         if (stopped) break;
         EvalResult v = trainer_evaluate(T, valid, T->epoch, st->label_smoothing);
         if (v.interrupted) { /* the epoch's training is done; its validation runs again on resume */

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/progress.h"
 #include "base/util.h"
 #include "ckpt/checkpoint.h"
 #include "ckpt/pretrained.h"
@@ -90,10 +91,7 @@ static void range_test(Trainer *T, const StageConfig *st, const LrFindOptions *o
             float s = smooth_loss_add(&smooth, r.loss);
             lr_find_curve_push(c, lr, r.loss, s);
             it++;
-            if (isatty(STDOUT_FILENO)) {
-                printf("\r  lr_find: %d/%d, lr %.2e, loss %.4f   ", it, c->num_it, lr, (double)s);
-                fflush(stdout);
-            }
+            progress_show("lr_find: %d/%d, lr %.2e, loss %.4f", it, c->num_it, lr, (double)s);
             /* fastai: best = min(smooth); stop when smooth > 4 * best (stop_div) or after num_it.
              * A loss or gradient that is not finite ends it too (fastai would go on training NaNs). */
             if (s < best) best = s;
@@ -102,7 +100,7 @@ static void range_test(Trainer *T, const StageConfig *st, const LrFindOptions *o
             if (trainer_stop_signal) c->interrupted = done = 1;
         }
     }
-    if (isatty(STDOUT_FILENO)) printf("\r%80s\r", "");
+    progress_clear();
     step_free(step);
     loader_destroy(L);
     snapshot_restore(T, &snap);

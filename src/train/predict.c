@@ -17,9 +17,9 @@
 #include "pipeline/label_map.h"
 #include "pipeline/loader.h"
 #include "train/checkpoint_model.h"
-#include "train/config.h"
 #include "train/evaluate.h"
 #include "train/predict_input.h"
+#include "train/run_view.h"
 
 /* Images per loader: bounds the probabilities held (CHUNK x classes) whatever the input's size. */
 enum { CHUNK = 4096 };
@@ -33,72 +33,18 @@ void predict_options_default(PredictOptions *o) {
     o->tta_beta = 0.25f;
 }
 
-/* What the model is run with, and where that came from. */
-typedef struct {
-    TransformSpec valid, aug;   /* the plain pass; TTA's augmented passes */
-    long max_pixels;
-    long long max_file_bytes;
-    char source[1400];          /* "runs/x/config.ini, stage 'full'", or what was assumed */
-    char *label_map;            /* the run's label map file, or NULL */
-} RunView;
-
-static const char *kind_text(const TransformSpec *t, char *buf, size_t n) {
-    switch (t->kind) {
-    case TF_RESIZE_CENTER_CROP:
-        if (t->resize_ratio == 1.0f) snprintf(buf, n, "Resize(%d) + CenterCrop(%d)", t->size, t->size);
-        else snprintf(buf, n, "Resize(round(%g*%d)) + CenterCrop(%d)", (double)t->resize_ratio, t->size, t->size);
-        break;
-    case TF_CENTER_CROP: snprintf(buf, n, "CenterCrop(%d)", t->size); break;
-    case TF_SQUASH_CENTER_CROP: snprintf(buf, n, "squash + CenterCrop(%d)", t->size); break;
-    case TF_FASTAI:
-        if (t->presize) snprintf(buf, n, "fastai Resize(%d) (centre) + Resize(%d)", t->presize, t->size);
-        else snprintf(buf, n, "fastai Resize(%d) (centre)", t->size);
-        break;
-    default: snprintf(buf, n, "%s %d", transform_kind_name(t->kind), t->size);
-    }
-    return buf;
-}
-
-/* The run's validation transform from ck's folder's config.ini: the stage that wrote ck when it is
- * a training stage, else the last training stage. Without a readable config: Resize + CenterCrop
- * at 224 (or --size), said so. */
-static void run_view(const PredictOptions *o, const char *ck, const CheckpointInfo *info, RunView *v) {
-    memset(v, 0, sizeof *v);
-    char path[1200], err[1024];
-    const char *slash = strrchr(ck, '/');
-    snprintf(path, sizeof path, "%.*s%sconfig.ini", slash ? (int)(slash - ck) : 0, ck, slash ? "/" : "");
-    Config cfg;
-    struct stat st;
-    int have = !stat(path, &st) && !config_load(path, NULL, 0, &cfg, err, sizeof err);
-    if (!have && !stat(path, &st)) fprintf(stderr, "cnntrain: %s: not usable (%s)\n", path, err);
-    const StageConfig *use = NULL, *own = NULL;
-    for (int i = 0; have && i < cfg.nstages; i++) {
-        const StageConfig *s = &cfg.stages[i];
-        if (s->type == STAGE_EVAL || s->type == STAGE_TTA) continue;
-        use = s;
-        if (!strcmp(s->name, info->stage)) own = s;
-    }
-    if (own) use = own;
-    if (use) {
-        v->valid = use->valid_tf;
-        v->aug = use->train_tf;
-        v->max_pixels = (long)cfg.max_megapixels * 1000000L;
-        v->max_file_bytes = (long long)cfg.max_file_mb * 1000000LL;
-        snprintf(v->source, sizeof v->source, "the run's (%s, stage '%s')", path, use->name);
-        int asked = 0;
-        v->label_map = label_map_path(cfg.data.root, cfg.data.format == DATA_CSV, cfg.data.csv, cfg.data.label_map, &asked);
-    } else {
+/* What the model is run with, and where that came from: the run's config.ini (run_view.h), else
+ * Resize + CenterCrop at 224 (or --size), said so. --size replaces the size. */
+static void predict_view(const PredictOptions *o, const char *ck, const CheckpointInfo *info, RunView *v) {
+    if (!run_view_read(ck, info->stage, v)) {
         int s = o->size ? o->size : 224;
         v->valid = transform_defaults(TF_RESIZE_CENTER_CROP, s, 0);
         v->aug = transform_defaults(TF_FASTAI, s, 1);
         v->aug.presize = s;
         snprintf(v->source, sizeof v->source, "assumed: no usable run config.ini beside %s (give --size to change the size)", ck);
     }
-    if (have) config_free(&cfg);
     if (o->size) v->valid.size = o->size;
     v->aug.size = v->valid.size;
-    v->valid.train = 0;
-    v->aug.train = 1;
 }
 
 /* The display names: --label-map, else the checkpoint's class_labels, else the run's label map,
@@ -324,7 +270,7 @@ int predict_run(const PredictOptions *o, char *err, size_t errlen) {
         }
     }
     RunView v;
-    run_view(o, ck, &info, &v);
+    predict_view(o, ck, &info, &v);
     PredictInput in;
     Model *m = NULL;
     Backend *be = NULL;
@@ -371,12 +317,10 @@ int predict_run(const PredictOptions *o, char *err, size_t errlen) {
     }
     model_set_weights(m, params, stats);
 
-    char tf[160], trained[200] = "";
-    if (*info.stage || *info.epochs)
-        snprintf(trained, sizeof trained, " (stage %s, %s epochs done)", *info.stage ? info.stage : "?",
-                 *info.epochs ? info.epochs : "?");
+    char tf[160], trained[200];
+    checkpoint_trained_text(&info, trained, sizeof trained);
     printf("predict: %s: %s, %d classes%s, on %s\n", ck, info.arch, C, trained, be->ops->name);
-    printf("transform: %s, %s\n", kind_text(&v.valid, tf, sizeof tf), v.source);
+    printf("transform: %s, %s\n", transform_text(&v.valid, tf, sizeof tf), v.source);
     if (o->tta) printf("TTA: n=%d, beta=%.2f over the run's training transform (%s)\n", o->tta_n, (double)o->tta_beta,
                        transform_kind_name(v.aug.kind));
     if (names) printf("class names: %s\n", names_from);
@@ -393,7 +337,7 @@ int predict_run(const PredictOptions *o, char *err, size_t errlen) {
         }
     }
     probs = xmalloc(((size_t)chunk * C + 1) * sizeof(float));
-    Evaluator ev = {m, &feed, NULL};
+    Evaluator ev = {m, &feed, NULL, "predict"};
     double t0 = now_seconds();
     for (int first = 0; first < in.n; first += chunk) {
         int count = in.n - first < chunk ? in.n - first : chunk;
@@ -427,7 +371,7 @@ done:
     if (be) backend_destroy(be);
     names_list_free(classes, C);
     if (names) names_list_free(names, C);
-    free(v.label_map);
+    run_view_free(&v);
     predict_input_free(&in);
     st_close(&hdr);
     return rc;

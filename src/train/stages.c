@@ -30,8 +30,18 @@
 #include "train/schedule.h"
 #include "base/util.h"
 
-/* Multi-resolution evaluation: the valid transform at each size. Writes eval-<stage>.csv.
- * Returns 1 when a stop signal interrupted it (the stage runs again on resume). */
+/* The side the model was last trained at before stage st: the last training stage before it (0
+ * when none: a pretrained model evaluated as it came). */
+static int trained_size(const Trainer *T, const StageConfig *st) {
+    int side = 0;
+    for (const StageConfig *s = T->cfg->stages; s < st; s++)
+        if (stage_trains(s->type)) side = s->size;
+    return side;
+}
+
+/* Multi-resolution evaluation: the valid transform at each size. Writes eval-<stage>.csv, with
+ * the training side in a last column (its plot marks it). Returns 1 when a stop signal
+ * interrupted it (the stage runs again on resume). */
 static int eval_sizes(Trainer *T, const StageConfig *st) {
     char path[1200];
     snprintf(path, sizeof path, "%s/eval-%s.csv", T->run_dir, st->name);
@@ -39,13 +49,16 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
     size_t len = 0;
     FILE *csv = open_memstream(&text, &len); /* written whole at the end (util.h's atomic write) */
     if (!csv) die("cannot write %s: %s", path, strerror(errno));
-    fprintf(csv, "size,loss,accuracy,images\n");
+    int trained = trained_size(T, st);
+    fprintf(csv, "size,loss,accuracy,images%s\n", trained ? ",trained_size" : "");
     trainer_say(T, "stage %s: evaluation at %d sizes\n%-6s %-11s %-9s\n", st->name, st->nsizes, "size", "loss", "accuracy");
-    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
+    char label[120];
+    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal, label};
     int interrupted = 0;
     for (int i = 0; i < st->nsizes && !interrupted; i++) {
         TransformSpec tf = st->valid_tf;
         tf.size = st->sizes[i];
+        snprintf(label, sizeof label, "stage %s, size %d", st->name, tf.size);
         Loader *L = trainer_make_loader(T, &tf, st->batch, 0, trainer_augment_on_device(T));
         EvalResult r = eval_pass(&ev, L, 0, 0.0f, NULL);
         loader_destroy(L);
@@ -53,7 +66,9 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
         if (interrupted) break;
         float acc = r.count ? (float)r.correct / r.count : 0;
         trainer_say(T, "%-6d %-11.6f %-9.6f\n", tf.size, r.loss, acc);
-        fprintf(csv, "%d,%.6f,%.6f,%d\n", tf.size, r.loss, acc, r.count);
+        fprintf(csv, "%d,%.6f,%.6f,%d", tf.size, r.loss, acc, r.count);
+        if (trained) fprintf(csv, ",%d", trained);
+        fputc('\n', csv);
     }
     if (fclose(csv) || write_file_atomic(path, text, len, err, sizeof err)) die("%s", err);
     free(text);
@@ -66,7 +81,9 @@ static int tta(Trainer *T, const StageConfig *st) {
     int on_device = trainer_augment_on_device(T);
     Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, 0, on_device),
            *A = trainer_make_loader(T, &st->train_tf, st->batch, 0, on_device);
-    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
+    char label[100];
+    snprintf(label, sizeof label, "stage %s", st->name);
+    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal, label};
     TtaResult t = tta_pass(&ev, L, A, 1000, st->tta_n, st->tta_beta, T->data.nvalid);
     loader_destroy(L);
     loader_destroy(A);
@@ -92,7 +109,9 @@ static int interpret(Trainer *T, const StageConfig *st) {
     float *probs = xmalloc(((size_t)n * C + 1) * sizeof(float));
     int32_t *labels = xmalloc(((size_t)n + 1) * sizeof(int32_t));
     int *sample = xmalloc(((size_t)n + 1) * sizeof(int));
-    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
+    char label[100];
+    snprintf(label, sizeof label, "stage %s", st->name);
+    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal, label};
     EvalResult r = eval_pass(&ev, L, 0, 0.0f, &(EvalRows){probs, labels, n});
     char err[1400], prefix[80], title[200];
     if (!r.interrupted) {
