@@ -57,7 +57,10 @@ typedef struct {
         float drop_p;                                 /* dropout probability */
         struct { int out, bias; } linear;             /* output features, with a bias */
         struct { int mixup; float smoothing; } xent;  /* labels_b and lam given; label smoothing */
-        AdamWArgs adamw;                              /* step is set by the suite */
+        struct {                                      /* step is set by the suite; the gradients are */
+            AdamWArgs adamw;                          /* drawn 1 / grad_scale times larger: a loss- */
+            float grad_scale;                         /* scaled gradient that the op unscales */
+        };
     };
 } OpCase;
 
@@ -72,7 +75,9 @@ typedef struct {
 #define DROPOUT(fl, n, c, h, w, p)               {OP_DROPOUT, fl, n, c, h, w, .drop_p = p}
 #define LINEAR(fl, n, in, out, bias)             {OP_LINEAR, fl, n, in, 1, 1, .linear = {out, bias}}
 #define XENT(fl, n, classes, mixup, smoothing)   {OP_XENT, fl, n, classes, 1, 1, .xent = {mixup, smoothing}}
-#define ADAMW(fl, count, lr, b1, b2, eps, wd)    {OP_ADAMW, fl, count, 1, 1, 1, .adamw = {lr, b1, b2, eps, wd, 1}}
+#define ADAMW(fl, count, lr, b1, b2, eps, wd)    ADAMW_SCALED(fl, count, lr, b1, b2, eps, wd, 1.0f)
+#define ADAMW_SCALED(fl, count, lr, b1, b2, eps, wd, gs) \
+    {OP_ADAMW, fl, count, 1, 1, 1, .adamw = {lr, b1, b2, eps, wd, 1}, .grad_scale = gs}
 
 /* the pools' windows */
 #define MAX3      {3, 2, 1, 0} /* the stem's MaxPool(3, 2, 1) */
@@ -206,13 +211,18 @@ static const OpCase op_cases[] = {
     XENT(BOTH, 4, 7, 1, 0.1f),
     XENT(BOTH, 4, 7, 0, 0.0f),
 
-    /* ---- AdamW, 3 steps (test_cpu_ops checks it against hand-computed steps instead) ---- */
+    /* ---- AdamW, 3 steps (test_cpu_ops checks the unscaled rows against hand-computed steps
+     * instead, and the rows flagged for it against a double-precision AdamW) ---- */
     ADAMW(OC_GPU | OC_QUICK, 1000, 3e-3f, 0.95f, 0.99f, 1e-5f, 0.01f),  /* fastai's Adam */
     ADAMW(OC_GPU | OC_QUICK, 12345, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f), /* PyTorch AdamW, odd count */
     ADAMW(OC_GPU | OC_QUICK, 777, 1e-2f, 0.85f, 0.99f, 1e-5f, 0.0f),   /* no weight decay */
     /* many runs in one launch, as the trainer calls it: 300 runs of odd lengths with their own lr
      * and wd (no decay on every third), gaps between them (frozen parameters stay as they were) */
     ADAMW(OC_GPU | OC_QUICK, 0, 0.0f, 0.9f, 0.99f, 1e-6f, 0.0f),
+    /* the g * grad_scale of a loss-scaled step (fp16's loss scaler): a power of two, which undoes
+     * the scaling exactly, and a scale that is not one (1 / 1000 rounds) */
+    ADAMW_SCALED(OC_VALUES | OC_GPU | OC_QUICK, 4099, 3e-3f, 0.9f, 0.99f, 1e-5f, 0.01f, 1.0f / 1024),
+    ADAMW_SCALED(OC_VALUES | OC_GPU | OC_QUICK, 2053, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, 1.0f / 1000),
 };
 /* clang-format on */
 
@@ -252,7 +262,12 @@ static inline void op_case_name(const OpCase *oc, char *out, size_t len) {
     case OP_DROPOUT: snprintf(p, left, " p %g", oc->drop_p); break;
     case OP_LINEAR: snprintf(p, left, " -> %d%s", oc->linear.out, oc->linear.bias ? " +bias" : ""); break;
     case OP_XENT: snprintf(p, left, " smoothing %g%s", oc->xent.smoothing, oc->xent.mixup ? " mixup" : ""); break;
-    case OP_ADAMW: snprintf(p, left, " lr %g wd %g", oc->adamw.lr, oc->adamw.wd); break;
+    case OP_ADAMW: {
+        int k = snprintf(p, left, " lr %g wd %g", oc->adamw.lr, oc->adamw.wd);
+        if (oc->grad_scale != 1.0f && k >= 0 && (size_t)k < left)
+            snprintf(p + k, left - (size_t)k, " grad_scale 1/%g", 1.0 / oc->grad_scale);
+        break;
+    }
     case OP_ELEMENTWISE:
     case OP_GAP:
     case OP_CONCAT_POOL: break;

@@ -4,7 +4,9 @@
  * Then on real images (a 1% sample of ../shared/data/imagenette2-224, or generated JPEGs without
  * it): `./train lr_find` runs every batch when the lr cannot diverge and stops early when it
  * does, its suggestions lie within the lrs it ran; an lr_find stage between two stages leaves the
- * weights, batch-norm statistics and Adam moments bit for bit as they were. */
+ * weights, batch-norm statistics and Adam moments bit for bit as they were; `--from` a run's
+ * resume.safetensors (or an older run's model + .train.safetensors pair) gives that stage's curve,
+ * from a model file alone the same first loss but fresh moments. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ckpt/checkpoint.h"
+#include "net/model.h"
 #include "pipeline/demo_data.h"
 #include "report/plot.h"
 #include "train/config.h"
@@ -300,12 +304,96 @@ static void test_stage_restores_everything(void **state) {
     free(log);
 }
 
+/* `lr_find --from`, against the lr_find stage of a run (one training stage, then lr_find):
+ * - the run's resume.safetensors: the stage's lr_find-find.csv, byte for byte (the same weights,
+ *   statistics, Adam moments and step, and the batches of the same epoch);
+ * - an older run's pair, a model file and the .train.safetensors of the same save beside it (made
+ *   here from the resume's tensors): the same again;
+ * - the model file alone: the same first loss (the same weights on the same batch, before any
+ *   step), then another curve: fresh moments. */
+static void test_from_checkpoint(void **state) {
+    (void)state;
+    static char text[4000], out[20000], args[1800];
+    snprintf(text, sizeof text,
+             "%s[model]\narch = xresnet_tiny\n[run]\nout_dir = %s/runs\nname = fromrun\nthreads = 2\nseed = 3\n"
+             "[stage one]\ntype = fit_one_cycle\nepochs = 1\nsize = 32\nbatch = 8\nlr = 3e-3\n"
+             "[stage find]\ntype = lr_find\nnum_it = 12\nend_lr = 100\nmixup = 0.4\n",
+             data_ini, dir);
+    char ini[512], err[2048], run_dir[512], path[1200], model_path[512], train_path[600];
+    snprintf(ini, sizeof ini, "%s", write_text("from.ini", text)); /* (in_dir's buffers are reused) */
+    Config cfg;
+    if (config_load(ini, NULL, 0, &cfg, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(train_run(&cfg, NULL, run_dir, sizeof run_dir), 0);
+    config_free(&cfg);
+    snprintf(path, sizeof path, "%s/lr_find-find.csv", run_dir);
+    size_t stage_len, len;
+    unsigned char *stage_csv = slurp(path, &stage_len), *csv;
+    Csv stage_curve, c;
+    read_csv(path, &stage_curve);
+    assert_true(stage_curve.n >= 6);
+
+    snprintf(args, sizeof args, "%s --stage find --from %s/resume.safetensors --out %s", ini, run_dir, in_dir("from_resume"));
+    if (run_cmd(out, sizeof out, args)) fail_msg("%s", out);
+    ASSERT_HAS(out, "Adam moments (step ");
+    csv = slurp(in_dir("from_resume/lr_find.csv"), &len);
+    if (len != stage_len || memcmp(csv, stage_csv, len)) fail_msg("--from resume.safetensors: not the stage's curve:\n%s", csv);
+    free(csv);
+
+    /* the pair an older ./train wrote: model file and moments under one checkpoint id */
+    snprintf(path, sizeof path, "%s/resume.safetensors", run_dir);
+    StFile hdr;
+    if (st_read_header(path, &hdr, err, sizeof err)) fail_msg("%s", err);
+    Model *m = model_build("xresnet_tiny", atoi(st_meta(&hdr, "classes")), err, sizeof err);
+    if (!m) fail_msg("%s", err);
+    float *p = calloc(m->param_floats, sizeof(float)), *s = calloc(m->stat_floats + 1, sizeof(float));
+    float *am = calloc(m->param_floats, sizeof(float)), *av = calloc(m->param_floats, sizeof(float));
+    StFile meta;
+    if (ckpt_load_resume(path, m, p, s, am, av, &meta, err, sizeof err)) fail_msg("%s", err);
+    char id[CKPT_ID_CHARS + 1];
+    ckpt_new_id(id);
+    const char *pair_meta[] = {CKPT_ID_KEY, id, "epochs_done", st_meta(&meta, "epochs_done"), "adam_step",
+                               st_meta(&meta, "adam_step"), NULL};
+    snprintf(model_path, sizeof model_path, "%s", in_dir("e1.safetensors"));
+    if (ckpt_save(model_path, m, p, s, pair_meta, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(ckpt_train_path(model_path, train_path, sizeof train_path), 0);
+    if (ckpt_save_train(train_path, m, am, av, pair_meta, err, sizeof err)) fail_msg("%s", err);
+    st_close(&meta);
+    st_close(&hdr);
+    free(p), free(s), free(am), free(av);
+    model_free(m);
+    snprintf(args, sizeof args, "%s --stage find --from %s --out %s", ini, model_path, in_dir("from_pair"));
+    if (run_cmd(out, sizeof out, args)) fail_msg("%s", out);
+    ASSERT_HAS(out, "Adam moments from ");
+    csv = slurp(in_dir("from_pair/lr_find.csv"), &len);
+    if (len != stage_len || memcmp(csv, stage_csv, len)) fail_msg("--from a model + .train pair: not the stage's curve:\n%s", csv);
+    free(csv);
+
+    /* the model file alone */
+    char moved[512];
+    snprintf(moved, sizeof moved, "%s", in_dir("moved.safetensors"));
+    assert_int_equal(rename(train_path, moved), 0);
+    snprintf(args, sizeof args, "%s --stage find --from %s --out %s", ini, model_path, in_dir("from_model"));
+    if (run_cmd(out, sizeof out, args)) fail_msg("%s", out);
+    ASSERT_HAS(out, "fresh Adam moments");
+    read_csv(in_dir("from_model/lr_find.csv"), &c);
+    assert_true(c.n >= 2);
+    assert_true(c.smooth[0] == stage_curve.smooth[0]); /* the loss before any step */
+    assert_true(c.smooth[1] != stage_curve.smooth[1]);  /* after a step with other moments */
+
+    /* the moments file itself is refused, saying what to give */
+    snprintf(args, sizeof args, "%s --stage find --from %s --out %s", ini, moved, in_dir("from_train"));
+    assert_int_not_equal(run_cmd(out, sizeof out, args), 0);
+    ASSERT_HAS(out, "give the model file beside it, or the run's resume.safetensors");
+    free(stage_csv);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_fastai),
         cmocka_unit_test(test_python_repr),
         cmocka_unit_test(test_command_bounds_and_divergence),
         cmocka_unit_test(test_stage_restores_everything),
+        cmocka_unit_test(test_from_checkpoint),
     };
     return cmocka_run_group_tests(tests, setup, test_dir_teardown);
 }

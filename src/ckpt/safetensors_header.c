@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json.h"
 #include "base/util.h"
 
 static void format_shape(char *buf, size_t n, int ndim, const int64_t *shape) {
@@ -76,112 +77,40 @@ static int accept(Parser *p, char c) {
     return 0;
 }
 
-static int hex4(Parser *p, uint32_t *v) {
-    if (p->n - p->pos < 4) return perr(p, "\\u escape cut short");
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned c = p->s[p->pos++];
-        int d = c >= '0' && c <= '9'   ? (int)c - '0'
-                : c >= 'a' && c <= 'f' ? (int)c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? (int)c - 'A' + 10
-                                       : -1;
-        if (d < 0) return perr(p, "bad hex digit in a \\u escape");
-        *v = *v << 4 | (uint32_t)d;
-    }
-    return 0;
-}
-
-/* A JSON string, decoded to a NUL-terminated UTF-8 copy in *out. NUL itself (\u0000) is refused,
- * since names and metadata are C strings, and so are control characters (C0, DEL, C1), which a
- * terminal would act on when a message quotes the string; text (metadata values) may hold
- * line breaks and tabs. */
+/* A JSON string, decoded to a NUL-terminated UTF-8 copy in *out by base/json.c's decoder with
+ * this parser's rules: a string with no closing quote is refused first (whatever it holds), UTF-8
+ * is checked where it starts, and NUL itself (\u0000) is refused, since names and metadata are C
+ * strings. Control characters (C0, DEL, C1) are refused too, which a terminal would act on when a
+ * message quotes the string; text (metadata values) may hold line breaks and tabs. */
 static int parse_string(Parser *p, char **out, const char *what, int text) {
     *out = NULL;
-    if (expect(p, '"', what)) return -1;
-    /* Decoding never lengthens: find the closing quote to size the copy. */
-    size_t end = p->pos;
-    while (end < p->n && p->s[end] != '"') end += p->s[end] == '\\' ? 2 : 1;
-    if (end >= p->n) return perr(p, "a string runs past the end of the header");
-    char *o = xmalloc(end - p->pos + 1);
-    size_t k = 0;
-    while (p->s[p->pos] != '"') {
-        unsigned c = p->s[p->pos];
-        if (c < 0x20) {
-            free(o);
-            return perr(p, "control character 0x%02x inside a string", c);
-        }
-        if (c >= 0x80) {
-            size_t len = utf8_seq(p->s + p->pos, p->n - p->pos);
-            if (!len) {
-                free(o);
-                return perr(p, "invalid UTF-8 inside a string");
+    skip_ws(p);
+    JsonStr r;
+    char *o;
+    if (json_string_decode(p->s, p->n, p->pos, JSON_STR_END_FIRST, &o, &r)) {
+        char b[16];
+        p->pos = r.at;
+        switch (r.status) {
+        case JSON_STR_NO_QUOTE: return perr(p, "expected %s, found %s", what, found(p, b, sizeof b));
+        case JSON_STR_UNCLOSED: return perr(p, "a string runs past the end of the header");
+        case JSON_STR_RAW_CONTROL: return perr(p, "control character 0x%02x inside a string", r.code);
+        case JSON_STR_BAD_UTF8: return perr(p, "invalid UTF-8 inside a string");
+        case JSON_STR_BAD_ESCAPE:
+            return perr(p, "unknown escape \\%c in a string", r.code >= 0x20 && r.code < 0x7F ? (char)r.code : '?');
+        case JSON_STR_BAD_HEX: /* where the four digits would start, or just past the bad one */
+            if (p->n - (r.escape + 2) < 4) {
+                p->pos = r.escape + 2;
+                return perr(p, "\\u escape cut short");
             }
-            memcpy(o + k, p->s + p->pos, len);
-            k += len;
-            p->pos += len;
-            continue;
-        }
-        p->pos++;
-        if (c != '\\') {
-            o[k++] = (char)c;
-            continue;
-        }
-        c = p->s[p->pos++];
-        const char *simple = strchr("\"\\/bfnrt", (int)c);
-        if (c && simple) {
-            o[k++] = "\"\\/\b\f\n\r\t"[simple - "\"\\/bfnrt"];
-            continue;
-        }
-        if (c != 'u') {
-            free(o);
-            p->pos--;
-            return perr(p, "unknown escape \\%c in a string", c >= 0x20 && c < 0x7F ? (char)c : '?');
-        }
-        uint32_t cp, lo;
-        if (hex4(p, &cp)) {
-            free(o);
-            return -1;
-        }
-        if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            free(o);
-            return perr(p, "lone low surrogate \\u%04X in a string", (unsigned)cp);
-        }
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-            if (p->n - p->pos < 2 || p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u') {
-                free(o);
-                return perr(p, "high surrogate \\u%04X not followed by a low one", (unsigned)cp);
-            }
-            p->pos += 2;
-            if (hex4(p, &lo)) {
-                free(o);
-                return -1;
-            }
-            if (lo < 0xDC00 || lo > 0xDFFF) {
-                free(o);
-                return perr(p, "high surrogate \\u%04X not followed by a low one", (unsigned)cp);
-            }
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        }
-        if (cp == 0) {
-            free(o);
-            return perr(p, "\\u0000 inside a string is not supported");
-        }
-        if (cp < 0x80) o[k++] = (char)cp;
-        else if (cp < 0x800) {
-            o[k++] = (char)(0xC0 | cp >> 6);
-            o[k++] = (char)(0x80 | (cp & 0x3F));
-        } else if (cp < 0x10000) {
-            o[k++] = (char)(0xE0 | cp >> 12);
-            o[k++] = (char)(0x80 | (cp >> 6 & 0x3F));
-            o[k++] = (char)(0x80 | (cp & 0x3F));
-        } else {
-            o[k++] = (char)(0xF0 | cp >> 18);
-            o[k++] = (char)(0x80 | (cp >> 12 & 0x3F));
-            o[k++] = (char)(0x80 | (cp >> 6 & 0x3F));
-            o[k++] = (char)(0x80 | (cp & 0x3F));
+            p->pos = r.at + 1;
+            return perr(p, "bad hex digit in a \\u escape");
+        case JSON_STR_LONE_LOW: return perr(p, "lone low surrogate \\u%04X in a string", r.code);
+        case JSON_STR_LONE_HIGH: return perr(p, "high surrogate \\u%04X not followed by a low one", r.code);
+        default: return perr(p, "\\u0000 inside a string is not supported");
         }
     }
-    p->pos++; /* closing quote */
+    p->pos = r.at;
+    size_t k = strlen(o);
     for (size_t i = 0; i < k; i++) {
         unsigned c = (unsigned char)o[i], next = i + 1 < k ? (unsigned char)o[i + 1] : 0;
         unsigned cp = c < 0x20 || c == 0x7F ? c : c == 0xC2 && next >= 0x80 && next <= 0x9F ? next : 0;
@@ -189,7 +118,6 @@ static int parse_string(Parser *p, char **out, const char *what, int text) {
         free(o);
         return perr(p, "control character U+%04X in %s", cp, what);
     }
-    o[k] = 0;
     *out = o;
     return 0;
 }
@@ -376,7 +304,7 @@ static int parse_header(Parser *p, const unsigned char *data, uint64_t data_size
                 if (parse_metadata(p, f)) return -1;
                 continue;
             }
-            if (f->count == cap) {
+            if (f->count == cap || !*ranges) { /* (the second for clang-tidy, which loses count over parse_metadata) */
                 cap = cap ? 2 * cap : 64;
                 f->tensors = xrealloc(f->tensors, (size_t)cap * sizeof *f->tensors);
                 *ranges = xrealloc(*ranges, (size_t)cap * sizeof **ranges);

@@ -34,8 +34,10 @@ int cmd_lr_find(int argc, char **argv) {
         {"--start", FLAG_STR, &start, "the first lr (default 1e-7, or the lr_find stage's start_lr)"},
         {"--end", FLAG_STR, &end, "the lr it grows towards (default 10, or the stage's end_lr)"},
         {"--iters", FLAG_INT, &iters, "batches (default 100, or the stage's num_it; at least 6, as fastai)"},
-        {"--from", FLAG_STR, &from, "start from this checkpoint's weights (and its .train.safetensors moments) instead "
-                                    "of the config's fresh model"},
+        {"--from", FLAG_STR, &from, "start from a checkpoint instead of the config's fresh model: a run's "
+                                    "resume.safetensors (weights, statistics, Adam's moments, as the run stood), or a "
+                                    "model file (its weights and statistics, fresh moments; an older run's "
+                                    ".train.safetensors beside it gives them)"},
         {"--out", FLAG_STR, &out, "folder for lr_find.csv and lr_find.png (default: [run] out_dir/lr_find-<config name>)"},
         {"--no-stop-div", FLAG_INT, &dummy, "(switch) run every batch, even when the loss diverges"},
         {"--set", FLAG_STR, &dummy_str, "section.key=value: a config override, as for ./train CONFIG (repeatable)"},

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/json.h"
 #include "base/util.h"
 
 typedef struct {
@@ -33,95 +34,28 @@ static void skip_space(Parser *p) {
     while (p->i < p->n && strchr(" \t\r\n", p->s[p->i]) && p->s[p->i]) p->i++;
 }
 
-static int hex4(Parser *p, unsigned *out) {
-    unsigned v = 0;
-    for (int k = 0; k < 4; k++, p->i++) {
-        char c = p->i < p->n ? p->s[p->i] : 0;
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0) return parse_error(p, "\\u needs four hex digits");
-        v = v * 16 + (unsigned)d;
-    }
-    *out = v;
-    return 0;
-}
-
-static void put_utf8(char *b, size_t *k, unsigned cp) {
-    if (cp < 0x80) b[(*k)++] = (char)cp;
-    else if (cp < 0x800) b[(*k)++] = (char)(0xC0 | cp >> 6), b[(*k)++] = (char)(0x80 | (cp & 0x3F));
-    else if (cp < 0x10000)
-        b[(*k)++] = (char)(0xE0 | cp >> 12), b[(*k)++] = (char)(0x80 | ((cp >> 6) & 0x3F)), b[(*k)++] = (char)(0x80 | (cp & 0x3F));
-    else
-        b[(*k)++] = (char)(0xF0 | cp >> 18), b[(*k)++] = (char)(0x80 | ((cp >> 12) & 0x3F)),
-        b[(*k)++] = (char)(0x80 | ((cp >> 6) & 0x3F)), b[(*k)++] = (char)(0x80 | (cp & 0x3F));
-}
-
-/* A JSON string at p->i (its opening quote) into *out (malloc'd). Control characters, escaped or
- * not, are refused: names are joined by newlines in checkpoint metadata and printed in tables. */
+/* A JSON string at p->i (its opening quote) into *out (malloc'd), by base/json.c's decoder with
+ * this reader's rules: problems in the order of the bytes, UTF-8 checked last, and control
+ * characters refused, escaped or not: names are joined by newlines in checkpoint metadata and
+ * printed in tables. */
 static int parse_string(Parser *p, char **out) {
-    if (p->i >= p->n || p->s[p->i] != '"') return parse_error(p, "expected a string in double quotes");
-    size_t start = ++p->i, k = 0;
-    char *b = xmalloc(4 * (p->n - start) + 1); /* every input byte gives at most 4 */
-    for (;;) {
-        if (p->i >= p->n) {
-            free(b);
-            return parse_error(p, "the string is not closed (a missing '\"')");
-        }
-        unsigned char c = (unsigned char)p->s[p->i];
-        if (c == '"') break;
-        if (c < 0x20) {
-            free(b);
-            return parse_error(p, "a control character (a line break?) inside a string");
-        }
-        if (c != '\\') {
-            b[k++] = (char)c;
-            p->i++;
-            continue;
-        }
-        p->i++;
-        char e = p->i < p->n ? p->s[p->i] : 0;
-        const char *from = "\"\\/", *to = "\"\\/";
-        const char *at = e ? strchr(from, e) : NULL;
-        if (at) {
-            b[k++] = to[at - from];
-            p->i++;
-            continue;
-        }
-        unsigned cp = 0, lo = 0;
-        if (e != 'u' || (p->i++, hex4(p, &cp))) {
-            free(b);
-            if (e == 'u') return -1;
-            return parse_error(p, strchr("bfnrt", e) && e ? "an escaped control character inside a string (names may not hold one)"
-                                                          : "an unknown escape after '\\'");
-        }
-        if (cp >= 0xD800 && cp < 0xDC00) { /* a surrogate pair */
-            if (p->i + 1 < p->n && p->s[p->i] == '\\' && p->s[p->i + 1] == 'u') {
-                p->i += 2;
-                if (hex4(p, &lo)) {
-                    free(b);
-                    return -1;
-                }
-            }
-            if (lo < 0xDC00 || lo >= 0xE000) {
-                free(b);
-                return parse_error(p, "a \\u surrogate without its pair");
-            }
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        } else if ((cp >= 0xDC00 && cp < 0xE000) || cp < 0x20 || cp == 0x7F) {
-            free(b);
-            return parse_error(p, cp < 0xDC00 || cp >= 0xE000 ? "an escaped control character inside a string (names may not hold one)"
-                                                             : "a \\u surrogate without its pair");
-        }
-        put_utf8(b, &k, cp);
+    JsonStr r;
+    if (!json_string_decode((const unsigned char *)p->s, p->n, p->i, JSON_STR_UTF8_LAST | JSON_STR_NO_CONTROL_ESCAPES, out, &r)) {
+        p->i = r.at;
+        return 0;
     }
-    b[k] = 0;
-    p->i++;
-    if (!utf8_valid(b)) {
-        free(b);
-        p->i = start;
-        return parse_error(p, "the string is not valid UTF-8");
+    p->i = r.at; /* a string that is not UTF-8: its first byte */
+    switch (r.status) {
+    case JSON_STR_NO_QUOTE: return parse_error(p, "expected a string in double quotes");
+    case JSON_STR_UNCLOSED: return parse_error(p, "the string is not closed (a missing '\"')");
+    case JSON_STR_RAW_CONTROL: return parse_error(p, "a control character (a line break?) inside a string");
+    case JSON_STR_BAD_UTF8: return parse_error(p, "the string is not valid UTF-8");
+    case JSON_STR_BAD_ESCAPE: return parse_error(p, "an unknown escape after '\\'");
+    case JSON_STR_BAD_HEX: return parse_error(p, "\\u needs four hex digits");
+    case JSON_STR_LONE_LOW:
+    case JSON_STR_LONE_HIGH: return parse_error(p, "a \\u surrogate without its pair");
+    default: return parse_error(p, "an escaped control character inside a string (names may not hold one)");
     }
-    *out = b;
-    return 0;
 }
 
 int label_map_parse(const char *text, size_t len, const char *label, LabelMap *out, char *err, size_t errlen) {

@@ -178,30 +178,83 @@ static const StageConfig *pick_stage(const Config *cfg, const char *name) {
     die("%s: no stage that trains: lr_find takes its loader, batch and optimizer settings from one", cfg->path);
 }
 
+/* A non-negative integer of the file's metadata, or fallback when absent or out of range. */
+static int meta_count(const StFile *meta, const char *key, int fallback) {
+    const char *v = st_meta(meta, key);
+    char *end = NULL;
+    long n = v ? strtol(v, &end, 10) : -1;
+    return v && end != v && !*end && n >= 0 && n < INT32_MAX ? (int)n : fallback;
+}
+
+/* --from a run's resume.safetensors: weights, statistics, Adam's moments and step, frozen or not,
+ * the loss scale and the bad images found, as the run stood (what an lr_find stage there starts
+ * from). Returns the epochs it had done. */
+static int from_resume(Trainer *T, const char *path, HostState *h) {
+    Model *m = T->model;
+    StFile meta;
+    char err[2048];
+    if (ckpt_load_resume(path, m, h->params, h->stats, h->adam_m, h->adam_v, &meta, err, sizeof err)) die("%s", err);
+    int step = meta_count(&meta, "adam_step", 0);
+    optim_set_state(T->opt, h->adam_m, h->adam_v, step);
+    T->frozen = meta_count(&meta, "frozen", 0) != 0;
+    const char *scale = st_meta(&meta, "loss_scale"), *bad = st_meta(&meta, "bad_images");
+    double s = scale ? strtod(scale, NULL) : 0;
+    if (T->scaler.dynamic && s >= 1 && s <= 0x1p100) {
+        T->scaler.scale = (float)s;
+        T->scaler.good_steps = meta_count(&meta, "good_steps", 0) % SCALE_GROWTH_INTERVAL;
+    }
+    if (bad && bad[0]) T->bad_images = xstrdup(bad);
+    int epochs = meta_count(&meta, "epochs_done", 0);
+    st_close(&meta);
+    printf("lr_find: weights, statistics and Adam moments (step %d) from %s\n", step, path);
+    return epochs;
+}
+
+/* --from a model file: its weights and statistics, and Adam's moments from the .train.safetensors
+ * beside it when an older run wrote one (of the same save); fresh moments otherwise. Returns the
+ * epochs done that its metadata gives. */
+static int from_model(Trainer *T, const char *path, HostState *h) {
+    Model *m = T->model;
+    char err[2048], train_path[1200];
+    if (ckpt_load(path, m, h->params, h->stats, err, sizeof err)) die("%s", err);
+    if (!ckpt_train_path(path, train_path, sizeof train_path) && !access(train_path, F_OK)) {
+        StFile meta;
+        if (ckpt_check_pair(path, train_path, err, sizeof err) ||
+            ckpt_load_train(train_path, m, h->adam_m, h->adam_v, &meta, err, sizeof err))
+            die("%s (move it away to start from fresh Adam moments)", err);
+        optim_set_state(T->opt, h->adam_m, h->adam_v, meta_count(&meta, "adam_step", 0)); /* as ./train wrote it */
+        st_close(&meta);
+        printf("lr_find: weights from %s, Adam moments from %s\n", path, train_path);
+    } else {
+        printf("lr_find: weights and statistics from %s, fresh Adam moments (a model file holds none; a run's "
+               "resume.safetensors does)\n", path);
+    }
+    StFile hdr;
+    if (st_read_header(path, &hdr, err, sizeof err)) die("%s", err);
+    int epochs = meta_count(&hdr, "epochs_done", 0);
+    st_close(&hdr);
+    return epochs;
+}
+
 /* The weights lr_find starts from: a fresh model as `./train CONFIG` starts it (init from the
- * seed, [model] pretrained, frozen when pretrained), or a checkpoint (its Adam moments too, when
- * its .train.safetensors is beside it and of the same save). */
+ * seed, [model] pretrained, frozen when pretrained), or a checkpoint: a run's resume.safetensors
+ * or a model file (see from_resume, from_model). From a checkpoint, the test runs the batches of
+ * the epoch after those the run had done, as an lr_find stage at that point of the run would. */
 static void starting_weights(Trainer *T, const char *from_ckpt) {
     const Config *cfg = T->cfg;
     Model *m = T->model;
     HostState h = trainer_host_state_new(m);
     char err[2048];
     if (from_ckpt) {
-        if (ckpt_load(from_ckpt, m, h.params, h.stats, err, sizeof err)) die("%s", err);
-        char train_path[1200];
-        if (!ckpt_train_path(from_ckpt, train_path, sizeof train_path) && !access(train_path, F_OK)) {
-            StFile meta;
-            if (ckpt_check_pair(from_ckpt, train_path, err, sizeof err) ||
-                ckpt_load_train(train_path, m, h.adam_m, h.adam_v, &meta, err, sizeof err))
-                die("%s (move it away to start from fresh Adam moments)", err);
-            const char *step = st_meta(&meta, "adam_step"); /* as trainer_save_checkpoint wrote it */
-            long steps = step ? strtol(step, NULL, 10) : 0;
-            optim_set_state(T->opt, h.adam_m, h.adam_v, steps > 0 && steps < INT32_MAX ? (int)steps : 0);
-            st_close(&meta);
-            printf("lr_find: weights from %s, Adam moments from %s\n", from_ckpt, train_path);
-        } else {
-            printf("lr_find: weights from %s (no %s beside it: fresh Adam moments)\n", from_ckpt, train_path);
-        }
+        StFile hdr;
+        if (st_read_header(from_ckpt, &hdr, err, sizeof err)) die("%s", err);
+        const char *format = st_meta(&hdr, "format");
+        int kind = !format ? 0 : !strcmp(format, CKPT_RESUME_FORMAT) ? 1 : !strcmp(format, CKPT_TRAIN_FORMAT) ? 2 : 0;
+        st_close(&hdr);
+        if (kind == 2)
+            die("%s: this is the training state (Adam's moments) of a checkpoint: give the model file beside it, or the "
+                "run's resume.safetensors", from_ckpt);
+        T->epoch = kind == 1 ? from_resume(T, from_ckpt, &h) : from_model(T, from_ckpt, &h);
     } else {
         Rng init = rng_split(&T->root, 1);
         model_init_host(m, &init, h.params, h.stats);
@@ -284,5 +337,6 @@ int lr_find_config(const Config *cfg, const char *stage, const LrFindOptions *gi
     model_free(T.model);
     backend_destroy(T.be);
     dataset_free(&T.data);
+    free(T.bad_images);
     return rc;
 }

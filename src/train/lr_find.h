@@ -85,7 +85,7 @@ int lr_find_write_csv(const char *path, const LrFindCurve *, char *err, size_t e
 int lr_find_plot(const char *png_path, const LrFindCurve *, const LrSuggestion *, const char *title);
 
 /* `./train lr_find`: the range test on the config's model (fresh, as `./train CONFIG` would start
- * it, or from_ckpt's weights) with the settings of stage `stage` (NULL: the first stage that
+ * it, or from_ckpt: a run's resume.safetensors or a model file) with the settings of stage `stage` (NULL: the first stage that
  * trains or is an lr_find stage), writing lr_find.csv and lr_find.png into out_dir and printing
  * the suggestions. Returns 0, 130/143 when interrupted, or exits with a message on an error. */
 int lr_find_config(const Config *cfg, const char *stage, const LrFindOptions *o, const char *from_ckpt,

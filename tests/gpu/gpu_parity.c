@@ -1007,7 +1007,8 @@ static void test_scan_and_read(void) {
     buf_free(&x);
 }
 
-/* Three steps. n = 0: many runs in one launch, as the trainer calls it: 300 runs of odd lengths with
+/* Three steps on gradients drawn 1 / grad_scale times larger (the row's loss scale, which the op
+ * divides out). n = 0: many runs in one launch, as the trainer calls it: 300 runs of odd lengths with
  * their own lr and wd (no decay on every third), gaps between them (frozen parameters stay). */
 static void parity_adamw(const OpCase *oc) {
     enum { NRUNS = 300 };
@@ -1015,11 +1016,11 @@ static void parity_adamw(const OpCase *oc) {
     AdamWArgs a = oc->adamw;
     int nruns = 1;
     size_t count = (size_t)oc->n;
-    char tag[128], name[160];
+    char tag[160], name[192];
     if (count) {
         runs[0] = (AdamWRun){0, count, a.lr, a.wd};
-        snprintf(tag, sizeof tag, " count=%zu lr=%g b1=%g b2=%g eps=%g wd=%g, 3 steps", count, a.lr, a.beta1, a.beta2,
-                 a.eps, a.wd);
+        snprintf(tag, sizeof tag, " count=%zu lr=%g b1=%g b2=%g eps=%g wd=%g grad_scale=%g, 3 steps", count, a.lr,
+                 a.beta1, a.beta2, a.eps, a.wd, oc->grad_scale);
     } else {
         nruns = NRUNS;
         for (int r = 0; r < NRUNS; r++) {
@@ -1033,9 +1034,9 @@ static void parity_adamw(const OpCase *oc) {
     buf_random(&p, 0, 1);
     for (int step = 1; step <= 3; step++) {
         a.step = step;
-        buf_random(&g, 0, 1);
-        cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, runs, nruns, &a, 1.0f);
-        gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, runs, nruns, &a, 1.0f);
+        buf_random(&g, 0, 1.0f / oc->grad_scale); /* loss-scaled: the op takes g * grad_scale */
+        cpu->ops->adamw(cpu, p.c, g.c, m.c, v.c, runs, nruns, &a, oc->grad_scale);
+        gpu->ops->adamw(gpu, p.g, g.g, m.g, v.g, runs, nruns, &a, oc->grad_scale);
     }
     snprintf(name, sizeof name, "adamw p%s", tag);
     cmp_buf(name, &p, TOL_ELEM);
