@@ -165,7 +165,7 @@ endif
 	@# every phase runs whatever the one before it did; tests/summary.sh's one line ends the output
 	@summary=$(abspath $(BUILD))/test-summary; rm -f $$summary; export TEST_SUMMARY=$$summary; \
 	  BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN) tests/test_parity_self.sh tests/test_valgrind.sh \
-	    tests/test_gpu_scripts.sh tests/test_reference_scripts.sh; \
+	    tests/test_gpu_scripts.sh tests/test_reference_scripts.sh tests/test_readme.sh; \
 	  $(MAKE) --no-print-directory test-sanitize; \
 	  $(MAKE) --no-print-directory fuzz; \
 	  bash tests/summary.sh $$summary unit-programs sanitized-runs fuzz-targets
