@@ -44,6 +44,7 @@ COMMANDS=(
     "./train bench --*|help"
     "./train eval CHECKPOINT*|run"
     "./train eval CKPT*|run"
+    "./train eval runs/*|run"
     "./train smoke|run|--steps 2 --batch 4 --valid 16"
     "./train smoke *|run|--valid 16"
     "./train demo-data|run|--train 8 --valid 4 --size 32"
@@ -75,6 +76,7 @@ VALUES=("--sizes=32,40" "--size=32" "--steps=2" "--iters=6" "--batch=4" "--train
 ELLIPSIS=("--transform=fastai")
 # the README's example paths -> the fixtures below (sed -E expressions)
 PATHS='s#runs/cpu_progressive-[0-9-]+/final\.safetensors#runs/fixture/final.safetensors#g
+s#runs/x/final\.safetensors#runs/fixture/final.safetensors#g
 s#runs/cpu_progressive-[0-9-]+#runs/resumable#g
 s#\.\./shared/data/imagenette2-224#demo#g
 s#\.\./shared/data/cassava-mini#csvset#g
