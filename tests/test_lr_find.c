@@ -304,6 +304,21 @@ static void test_stage_restores_everything(void **state) {
     free(log);
 }
 
+/* lr_find --stage find --from FROM into OUT_NAME: it says `says` and draws exactly want's curve. */
+static void assert_curve_from(const char *ini, const char *from, const char *out_name, const char *says,
+                              const unsigned char *want, size_t want_len) {
+    char args[1500], out[16384];
+    snprintf(args, sizeof args, "%s --stage find --from %s --out %s", ini, from, in_dir(out_name));
+    if (run_cmd(out, sizeof out, args)) fail_msg("%s", out);
+    ASSERT_HAS(out, says);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/lr_find.csv", in_dir(out_name));
+    size_t len;
+    unsigned char *csv = slurp(path, &len);
+    if (len != want_len || memcmp(csv, want, len)) fail_msg("--from %s: not the stage's curve:\n%s", from, csv);
+    free(csv);
+}
+
 /* `lr_find --from`, against the lr_find stage of a run (one training stage, then lr_find):
  * - the run's resume.safetensors: the stage's lr_find-find.csv, byte for byte (the same weights,
  *   statistics, Adam moments and step, and the batches of the same epoch);
@@ -326,18 +341,14 @@ static void test_from_checkpoint(void **state) {
     assert_int_equal(train_run(&cfg, NULL, run_dir, sizeof run_dir), 0);
     config_free(&cfg);
     snprintf(path, sizeof path, "%s/lr_find-find.csv", run_dir);
-    size_t stage_len, len;
-    unsigned char *stage_csv = slurp(path, &stage_len), *csv;
+    size_t stage_len;
+    unsigned char *stage_csv = slurp(path, &stage_len);
     Csv stage_curve, c;
     read_csv(path, &stage_curve);
     assert_true(stage_curve.n >= 6);
 
-    snprintf(args, sizeof args, "%s --stage find --from %s/resume.safetensors --out %s", ini, run_dir, in_dir("from_resume"));
-    if (run_cmd(out, sizeof out, args)) fail_msg("%s", out);
-    ASSERT_HAS(out, "Adam moments (step ");
-    csv = slurp(in_dir("from_resume/lr_find.csv"), &len);
-    if (len != stage_len || memcmp(csv, stage_csv, len)) fail_msg("--from resume.safetensors: not the stage's curve:\n%s", csv);
-    free(csv);
+    snprintf(path, sizeof path, "%s/resume.safetensors", run_dir);
+    assert_curve_from(ini, path, "from_resume", "Adam moments (step ", stage_csv, stage_len);
 
     /* the pair an older ./train wrote: model file and moments under one checkpoint id */
     snprintf(path, sizeof path, "%s/resume.safetensors", run_dir);
@@ -361,12 +372,7 @@ static void test_from_checkpoint(void **state) {
     st_close(&hdr);
     free(p), free(s), free(am), free(av);
     model_free(m);
-    snprintf(args, sizeof args, "%s --stage find --from %s --out %s", ini, model_path, in_dir("from_pair"));
-    if (run_cmd(out, sizeof out, args)) fail_msg("%s", out);
-    ASSERT_HAS(out, "Adam moments from ");
-    csv = slurp(in_dir("from_pair/lr_find.csv"), &len);
-    if (len != stage_len || memcmp(csv, stage_csv, len)) fail_msg("--from a model + .train pair: not the stage's curve:\n%s", csv);
-    free(csv);
+    assert_curve_from(ini, model_path, "from_pair", "Adam moments from ", stage_csv, stage_len);
 
     /* the model file alone */
     char moved[512];
