@@ -98,6 +98,11 @@ if [ $pre -ne 0 ]; then
     say "gpu_check: the preflight found no way to build the CUDA backend (PROBLEM lines above); stopping"
     exit 1
 fi
+if grep -q '^GPU: *none visible' "$work/preflight.log"; then
+    # the build would take minutes and every suite would only say it skipped
+    say "gpu_check: no GPU visible on this machine: nothing to check here (run it on the GPU machine); stopping"
+    exit 1
+fi
 
 # ---- build: ./train and the GPU suites, with what gpu_env.sh found
 gpu_suites=()

@@ -61,7 +61,7 @@ COMMANDS=(
     "scripts/gpu_deps.sh*|syntax"
     "scripts/bench_gpu.sh*|gpu||nvidia-smi not found"
     "scripts/gpu_end_to_end.sh*|gpu|--results e2e|nvidia-smi not found"
-    "bash scripts/gpu_check.sh*|gpu||GPU: +none visible"
+    "bash scripts/gpu_check.sh*|gpu||no GPU visible on this machine: nothing to check"
 )
 # placeholders (whole words) -> small values; DIR and FILE get the command's number
 PLACEHOLDERS=(
