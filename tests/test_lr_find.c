@@ -336,10 +336,11 @@ static void test_from_checkpoint(void **state) {
              data_ini, dir);
     char ini[512], err[2048], run_dir[512], path[1200], model_path[512], train_path[600];
     snprintf(ini, sizeof ini, "%s", write_text("from.ini", text)); /* (in_dir's buffers are reused) */
-    Config cfg;
-    if (config_load(ini, NULL, 0, &cfg, err, sizeof err)) fail_msg("%s", err);
-    assert_int_equal(train_run(&cfg, NULL, run_dir, sizeof run_dir), 0);
-    config_free(&cfg);
+    /* the run by the same ./train as the lr_find commands below: the sanitized test program's own
+     * build rounds differently, and the curves are compared byte for byte */
+    snprintf(path, sizeof path, "OMP_NUM_THREADS=2 ./train %s > %s 2>&1", ini, in_dir("fromrun.log"));
+    if (system(path)) fail_msg("./train %s failed (log: %s)", ini, in_dir("fromrun.log"));
+    snprintf(run_dir, sizeof run_dir, "%s/runs/fromrun", dir);
     snprintf(path, sizeof path, "%s/lr_find-find.csv", run_dir);
     size_t stage_len;
     unsigned char *stage_csv = slurp(path, &stage_len);
