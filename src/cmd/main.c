@@ -6,6 +6,7 @@
 #include "cmd/commands.h"
 #include "train/config.h"
 #include "cpu/gemm.h"
+#include "dist/dist.h"
 #include "pipeline/image.h"
 
 #define CNNTRAIN_VERSION "0.1.0"
@@ -49,8 +50,11 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-        printf("cnntrain %s\nbackends: %s\ncpu GEMM: %s\njpeg: %s\npng: %s\nwebp: %s\n", CNNTRAIN_VERSION,
-               backend_list(), sgemm_name(), jpeg_library(), png_library(), webp_library());
+        char mpi[256], nccl[128];
+        dist_mpi_version(mpi, sizeof mpi);
+        dist_nccl_version(nccl, sizeof nccl);
+        printf("cnntrain %s\nbackends: %s\ncpu GEMM: %s\njpeg: %s\npng: %s\nwebp: %s\nmpi: %s\nnccl: %s\n", CNNTRAIN_VERSION,
+               backend_list(), sgemm_name(), jpeg_library(), png_library(), webp_library(), mpi, nccl);
         return 0;
     }
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
