@@ -178,6 +178,11 @@ $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard src/*/*.h) $(wildcard cuda/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) $(NVINC) -c -o $@ $<
 
+# tests/test_dist.sh's programs: run under mpirun, no cmocka
+$(BUILD)/tests/dist/%: tests/dist/%.c $(BUILD)/libcnn.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a $(LDLIBS)
+
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libcnn.a $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a -lcmocka $(LDLIBS)
@@ -186,10 +191,10 @@ test: config train
 ifeq ($(HAVE_CMOCKA),0)
 	$(error cmocka not found: apt-get install libcmocka-dev (or run .ci/run))
 endif
-	@$(MAKE) -s --no-print-directory $(TEST_BIN) $(BUILD)/tests/gpu/gpu_parity
+	@$(MAKE) -s --no-print-directory $(TEST_BIN) $(BUILD)/tests/gpu/gpu_parity $(BUILD)/tests/dist/dist_ops
 	@# every phase runs whatever the one before it did; tests/summary.sh's one line ends the output
 	@summary=$(abspath $(BUILD))/test-summary; rm -f $$summary; export TEST_SUMMARY=$$summary; \
-	  BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN) tests/test_parity_self.sh tests/test_valgrind.sh \
+	  BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN) tests/test_parity_self.sh tests/test_dist.sh tests/test_valgrind.sh \
 	    tests/test_gpu_scripts.sh tests/test_reference_scripts.sh; \
 	  $(MAKE) --no-print-directory test-sanitize; \
 	  $(MAKE) --no-print-directory fuzz; \

@@ -66,7 +66,13 @@ int main(int argc, char **argv) {
         return 0;
     }
     size_t len = strlen(cmd);
-    if ((len > 4 && !strcmp(cmd + len - 4, ".ini")) || !strcmp(cmd, "--resume")) return cmd_train(argc, argv);
+    if ((len > 4 && !strcmp(cmd + len - 4, ".ini")) || !strcmp(cmd, "--resume")) {
+        /* data-parallel training: the launcher's process group (mpirun, srun), or one process */
+        dist_init(&argc, &argv);
+        int rc = cmd_train(argc, argv);
+        if (rc == 0) dist_finalize();
+        return rc;
+    }
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "smoke")) return cmd_smoke(argc, argv);
