@@ -3,6 +3,12 @@
 # saying so, where mpirun is absent or ./train was built without MPI. Checks:
 #  1. the process group's operations (tests/dist/dist_ops) with 2 and 3 ranks and as one process;
 #     dist_abort and die() in one rank stop every rank (bounded by timeout);
+#  2. with sync_bn = yes (and mixup), 2 ranks with global batch 8 (4 each) end 2 epochs (20 steps) with
+#     the single process's weights within fp32 reduction-order tolerance, and its epoch table
+#     (tests/dist/compare_weights.py); rank 0 alone wrote the run folder, rank 1 left nothing in
+#     TMPDIR, one rank printed;
+#  3. a batch not divisible by the ranks is refused before anything is written, naming key and stage;
+#  4. kill -9 of rank 1 mid-run stops both, with Open MPI's message naming the rank, within the timeout.
 # Every mpirun is bounded by `timeout`: a hang fails the test instead of stalling make test.
 # BUILD: the build folder; TRAIN: the binary (./train).
 set -u
@@ -45,6 +51,89 @@ for how in abort die; do
         fail "$how in rank 1 (rc $rc; 124 = hung): $out"
     fi
 done
+
+# ---- 2. two ranks train as one process: sync_bn = yes, mixup, global batch 8 = 2 x 4 ----
+data=$tmp/data
+"$TRAIN" demo-data --out "$data" --train 8 --valid 3 --size 32 >/dev/null || { echo "FAIL: demo-data"; exit 1; }
+cat >"$tmp/cfg.ini" <<EOF
+[data]
+format = folder
+path = $data
+[model]
+arch = xresnet_tiny
+[run]
+device = cpu
+seed = 3
+out_dir = $tmp/runs
+sync_bn = yes
+save = final
+[stage train]
+type = fit_one_cycle
+epochs = 2
+size = 32
+batch = 8
+lr = 3e-3
+transform = fastai
+mixup = 0.4
+EOF
+# the ranks' temporary folders go here: it must be empty afterwards
+export TMPDIR=$tmp/rank-tmp
+mkdir -p "$TMPDIR"
+export OMP_NUM_THREADS=1
+"$TRAIN" "$tmp/cfg.ini" --set run.name=one >"$tmp/one.log" 2>&1 || fail "one process: $(tail -5 "$tmp/one.log")"
+timeout 300 "${MPIRUN[@]}" -np 2 "$TRAIN" "$tmp/cfg.ini" --set run.name=two >"$tmp/two.log" 2>&1 ||
+    fail "2 ranks (rc $?; 124 = hung): $(tail -5 "$tmp/two.log")"
+# The weights after 20 steps: every tensor within fp32 reduction-order tolerance (|a-b| <= 1e-4 + 1e-3 |a|;
+# measured: at most 4e-5 relative), and the same epoch table (losses within 1e-4)
+if python3 tests/dist/compare_weights.py "$tmp/runs/one" "$tmp/runs/two"; then
+    pass "2 ranks x batch 4 with sync_bn and mixup: the single process's weights and epoch table"
+else
+    fail "2 ranks differ from one process"
+fi
+# rank 0 alone wrote: the same files as one process's run, and nothing left by rank 1
+a=$(cd "$tmp/runs/one" && ls | sort | tr '\n' ' ')
+b=$(cd "$tmp/runs/two" && ls | sort | tr '\n' ' ')
+[ "$a" = "$b" ] && pass "the 2-rank run folder holds what one process's does: $b" || fail "run folders differ: one: $a / two: $b"
+[ -z "$(ls -A "$TMPDIR")" ] && pass "rank 1's temporary folder was removed" || fail "left in TMPDIR: $(ls -A "$TMPDIR")"
+n=$(grep -c '^cnntrain: .* on cpu in fp32' "$tmp/two.log")
+[ "$n" = 1 ] && pass "one rank reports" || fail "$n ranks printed the run's header"
+
+# ---- 3. a global batch the ranks cannot share equally is refused, naming the key and stage ----
+out=$(timeout 60 "${MPIRUN[@]}" -np 3 "$TRAIN" "$tmp/cfg.ini" --set run.name=three 2>&1)
+if grep -q '\[stage train\] batch = 8 is the global batch, cut into 3 equal parts' <<<"$out" && [ ! -e "$tmp/runs/three" ]; then
+    pass "batch 8 over 3 ranks refused"
+else
+    fail "batch 8 over 3 ranks: $out"
+fi
+
+# ---- 4. a rank killed mid-run (kill -9) stops the other one, with a message naming it, no hang ----
+timeout 120 "${MPIRUN[@]}" -np 2 "$TRAIN" "$tmp/cfg.ini" --set run.name=killed --set train.epochs=400 \
+    >"$tmp/killed.log" 2>&1 &
+job=$!
+for _ in $(seq 600); do # until two epochs are done (metrics.csv: a header and 2 rows)
+    [ "$(cat "$tmp/runs/killed/metrics.csv" 2>/dev/null | wc -l)" -ge 3 ] && break
+    sleep 0.1
+done
+victim=""
+for p in $(pgrep -f -- "--set run.name=killed"); do
+    grep -qz '^OMPI_COMM_WORLD_RANK=1$' "/proc/$p/environ" 2>/dev/null && victim=$p
+done
+if [ -z "$victim" ]; then
+    fail "could not find rank 1's process"
+    kill $job 2>/dev/null
+    wait $job
+else
+    start=$(date +%s)
+    kill -9 "$victim"
+    wait $job
+    rc=$?
+    took=$(($(date +%s) - start))
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q 'rank 1 .*exited on signal 9' "$tmp/killed.log"; then
+        pass "kill -9 of rank 1 stopped both ranks in $took s (rc $rc): $(grep -o 'process rank 1 .*exited on signal 9' "$tmp/killed.log" | head -1)"
+    else
+        fail "after kill -9 of rank 1: rc $rc (124 = hung), $took s: $(tail -5 "$tmp/killed.log")"
+    fi
+fi
 
 if [ $failed -ne 0 ]; then echo "test_dist: FAILED"; exit 1; fi
 echo "test_dist: all passed"

@@ -122,6 +122,7 @@ void dist_allreduce_sum_f64(double *buf, size_t n) { allreduce(buf, n, sizeof *b
 void dist_allreduce_sum_i64(int64_t *buf, size_t n) { allreduce(buf, n, sizeof *buf, MPI_INT64_T, MPI_SUM); }
 void dist_allreduce_max_u64(uint64_t *buf, size_t n) { allreduce(buf, n, sizeof *buf, MPI_UINT64_T, MPI_MAX); }
 void dist_allreduce_min_u64(uint64_t *buf, size_t n) { allreduce(buf, n, sizeof *buf, MPI_UINT64_T, MPI_MIN); }
+void dist_allreduce_or_u8(unsigned char *buf, size_t n) { allreduce(buf, n, 1, MPI_UNSIGNED_CHAR, MPI_BOR); }
 
 void dist_allgather(const void *mine, void *all, size_t bytes) {
     if (!group.mpi) {
@@ -175,6 +176,7 @@ void dist_allreduce_sum_f64(double *buf, size_t n) { (void)buf, (void)n; }
 void dist_allreduce_sum_i64(int64_t *buf, size_t n) { (void)buf, (void)n; }
 void dist_allreduce_max_u64(uint64_t *buf, size_t n) { (void)buf, (void)n; }
 void dist_allreduce_min_u64(uint64_t *buf, size_t n) { (void)buf, (void)n; }
+void dist_allreduce_or_u8(unsigned char *buf, size_t n) { (void)buf, (void)n; }
 void dist_allgather(const void *mine, void *all, size_t bytes) {
     if (all != mine) memmove(all, mine, bytes);
 }

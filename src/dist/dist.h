@@ -40,6 +40,7 @@ void dist_allreduce_sum_f64(double *buf, size_t n);
 void dist_allreduce_sum_i64(int64_t *buf, size_t n);
 void dist_allreduce_max_u64(uint64_t *buf, size_t n);
 void dist_allreduce_min_u64(uint64_t *buf, size_t n);
+void dist_allreduce_or_u8(unsigned char *buf, size_t n);
 /* all[r * bytes .. (r+1) * bytes) = rank r's mine (bytes each). */
 void dist_allgather(const void *mine, void *all, size_t bytes);
 void dist_broadcast(void *buf, size_t bytes, int root);

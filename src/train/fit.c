@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "ckpt/checkpoint.h"
+#include "dist/dist.h"
 #include "pipeline/device_feed.h"
 #include "pipeline/loader.h"
 #include "net/model.h"
@@ -31,12 +32,18 @@
 
 volatile sig_atomic_t trainer_stop_signal;
 
+/* What stops an evaluation pass midway: a signal, in one process. Data-parallel ranks always finish
+ * the pass (a signal could reach them at different batches) and stop after the next training step. */
+const volatile sig_atomic_t *trainer_eval_stop_flag(void) { return dist_active() ? NULL : &trainer_stop_signal; }
+
 void trainer_on_stop_signal(int sig) { trainer_stop_signal = sig; }
 
 /* Ctrl-C, SIGTERM or run.stop_after: finish the step, write a resume checkpoint, exit cleanly. */
 int trainer_stop_requested(Trainer *T) {
     if (trainer_stop_signal) T->stopped = trainer_stop_signal;
     else if (T->cfg->stop_after && T->steps >= T->cfg->stop_after) T->stopped = -1;
+    /* data-parallel: a signal may reach the ranks between different steps; all stop at the same one */
+    if (trainer_dist_agree_stop(T->stopped) && !T->stopped) T->stopped = SIGTERM;
     return T->stopped != 0;
 }
 
@@ -118,6 +125,9 @@ Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int 
     s.strict = T->cfg->strict_images;
     s.max_pixels = (long)T->cfg->max_megapixels * 1000000L;
     s.max_file_bytes = (long long)T->cfg->max_file_mb * 1000000LL;
+    /* data-parallel: each rank trains on its part of every global batch; each validates on all */
+    s.shards = train ? dist_size() : 1;
+    s.shard = train ? dist_rank() : 0;
     char err[512];
     Loader *L = loader_create(&s, err, sizeof err);
     if (!L) die("%s", err);
@@ -151,7 +161,8 @@ int trainer_augment_on_device(const Trainer *T) {
 /* One pass over the validation set (evaluate.h's eval_pass): mean loss (with the stage's label
  * smoothing, as fastai's valid_loss) and accuracy. */
 EvalResult trainer_evaluate(Trainer *T, Loader *L, int epoch, float smoothing) {
-    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
+    trainer_dist_average_stats(T); /* per-rank batch-norm statistics: their mean (timm's --dist-bn reduce) */
+    Evaluator ev = {T->model, &T->feed, trainer_eval_stop_flag()};
     return eval_pass(&ev, L, epoch, smoothing, NULL);
 }
 

@@ -41,7 +41,7 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
     if (!csv) die("cannot write %s: %s", path, strerror(errno));
     fprintf(csv, "size,loss,accuracy,images\n");
     trainer_say(T, "stage %s: evaluation at %d sizes\n%-6s %-11s %-9s\n", st->name, st->nsizes, "size", "loss", "accuracy");
-    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
+    Evaluator ev = {T->model, &T->feed, trainer_eval_stop_flag()};
     int interrupted = 0;
     for (int i = 0; i < st->nsizes && !interrupted; i++) {
         TransformSpec tf = st->valid_tf;
@@ -66,7 +66,7 @@ static int tta(Trainer *T, const StageConfig *st) {
     int on_device = trainer_augment_on_device(T);
     Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, 0, on_device),
            *A = trainer_make_loader(T, &st->train_tf, st->batch, 0, on_device);
-    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
+    Evaluator ev = {T->model, &T->feed, trainer_eval_stop_flag()};
     TtaResult t = tta_pass(&ev, L, A, 1000, st->tta_n, st->tta_beta, T->data.nvalid);
     loader_destroy(L);
     loader_destroy(A);
@@ -92,7 +92,7 @@ static int interpret(Trainer *T, const StageConfig *st) {
     float *probs = xmalloc(((size_t)n * C + 1) * sizeof(float));
     int32_t *labels = xmalloc(((size_t)n + 1) * sizeof(int32_t));
     int *sample = xmalloc(((size_t)n + 1) * sizeof(int));
-    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal};
+    Evaluator ev = {T->model, &T->feed, trainer_eval_stop_flag()};
     EvalResult r = eval_pass(&ev, L, 0, 0.0f, &(EvalRows){probs, labels, n});
     char err[1400], prefix[80], title[200];
     if (!r.interrupted) {

@@ -68,6 +68,11 @@ int main(int argc, char **argv) {
            (unsigned long long)hi[1]);
     EXPECT(lo[0] == 10 && lo[1] == 7, "u64 min %llu %llu", (unsigned long long)lo[0], (unsigned long long)lo[1]);
 
+    unsigned char bits[3] = {(unsigned char)(1u << (r % 8)), 0, (unsigned char)(r == n - 1)};
+    dist_allreduce_or_u8(bits, 3);
+    EXPECT(bits[0] == (unsigned char)((1u << (n < 8 ? n : 8)) - 1) && bits[1] == 0 && bits[2] == 1, "u8 or %x %x %x",
+           bits[0], bits[1], bits[2]);
+
     /* all-gather: rank k's block holds k */
     int mine[2] = {r, 100 + r}, *all = calloc((size_t)n * 2, sizeof *all);
     dist_allgather(mine, all, sizeof mine);
