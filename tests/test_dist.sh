@@ -3,12 +3,14 @@
 # saying so, where mpirun is absent or ./train was built without MPI. Checks:
 #  1. the process group's operations (tests/dist/dist_ops) with 2 and 3 ranks and as one process;
 #     dist_abort and die() in one rank stop every rank (bounded by timeout);
-#  2. with sync_bn = yes (and mixup), 2 ranks with global batch 8 (4 each) end 2 epochs (20 steps) with
+#  2. with sync_bn = yes (and mixup, and dropout in fastai's head), 2 ranks with global batch 8 (4 each) end 2 epochs (20 steps) with
 #     the single process's weights within fp32 reduction-order tolerance, and its epoch table
 #     (tests/dist/compare_weights.py); rank 0 alone wrote the run folder, rank 1 left nothing in
 #     TMPDIR, one rank printed;
 #  3. a batch not divisible by the ranks is refused before anything is written, naming key and stage;
-#  4. kill -9 of rank 1 mid-run stops both, with Open MPI's message naming the rank, within the timeout.
+#  4. kill -9 of rank 1 mid-run stops both, with Open MPI's message naming the rank, within the timeout;
+#  5. a run stopped (run.stop_after) by one process and resumed by 2 ranks, and the other way round,
+#     ends with the uninterrupted run's weights.
 # Every mpirun is bounded by `timeout`: a hang fails the test instead of stalling make test.
 # BUILD: the build folder; TRAIN: the binary (./train).
 set -u
@@ -52,7 +54,7 @@ for how in abort die; do
     fi
 done
 
-# ---- 2. two ranks train as one process: sync_bn = yes, mixup, global batch 8 = 2 x 4 ----
+# ---- 2. two ranks train as one process: sync_bn = yes, mixup, dropout (fastai's head), global batch 8 = 2 x 4 ----
 data=$tmp/data
 "$TRAIN" demo-data --out "$data" --train 8 --valid 3 --size 32 >/dev/null || { echo "FAIL: demo-data"; exit 1; }
 cat >"$tmp/cfg.ini" <<EOF
@@ -60,7 +62,7 @@ cat >"$tmp/cfg.ini" <<EOF
 format = folder
 path = $data
 [model]
-arch = xresnet_tiny
+arch = xresnet_tiny_fastai_head
 [run]
 device = cpu
 seed = 3
@@ -86,7 +88,7 @@ timeout 300 "${MPIRUN[@]}" -np 2 "$TRAIN" "$tmp/cfg.ini" --set run.name=two >"$t
 # The weights after 20 steps: every tensor within fp32 reduction-order tolerance (|a-b| <= 1e-4 + 1e-3 |a|;
 # measured: at most 4e-5 relative), and the same epoch table (losses within 1e-4)
 if python3 tests/dist/compare_weights.py "$tmp/runs/one" "$tmp/runs/two"; then
-    pass "2 ranks x batch 4 with sync_bn and mixup: the single process's weights and epoch table"
+    pass "2 ranks x batch 4 with sync_bn, mixup, dropout: the single process's weights and epoch table"
 else
     fail "2 ranks differ from one process"
 fi
@@ -107,7 +109,9 @@ else
 fi
 
 # ---- 4. a rank killed mid-run (kill -9) stops the other one, with a message naming it, no hang ----
-timeout 120 "${MPIRUN[@]}" -np 2 "$TRAIN" "$tmp/cfg.ini" --set run.name=killed --set train.epochs=400 \
+# (a killed rank leaves its temporary folder: not in the TMPDIR checked above and below)
+mkdir -p "$tmp/kill-tmp"
+TMPDIR=$tmp/kill-tmp timeout 120 "${MPIRUN[@]}" -np 2 "$TRAIN" "$tmp/cfg.ini" --set run.name=killed --set train.epochs=400 \
     >"$tmp/killed.log" 2>&1 &
 job=$!
 for _ in $(seq 600); do # until two epochs are done (metrics.csv: a header and 2 rows)
@@ -134,6 +138,19 @@ else
         fail "after kill -9 of rank 1: rc $rc (124 = hung), $took s: $(tail -5 "$tmp/killed.log")"
     fi
 fi
+
+# ---- 5. resume across rank counts: stopped after 13 of 20 steps by one process, resumed by 2 ranks,
+# and the other way round: each ends with the uninterrupted single process's weights ----
+"$TRAIN" "$tmp/cfg.ini" --set run.name=r12 --set run.stop_after=13 >"$tmp/r12a.log" 2>&1 || fail "r12 stop: $(tail -3 "$tmp/r12a.log")"
+timeout 300 "${MPIRUN[@]}" -np 2 "$TRAIN" --resume "$tmp/runs/r12" >"$tmp/r12b.log" 2>&1 || fail "r12 resume with 2 ranks: $(tail -3 "$tmp/r12b.log")"
+python3 tests/dist/compare_weights.py "$tmp/runs/one" "$tmp/runs/r12" &&
+    pass "stopped by one process, resumed by 2 ranks: the straight run's weights" || fail "1 -> 2 ranks resume differs"
+timeout 300 "${MPIRUN[@]}" -np 2 "$TRAIN" "$tmp/cfg.ini" --set run.name=r21 --set run.stop_after=13 >"$tmp/r21a.log" 2>&1 ||
+    fail "r21 stop with 2 ranks: $(tail -3 "$tmp/r21a.log")"
+"$TRAIN" --resume "$tmp/runs/r21" >"$tmp/r21b.log" 2>&1 || fail "r21 resume: $(tail -3 "$tmp/r21b.log")"
+python3 tests/dist/compare_weights.py "$tmp/runs/one" "$tmp/runs/r21" &&
+    pass "stopped by 2 ranks, resumed by one process: the straight run's weights" || fail "2 -> 1 ranks resume differs"
+[ -z "$(ls -A "$TMPDIR")" ] || fail "left in TMPDIR after the resumes: $(ls -A "$TMPDIR")"
 
 if [ $failed -ne 0 ]; then echo "test_dist: FAILED"; exit 1; fi
 echo "test_dist: all passed"

@@ -13,13 +13,11 @@
 #include "dist/dist.h"
 #include "base/util.h"
 
-void trainer_dist_check(const Config *cfg, const char *resume_dir, const Backend *be) {
+void trainer_dist_check(const Config *cfg, const Backend *be) {
     int N = dist_size();
     if (N < 2) return;
-    if (resume_dir)
-        die("%s: resuming with %d ranks is not built yet (issue 17): resume with one process (./train --resume %s), "
-            "or start the run again under mpirun",
-            resume_dir, N, resume_dir);
+    /* rank 0 reports; the others' errors still reach stderr */
+    if (!dist_is_root() && !freopen("/dev/null", "w", stdout)) die("cannot silence stdout");
     if (cfg->sync_bn && strcmp(be->ops->name, "cpu"))
         die("%s: [run] sync_bn = yes reduces batch-norm statistics on the cpu backend only so far; the %s backend "
             "trains data-parallel with per-rank statistics (sync_bn = no)",
@@ -36,7 +34,6 @@ void trainer_dist_check(const Config *cfg, const char *resume_dir, const Backend
 
 void trainer_dist_private_folder(Trainer *T) {
     if (dist_is_root()) return;
-    if (!freopen("/dev/null", "w", stdout)) die("rank %d: cannot silence stdout", dist_rank());
     const char *tmp = getenv("TMPDIR");
     char dir[sizeof T->run_dir];
     snprintf(dir, sizeof dir, "%s/cnntrain-rank%d-XXXXXX", tmp && *tmp ? tmp : "/tmp", dist_rank());

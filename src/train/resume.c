@@ -335,6 +335,7 @@ void trainer_load_resume(Trainer *T) {
     long metrics_bytes = r.metrics_bytes;
     st_close(&meta); /* r's strings point into it: not read after this */
     /* metrics.csv rows written after the checkpoint (a crash) come again */
+    if (!dist_is_root()) return; /* data-parallel: rank 0's files */
     snprintf(path, sizeof path, "%s/metrics.csv", T->run_dir);
     if (truncate(path, (off_t)metrics_bytes)) die("cannot truncate %s for the resumed run: %s", path, strerror(errno));
     /* and steps.csv's rows of steps after it (absent: a run of an older ./train, or removed by hand) */

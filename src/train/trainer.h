@@ -116,11 +116,12 @@ int trainer_after_epoch(Trainer *T, const StageConfig *st, double valid_loss, do
 int trainer_fit_should_stop(const Trainer *T);
 void trainer_print_summary(Trainer *T, double seconds);
 
-/* data_parallel.c: a data-parallel run's checks (the batch divides among the ranks...), the private
+/* data_parallel.c: a data-parallel run's checks (the batch divides among the ranks...; and ranks but 0
+ * have their stdout silenced), the private
  * folder of ranks other than 0, the stop every rank agrees on (a collective: nonzero when any rank
  * stops), the batch-norm running statistics averaged across the ranks (before evaluation and
  * checkpoints); nothing in one process */
-void trainer_dist_check(const Config *cfg, const char *resume_dir, const Backend *be);
+void trainer_dist_check(const Config *cfg, const Backend *be);
 void trainer_dist_private_folder(Trainer *T);
 void trainer_dist_remove_private_folder(Trainer *T);
 int trainer_dist_agree_stop(int stop);
