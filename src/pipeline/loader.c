@@ -44,6 +44,7 @@ struct Loader {
     Rng epoch_rng;
     int nbatches;
     int next_item, end_item; /* positions in the epoch handed to workers / to hand out */
+    int epoch_items;         /* the epoch's positions in batches (end_item, until a new epoch stops the hand-out) */
     int released;            /* lowest batch still occupying a slot */
     int consumed;            /* next batch to give the consumer */
     int holding;             /* the consumer holds batch consumed-1 */
@@ -54,14 +55,15 @@ struct Loader {
 
 static Slot *slot_of(Loader *L, int batch) { return &L->slots[batch % L->nslots]; }
 
-/* This process's part of batch b: epoch positions [part_begin, part_end) (the whole batch unsharded). */
+/* This process's part of batch b: epoch positions [part_begin, part_end) (the whole batch unsharded).
+ * From epoch_items, which stays put while a worker may still hold one of the epoch's images. */
 static int part_begin(const Loader *L, int b) {
-    int B = L->spec.batch, start = b * B, m = (b + 1) * B <= L->end_item ? B : L->end_item - start;
+    int B = L->spec.batch, start = b * B, m = (b + 1) * B <= L->epoch_items ? B : L->epoch_items - start;
     return start + (int)((long)L->shard * m / L->shards);
 }
 
 static int part_end(const Loader *L, int b) {
-    int B = L->spec.batch, start = b * B, m = (b + 1) * B <= L->end_item ? B : L->end_item - start;
+    int B = L->spec.batch, start = b * B, m = (b + 1) * B <= L->epoch_items ? B : L->epoch_items - start;
     return start + (int)((long)(L->shard + 1) * m / L->shards);
 }
 
@@ -308,6 +310,7 @@ int loader_start_epoch(Loader *L, int epoch, int first_batch) {
     L->nbatches = L->spec.drop_last ? L->norder / B : (L->norder + B - 1) / B;
     if (first_batch > L->nbatches) first_batch = L->nbatches;
     L->end_item = L->nbatches * B < L->norder ? L->nbatches * B : L->norder;
+    L->epoch_items = L->end_item; /* after the old epoch's work in flight is done: it used the old one */
     L->next_item = next_own_item(L, first_batch * B);
     L->released = L->consumed = first_batch;
     L->holding = 0;
@@ -380,7 +383,7 @@ const Batch *loader_next(Loader *L) {
         s->b.index = b;
         s->b.first = 0;
         s->b.shards = L->shards;
-        int full = (b + 1) * L->spec.batch <= L->end_item ? L->spec.batch : L->end_item - b * L->spec.batch;
+        int full = (b + 1) * L->spec.batch <= L->epoch_items ? L->spec.batch : L->epoch_items - b * L->spec.batch;
         if (L->shards > 1) { /* the whole batch's good images decide, the same on every rank */
             int64_t total = s->b.n;
             pthread_mutex_unlock(&L->mu); /* the workers go on meanwhile; this slot is the consumer's */
