@@ -10,7 +10,8 @@
 #  3. a batch not divisible by the ranks is refused before anything is written, naming key and stage;
 #  4. kill -9 of rank 1 mid-run stops both, with Open MPI's message naming the rank, within the timeout;
 #  5. a run stopped (run.stop_after) by one process and resumed by 2 ranks, and the other way round,
-#     ends with the uninterrupted run's weights.
+#     ends with the uninterrupted run's weights;
+#  6. with 2 bad images the ranks drop the batches one process drops and end with its weights.
 # Every mpirun is bounded by `timeout`: a hang fails the test instead of stalling make test.
 # BUILD: the build folder; TRAIN: the binary (./train).
 set -u
@@ -151,6 +152,22 @@ timeout 300 "${MPIRUN[@]}" -np 2 "$TRAIN" "$tmp/cfg.ini" --set run.name=r21 --se
 python3 tests/dist/compare_weights.py "$tmp/runs/one" "$tmp/runs/r21" &&
     pass "stopped by 2 ranks, resumed by one process: the straight run's weights" || fail "2 -> 1 ranks resume differs"
 [ -z "$(ls -A "$TMPDIR")" ] || fail "left in TMPDIR after the resumes: $(ls -A "$TMPDIR")"
+
+# ---- 6. bad images: each rank finds those of its parts; a batch one left short is dropped on both
+# ranks, and the next epochs leave the images out everywhere, as one process does ----
+cp -r "$data" "$tmp/bad-data"
+echo "not a jpeg" >"$(ls "$tmp"/bad-data/train/*/*.jpg | sed -n 5p)"
+: >"$(ls "$tmp"/bad-data/train/*/*.jpg | sed -n 40p)"
+"$TRAIN" "$tmp/cfg.ini" --set run.name=bad1 --set data.path="$tmp/bad-data" --set train.epochs=3 >"$tmp/bad1.log" 2>&1 ||
+    fail "bad images, one process: $(tail -3 "$tmp/bad1.log")"
+timeout 300 "${MPIRUN[@]}" -np 2 "$TRAIN" "$tmp/cfg.ini" --set run.name=bad2 --set data.path="$tmp/bad-data" \
+    --set train.epochs=3 >"$tmp/bad2.log" 2>&1 || fail "bad images, 2 ranks: $(tail -3 "$tmp/bad2.log")"
+if grep -q 'epoch 0: 2 batches left out' "$tmp/bad1.log" && grep -q 'epoch 0: 2 batches left out' "$tmp/bad2.log" &&
+    python3 tests/dist/compare_weights.py "$tmp/runs/bad1" "$tmp/runs/bad2"; then
+    pass "2 bad images: the same batches dropped and the single process's weights after 3 epochs"
+else
+    fail "bad images: 2 ranks differ from one process"
+fi
 
 if [ $failed -ne 0 ]; then echo "test_dist: FAILED"; exit 1; fi
 echo "test_dist: all passed"
