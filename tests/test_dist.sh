@@ -5,7 +5,8 @@
 #     dist_abort and die() in one rank stop every rank (bounded by timeout);
 #  2. with sync_bn = yes (and mixup, and dropout in fastai's head), 2 ranks with global batch 8 (4 each) end 2 epochs (20 steps) with
 #     the single process's weights within fp32 reduction-order tolerance, and its epoch table
-#     (tests/dist/compare_weights.py); rank 0 alone wrote the run folder, rank 1 left nothing in
+#     (tests/dist/compare_weights.py), the eval stage's table (its passes sharded) and the TTA
+#     accuracy; rank 0 alone wrote the run folder, rank 1 left nothing in
 #     TMPDIR, one rank printed;
 #  3. a batch not divisible by the ranks is refused before anything is written, naming key and stage;
 #  4. kill -9 of rank 1 mid-run stops both, with Open MPI's message naming the rank, within the timeout;
@@ -78,6 +79,12 @@ batch = 8
 lr = 3e-3
 transform = fastai
 mixup = 0.4
+[stage ev]
+type = eval
+sizes = 24,32
+batch = 7
+[stage t]
+type = tta
 EOF
 # the ranks' temporary folders go here: it must be empty afterwards
 export TMPDIR=$tmp/rank-tmp
@@ -93,6 +100,13 @@ if python3 tests/dist/compare_weights.py "$tmp/runs/one" "$tmp/runs/two"; then
 else
     fail "2 ranks differ from one process"
 fi
+# the eval stage's passes are cut among the ranks (batch 7: parts of 3 and 4, the last 2 images 1 and 1)
+# and their counts summed: compare_weights.py compared its table above; TTA runs every image on every rank
+[ -s "$tmp/runs/two/eval-ev.csv" ] && pass "eval stage over 2 ranks: $(tr '\n' ' ' <"$tmp/runs/two/eval-ev.csv")" ||
+    fail "no eval-ev.csv from 2 ranks"
+t1=$(grep -o 'TTA (n=4.*images' "$tmp/one.log")
+t2=$(grep -o 'TTA (n=4.*images' "$tmp/two.log")
+[ -n "$t1" ] && [ "$t1" = "$t2" ] && pass "tta stage over 2 ranks: $t2" || fail "tta: one process '$t1', 2 ranks '$t2'"
 # rank 0 alone wrote: the same files as one process's run, and nothing left by rank 1
 a=$(cd "$tmp/runs/one" && ls | sort | tr '\n' ' ')
 b=$(cd "$tmp/runs/two" && ls | sort | tr '\n' ' ')

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "dist/dist.h"
 #include "train/scores.h"
 
 /* Argmax hits of host logits (n x classes). */
@@ -23,11 +24,14 @@ EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing,
     int C = m->classes;
     float *logits = xmalloc(((size_t)m->max_batch * C + 1) * sizeof(float)); /* model_input refuses larger batches */
     loader_start_epoch(L, epoch, 0);
+    int sharded = 0; /* a data-parallel rank's parts: the counts are summed over the ranks at the end */
     for (const Batch *b; (b = loader_next(L));) {
         if (ev->stop && *ev->stop) {
             r.interrupted = 1;
             break;
         }
+        sharded |= b->shards > 1;
+        if (!b->n) continue; /* a short last batch left this rank's part empty */
         if (rows && (rows->probs || rows->labels) && b->n > rows->cap - r.count)
             die("evaluation pass: the loader gave more than the %d images the outputs hold", rows->cap);
         device_feed_upload(ev->feed, b, model_input(m, b->n, b->size, b->size));
@@ -42,6 +46,12 @@ EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing,
         r.count += b->n;
     }
     free(logits);
+    if (sharded) {
+        if (rows && (rows->probs || rows->labels)) die("evaluation pass: a sharded loader gives no per-image rows");
+        double sums[3] = {r.loss, r.correct, r.count};
+        dist_allreduce_sum_f64(sums, 3);
+        r.loss = sums[0], r.correct = (int)sums[1], r.count = (int)sums[2];
+    }
     if (r.count) r.loss /= r.count;
     return r;
 }

@@ -109,7 +109,8 @@ static void take_report(Trainer *T, const StageConfig *st, const StepReport *r, 
                 r->index - (long)r->epoch * per_epoch, (double)r->hyper.lr, (double)r->hyper.beta1, (double)r->loss);
 }
 
-Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int train, int on_device) {
+Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int kind, int on_device) {
+    int train = kind == LOADER_TRAIN;
     LoaderSpec s = {0};
     s.samples = train ? T->data.train : T->data.valid;
     s.count = train ? T->data.ntrain : T->data.nvalid;
@@ -125,9 +126,10 @@ Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int 
     s.strict = T->cfg->strict_images;
     s.max_pixels = (long)T->cfg->max_megapixels * 1000000L;
     s.max_file_bytes = (long long)T->cfg->max_file_mb * 1000000LL;
-    /* data-parallel: each rank trains on its part of every global batch; each validates on all */
-    s.shards = train ? dist_size() : 1;
-    s.shard = train ? dist_rank() : 0;
+    /* data-parallel: each rank trains on its part of every global batch, and validates on its part
+     * where nothing needs every image's row */
+    s.shards = kind != LOADER_VALID ? dist_size() : 1;
+    s.shard = kind != LOADER_VALID ? dist_rank() : 0;
     char err[512];
     Loader *L = loader_create(&s, err, sizeof err);
     if (!L) die("%s", err);
@@ -173,8 +175,8 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
                const OneCycle *cycle, const ProgressiveSchedule *prog) {
     Model *m = T->model;
     int on_device = trainer_augment_on_device(T);
-    Loader *train = trainer_make_loader(T, &st->train_tf, st->batch, 1, on_device),
-           *valid = trainer_make_loader(T, &st->valid_tf, st->batch, 0, on_device);
+    Loader *train = trainer_make_loader(T, &st->train_tf, st->batch, LOADER_TRAIN, on_device),
+           *valid = trainer_make_loader(T, &st->valid_tf, st->batch, LOADER_VALID_SHARDED, on_device);
     int per_epoch = loader_batches(train);
     if (per_epoch < 1) die("stage %s: %d training images make no batch of %d", st->name, T->data.ntrain, st->batch);
     long total = (long)epochs * per_epoch;

@@ -46,7 +46,7 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
     for (int i = 0; i < st->nsizes && !interrupted; i++) {
         TransformSpec tf = st->valid_tf;
         tf.size = st->sizes[i];
-        Loader *L = trainer_make_loader(T, &tf, st->batch, 0, trainer_augment_on_device(T));
+        Loader *L = trainer_make_loader(T, &tf, st->batch, LOADER_VALID_SHARDED, trainer_augment_on_device(T));
         EvalResult r = eval_pass(&ev, L, 0, 0.0f, NULL);
         loader_destroy(L);
         interrupted = r.interrupted;
@@ -64,8 +64,8 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
  * then lerp(mean_aug, plain, beta) on the softmax probabilities. Returns 1 when interrupted. */
 static int tta(Trainer *T, const StageConfig *st) {
     int on_device = trainer_augment_on_device(T);
-    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, 0, on_device),
-           *A = trainer_make_loader(T, &st->train_tf, st->batch, 0, on_device);
+    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, LOADER_VALID, on_device),
+           *A = trainer_make_loader(T, &st->train_tf, st->batch, LOADER_VALID, on_device);
     Evaluator ev = {T->model, &T->feed, trainer_eval_stop_flag()};
     TtaResult t = tta_pass(&ev, L, A, 1000, st->tta_n, st->tta_beta, T->data.nvalid);
     loader_destroy(L);
@@ -88,7 +88,7 @@ static void say_line(void *T, const char *line) { trainer_say(T, "%s\n", line); 
  * transform (train/interpret.h), into <stage>-*.csv, .png and .jpg. Returns 1 when interrupted. */
 static int interpret(Trainer *T, const StageConfig *st) {
     int n = T->data.nvalid, C = T->model->classes;
-    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, 0, trainer_augment_on_device(T));
+    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, LOADER_VALID, trainer_augment_on_device(T));
     float *probs = xmalloc(((size_t)n * C + 1) * sizeof(float));
     int32_t *labels = xmalloc(((size_t)n + 1) * sizeof(int32_t));
     int *sample = xmalloc(((size_t)n + 1) * sizeof(int));

@@ -84,7 +84,11 @@ void trainer_on_stop_signal(int sig);             /* the handler train_run insta
 const volatile sig_atomic_t *trainer_eval_stop_flag(void);
 int trainer_stop_requested(Trainer *T);
 void trainer_say(Trainer *T, const char *fmt, ...) CNN_PRINTF(2, 3);
-Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int train, int on_device);
+/* trainer_make_loader's kinds: the validation images (TTA and interpretation, which keep every image's
+ * row), the training images (data-parallel: this rank's part of each batch), the validation images
+ * cut among the ranks too (a pass whose counts eval_pass reduces) */
+enum { LOADER_VALID = 0, LOADER_TRAIN = 1, LOADER_VALID_SHARDED = 2 };
+Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int kind, int on_device);
 void trainer_reset_optimizer(Trainer *T);
 void trainer_set_trainable(Trainer *T);
 void trainer_set_frozen(Trainer *T, int frozen);

@@ -4,12 +4,23 @@
     python3 tests/dist/compare_weights.py RUN_ONE RUN_TWO
 
 final.safetensors: the same tensors, every fp32 value within fp32 reduction-order tolerance
-(|a - b| <= 1e-4 + 1e-3 |a|); metrics.csv: the same epochs, train_loss, valid_loss and accuracy within
-1e-4. Prints the largest relative difference; exits 1 when anything is out of tolerance."""
+(|a - b| <= 1e-4 + 1e-3 |a|); metrics.csv: the same rows, train_loss, valid_loss and accuracy within
+1e-4 (an empty one, of an eval stage, empty in both); every eval-*.csv of RUN_ONE: the same sizes,
+accuracies and image counts, losses within 1e-5 (the ranks' sums add in another order). Prints the
+largest relative difference; exits 1 when anything is out of tolerance."""
 import csv
+import glob
 import json
+import os
 import struct
 import sys
+
+
+def close(a, b, tol):
+    """Two CSV fields: both empty, or numbers within tol."""
+    if a == "" or b == "":
+        return a == b
+    return abs(float(a) - float(b)) <= tol
 
 
 def tensors(path):
@@ -52,9 +63,24 @@ def main():
         ok = False
     for a, b in zip(ra, rb):
         for key in ("train_loss", "valid_loss", "accuracy"):
-            if abs(float(a[key]) - float(b[key])) > 1e-4:
+            if not close(a[key], b[key], 1e-4):
                 print("metrics.csv differ: epoch %s %s: %s vs %s" % (a["epoch"], key, a[key], b[key]))
                 ok = False
+    for path in sorted(glob.glob(one + "/eval-*.csv")):
+        other = os.path.join(two, os.path.basename(path))
+        with open(path, newline="") as f:
+            ea = list(csv.DictReader(f))
+        try:
+            with open(other, newline="") as f:
+                eb = list(csv.DictReader(f))
+        except OSError:
+            eb = []
+        same = len(ea) == len(eb) and all(
+            a["size"] == b["size"] and a["images"] == b["images"] and a["accuracy"] == b["accuracy"] and
+            close(a["loss"], b["loss"], 1e-5) for a, b in zip(ea, eb))
+        if not same:
+            print("%s differs from %s" % (path, other))
+            ok = False
     print("%d tensors; largest relative difference %.2g (%s)" % (len(A), worst, where))
     return 0 if ok else 1
 
