@@ -98,6 +98,19 @@ endif
 ifeq ($(origin BLAS),undefined)
   BLAS := $(shell printf '$(HASH)include <cblas.h>\nint main(void){float a=1,b=1,c=0;cblas_sgemm(CblasRowMajor,CblasNoTrans,CblasNoTrans,1,1,1,1.f,&a,1,&b,1,0.f,&c,1);return c!=1;}\n' | $(CC) -x c - -o /dev/null -lopenblas 2>/dev/null && echo openblas || echo builtin)
 endif
+# Open MPI (Debian: libopenmpi-dev, openmpi-bin) for data-parallel training (src/dist/): its flags
+# from `mpicc --showme`, else pkg-config's ompi-c, checked by a test compile. MPI=0 builds without
+# it: one process, and `mpirun -np N ./train` refuses to start (dist.c says why).
+MPICC ?= mpicc
+MPI_CFLAGS ?= $(or $(shell $(MPICC) --showme:compile 2>/dev/null),$(shell pkg-config --cflags ompi-c 2>/dev/null))
+MPI_LIBS   ?= $(or $(shell $(MPICC) --showme:link 2>/dev/null),$(shell pkg-config --libs ompi-c 2>/dev/null))
+ifeq ($(origin MPI),undefined)
+  MPI := $(shell printf '$(HASH)include <mpi.h>\nint main(void){int v,s;return MPI_Get_version(&v,&s);}\n' | $(CC) -x c - -o /dev/null $(MPI_CFLAGS) $(MPI_LIBS) 2>/dev/null && echo 1 || echo 0)
+endif
+ifeq ($(MPI),1)
+  CFLAGS += -DCNN_HAVE_MPI $(MPI_CFLAGS)
+  LDLIBS += $(MPI_LIBS)
+endif
 HAVE_CMOCKA := $(shell printf '$(HASH)include <stdarg.h>\n$(HASH)include <stddef.h>\n$(HASH)include <stdint.h>\n$(HASH)include <setjmp.h>\n$(HASH)include <cmocka.h>\nint main(void){return 0;}\n' | $(CC) -x c - -o /dev/null -lcmocka 2>/dev/null && echo 1 || echo 0)
 
 ifeq ($(BLAS),openblas)
@@ -123,6 +136,17 @@ ifeq ($(CUDA),1)
   LDLIBS   += $(foreach d,$(CUDA_LIBDIRS),-L$(d) -Wl,-rpath,$(d)) $(call link_so,cudnn,$(CUDNN_LIBDIR)) \
               $(call link_so,cublas,$(CUBLAS_LIBDIR)) $(call link_so,cudart,$(CUDA_LIBDIR)) -lstdc++
 endif
+# NCCL (in the CUDA toolkit, or NCCL_INC / NCCL_LIBDIR for a wheel's nvidia/nccl): the GPUs' all-reduce
+# for data-parallel training; with CUDA only. NCCL=0 builds without it.
+NCCL_INC    ?= $(CUDA_HOME)/include
+NCCL_LIBDIR ?= $(CUDA_LIBDIR)
+ifeq ($(origin NCCL),undefined)
+  NCCL := $(if $(and $(filter 1,$(CUDA)),$(wildcard $(NCCL_INC)/nccl.h),$(wildcard $(NCCL_LIBDIR)/libnccl.so*)),1,0)
+endif
+ifeq ($(NCCL),1)
+  CFLAGS += -DCNN_HAVE_NCCL -I$(NCCL_INC)
+  LDLIBS += $(if $(filter $(NCCL_LIBDIR),$(CUDA_LIBDIRS)),,-L$(NCCL_LIBDIR) -Wl,-rpath,$(NCCL_LIBDIR)) $(call link_so,nccl,$(NCCL_LIBDIR))
+endif
 
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
@@ -131,7 +155,8 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 all: config $(TRAIN)
 
 config:
-	@echo "cnntrain build: cc=$(CC) blas=$(BLAS) cuda=$(CUDA) cmocka=$(HAVE_CMOCKA) png=$(PNG) webp=$(WEBP)"
+	@echo "cnntrain build: cc=$(CC) blas=$(BLAS) cuda=$(CUDA) cmocka=$(HAVE_CMOCKA) png=$(PNG) webp=$(WEBP) mpi=$(MPI) nccl=$(NCCL)"
+	@[ "$(MPI)" = 1 ] || echo "  MPI=0: built without MPI: one process only (apt-get install libopenmpi-dev openmpi-bin)"
 	@[ "$(BLAS)" = openblas ] || echo "  OpenBLAS not found: using the built-in GEMM (slower; apt-get install libopenblas-dev)"
 	@[ "$(CUDA)" = 1 ] && echo "  CUDA backend: nvcc=$(NVCC) cudnn=$(CUDNN_H) libs=$(CUDA_LIBDIRS)" || echo "  CUDA backend skipped (nvcc or cudnn.h not found, or CUDA=0)"
 	@[ "$(JPEG)" = 1 ] || echo "  JPEG=0: built without libjpeg: JPEG decoding and writing fail, saying so (apt-get install libjpeg62-turbo-dev)"
@@ -153,6 +178,11 @@ $(BUILD)/cuda/%.o: cuda/%.cu $(wildcard src/*/*.h) $(wildcard cuda/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) $(NVINC) -c -o $@ $<
 
+# tests/test_dist.sh's programs: run under mpirun, no cmocka
+$(BUILD)/tests/dist/%: tests/dist/%.c $(BUILD)/libcnn.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a $(LDLIBS)
+
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libcnn.a $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a -lcmocka $(LDLIBS)
@@ -161,10 +191,10 @@ test: config train
 ifeq ($(HAVE_CMOCKA),0)
 	$(error cmocka not found: apt-get install libcmocka-dev (or run .ci/run))
 endif
-	@$(MAKE) -s --no-print-directory $(TEST_BIN) $(BUILD)/tests/gpu/gpu_parity
+	@$(MAKE) -s --no-print-directory $(TEST_BIN) $(BUILD)/tests/gpu/gpu_parity $(BUILD)/tests/dist/dist_ops
 	@# every phase runs whatever the one before it did; tests/summary.sh's one line ends the output
 	@summary=$(abspath $(BUILD))/test-summary; rm -f $$summary; export TEST_SUMMARY=$$summary; \
-	  BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN) tests/test_parity_self.sh tests/test_valgrind.sh \
+	  BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN) tests/test_parity_self.sh tests/test_dist.sh tests/test_valgrind.sh \
 	    tests/test_gpu_scripts.sh tests/test_reference_scripts.sh tests/test_readme.sh; \
 	  $(MAKE) --no-print-directory test-sanitize; \
 	  $(MAKE) --no-print-directory fuzz; \
@@ -195,7 +225,7 @@ check-static: $(TIDY_STAMPS)
 
 $(BUILD)/tidy/%.ok: %.c .clang-tidy $(wildcard src/*/*.h models/*.h)
 	@mkdir -p $(dir $@)
-	clang-tidy --quiet $< -- -std=c11 -D_GNU_SOURCE -Isrc -Imodels
+	clang-tidy --quiet $< -- -std=c11 -D_GNU_SOURCE -Isrc -Imodels $(if $(filter 1,$(MPI)),-DCNN_HAVE_MPI $(MPI_CFLAGS))
 	@touch $@
 
 # ---- fuzzing: libFuzzer targets in tests/fuzz/, each run FUZZ_SECONDS from its seed corpus.

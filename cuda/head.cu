@@ -136,9 +136,11 @@ __device__ static inline uint64_t hash64(uint64_t key, uint64_t index) {
  * A thread takes L elements of one pixel (c % L == 0). No __restrict__: y may alias x. */
 template <typename T, int L>
 __global__ void __launch_bounds__(CUDA_BLOCK) dropout_kernel(const T *x, T *y, int c, int hw, size_t total, float p,
-                                                             float scale, uint64_t seed, int accumulate) {
+                                                             float scale, uint64_t seed, int accumulate,
+                                                             size_t first_image) {
     GRID_STRIDE(g, total / L) {
-        size_t i = g * L, ch = i % c, pix = (i / c) % hw, ni = i / ((size_t)c * hw);
+        /* ni: the image's index in the global batch (a data-parallel rank's part starts at first_image) */
+        size_t i = g * L, ch = i % c, pix = (i / c) % hw, ni = first_image + i / ((size_t)c * hw);
         float v[L], old[L];
         load_floats(x + i, v);
         if (accumulate) load_floats(y + i, old);
@@ -168,7 +170,7 @@ static void dropout_launch(Backend *b, const Tensor *x, float p, uint64_t seed, 
         lanes_dispatch<T>(channels_wide<T>(c, x->data, y->data), [&](auto lanes) {
             constexpr int L = decltype(lanes)::value;
             dropout_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, cuda_ctx(b)->stream>>>(
-                (const T *)x->data, (T *)y->data, c, h * w, total, p, scale, seed, accumulate);
+                (const T *)x->data, (T *)y->data, c, h * w, total, p, scale, seed, accumulate, (size_t)b->image_offset);
         });
     });
     KERNEL_CHECK();

@@ -1,6 +1,7 @@
 /* test_loader.c: the threaded loader: same batches whatever the thread count, epochs, drop_last,
  * resuming mid-epoch, and bad images skipped and counted (or fatal when strict); BATCH_RAW batches
- * through device_feed (upload_async + warp_batch on the cpu backend) equal BATCH_F32's bit for bit. */
+ * through device_feed (upload_async + warp_batch on the cpu backend) equal BATCH_F32's bit for bit;
+ * data-parallel shards of each batch put side by side are the whole batch. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -144,6 +145,60 @@ static void test_drop_last_and_resume(void **state) {
     loader_destroy(L);
     free(all);
     free(tail);
+    dataset_free(&d);
+}
+
+/* Data-parallel shards (LoaderSpec.shards): in one process (the all-reduce of a batch's images is then
+ * this part's own, so without drop_last every part comes back), parts 0..N-1 of each batch, laid
+ * side by side, are the unsharded batch bit for bit, with the positions the loader says; the last
+ * batch of 21 % 8 = 5 images is cut too, 1 + 2 + 2 for N = 3 (a part may be empty: 1 image, 3 ranks). */
+static void test_shards_make_the_whole_batch(void **state) {
+    (void)state;
+    Dataset d = open_tree();
+    char err[256];
+    const size_t img = 3 * 24 * 24;
+    float *whole = xmalloc(21 * img * sizeof(float)), *parts = xmalloc(21 * img * sizeof(float));
+    int32_t lw[21], lp[21];
+    int nb;
+    LoaderSpec s = spec_for(&d, 2, 8);
+    Loader *W = loader_create(&s, err, sizeof err);
+    assert_int_equal(run_epoch(W, 5, 0, whole, lw, &nb), 21);
+    for (int shards = 2; shards <= 3; shards++) {
+        memset(parts, 0, 21 * img * sizeof(float));
+        memset(lp, -1, sizeof lp);
+        for (int r = 0; r < shards; r++) {
+            LoaderSpec sr = spec_for(&d, 1 + r, 8);
+            sr.shards = shards;
+            sr.shard = r;
+            Loader *P = loader_create(&sr, err, sizeof err);
+            assert_non_null(P);
+            assert_int_equal(loader_batches(P), 3);
+            loader_start_epoch(P, 5, 0);
+            int batches = 0;
+            for (const Batch *b; (b = loader_next(P));) {
+                int m = b->index < 2 ? 8 : 5;
+                assert_int_equal(b->shards, shards);
+                assert_int_equal(b->first, r * m / shards);
+                assert_int_equal(b->n, (r + 1) * m / shards - r * m / shards);
+                size_t at = (size_t)b->index * 8 + (size_t)b->first;
+                memcpy(parts + at * img, b->x, (size_t)b->n * img * sizeof(float));
+                memcpy(lp + at, b->labels, (size_t)b->n * sizeof(int32_t));
+                batches++;
+            }
+            assert_int_equal(batches, 3);
+            loader_destroy(P);
+        }
+        assert_memory_equal(lp, lw, sizeof lw);
+        assert_memory_equal(parts, whole, 21 * img * sizeof(float));
+    }
+    LoaderSpec bad = spec_for(&d, 1, 8);
+    bad.shards = 2;
+    bad.shard = 2;
+    assert_null(loader_create(&bad, err, sizeof err));
+    assert_non_null(strstr(err, "shard 2 of 2"));
+    loader_destroy(W);
+    free(whole);
+    free(parts);
     dataset_free(&d);
 }
 
@@ -425,6 +480,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_batches_whatever_the_threads),
         cmocka_unit_test(test_drop_last_and_resume),
+        cmocka_unit_test(test_shards_make_the_whole_batch),
         cmocka_unit_test(test_bad_images_skipped_and_counted),
         cmocka_unit_test(test_raw_batches_equal_f32),
         cmocka_unit_test(test_raw_resume_and_growth),

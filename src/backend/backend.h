@@ -250,6 +250,12 @@ struct Backend {
      * kernel would run for their shape (cuda; 0 elsewhere): their results then differ from exact
      * fp32 by about 1e-3 relative, and comparisons must allow for it. */
     int tf32_ops;
+    /* Data-parallel training (dist/dist.h), set by the training step: image_offset is the position
+     * of this rank's first image in the global batch (dropout draws each element's mask from its
+     * global index, the mask one process draws); sync_bn makes training-mode batch norm reduce its
+     * statistics across the ranks (the cpu backend; PyTorch's SyncBatchNorm). 0 in one process. */
+    long image_offset;
+    int sync_bn;
 };
 
 /* Create a backend by name: "cpu", "cuda", or "auto" (cuda when built in and a GPU is present,

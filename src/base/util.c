@@ -13,13 +13,24 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Set by dist_init in a run of several processes: the rank's name before every message, and the
+ * exit that stops every rank. */
+static const char *die_prefix = "";
+static void (*die_exit)(int code);
+
+void die_set_handler(const char *prefix, void (*exit_fn)(int code)) {
+    die_prefix = prefix ? prefix : "";
+    die_exit = exit_fn;
+}
+
 void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("cnntrain: ", stderr);
+    fprintf(stderr, "cnntrain: %s", die_prefix);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+    if (die_exit) die_exit(1);
     exit(1);
 }
 

@@ -18,6 +18,9 @@
 
 /* Print "cnntrain: <message>" to stderr and exit(1). */
 CNN_NORETURN void die(const char *fmt, ...) CNN_PRINTF(1, 2);
+/* A run of several processes (dist/dist.h): die() names the rank (prefix, e.g. "rank 1 of 2: ") and
+ * stops through exit_fn (which ends every rank) instead of exit(); NULLs restore the plain die(). */
+void die_set_handler(const char *prefix, void (*exit_fn)(int code));
 /* Write "label: message" into err (errlen bytes, always terminated) and return -1: the error
  * convention of every function that reports instead of exiting. */
 int error_at(char *err, size_t errlen, const char *label, const char *fmt, ...) CNN_PRINTF(4, 5);

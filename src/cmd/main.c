@@ -6,6 +6,7 @@
 #include "cmd/commands.h"
 #include "train/config.h"
 #include "cpu/gemm.h"
+#include "dist/dist.h"
 #include "pipeline/image.h"
 
 #define CNNTRAIN_VERSION "0.1.0"
@@ -49,8 +50,11 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-        printf("cnntrain %s\nbackends: %s\ncpu GEMM: %s\njpeg: %s\npng: %s\nwebp: %s\n", CNNTRAIN_VERSION,
-               backend_list(), sgemm_name(), jpeg_library(), png_library(), webp_library());
+        char mpi[256], nccl[128];
+        dist_mpi_version(mpi, sizeof mpi);
+        dist_nccl_version(nccl, sizeof nccl);
+        printf("cnntrain %s\nbackends: %s\ncpu GEMM: %s\njpeg: %s\npng: %s\nwebp: %s\nmpi: %s\nnccl: %s\n", CNNTRAIN_VERSION,
+               backend_list(), sgemm_name(), jpeg_library(), png_library(), webp_library(), mpi, nccl);
         return 0;
     }
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
@@ -62,7 +66,13 @@ int main(int argc, char **argv) {
         return 0;
     }
     size_t len = strlen(cmd);
-    if ((len > 4 && !strcmp(cmd + len - 4, ".ini")) || !strcmp(cmd, "--resume")) return cmd_train(argc, argv);
+    if ((len > 4 && !strcmp(cmd + len - 4, ".ini")) || !strcmp(cmd, "--resume")) {
+        /* data-parallel training: the launcher's process group (mpirun, srun), or one process */
+        dist_init(&argc, &argv);
+        int rc = cmd_train(argc, argv);
+        if (rc == 0) dist_finalize();
+        return rc;
+    }
     if (!strcmp(cmd, "info")) return cmd_info(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "smoke")) return cmd_smoke(argc, argv);

@@ -5,12 +5,20 @@
  * partials are added in thread order, which makes the result independent of scheduling.
  * Variance is one pass over data shifted by the first row (sums of d = x - x[0]): as accurate as two
  * passes when the shift is near the mean, and it reads x once.
+ *
+ * Backend.sync_bn (data-parallel training, dist/dist.h): the statistics are the global batch's, as
+ * PyTorch's SyncBatchNorm computes them: forward, each rank's (count, mean, sum of squared
+ * deviations) per channel gathered and combined in rank order (Chan's formula; every rank gets the
+ * same bits); backward, the sums of dy and dy * (x - mean) summed over the ranks for dx, while
+ * dgamma and dbeta stay this rank's (the gradient all-reduce averages them with the others).
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu/backend.h"
 #include "base/util.h"
+#include "dist/dist.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -60,6 +68,39 @@ static void affine(const float *x, const float *center, const float *scale, cons
     }
 }
 
+/* sync_bn: part holds this rank's sums of d = x - shift and d^2 (shift: its first row); on return
+ * part[c] is the global mean and part[C + c] the global sum of squared deviations. Returns the
+ * global row count. */
+static double sync_stats(double *part, const float *shift, size_t rows, int C) {
+    int N = dist_size();
+    size_t per = 1 + 2 * (size_t)C;
+    double *mine = xmalloc(per * sizeof(double)), *all = xmalloc((size_t)N * per * sizeof(double));
+    mine[0] = (double)rows;
+    for (int c = 0; c < C; c++) {
+        double dmean = rows ? part[c] / (double)rows : 0;
+        double ss = part[C + c] - part[c] * dmean;
+        mine[1 + c] = (double)shift[c] + dmean;
+        mine[1 + C + c] = ss < 0 ? 0 : ss;
+    }
+    dist_allgather(mine, all, per * sizeof(double));
+    double n = all[0];
+    for (int c = 0; c < C; c++) part[c] = all[1 + c], part[C + c] = all[1 + C + c];
+    for (int r = 1; r < N; r++) { /* rank order, the same on every rank */
+        const double *o = all + (size_t)r * per;
+        double nb = o[0], total = n + nb;
+        if (nb == 0) continue;
+        for (int c = 0; c < C; c++) {
+            double delta = o[1 + c] - part[c];
+            part[c] += delta * nb / total;
+            part[C + c] += o[1 + C + c] + delta * delta * n * nb / total;
+        }
+        n = total;
+    }
+    free(mine);
+    free(all);
+    return n;
+}
+
 void cpu_bn_forward_train(Backend *b, const Tensor *x, const float *gamma, const float *beta, float *running_mean,
                           float *running_var, float momentum, float eps, float *save_mean, float *save_invstd,
                           Tensor *y) {
@@ -86,6 +127,20 @@ void cpu_bn_forward_train(Backend *b, const Tensor *x, const float *gamma, const
     }
     reduce_partials(part, nt, C);
     float *scale = cpu_scratch(b, CPU_WS_CHAN, (size_t)C * sizeof(float));
+    if (b->sync_bn) {
+        double n = sync_stats(part, xd, rows, C);
+        for (int c = 0; c < C; c++) {
+            double mean = part[c], ss = part[C + c], var = ss / n;
+            double unbiased = n > 1 ? ss / (n - 1) : var, invstd = 1.0 / sqrt(var + (double)eps);
+            save_mean[c] = (float)mean;
+            save_invstd[c] = (float)invstd;
+            if (running_mean) running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mean);
+            if (running_var) running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * unbiased);
+            scale[c] = (float)(gamma[c] * invstd);
+        }
+        affine(xd, save_mean, scale, beta, rows, C, y->data);
+        return;
+    }
     for (int c = 0; c < C; c++) {
         double dmean = part[c] / (double)rows;
         double ss = part[C + c] - part[c] * dmean; /* sum of squared deviations */
@@ -157,16 +212,26 @@ void cpu_bn_backward(Backend *b, const Tensor *x, const Tensor *dy, const float 
     const double *s = dy_sums(b, x->data, dy->data, save_mean, rows, C);
     float *coef = cpu_scratch(b, CPU_WS_CHAN, 3 * (size_t)C * sizeof(float));
     float *a = coef, *k = coef + C, *e = coef + 2 * C;
+    double *global = NULL, M = (double)rows;
+    if (b->sync_bn) { /* dx takes the global batch's sums; dgamma, dbeta this rank's own */
+        global = xmalloc((2 * (size_t)C + 1) * sizeof(double));
+        memcpy(global, s, 2 * (size_t)C * sizeof(double));
+        global[2 * C] = (double)rows;
+        dist_allreduce_sum_f64(global, 2 * (size_t)C + 1);
+        M = global[2 * C];
+    }
     for (int c = 0; c < C; c++) {
         double invstd = save_invstd[c], db = s[c], dg = s[C + c] * invstd;
         if (dbeta) dbeta[c] = (float)db;
         if (dgamma) dgamma[c] = (float)dg;
+        if (global) db = global[c], dg = global[C + c] * invstd;
         double ac = gamma[c] * invstd;
-        double kc = -ac * invstd * dg / (double)rows;        /* multiplies (x - mean) */
+        double kc = -ac * invstd * dg / M;        /* multiplies (x - mean) */
         a[c] = (float)ac;
         k[c] = (float)kc;
-        e[c] = (float)(-ac * db / (double)rows);
+        e[c] = (float)(-ac * db / M);
     }
+    free(global);
     if (!dx) return;
     cpu_set_shape(dx, x->n, x->c, x->h, x->w);
     bn_dx(x->data, dy->data, save_mean, a, k, e, rows, C, dx->data, accumulate);

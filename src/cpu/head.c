@@ -76,9 +76,9 @@ static inline int dropout_keep(uint64_t seed, size_t i, float p) {
 }
 
 /* y = mask * x * scale, or y += ... with accumulate; y may alias x. */
-static void apply_mask(const Tensor *x, float p, uint64_t seed, Tensor *y, int accumulate) {
+static void apply_mask(const Tensor *x, float p, uint64_t seed, Tensor *y, int accumulate, long first) {
     const int N = x->n, C = x->c;
-    const size_t HW = (size_t)x->h * x->w;
+    const size_t HW = (size_t)x->h * x->w, base = (size_t)first * C * HW; /* a rank's part: global indices */
     const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
     const float *xd = x->data;
     float *yd = y->data;
@@ -87,7 +87,7 @@ static void apply_mask(const Tensor *x, float p, uint64_t seed, Tensor *y, int a
         for (size_t q = 0; q < HW; q++) {
             size_t row = ((size_t)n * HW + q) * C;
             for (int c = 0; c < C; c++) {
-                size_t nchw = ((size_t)n * C + c) * HW + q;
+                size_t nchw = base + ((size_t)n * C + c) * HW + q;
                 float v = dropout_keep(seed, nchw, p) ? xd[row + c] * scale : 0.0f;
                 yd[row + c] = accumulate ? yd[row + c] + v : v;
             }
@@ -95,17 +95,15 @@ static void apply_mask(const Tensor *x, float p, uint64_t seed, Tensor *y, int a
 }
 
 void cpu_dropout_forward(Backend *b, const Tensor *x, float p, uint64_t seed, Tensor *y) {
-    (void)b;
     if (!(p >= 0.0f && p <= 1.0f)) die("dropout_forward: p = %g is not in [0, 1]", p);
     int n = x->n, c = x->c, h = x->h, w = x->w; /* y may alias x */
-    apply_mask(x, p, seed, y, 0);
+    apply_mask(x, p, seed, y, 0, b->image_offset);
     cpu_set_shape(y, n, c, h, w);
 }
 
 void cpu_dropout_backward(Backend *b, const Tensor *dy, float p, uint64_t seed, Tensor *dx, int accumulate) {
-    (void)b;
     if (!(p >= 0.0f && p <= 1.0f)) die("dropout_backward: p = %g is not in [0, 1]", p);
     int n = dy->n, c = dy->c, h = dy->h, w = dy->w;
-    apply_mask(dy, p, seed, dx, accumulate);
+    apply_mask(dy, p, seed, dx, accumulate, b->image_offset);
     cpu_set_shape(dx, n, c, h, w);
 }

@@ -16,6 +16,7 @@
 
 #include "pipeline/image.h"
 #include "base/util.h"
+#include "dist/dist.h"
 
 typedef struct {
     Batch b;
@@ -28,6 +29,8 @@ typedef struct {
 struct Loader {
     LoaderSpec spec;
     int nthreads, nslots;
+    int cap;                 /* images per batch buffer: the batch, or a shard's largest part */
+    int shard, shards;       /* this process's part of each batch, of shards (1: every image) */
     size_t image_floats;     /* 3 * size * size */
     pthread_t *threads;
     pthread_mutex_t mu;
@@ -41,6 +44,7 @@ struct Loader {
     Rng epoch_rng;
     int nbatches;
     int next_item, end_item; /* positions in the epoch handed to workers / to hand out */
+    int epoch_items;         /* the epoch's positions in batches (end_item, until a new epoch stops the hand-out) */
     int released;            /* lowest batch still occupying a slot */
     int consumed;            /* next batch to give the consumer */
     int holding;             /* the consumer holds batch consumed-1 */
@@ -50,6 +54,37 @@ struct Loader {
 };
 
 static Slot *slot_of(Loader *L, int batch) { return &L->slots[batch % L->nslots]; }
+
+/* This process's part of batch b: epoch positions [part_begin, part_end) (the whole batch unsharded).
+ * From epoch_items, which stays put while a worker may still hold one of the epoch's images. */
+static int part_begin(const Loader *L, int b) {
+    int B = L->spec.batch, start = b * B, m = (b + 1) * B <= L->epoch_items ? B : L->epoch_items - start;
+    return start + (int)((long)L->shard * m / L->shards);
+}
+
+static int part_end(const Loader *L, int b) {
+    int B = L->spec.batch, start = b * B, m = (b + 1) * B <= L->epoch_items ? B : L->epoch_items - start;
+    return start + (int)((long)(L->shard + 1) * m / L->shards);
+}
+
+/* The first position at or after x that belongs to this process (end_item when none is left). */
+static int next_own_item(const Loader *L, int x) {
+    while (x < L->end_item) {
+        int b = x / L->spec.batch;
+        if (x < part_begin(L, b)) x = part_begin(L, b);
+        if (x < part_end(L, b)) return x;
+        x = (b + 1) * L->spec.batch;
+    }
+    return L->end_item;
+}
+
+/* Batch b's slot, emptied for its part's images. */
+static void slot_reset(Loader *L, int b) {
+    Slot *s = slot_of(L, b);
+    s->filled = 0;
+    s->b.pixel_bytes = 0;
+    s->expected = part_end(L, b) - part_begin(L, b);
+}
 
 /* BATCH_RAW memory: the backend's host staging memory when there is one. */
 static uint8_t *raw_alloc(Loader *L, size_t bytes) {
@@ -92,7 +127,7 @@ static void raw_store(Loader *L, Slot *slot, int pos, const Image *img, const Wa
         }
         /* Grow: to 1.5x, or to a batch of images like this one, whichever is larger. */
         size_t need = slot->b.pixel_bytes + bytes, cap = slot->cap + slot->cap / 2;
-        size_t guess = (size_t)L->spec.batch * bytes + (size_t)L->spec.batch * bytes / 4;
+        size_t guess = (size_t)L->cap * bytes + (size_t)L->cap * bytes / 4;
         cap = cap > need ? cap : need;
         cap = cap > guess ? cap : guess;
         uint8_t *p = raw_alloc(L, cap);
@@ -123,7 +158,7 @@ static void raw_store(Loader *L, Slot *slot, int pos, const Image *img, const Wa
 /* Decode and augment the image at position `item` of the epoch into its batch slot. */
 static void process_item(Loader *L, int item, int *sample_out, int *ok_out, char *err, size_t errlen) {
     const LoaderSpec *s = &L->spec;
-    int sample = L->order[item], batch = item / s->batch, pos = item % s->batch;
+    int sample = L->order[item], batch = item / s->batch, pos = item - part_begin(L, batch);
     Slot *slot = slot_of(L, batch);
     Rng rng = rng_split(&L->epoch_rng, (uint64_t)item);
     JpegOptions jo = {transform_min_source_side(&s->tf), s->max_pixels, s->max_file_bytes};
@@ -157,14 +192,15 @@ static void *worker(void *arg) {
         while (!L->stop && !(L->next_item < L->end_item && L->next_item / L->spec.batch < L->released + L->nslots))
             pthread_cond_wait(&L->work_cv, &L->mu);
         if (L->stop) break;
-        int item = L->next_item++, sample, ok;
+        int item = L->next_item, sample, ok;
+        L->next_item = next_own_item(L, item + 1);
         L->inflight++;
         pthread_mutex_unlock(&L->mu);
         process_item(L, item, &sample, &ok, err, sizeof err);
         pthread_mutex_lock(&L->mu);
         L->inflight--;
         Slot *slot = slot_of(L, item / L->spec.batch);
-        slot->ok[item % L->spec.batch] = (unsigned char)ok;
+        slot->ok[item - part_begin(L, item / L->spec.batch)] = (unsigned char)ok;
         if (!ok && !L->bad[sample]) {
             L->bad[sample] = 1;
             L->nbad++;
@@ -191,13 +227,21 @@ Loader *loader_create(const LoaderSpec *spec, char *err, size_t errlen) {
     /* Without drop_last no batch holds more than every image: size the buffers for that (a batch
      * of 65536 over 100 validation images must not allocate 65536 images). */
     if (!spec->drop_last && L->spec.batch > spec->count) L->spec.batch = spec->count;
+    L->shards = spec->shards > 1 ? spec->shards : 1;
+    L->shard = L->shards > 1 ? spec->shard : 0;
+    if (L->shard < 0 || L->shard >= L->shards) {
+        error_at(err, errlen, "loader", "shard %d of %d does not exist", spec->shard, L->shards);
+        free(L);
+        return NULL;
+    }
+    L->cap = (L->spec.batch + L->shards - 1) / L->shards;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     L->nthreads = spec->threads > 0 ? spec->threads : (cores > 0 ? (int)cores : 1);
     L->nslots = spec->prefetch > 0 ? spec->prefetch : 3;
     if (L->nslots < 2) L->nslots = 2; /* one for the consumer, at least one being filled */
     L->image_floats = 3 * (size_t)spec->tf.size * spec->tf.size;
     L->slots = xcalloc((size_t)L->nslots, sizeof *L->slots);
-    size_t batch = (size_t)L->spec.batch;
+    size_t batch = (size_t)L->cap;
     for (int i = 0; i < L->nslots; i++) {
         Slot *s = &L->slots[i];
         if (spec->format == BATCH_F32) {
@@ -229,6 +273,16 @@ int loader_batches(const Loader *L) {
     return L->spec.drop_last ? n / b : (n + b - 1) / b;
 }
 
+/* Sharded: the images any rank found bad become bad on every rank (the next epoch's order leaves them
+ * out everywhere, as one process would). A collective; called under the lock with no work in flight
+ * that could add to bad. */
+static void share_bad(Loader *L) {
+    dist_allreduce_or_u8(L->bad, (size_t)L->spec.count);
+    int n = 0;
+    for (int i = 0; i < L->spec.count; i++) n += L->bad[i];
+    L->nbad = n;
+}
+
 int loader_start_epoch(Loader *L, int epoch, int first_batch) {
     raw_wait_uploads(L); /* the batch the consumer holds may still be uploading */
     pthread_mutex_lock(&L->mu);
@@ -239,6 +293,7 @@ int loader_start_epoch(Loader *L, int epoch, int first_batch) {
     Rng root;
     rng_seed(&root, L->spec.seed);
     L->epoch_rng = rng_split(&root, (uint64_t)epoch);
+    if (L->shards > 1) share_bad(L);
     L->norder = 0;
     memcpy(L->bad_at_start, L->bad, (size_t)L->spec.count);
     for (int i = 0; i < L->spec.count; i++)
@@ -255,16 +310,12 @@ int loader_start_epoch(Loader *L, int epoch, int first_batch) {
     L->nbatches = L->spec.drop_last ? L->norder / B : (L->norder + B - 1) / B;
     if (first_batch > L->nbatches) first_batch = L->nbatches;
     L->end_item = L->nbatches * B < L->norder ? L->nbatches * B : L->norder;
-    L->next_item = first_batch * B;
+    L->epoch_items = L->end_item; /* after the old epoch's work in flight is done: it used the old one */
+    L->next_item = next_own_item(L, first_batch * B);
     L->released = L->consumed = first_batch;
     L->holding = 0;
     L->dropped = 0;
-    for (int b = first_batch; b < first_batch + L->nslots && b < L->nbatches; b++) {
-        Slot *s = slot_of(L, b);
-        s->filled = 0;
-        s->b.pixel_bytes = 0;
-        s->expected = (b + 1) * B <= L->end_item ? B : L->end_item - b * B;
-    }
+    for (int b = first_batch; b < first_batch + L->nslots && b < L->nbatches; b++) slot_reset(L, b);
     pthread_cond_broadcast(&L->work_cv);
     int nbatches = L->nbatches;
     pthread_mutex_unlock(&L->mu);
@@ -309,12 +360,7 @@ const Batch *loader_next(Loader *L) {
             int reuse = L->released + L->nslots;
             L->released++;
             L->holding = 0;
-            if (reuse < L->nbatches) {
-                Slot *s = slot_of(L, reuse);
-                s->filled = 0;
-                s->b.pixel_bytes = 0;
-                s->expected = (reuse + 1) * L->spec.batch <= L->end_item ? L->spec.batch : L->end_item - reuse * L->spec.batch;
-            }
+            if (reuse < L->nbatches) slot_reset(L, reuse);
             pthread_cond_broadcast(&L->work_cv);
         }
         if (L->consumed >= L->nbatches) {
@@ -332,16 +378,27 @@ const Batch *loader_next(Loader *L) {
         }
         L->consumed++;
         L->holding = 1;
-        s->b.n = compact(L, s);
+        s->b.n = s->b.global_n = compact(L, s);
         s->b.size = L->spec.tf.size;
         s->b.index = b;
+        s->b.first = 0;
+        s->b.shards = L->shards;
+        int full = (b + 1) * L->spec.batch <= L->epoch_items ? L->spec.batch : L->epoch_items - b * L->spec.batch;
+        if (L->shards > 1) { /* the whole batch's good images decide, the same on every rank */
+            int64_t total = s->b.n;
+            pthread_mutex_unlock(&L->mu); /* the workers go on meanwhile; this slot is the consumer's */
+            dist_allreduce_sum_i64(&total, 1);
+            pthread_mutex_lock(&L->mu);
+            s->b.global_n = (int)total;
+            s->b.first = part_begin(L, b) - b * L->spec.batch;
+        }
         /* drop_last: every batch is full, as PyTorch's and fastai's training batches are; one that bad
          * images left short is dropped too (batch norm must never see a batch of 1) */
-        if (s->b.n > 0 && (!L->spec.drop_last || s->b.n == L->spec.batch)) {
+        if (s->b.global_n > 0 && (!L->spec.drop_last || s->b.global_n == full)) {
             out = &s->b;
             break;
         }
-        if (s->b.n > 0) L->dropped++;
+        if (s->b.global_n > 0) L->dropped++;
     }
     int nothing_usable = !out && L->nbad >= L->spec.count;
     pthread_mutex_unlock(&L->mu);
@@ -354,6 +411,11 @@ int loader_bad_images(const Loader *L) { return L->nbad; }
 int loader_dropped(const Loader *L) { return L->dropped; }
 
 char *loader_bad_list(Loader *L, int at_epoch_start) {
+    if (L->shards > 1 && !at_epoch_start) { /* what every rank found (a collective) */
+        pthread_mutex_lock(&L->mu);
+        share_bad(L);
+        pthread_mutex_unlock(&L->mu);
+    }
     pthread_mutex_lock(&L->mu);
     const unsigned char *bad = at_epoch_start ? L->bad_at_start : L->bad;
     size_t len = 1, used = 0;

@@ -41,6 +41,13 @@ typedef struct {
     int strict;             /* on_bad_image = fail: the first bad image stops the run */
     long max_pixels;        /* JPEG size limit; 0 = the default */
     long long max_file_bytes; /* larger files are bad images, never read; 0 = the default (image.h) */
+    /* Data-parallel training (dist/dist.h): 0 or 1 = every image. shards N > 1: batch is the global
+     * batch, cut into N contiguous parts (of a batch of m images, part r holds its positions
+     * [r*m/N, (r+1)*m/N)); this process loads part shard only. Every image keeps the generator it
+     * has in one process (seeded by its position in the epoch), the images found bad are shared at
+     * each epoch's start, and drop_last looks at the whole batch (loader_next all-reduces each
+     * batch's good images: every rank calls it in step). */
+    int shard, shards;
 } LoaderSpec;
 
 typedef struct {
@@ -48,6 +55,10 @@ typedef struct {
                              * end, or when some were bad) */
     int size;
     int index;              /* batch number within the epoch */
+    int global_n, first;    /* sharded (shards > 1): the global batch's images, and the position of this
+                             * part's first one in it (unsharded: n and 0). n may be 0 on a rank when
+                             * the global batch is short (not drop_last) */
+    int shards;             /* the spec's shards, at least 1 */
     float *x;               /* BATCH_F32 */
     uint8_t *u8;            /* BATCH_U8 */
     /* BATCH_RAW: image i is images[i] in pixels (HWC uint8, as decoded; an image whose three

@@ -83,6 +83,7 @@ typedef struct {
     char run_name[256];        /* the run folder's name under out_dir; "" = <config name>-<time> */
     int loss_scale;            /* LOSS_SCALE_AUTO, _DYNAMIC or _OFF */
     int force;                 /* not a key: the command line's --force (replace an existing run folder) */
+    int sync_bn;               /* data-parallel: batch-norm statistics reduced across the ranks */
     int threads;               /* loader threads; 0 = cores */
     int stop_after;            /* training steps of this process before stopping as Ctrl-C does; 0 = never */
     int save;                  /* SAVE_*: the model files a run keeps (resume.safetensors always) */

@@ -118,6 +118,11 @@ const Key config_keys[] = {
      .help = "auto = dynamic for fp16, off otherwise. dynamic: PyTorch's GradScaler (start at 65536; a step whose "
              "gradients overflow is skipped and the scale halved; doubled after 2000 good steps). off: any inf/NaN "
              "gradient stops the run"},
+    {.sec = SEC_RUN, .name = "sync_bn", .type = T_BOOL, CF(sync_bn), .def = "false",
+     .help = "data-parallel training (mpirun -np N ./train): yes = batch norm's training statistics are the global "
+             "batch's, reduced across the ranks at every layer (PyTorch's SyncBatchNorm; the run then matches one "
+             "process's); no = each rank's own (its part of the batch), the running statistics averaged across the "
+             "ranks before each evaluation and checkpoint (timm's --dist-bn reduce). One process: no effect"},
     {.sec = SEC_RUN, .name = "threads", .type = T_INT, CF(threads), RANGE(0, 1024), .def = "0",
      .help = "loader threads; 0 = one per core"},
     {.sec = SEC_RUN, .name = "stop_after", .type = T_INT, CF(stop_after), RANGE(0, 2000000000), .def = "0",

@@ -8,6 +8,7 @@
 
 #include "base/progress.h"
 #include "base/util.h"
+#include "dist/dist.h"
 #include "train/scores.h"
 
 /* Argmax hits of host logits (n x classes). */
@@ -26,11 +27,14 @@ EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing,
     loader_start_epoch(L, epoch, 0);
     int batches = loader_batches(L), done = 0;
     double t0 = now_seconds();
+    int sharded = 0; /* a data-parallel rank's parts: the counts are summed over the ranks at the end */
     for (const Batch *b; (b = loader_next(L));) {
         if (ev->stop && *ev->stop) {
             r.interrupted = 1;
             break;
         }
+        sharded |= b->shards > 1;
+        if (!b->n) continue; /* a short last batch left this rank's part empty */
         if (rows && (rows->probs || rows->labels) && b->n > rows->cap - r.count)
             die("evaluation pass: the loader gave more than the %d images the outputs hold", rows->cap);
         device_feed_upload(ev->feed, b, model_input(m, b->n, b->size, b->size));
@@ -48,6 +52,12 @@ EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing,
     }
     if (ev->progress) progress_clear();
     free(logits);
+    if (sharded) {
+        if (rows && (rows->probs || rows->labels)) die("evaluation pass: a sharded loader gives no per-image rows");
+        double sums[3] = {r.loss, r.correct, r.count};
+        dist_allreduce_sum_f64(sums, 3);
+        r.loss = sums[0], r.correct = (int)sums[1], r.count = (int)sums[2];
+    }
     if (r.count) r.loss /= r.count;
     return r;
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "ckpt/checkpoint.h"
+#include "dist/dist.h"
 #include "pipeline/device_feed.h"
 #include "pipeline/loader.h"
 #include "net/model.h"
@@ -32,12 +33,18 @@
 
 volatile sig_atomic_t trainer_stop_signal;
 
+/* What stops an evaluation pass midway: a signal, in one process. Data-parallel ranks always finish
+ * the pass (a signal could reach them at different batches) and stop after the next training step. */
+const volatile sig_atomic_t *trainer_eval_stop_flag(void) { return dist_active() ? NULL : &trainer_stop_signal; }
+
 void trainer_on_stop_signal(int sig) { trainer_stop_signal = sig; }
 
 /* Ctrl-C, SIGTERM or run.stop_after: finish the step, write a resume checkpoint, exit cleanly. */
 int trainer_stop_requested(Trainer *T) {
     if (trainer_stop_signal) T->stopped = trainer_stop_signal;
     else if (T->cfg->stop_after && T->steps >= T->cfg->stop_after) T->stopped = -1;
+    /* data-parallel: a signal may reach the ranks between different steps; all stop at the same one */
+    if (trainer_dist_agree_stop(T->stopped) && !T->stopped) T->stopped = SIGTERM;
     return T->stopped != 0;
 }
 
@@ -103,7 +110,8 @@ static void take_report(Trainer *T, const StageConfig *st, const StepReport *r, 
                 r->index - (long)r->epoch * per_epoch, (double)r->hyper.lr, (double)r->hyper.beta1, (double)r->loss);
 }
 
-Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int train, int on_device) {
+Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int kind, int on_device) {
+    int train = kind == LOADER_TRAIN;
     LoaderSpec s = {0};
     s.samples = train ? T->data.train : T->data.valid;
     s.count = train ? T->data.ntrain : T->data.nvalid;
@@ -119,6 +127,10 @@ Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int 
     s.strict = T->cfg->strict_images;
     s.max_pixels = (long)T->cfg->max_megapixels * 1000000L;
     s.max_file_bytes = (long long)T->cfg->max_file_mb * 1000000LL;
+    /* data-parallel: each rank trains on its part of every global batch, and validates on its part
+     * where nothing needs every image's row */
+    s.shards = kind != LOADER_VALID ? dist_size() : 1;
+    s.shard = kind != LOADER_VALID ? dist_rank() : 0;
     char err[512];
     Loader *L = loader_create(&s, err, sizeof err);
     if (!L) die("%s", err);
@@ -152,7 +164,8 @@ int trainer_augment_on_device(const Trainer *T) {
 /* One pass over the validation set (evaluate.h's eval_pass): mean loss (with the stage's label
  * smoothing, as fastai's valid_loss) and accuracy. */
 EvalResult trainer_evaluate(Trainer *T, Loader *L, int epoch, float smoothing) {
-    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal, "valid"};
+    trainer_dist_average_stats(T); /* per-rank batch-norm statistics: their mean (timm's --dist-bn reduce) */
+    Evaluator ev = {T->model, &T->feed, trainer_eval_stop_flag(), "valid"};
     return eval_pass(&ev, L, epoch, smoothing, NULL);
 }
 
@@ -163,8 +176,8 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
                const OneCycle *cycle, const ProgressiveSchedule *prog) {
     Model *m = T->model;
     int on_device = trainer_augment_on_device(T);
-    Loader *train = trainer_make_loader(T, &st->train_tf, st->batch, 1, on_device),
-           *valid = trainer_make_loader(T, &st->valid_tf, st->batch, 0, on_device);
+    Loader *train = trainer_make_loader(T, &st->train_tf, st->batch, LOADER_TRAIN, on_device),
+           *valid = trainer_make_loader(T, &st->valid_tf, st->batch, LOADER_VALID_SHARDED, on_device);
     int per_epoch = loader_batches(train);
     if (per_epoch < 1) die("stage %s: %d training images make no batch of %d", st->name, T->data.ntrain, st->batch);
     long total = (long)epochs * per_epoch;

@@ -67,7 +67,7 @@ static void range_test(Trainer *T, const StageConfig *st, const LrFindOptions *o
     optim_set_group_lrs(T->opt, ones);
     model_set_decay(m, st->wd_bn_bias);
     int on_device = trainer_augment_on_device(T);
-    Loader *L = trainer_make_loader(T, &st->train_tf, st->batch, 1, on_device);
+    Loader *L = trainer_make_loader(T, &st->train_tf, st->batch, LOADER_TRAIN, on_device);
     if (T->bad_images && loader_mark_bad(L, T->bad_images)) die("lr_find: malformed bad_images list");
     /* the loss of each step is needed before the next: read at once */
     Stepper *step = step_new(m, T->opt, &T->scaler, &T->feed, STEP_READ_NOW);

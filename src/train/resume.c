@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "ckpt/checkpoint.h"
+#include "dist/dist.h"
 #include "pipeline/device_feed.h"
 #include "pipeline/loader.h"
 #include "net/model.h"
@@ -66,6 +67,8 @@ void trainer_host_state_free(HostState *h) {
  * `eval` and `pretrained` read; extra: more metadata pairs, NULL-terminated, or NULL. The Adam
  * moments are not kept beside it ([run] save): resume.safetensors holds the run's latest. */
 void trainer_save_checkpoint(Trainer *T, const char *name, const char *stage, const char *const *extra) {
+    trainer_dist_average_stats(T); /* data-parallel: the ranks' mean statistics; rank 0 alone writes */
+    if (!dist_is_root()) return;
     Model *m = T->model;
     HostState h = host_state(T);
     char id[CKPT_ID_CHARS + 1], epoch[16], step[16], path[1200], err[1024];
@@ -221,6 +224,7 @@ static int resume_row(const char *key) {
 /* RUN/resume.safetensors: everything `./train --resume RUN` needs to go on from T->at as if the
  * run had never stopped (resume_rows). Rewritten whole (one atomic rename) after every epoch and stage. */
 void trainer_save_resume(Trainer *T) {
+    trainer_dist_average_stats(T);
     Model *m = T->model;
     HostState h = host_state(T);
     const Position *p = &T->at;
@@ -267,7 +271,9 @@ void trainer_save_resume(Trainer *T) {
     const char *meta[2 * N_RESUME_ROWS + 1];
     resume_meta_format(&r, text, meta);
     snprintf(path, sizeof path, "%s/resume.safetensors", T->run_dir);
-    if (ckpt_save_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, meta, err, sizeof err)) die("%s", err);
+    /* data-parallel: every rank gathered the above (the bad-image list is a collective); rank 0 writes */
+    if (dist_is_root() && ckpt_save_resume(path, m, h.params, h.stats, h.adam_m, h.adam_v, meta, err, sizeof err))
+        die("%s", err);
     T->resume_written = 1;
     free(classes);
     free(bad);
@@ -329,6 +335,7 @@ void trainer_load_resume(Trainer *T) {
     long metrics_bytes = r.metrics_bytes;
     st_close(&meta); /* r's strings point into it: not read after this */
     /* metrics.csv rows written after the checkpoint (a crash) come again */
+    if (!dist_is_root()) return; /* data-parallel: rank 0's files */
     snprintf(path, sizeof path, "%s/metrics.csv", T->run_dir);
     if (truncate(path, (off_t)metrics_bytes)) die("cannot truncate %s for the resumed run: %s", path, strerror(errno));
     /* and steps.csv's rows of steps after it (absent: a run of an older ./train, or removed by hand) */

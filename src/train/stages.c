@@ -53,13 +53,13 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
     fprintf(csv, "size,loss,accuracy,images%s\n", trained ? ",trained_size" : "");
     trainer_say(T, "stage %s: evaluation at %d sizes\n%-6s %-11s %-9s\n", st->name, st->nsizes, "size", "loss", "accuracy");
     char label[120];
-    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal, label};
+    Evaluator ev = {T->model, &T->feed, trainer_eval_stop_flag(), label};
     int interrupted = 0;
     for (int i = 0; i < st->nsizes && !interrupted; i++) {
         TransformSpec tf = st->valid_tf;
         tf.size = st->sizes[i];
         snprintf(label, sizeof label, "stage %s, size %d", st->name, tf.size);
-        Loader *L = trainer_make_loader(T, &tf, st->batch, 0, trainer_augment_on_device(T));
+        Loader *L = trainer_make_loader(T, &tf, st->batch, LOADER_VALID_SHARDED, trainer_augment_on_device(T));
         EvalResult r = eval_pass(&ev, L, 0, 0.0f, NULL);
         loader_destroy(L);
         interrupted = r.interrupted;
@@ -79,11 +79,11 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
  * then lerp(mean_aug, plain, beta) on the softmax probabilities. Returns 1 when interrupted. */
 static int tta(Trainer *T, const StageConfig *st) {
     int on_device = trainer_augment_on_device(T);
-    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, 0, on_device),
-           *A = trainer_make_loader(T, &st->train_tf, st->batch, 0, on_device);
+    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, LOADER_VALID, on_device),
+           *A = trainer_make_loader(T, &st->train_tf, st->batch, LOADER_VALID, on_device);
     char label[100];
     snprintf(label, sizeof label, "stage %s", st->name);
-    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal, label};
+    Evaluator ev = {T->model, &T->feed, trainer_eval_stop_flag(), label};
     TtaResult t = tta_pass(&ev, L, A, 1000, st->tta_n, st->tta_beta, T->data.nvalid);
     loader_destroy(L);
     loader_destroy(A);
@@ -105,13 +105,13 @@ static void say_line(void *T, const char *line) { trainer_say(T, "%s\n", line); 
  * transform (train/interpret.h), into <stage>-*.csv, .png and .jpg. Returns 1 when interrupted. */
 static int interpret(Trainer *T, const StageConfig *st) {
     int n = T->data.nvalid, C = T->model->classes;
-    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, 0, trainer_augment_on_device(T));
+    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, LOADER_VALID, trainer_augment_on_device(T));
     float *probs = xmalloc(((size_t)n * C + 1) * sizeof(float));
     int32_t *labels = xmalloc(((size_t)n + 1) * sizeof(int32_t));
     int *sample = xmalloc(((size_t)n + 1) * sizeof(int));
     char label[100];
     snprintf(label, sizeof label, "stage %s", st->name);
-    Evaluator ev = {T->model, &T->feed, &trainer_stop_signal, label};
+    Evaluator ev = {T->model, &T->feed, trainer_eval_stop_flag(), label};
     EvalResult r = eval_pass(&ev, L, 0, 0.0f, &(EvalRows){probs, labels, n});
     char err[1400], prefix[80], title[200];
     if (!r.interrupted) {

@@ -1,10 +1,15 @@
-/* train/step.c: one training step (see step.h). */
+/* train/step.c: one training step (see step.h). A data-parallel step (a batch that is one rank's part
+ * of the global batch: Batch.shards > 1) adds what makes the ranks one training process: mixup over
+ * the global batch, the gradients averaged over it before the update (one all-reduce of the flat
+ * gradient block), and its loss and gradient check reduced, so every rank decides alike. */
 #include "train/step.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/util.h"
+#include "dist/dist.h"
 
 /* What comes back of a step: its loss, and how many gradient values are inf or NaN with the first
  * one's index (scan_nonfinite). */
@@ -30,6 +35,16 @@ struct Stepper {
     int32_t *partner, *labels_b; /* mixup: each image's partner (index in the batch) and its label */
     float *lam;                  /* mixup weights */
     int mix_cap;
+    /* data-parallel: whether the pending (READ_LATE) step was; host copies of the gradients (a
+     * backend whose memory is not the host's), and of the global batch for mixup */
+    int pending_dp, pending_n;
+    float *host_grads;
+    uint8_t *gather_host;
+    int32_t *gather_labels;
+    size_t gather_bytes;
+    int gather_cap;
+    Tensor global;               /* backend memory: the global batch, mixed */
+    size_t global_bytes;
 };
 
 Stepper *step_new(Model *m, Optimizer *o, GradScaler *s, DeviceFeed *feed, StepReads reads) {
@@ -50,24 +65,30 @@ void step_free(Stepper *st) {
     if (!st) return;
     Backend *be = st->model->be;
     be->ops->release(be, st->full.data);
+    be->ops->release(be, st->global.data);
     be->ops->release(be, st->scan_d);
     be->ops->free_host(be, st->slots);
     free(st->partner);
     free(st->labels_b);
     free(st->lam);
+    free(st->host_grads);
+    free(st->gather_host);
+    free(st->gather_labels);
     free(st);
 }
 
-/* Mixup: per sample lam ~ Beta(a, a), lam = max(lam, 1 - lam), partner from a random permutation;
- * x = lam*x_i + (1-lam)*x_partner, the loss mixes the labels the same way. */
-static void mixup(Stepper *st, Rng *rng, float alpha, Tensor *x, const int32_t *labels) {
-    int n = x->n;
+/* Room for n images' mixup partners, labels and weights. */
+static void mix_arrays(Stepper *st, int n) {
     if (n > st->mix_cap) {
         st->partner = xrealloc(st->partner, (size_t)n * sizeof *st->partner);
         st->labels_b = xrealloc(st->labels_b, (size_t)n * sizeof *st->labels_b);
         st->lam = xrealloc(st->lam, (size_t)n * sizeof *st->lam);
         st->mix_cap = n;
     }
+}
+
+/* A random permutation of n (each image's partner) into partner, then n weights into lam. */
+static void draw_mix(Stepper *st, Rng *rng, float alpha, int n) {
     int32_t *perm = st->partner;
     for (int i = 0; i < n; i++) perm[i] = i;
     for (int i = n - 1; i > 0; i--) {
@@ -75,11 +96,79 @@ static void mixup(Stepper *st, Rng *rng, float alpha, Tensor *x, const int32_t *
         perm[i] = perm[j];
         perm[j] = t;
     }
-    for (int i = 0; i < n; i++) {
-        st->lam[i] = rng_mixup_lam(rng, alpha);
-        st->labels_b[i] = labels[perm[i]];
-    }
+    for (int i = 0; i < n; i++) st->lam[i] = rng_mixup_lam(rng, alpha);
+}
+
+/* Mixup: per sample lam ~ Beta(a, a), lam = max(lam, 1 - lam), partner from a random permutation;
+ * x = lam*x_i + (1-lam)*x_partner, the loss mixes the labels the same way. */
+static void mixup(Stepper *st, Rng *rng, float alpha, Tensor *x, const int32_t *labels) {
+    int n = x->n;
+    mix_arrays(st, n);
+    int32_t *perm = st->partner;
+    draw_mix(st, rng, alpha, n);
+    for (int i = 0; i < n; i++) st->labels_b[i] = labels[perm[i]];
     st->model->be->ops->mix_images(st->model->be, x, perm, st->lam); /* on the batch in backend memory */
+}
+
+/* Data-parallel mixup: the global batch's permutation and weights (what one process draws), the
+ * global batch gathered from every rank and mixed, and this rank's part of it kept; labels_b and lam
+ * then describe this part's images. Needs equal parts (training batches are full: drop_last). */
+static void mixup_global(Stepper *st, Rng *rng, float alpha, Tensor *x, const int32_t *labels, const Batch *b) {
+    Backend *be = st->model->be;
+    int n = x->n, G = b->global_n, first = b->first;
+    if (n * b->shards != G)
+        die("mixup over %d ranks: this rank holds %d of the batch's %d images; it needs equal parts", b->shards, n, G);
+    mix_arrays(st, G);
+    draw_mix(st, rng, alpha, G);
+    size_t img = tensor_numel(x) / (size_t)(n ? n : 1) * dtype_size(x->dtype), all = img * (size_t)G;
+    if (all > st->gather_bytes || G > st->gather_cap) {
+        st->gather_host = xrealloc(st->gather_host, all);
+        st->gather_labels = xrealloc(st->gather_labels, (size_t)G * sizeof *st->gather_labels);
+        st->gather_bytes = all;
+        st->gather_cap = G;
+    }
+    if (all > st->global_bytes) {
+        be->ops->release(be, st->global.data);
+        st->global.data = be->ops->alloc(be, all);
+        st->global_bytes = all;
+    }
+    uint8_t *mine = xmalloc(img * (size_t)n + 1);
+    be->ops->download(be, mine, x->data, img * (size_t)n);
+    dist_allgather(mine, st->gather_host, img * (size_t)n);
+    int32_t *my_labels = xmalloc((size_t)n * sizeof *my_labels + 1);
+    memcpy(my_labels, labels, (size_t)n * sizeof *my_labels);
+    dist_allgather(my_labels, st->gather_labels, (size_t)n * sizeof *my_labels);
+    free(mine);
+    free(my_labels);
+    be->ops->upload(be, st->global.data, st->gather_host, all);
+    st->global = (Tensor){st->global.data, G, x->c, x->h, x->w, x->dtype};
+    be->ops->mix_images(be, &st->global, st->partner, st->lam);
+    be->ops->copy(be, x->data, (const uint8_t *)st->global.data + img * (size_t)first, img * (size_t)n);
+    for (int i = 0; i < n; i++) { /* this part's images: positions first.. of the global batch */
+        st->labels_b[i] = st->gather_labels[st->partner[first + i]];
+        st->lam[i] = st->lam[first + i];
+    }
+}
+
+/* The data-parallel step's gradients: the global batch's mean. Each rank's are the mean over its n
+ * images; weighted by n / G and summed over the ranks (one all-reduce of the flat block). */
+static void average_gradients(Stepper *st, int n, int G) {
+    Model *m = st->model;
+    Backend *be = m->be;
+    size_t count = m->param_floats;
+    int host = !strcmp(be->ops->name, "cpu"); /* its memory is the host's: in place */
+    float *g = m->grads_d;
+    if (!host) {
+        if (!st->host_grads) st->host_grads = xmalloc(count * sizeof(float));
+        be->ops->download(be, st->host_grads, m->grads_d, count * sizeof(float));
+        g = st->host_grads;
+    }
+    if (n != G) {
+        const float w = (float)n / (float)G; /* 1/N for equal parts: a power of two is exact */
+        for (size_t i = 0; i < count; i++) g[i] *= w;
+    }
+    dist_allreduce_sum_f32(g, count);
+    if (!host) be->ops->upload(be, m->grads_d, g, count * sizeof(float));
 }
 
 /* The batch into the model's input at side x side: uploaded (or augmented on the device) at its own
@@ -132,14 +221,27 @@ static void queue_read(Stepper *st, int slot) {
     be->ops->read_async(be, st->slots[slot].scan, st->scan_d, sizeof st->slots[slot].scan, slot);
 }
 
-/* A report from a step's names and its read-back in slot (waited for). */
-static StepReport take_read(Stepper *st, StepReport r, int slot) {
+/* A report from a step's names and its read-back in slot (waited for). A data-parallel step's (dp)
+ * loss is the global batch's (the ranks' means weighted by their images) and its gradient check
+ * the same on every rank (the gradients are all-reduced already: the largest count, the first
+ * index), so every rank's scaler and stop decide alike. r.n is the global batch's images. */
+static StepReport take_read(Stepper *st, StepReport r, int slot, int dp, int local_n) {
     st->model->be->ops->read_wait(st->model->be, slot);
     const StepRead *rd = &st->slots[slot];
     r.valid = 1;
     r.loss = rd->loss;
     r.bad = rd->scan[0];
     r.first_bad = rd->scan[1];
+    if (dp) {
+        double sum[2] = {(double)rd->loss * local_n, local_n};
+        uint64_t bad = r.bad, first = r.first_bad;
+        dist_allreduce_sum_f64(sum, 2);
+        dist_allreduce_max_u64(&bad, 1);
+        dist_allreduce_min_u64(&first, 1);
+        r.loss = (float)(sum[0] / sum[1]);
+        r.bad = bad;
+        r.first_bad = first;
+    }
     return r;
 }
 
@@ -150,13 +252,16 @@ StepReport step_run(Stepper *st, const StepArgs *a) {
     int n = b ? b->n : a->n, size = b ? b->size : a->size;
     const int32_t *labels = b ? b->labels : a->labels;
     int side = a->side > 0 && a->side < size ? a->side : size;
-    StepReport self = {.epoch = a->epoch, .n = n, .index = a->index, .tag = a->tag, .hyper = a->hyper, .loss = NAN,
+    int dp = b && b->shards > 1; /* one rank's part of a data-parallel batch */
+    StepReport self = {.epoch = a->epoch, .n = dp ? b->global_n : n, .index = a->index, .tag = a->tag, .hyper = a->hyper, .loss = NAN,
                        .first_bad = UINT64_MAX, .scale = st->scaler->scale, .verdict = SCALER_APPLY};
 
     Tensor *in = input(st, a, n, size, side);
     if (a->poison_input) poison_input(be, in);
-    if (a->mixup_alpha > 0) mixup(st, a->mix_rng, a->mixup_alpha, in, labels);
+    if (a->mixup_alpha > 0 && dp) mixup_global(st, a->mix_rng, a->mixup_alpha, in, labels, b);
+    else if (a->mixup_alpha > 0) mixup(st, a->mix_rng, a->mixup_alpha, in, labels);
     m->dropout_seed = a->dropout_seed;
+    be->image_offset = dp ? b->first : 0;
     /* queue the whole step before reading anything back: a device never waits for the host
      * (uploads wait for the device: the labels go before the forward pass) */
     if (labels) model_labels(m, n, labels, a->mixup_alpha > 0 ? st->labels_b : NULL, st->lam);
@@ -164,6 +269,7 @@ StepReport step_run(Stepper *st, const StepArgs *a) {
     model_loss_queue(m, a->smoothing, st->scaler->scale);
     model_backward(m);
     if (a->poison_grad) poison_grad(m);
+    if (dp) average_gradients(st, n, b->global_n);
     int slot = (int)(st->queued++ & 1);
     const float unscale = 1.0f / st->scaler->scale; /* a power of two: exact */
     StepReport out = {0};
@@ -179,10 +285,12 @@ StepReport step_run(Stepper *st, const StepArgs *a) {
         st->pending = 1;
         st->pending_slot = slot;
         st->pending_report = self;
+        st->pending_dp = dp;
+        st->pending_n = n;
         break;
     case STEP_READ_NOW:
         queue_read(st, slot);
-        out = take_read(st, self, slot);
+        out = take_read(st, self, slot, dp, n);
         /* a non-finite loss is not the scale's doing (the forward pass does not see it): stop */
         out.verdict = !isfinite(out.loss) ? SCALER_STOP : scaler_update(st->scaler, out.bad == 0);
         if (out.verdict == SCALER_APPLY) optim_step(st->opt, &a->hyper, unscale);
@@ -194,7 +302,7 @@ StepReport step_run(Stepper *st, const StepArgs *a) {
 StepReport step_finish(Stepper *st) {
     if (!st->pending) return (StepReport){0};
     st->pending = 0;
-    StepReport r = take_read(st, st->pending_report, st->pending_slot);
+    StepReport r = take_read(st, st->pending_report, st->pending_slot, st->pending_dp, st->pending_n);
     r.verdict = isfinite(r.loss) && !r.bad ? SCALER_APPLY : SCALER_STOP;
     return r;
 }

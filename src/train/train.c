@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "ckpt/checkpoint.h"
+#include "dist/dist.h"
 #include "pipeline/device_feed.h"
 #include "pipeline/loader.h"
 #include "net/model.h"
@@ -70,8 +71,9 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         *(grad ? &T.inf_grad_step : &T.nan_step) = step;
     }
     char err[1024];
-    if (!resume_dir) trainer_check_run_name(cfg);
-    else trainer_check_resume_config(cfg, resume_dir);
+    /* data-parallel: rank 0 alone checks and makes the run folder (the others would find it made) */
+    if (!resume_dir && dist_is_root()) trainer_check_run_name(cfg);
+    else if (resume_dir) trainer_check_resume_config(cfg, resume_dir);
     if (dataset_open(&cfg->data, cfg->strict_images, &T.data, err, sizeof err)) die("%s", err);
     data_fingerprint(&T.data, cfg->data.root, T.data_fp);
     if (resume_dir) trainer_check_resume_record(cfg, resume_dir, T.data_fp);
@@ -83,6 +85,8 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     if (!T.model) die("%s: %s", cfg->path, err);
     T.be = backend_create(cfg->device, err, sizeof err);
     if (!T.be) die("%s: %s", cfg->path, err);
+    trainer_dist_check(cfg, T.be);
+    T.be->sync_bn = cfg->sync_bn && dist_active();
     if (backend_set_precision(T.be, cfg->precision) != cfg->precision)
         fprintf(stderr, "cnntrain: precision %s is not available on the %s backend; training in %s\n",
                 dtype_name(cfg->precision), T.be->ops->name, dtype_name(T.be->compute));
@@ -102,8 +106,10 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     if (resume_dir) {
         if (snprintf(T.run_dir, sizeof T.run_dir, "%s", resume_dir) >= (int)sizeof T.run_dir)
             die("%s: the run folder name is too long", resume_dir);
-        lock = trainer_lock_run_folder(T.run_dir);
-        trainer_remove_temp_files(T.run_dir);
+        if (dist_is_root()) { /* data-parallel: the others only read the checkpoint */
+            lock = trainer_lock_run_folder(T.run_dir);
+            trainer_remove_temp_files(T.run_dir);
+        }
         snprintf(path, sizeof path, "%s/resume.safetensors", T.run_dir);
         from_checkpoint = !access(path, F_OK);
         if (from_checkpoint) trainer_load_resume(&T);
@@ -133,9 +139,10 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         }
         model_set_weights(T.model, h.params, h.stats);
         trainer_host_state_free(&h);
-        if (!resume_dir) lock = trainer_new_run_folder(&T);
+        if (!resume_dir && dist_is_root()) lock = trainer_new_run_folder(&T);
     }
     snprintf(run_dir, run_dir_len, "%s", T.run_dir);
+    trainer_dist_private_folder(&T); /* ranks but 0: their log and CSVs into a folder of their own */
     snprintf(path, sizeof path, "%s/log.txt", T.run_dir);
     T.log = fopen(path, resume_dir ? "a" : "w");
     snprintf(path, sizeof path, "%s/metrics.csv", T.run_dir);
@@ -169,7 +176,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     int start = from_checkpoint ? T.from.stage : 0;
     /* A run killed after its last resume checkpoint but before final.safetensors was written has
      * finished training: the resumed process writes that file from the checkpoint's weights. */
-    snprintf(path, sizeof path, "%s/final.safetensors", T.run_dir);
+    snprintf(path, sizeof path, "%s/final.safetensors", run_dir); /* the run folder's (every rank decides alike) */
     int finishing = start < cfg->nstages, write_final = cfg->save != SAVE_NONE && (finishing || access(path, F_OK));
     if (!finishing) trainer_say(&T, "the run had finished: %s\n", write_final ? "writing its final checkpoint" : "nothing to resume");
     for (int i = start; i < cfg->nstages && !T.stopped; i++) {
@@ -201,7 +208,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
         trainer_save_checkpoint(&T, "final", "final", NULL);
     }
     fclose(T.steps_csv);
-    if (!T.stopped && (finishing || write_final)) plot_run(T.run_dir);
+    if (!T.stopped && (finishing || write_final) && dist_is_root()) plot_run(T.run_dir);
     if (!T.stopped && finishing) trainer_print_summary(&T, now_seconds() - started);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
@@ -209,7 +216,8 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
 
     fclose(T.log);
     fclose(T.metrics);
-    close(lock);
+    if (lock >= 0) close(lock);
+    trainer_dist_remove_private_folder(&T);
     step_free(T.step);
     optim_free(T.opt);
     free(T.from_bad[0]);

@@ -81,9 +81,14 @@ typedef enum { LR_ONE_CYCLE, LR_CONSTANT } LrShape;
 /* fit.c: signals, messages, the fit loop and the evaluation pass (each defined with its comment) */
 extern volatile sig_atomic_t trainer_stop_signal; /* Ctrl-C or SIGTERM seen: stop at the next step */
 void trainer_on_stop_signal(int sig);             /* the handler train_run installs */
+const volatile sig_atomic_t *trainer_eval_stop_flag(void);
 int trainer_stop_requested(Trainer *T);
 void trainer_say(Trainer *T, const char *fmt, ...) CNN_PRINTF(2, 3);
-Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int train, int on_device);
+/* trainer_make_loader's kinds: the validation images (TTA and interpretation, which keep every image's
+ * row), the training images (data-parallel: this rank's part of each batch), the validation images
+ * cut among the ranks too (a pass whose counts eval_pass reduces) */
+enum { LOADER_VALID = 0, LOADER_TRAIN = 1, LOADER_VALID_SHARDED = 2 };
+Loader *trainer_make_loader(Trainer *T, const TransformSpec *tf, int batch, int kind, int on_device);
 void trainer_reset_optimizer(Trainer *T);
 void trainer_set_trainable(Trainer *T);
 void trainer_set_frozen(Trainer *T, int frozen);
@@ -114,6 +119,17 @@ void trainer_fit_tracking_reset(Trainer *T);
 int trainer_after_epoch(Trainer *T, const StageConfig *st, double valid_loss, double accuracy);
 int trainer_fit_should_stop(const Trainer *T);
 void trainer_print_summary(Trainer *T, double seconds);
+
+/* data_parallel.c: a data-parallel run's checks (the batch divides among the ranks...; and ranks but 0
+ * have their stdout silenced), the private
+ * folder of ranks other than 0, the stop every rank agrees on (a collective: nonzero when any rank
+ * stops), the batch-norm running statistics averaged across the ranks (before evaluation and
+ * checkpoints); nothing in one process */
+void trainer_dist_check(const Config *cfg, const Backend *be);
+void trainer_dist_private_folder(Trainer *T);
+void trainer_dist_remove_private_folder(Trainer *T);
+int trainer_dist_agree_stop(int stop);
+void trainer_dist_average_stats(Trainer *T);
 
 /* run_folder.c */
 int trainer_lock_run_folder(const char *run_dir);
