@@ -145,6 +145,8 @@ ifeq ($(origin NCCL),undefined)
 endif
 ifeq ($(NCCL),1)
   CFLAGS += -DCNN_HAVE_NCCL -I$(NCCL_INC)
+  NVFLAGS += -DCNN_HAVE_NCCL
+  NVINC += $(if $(filter $(CUDA_HOME)/include,$(NCCL_INC)),,-I$(NCCL_INC))
   LDLIBS += $(if $(filter $(NCCL_LIBDIR),$(CUDA_LIBDIRS)),,-L$(NCCL_LIBDIR) -Wl,-rpath,$(NCCL_LIBDIR)) $(call link_so,nccl,$(NCCL_LIBDIR))
 endif
 

@@ -399,6 +399,7 @@ static void cu_destroy(Backend *b) {
     cuda_buf_free(&ctx->scratch);
     cuda_buf_free(&ctx->mix);
     cuda_feed_free(ctx);
+    cuda_nccl_free(ctx);
     for (int i = 0; i < 2; i++)
         if (ctx->read_done[i]) CUDA_CHECK(cudaEventDestroy(ctx->read_done[i]));
     CUBLAS_CHECK(cublasDestroy(ctx->cublas));
@@ -409,7 +410,7 @@ static void cu_destroy(Backend *b) {
 }
 
 /* Every member is a pointer; if backend.h gains an op, this fails until the table below has it. */
-static_assert(sizeof(BackendOps) == 49 * sizeof(void *), "BackendOps changed: update the cuda ops table");
+static_assert(sizeof(BackendOps) == 51 * sizeof(void *), "BackendOps changed: update the cuda ops table");
 
 static const BackendOps *cuda_ops(void) {
     static BackendOps ops;
@@ -462,6 +463,10 @@ static const BackendOps *cuda_ops(void) {
     ops.upload_wait = cuda_upload_wait;
     ops.mix_images = cuda_mix_images;
     ops.shrink_batch = cuda_shrink_batch;
+#ifdef CNN_HAVE_NCCL
+    ops.grad_allreduce = cu_grad_allreduce;
+    ops.grad_allreduce_wait = cu_grad_allreduce_wait;
+#endif
     ops.name = "cuda"; /* last: marks the table as filled */
     return &ops;
 }
@@ -504,7 +509,7 @@ extern "C" Backend *cuda_backend_create(char *err, size_t errlen) {
     if (e != cudaSuccess) return create_failed(NULL, err, errlen, "cudaGetDeviceCount", cudaGetErrorString(e));
 
     CudaCtx *ctx = (CudaCtx *)xcalloc(1, sizeof *ctx);
-    ctx->device = 0; /* pick another with CUDA_VISIBLE_DEVICES */
+    ctx->device = cuda_device_for_rank(count); /* one process: 0 (pick another with CUDA_VISIBLE_DEVICES) */
     if ((e = cudaSetDevice(ctx->device)) != cudaSuccess)
         return create_failed(ctx, err, errlen, "cudaSetDevice", cudaGetErrorString(e));
     cudaDeviceProp prop;

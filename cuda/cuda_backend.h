@@ -62,6 +62,7 @@ typedef struct {
     int bn_own;               /* batch norm through our kernels for every dtype (CNNTRAIN_BN_KERNELS=own) */
     struct CudaFeed *feed;    /* augment.cu: copy stream, upload events, warp_batch buffers (made on first use) */
     cudaEvent_t read_done[2]; /* read_async: each slot's last copy (made on first use) */
+    struct CudaNccl *nccl;    /* nccl.cu: the data-parallel all-reduce (made on first use) */
 } CudaCtx;
 
 static inline CudaCtx *cuda_ctx(Backend *b) { return (CudaCtx *)b->impl; }
@@ -161,5 +162,12 @@ void cuda_feed_free(CudaCtx *);
 /* batch.cu */
 void cuda_mix_images(Backend *, Tensor *x, const int32_t *partner, const float *lam);
 void cuda_shrink_batch(Backend *, const Tensor *x, int d, int crop, int oy, int ox, Tensor *y);
+
+/* nccl.cu: the data-parallel gradient all-reduce (ops grad_allreduce, grad_allreduce_wait, with
+ * NCCL only), its teardown, and the GPU a rank uses. */
+void cu_grad_allreduce(Backend *b, float *x, size_t count, float weight);
+void cu_grad_allreduce_wait(Backend *b);
+void cuda_nccl_free(CudaCtx *ctx);
+int cuda_device_for_rank(int device_count);
 
 #endif

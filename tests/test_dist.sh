@@ -10,6 +10,7 @@
 #     TMPDIR, one rank printed;
 #  3. a batch not divisible by the ranks is refused before anything is written, naming key and stage;
 #  4. kill -9 of rank 1 mid-run stops both, with Open MPI's message naming the rank, within the timeout;
+#     a rank that hangs (fault injection) ends the job after [run] dist_timeout seconds, saying so;
 #  5. a run stopped (run.stop_after) by one process and resumed by 2 ranks, and the other way round,
 #     ends with the uninterrupted run's weights;
 #  6. with 2 bad images the ranks drop the batches one process drops and end with its weights.
@@ -152,6 +153,20 @@ else
     else
         fail "after kill -9 of rank 1: rc $rc (124 = hung), $took s: $(tail -5 "$tmp/killed.log")"
     fi
+fi
+
+# ---- 4b. a rank that hangs (CNNTRAIN_INJECT_HANG: rank 1 stops answering before step 5): the
+# other waits in the all-reduce; [run] dist_timeout = 3 ends the job with a line naming a rank ----
+mkdir -p "$tmp/hang-tmp"
+start=$(date +%s)
+TMPDIR=$tmp/hang-tmp CNNTRAIN_INJECT_HANG=1:5 timeout 120 "${MPIRUN[@]}" -np 2 "$TRAIN" "$tmp/cfg.ini" \
+    --set run.name=hung --set run.dist_timeout=3 >"$tmp/hung.log" 2>&1
+rc=$?
+took=$(($(date +%s) - start))
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q 'rank [01] of 2: no training step or evaluation batch finished in [0-9]* s' "$tmp/hung.log"; then
+    pass "a rank that hangs: the job ended in $took s (rc $rc): $(grep -o 'rank [01] of 2: no training step[^:]*' "$tmp/hung.log" | head -1)"
+else
+    fail "a rank that hangs: rc $rc (124 = still hung after 120 s), $took s: $(tail -5 "$tmp/hung.log")"
 fi
 
 # ---- 5. resume across rank counts: stopped after 13 of 20 steps by one process, resumed by 2 ranks,

@@ -62,6 +62,7 @@ COMMANDS=(
     "scripts/bench_gpu.sh*|gpu||nvidia-smi not found"
     "scripts/gpu_end_to_end.sh*|gpu|--results e2e|nvidia-smi not found"
     "bash scripts/gpu_check.sh*|gpu||no GPU visible on this machine: nothing to check"
+    "mpirun *./train configs/*.ini*|mpi"
 )
 # placeholders (whole words) -> small values; DIR and FILE get the command's number
 PLACEHOLDERS=(
@@ -92,7 +93,7 @@ extract_blocks() {
         if (cur != "" && match($0, /[^ ]/) > 6 && line ~ /^(\[|--)/) { cur = cur " " strip(line); next }
         flush()
         if (line ~ /^run\(command="/) { sub(/^run\(command="/, "", line); sub(/".*$/, "", line) }
-        if (line ~ /^(\.\/train( |$)|make( |$)|scripts\/|bash |time \(\.\/train)/) cur = strip(line)
+        if (line ~ /^(\.\/train( |$)|make( |$)|scripts\/|bash |time \(\.\/train|mpirun )/) cur = strip(line)
         next
     }
     { flush() }
@@ -103,6 +104,9 @@ extract_inline() {
     tr '\n' ' ' <"$readme" | grep -o '`[^`]*`' | sed 's/^`//; s/`$//' | tr -s ' ' |
         grep -E '^(\./train |time \(\./train|/usr/bin/time -v \./train |make( |$))'
 }
+
+# mpirun lines: as root here and in CI, on 2 cores
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 
 # ---- fixtures, in the sandbox: links to the program, configs and scripts; small data; a checkpoint
 sandbox=$tmp/work
@@ -246,6 +250,10 @@ check() {
         else result ok "$(elapsed "$t0")" "$part: ./train $sub --help lists it"; fi
         return ;;
     esac
+    if [ "$kind" = mpi ] && ! { command -v mpirun >/dev/null && ./train --version | grep -q '^mpi: .*MPI'; }; then
+        result skip 0 "$part: mpirun absent, or ./train built without MPI"
+        return
+    fi
     if gpu_present && [ "$kind" = gpu ]; then
         result skip 0 "$part: needs the GPU (a GPU is present: run it in the GPU window)"
         return
@@ -256,7 +264,7 @@ check() {
     fi
     while read -r cmd; do
         [ -n "$extra" ] && cmd="$cmd $extra"
-        if [[ $kind == config || ($kind == gpu && $cmd == "./train "*.ini*) ]]; then
+        if [[ $kind == config || $kind == mpi || ($kind == gpu && $cmd == "./train "*.ini*) ]]; then
             # the shrinking overrides right after the config, the README's own after them
             local ini
             ini=$(grep -oE '[^ ]+\.ini' <<<"$cmd" | head -1)

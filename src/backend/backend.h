@@ -238,6 +238,16 @@ typedef struct BackendOps {
      * resize_strided (align_corners = False, no antialiasing), computed in float without fused
      * multiply-add in that order. y must not alias x. */
     void (*shrink_batch)(Backend *, const Tensor *x, int d, int crop, int oy, int ox, Tensor *y);
+
+    /* ---- data-parallel training (dist/dist.h), optional: NULL where the backend has none (cpu:
+     * the trainer all-reduces its gradients in host memory after the backward pass) ---- */
+
+    /* Start the sum over the ranks of weight * x[0..count) (fp32 backend memory, in place) after
+     * every op issued before this call, without making later ops wait: it overlaps them (on cuda,
+     * NCCL on a stream of its own). Every rank must make the same calls in the same order. */
+    void (*grad_allreduce)(Backend *, float *x, size_t count, float weight);
+    /* Every op issued after this call sees the sums of every grad_allreduce before it. */
+    void (*grad_allreduce_wait)(Backend *);
 } BackendOps;
 
 struct Backend {

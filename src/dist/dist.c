@@ -3,10 +3,14 @@
  * which call failed where before it aborts the job. */
 #include "dist/dist.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #ifdef CNN_HAVE_MPI
 #include <mpi.h>
@@ -219,4 +223,46 @@ void dist_nccl_version(char *buf, size_t len) {
 #else
     snprintf(buf, len, "not built in");
 #endif
+}
+
+/* ------------------------------------------------------------------------- the watchdog */
+
+static atomic_long last_progress; /* CLOCK_MONOTONIC seconds of the last dist_progress */
+static int watchdog_seconds;
+
+static long monotonic_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long)t.tv_sec;
+}
+
+void dist_progress(void) {
+    if (watchdog_seconds) atomic_store(&last_progress, monotonic_seconds());
+}
+
+static void *watch(void *arg) {
+    (void)arg;
+    for (;;) {
+        sleep(1);
+        long idle = monotonic_seconds() - atomic_load(&last_progress);
+        if (idle <= watchdog_seconds) continue;
+        /* no MPI from this thread (the group is MPI_THREAD_FUNNELED): the launcher sees a rank end
+         * without MPI_Finalize and stops the others */
+        fprintf(stderr,
+                "cnntrain: rank %d of %d: no training step or evaluation batch finished in %ld s ([run] dist_timeout "
+                "= %d): a rank hangs or stopped; ending this rank, so that the launcher stops every rank\n",
+                dist_rank(), dist_size(), idle, watchdog_seconds);
+        fflush(stderr);
+        _exit(3);
+    }
+    return NULL;
+}
+
+void dist_watchdog(int seconds) {
+    if (!dist_active() || seconds <= 0 || watchdog_seconds) return;
+    watchdog_seconds = seconds;
+    atomic_store(&last_progress, monotonic_seconds());
+    pthread_t t;
+    if (pthread_create(&t, NULL, watch, NULL)) die("cannot start the data-parallel watchdog thread");
+    pthread_detach(t);
 }

@@ -51,6 +51,15 @@ CNN_NORETURN void dist_abort(int code, const char *fmt, ...) CNN_PRINTF(2, 3);
 
 /* For --version: the MPI library ("Open MPI v4.1.4 ..., MPI 3.1") or "not built in"; the NCCL
  * library's version, or "not built in". */
+/* A rank that stops making progress ends the job, within a timeout: MPI and NCCL wait forever for
+ * a rank that hangs (a deadlock, a stuck file system, a GPU that stopped answering). After
+ * dist_watchdog(seconds), a thread checks that dist_progress() (each training step, each
+ * evaluation batch) was called within the last `seconds`; when not, it says so, naming this rank,
+ * and ends this process, and the launcher (mpirun, srun) then stops every rank. Only with several
+ * ranks; 0 seconds: none. */
+void dist_watchdog(int seconds);
+void dist_progress(void);
+
 void dist_mpi_version(char *buf, size_t len);
 void dist_nccl_version(char *buf, size_t len);
 

@@ -7,6 +7,7 @@
 
 #include "base/rng.h"
 #include "base/util.h"
+#include "net/grad_buckets.h"
 
 #define BN_MOMENTUM 0.1f
 #define BN_EPS 1e-5f
@@ -341,6 +342,9 @@ void model_backward(Model *m) {
             break;
         default: die("model %s: unknown op %d", m->arch, nd->op);
         }
+        /* this node's trainable parameters have their final gradients: on to the all-reduce */
+        for (int k = 0; m->grad_ready && p && k < nd->nparam; k++)
+            if (p[k].trainable) grad_buckets_ready(m->grad_ready, p[k].offset, p[k].count);
     }
 }
 

@@ -100,6 +100,9 @@ typedef struct Model {
     int last_forward_train;/* the mode of the last forward, which backward must follow */
     Shape *shapes;         /* per value, at the current input size */
     unsigned char *grad_written, *needs_grad; /* per value, scratch for backward */
+    /* Data-parallel training on a backend with its own all-reduce (net/grad_buckets.h): when set,
+     * model_backward hands it each trainable parameter's gradient as soon as it is final. */
+    struct GradBuckets *grad_ready;
     void **buffers;        /* every backend allocation made by model_attach, for model_detach */
     int nbuffers, cap_buffers;
 } Model;

@@ -84,6 +84,7 @@ typedef struct {
     int loss_scale;            /* LOSS_SCALE_AUTO, _DYNAMIC or _OFF */
     int force;                 /* not a key: the command line's --force (replace an existing run folder) */
     int sync_bn;               /* data-parallel: batch-norm statistics reduced across the ranks */
+    int dist_timeout;          /* data-parallel: seconds without progress before a rank ends the job; 0 = never */
     int threads;               /* loader threads; 0 = cores */
     int stop_after;            /* training steps of this process before stopping as Ctrl-C does; 0 = never */
     int save;                  /* SAVE_*: the model files a run keeps (resume.safetensors always) */

@@ -118,6 +118,10 @@ const Key config_keys[] = {
      .help = "auto = dynamic for fp16, off otherwise. dynamic: PyTorch's GradScaler (start at 65536; a step whose "
              "gradients overflow is skipped and the scale halved; doubled after 2000 good steps). off: any inf/NaN "
              "gradient stops the run"},
+    {.sec = SEC_RUN, .name = "dist_timeout", .type = T_INT, CF(dist_timeout), RANGE(0, 604800), .def = "1800",
+     .help = "data-parallel training: seconds without a finished training step or evaluation batch after which a "
+             "rank ends the job, saying so (a rank that hangs would otherwise make every rank wait forever; "
+             "PyTorch's NCCL default, 30 minutes); 0 = never"},
     {.sec = SEC_RUN, .name = "sync_bn", .type = T_BOOL, CF(sync_bn), .def = "false",
      .help = "data-parallel training (mpirun -np N ./train): yes = batch norm's training statistics are the global "
              "batch's, reduced across the ranks at every layer (PyTorch's SyncBatchNorm; the run then matches one "

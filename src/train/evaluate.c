@@ -34,6 +34,7 @@ EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing,
             break;
         }
         sharded |= b->shards > 1;
+        dist_progress();
         if (!b->n) continue; /* a short last batch left this rank's part empty */
         if (rows && (rows->probs || rows->labels) && b->n > rows->cap - r.count)
             die("evaluation pass: the loader gave more than the %d images the outputs hold", rows->cap);

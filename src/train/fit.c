@@ -239,6 +239,8 @@ int trainer_fit(Trainer *T, const StageConfig *st, int phase, const char *label,
             a.mixup_alpha = st->mixup_alpha;
             a.mix_rng = &mix_rng;
             a.dropout_seed = rng_hash(T->cfg->seed ^ 0x44524f50ULL, batch_id);
+            if (T->steps + 1 == T->hang_step && dist_rank() == T->hang_rank)
+                for (;;) pause(); /* fault injection: a rank that hangs (the watchdog's test) */
             a.poison_input = T->steps + 1 == T->nan_step;
             a.poison_grad = T->steps + 1 == T->inf_grad_step;
             StepReport r = step_run(T->step, &a);

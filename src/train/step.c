@@ -10,6 +10,7 @@
 
 #include "base/util.h"
 #include "dist/dist.h"
+#include "net/grad_buckets.h"
 
 /* What comes back of a step: its loss, and how many gradient values are inf or NaN with the first
  * one's index (scan_nonfinite). */
@@ -39,6 +40,8 @@ struct Stepper {
      * backend whose memory is not the host's), and of the global batch for mixup */
     int pending_dp, pending_n;
     float *host_grads;
+    GradBuckets buckets;  /* a backend's own all-reduce (NCCL): the gradients in buckets, during backward */
+    float grad_weight;    /* this rank's share of the global batch, n / G */
     uint8_t *gather_host;
     int32_t *gather_labels;
     size_t gather_bytes;
@@ -150,11 +153,30 @@ static void mixup_global(Stepper *st, Rng *rng, float alpha, Tensor *x, const in
     }
 }
 
+/* PyTorch DDP's default bucket, 25 MB of fp32 gradients: large enough for NCCL's bandwidth, small
+ * enough that the first buckets reduce while most of the backward pass is still to run. */
+enum { GRAD_BUCKET_FLOATS = 25 * 1024 * 1024 / 4 };
+
+/* A bucket of gradients to the backend's all-reduce (grad_buckets.h's launch). */
+static void launch_bucket(void *ctx, size_t offset, size_t count) {
+    Stepper *st = ctx;
+    Model *m = st->model;
+    m->be->ops->grad_allreduce(m->be, m->grads_d + offset, count, st->grad_weight);
+}
+
 /* The data-parallel step's gradients: the global batch's mean. Each rank's are the mean over its n
- * images; weighted by n / G and summed over the ranks (one all-reduce of the flat block). */
+ * images; weighted by n / G and summed over the ranks: on a backend with its own all-reduce (NCCL)
+ * in buckets launched while the backward pass runs (the caller set them up), else here, one
+ * all-reduce of the flat block in host memory. */
 static void average_gradients(Stepper *st, int n, int G) {
     Model *m = st->model;
     Backend *be = m->be;
+    if (m->grad_ready) { /* the buckets: the last one, then the wait */
+        grad_buckets_flush(m->grad_ready);
+        m->grad_ready = NULL;
+        be->ops->grad_allreduce_wait(be);
+        return;
+    }
     size_t count = m->param_floats;
     int host = !strcmp(be->ops->name, "cpu"); /* its memory is the host's: in place */
     float *g = m->grads_d;
@@ -256,6 +278,7 @@ StepReport step_run(Stepper *st, const StepArgs *a) {
     StepReport self = {.epoch = a->epoch, .n = dp ? b->global_n : n, .index = a->index, .tag = a->tag, .hyper = a->hyper, .loss = NAN,
                        .first_bad = UINT64_MAX, .scale = st->scaler->scale, .verdict = SCALER_APPLY};
 
+    dist_progress(); /* the data-parallel watchdog: this rank is not stuck */
     Tensor *in = input(st, a, n, size, side);
     if (a->poison_input) poison_input(be, in);
     if (a->mixup_alpha > 0 && dp) mixup_global(st, a->mix_rng, a->mixup_alpha, in, labels, b);
@@ -267,9 +290,14 @@ StepReport step_run(Stepper *st, const StepArgs *a) {
     if (labels) model_labels(m, n, labels, a->mixup_alpha > 0 ? st->labels_b : NULL, st->lam);
     model_run(m, 1);
     model_loss_queue(m, a->smoothing, st->scaler->scale);
+    if (dp && be->ops->grad_allreduce) { /* reduce while the backward pass runs */
+        st->grad_weight = (float)n / (float)b->global_n;
+        grad_buckets_begin(&st->buckets, GRAD_BUCKET_FLOATS, launch_bucket, st);
+        m->grad_ready = &st->buckets;
+    }
     model_backward(m);
-    if (a->poison_grad) poison_grad(m);
     if (dp) average_gradients(st, n, b->global_n);
+    if (a->poison_grad) poison_grad(m); /* after the all-reduce, which may still be writing them before */
     int slot = (int)(st->queued++ & 1);
     const float unscale = 1.0f / st->scaler->scale; /* a power of two: exact */
     StepReport out = {0};

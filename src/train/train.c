@@ -70,6 +70,17 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
             die("CNNTRAIN_INJECT_NAN=%s: give a step number N (a NaN input) or grad:N (an inf gradient)", inject);
         *(grad ? &T.inf_grad_step : &T.nan_step) = step;
     }
+    const char *hang = getenv("CNNTRAIN_INJECT_HANG"); /* RANK:STEP: that rank stops answering before that step */
+    T.hang_step = -1;
+    if (hang) {
+        char *end = NULL;
+        long r = strtol(hang, &end, 10);
+        if (end == hang || *end != ':' || r < 0 || r > 1000000) die("CNNTRAIN_INJECT_HANG=%s: give RANK:STEP", hang);
+        const char *at = end + 1;
+        T.hang_rank = (int)r;
+        T.hang_step = strtol(at, &end, 10);
+        if (end == at || *end || T.hang_step < 0) die("CNNTRAIN_INJECT_HANG=%s: give RANK:STEP", hang);
+    }
     char err[1024];
     /* data-parallel: rank 0 alone checks and makes the run folder (the others would find it made) */
     if (!resume_dir && dist_is_root()) trainer_check_run_name(cfg);
@@ -86,6 +97,7 @@ int train_run(const Config *cfg, const char *resume_dir, char *run_dir, size_t r
     T.be = backend_create(cfg->device, err, sizeof err);
     if (!T.be) die("%s: %s", cfg->path, err);
     trainer_dist_check(cfg, T.be);
+    dist_watchdog(cfg->dist_timeout);
     T.be->sync_bn = cfg->sync_bn && dist_active();
     if (backend_set_precision(T.be, cfg->precision) != cfg->precision)
         fprintf(stderr, "cnntrain: precision %s is not available on the %s backend; training in %s\n",

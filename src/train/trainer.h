@@ -57,6 +57,8 @@ typedef struct {
     long steps;             /* training steps of this process (run.stop_after) */
     long nan_step;          /* fault injection for tests: CNNTRAIN_INJECT_NAN=N poisons step N's batch, */
     long inf_grad_step;     /* CNNTRAIN_INJECT_NAN=grad:N one gradient of step N (finite loss, inf gradient) */
+    int hang_rank;          /* CNNTRAIN_INJECT_HANG=R:N: rank R stops answering before step N (-1: never) */
+    long hang_step;
     DeviceFeed feed;        /* BATCH_RAW batches to the model's input (augmentation on the device) */
     int frozen;             /* fastai's freeze(): only the last parameter group and the batch norms train */
     int stopped;            /* why the run stopped early: a signal number, or -1 for stop_after */
