@@ -97,7 +97,7 @@ static void range_test(Trainer *T, const StageConfig *st, const LrFindOptions *o
             if (s < best) best = s;
             if (!isfinite(r.loss) || r.verdict == SCALER_STOP || (o->stop_div && s > 4 * best)) c->diverged = done = 1;
             if (it >= c->num_it) done = 1;
-            if (trainer_stop_signal) c->interrupted = done = 1;
+            if (trainer_dist_agree_stop(trainer_stop_signal)) c->interrupted = done = 1; /* every rank at the same step */
         }
     }
     progress_clear();
