@@ -104,7 +104,8 @@ else
     fail "2 ranks differ from one process"
 fi
 # the eval stage's passes are cut among the ranks (batch 7: parts of 3 and 4, the last 2 images 1 and 1)
-# and their counts summed: compare_weights.py compared its table above; TTA runs every image on every rank
+# and their counts summed: compare_weights.py compared its table above; TTA is cut among the ranks too, each rank
+# combining its own images, the sums reduced: its accuracy must be the single process's
 [ -s "$tmp/runs/two/eval-ev.csv" ] && pass "eval stage over 2 ranks: $(tr '\n' ' ' <"$tmp/runs/two/eval-ev.csv")" ||
     fail "no eval-ev.csv from 2 ranks"
 t1=$(grep -o 'TTA (n=4.*images' "$tmp/one.log")

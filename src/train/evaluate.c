@@ -18,7 +18,9 @@ static int count_correct(const float *logits, const int32_t *labels, int n, int 
     return correct;
 }
 
-EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing, const EvalRows *rows) {
+/* One pass over this process's images: r.loss is the SUM of the losses (the callers divide), and
+ * *sharded says whether the loader gave a data-parallel rank's parts of the batches. */
+static EvalResult pass_local(const Evaluator *ev, Loader *L, int epoch, float smoothing, const EvalRows *rows, int *sharded) {
     EvalResult r = {0, 0, 0, 0};
     Model *m = ev->model;
     Backend *be = m->be;
@@ -27,13 +29,13 @@ EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing,
     loader_start_epoch(L, epoch, 0);
     int batches = loader_batches(L), done = 0;
     double t0 = now_seconds();
-    int sharded = 0; /* a data-parallel rank's parts: the counts are summed over the ranks at the end */
+    *sharded = 0;
     for (const Batch *b; (b = loader_next(L));) {
         if (ev->stop && *ev->stop) {
             r.interrupted = 1;
             break;
         }
-        sharded |= b->shards > 1;
+        *sharded |= b->shards > 1;
         dist_progress();
         if (!b->n) continue; /* a short last batch left this rank's part empty */
         if (rows && (rows->probs || rows->labels) && b->n > rows->cap - r.count)
@@ -53,7 +55,13 @@ EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing,
     }
     if (ev->progress) progress_clear();
     free(logits);
-    if (sharded) {
+    return r;
+}
+
+EvalResult eval_pass(const Evaluator *ev, Loader *L, int epoch, float smoothing, const EvalRows *rows) {
+    int sharded;
+    EvalResult r = pass_local(ev, L, epoch, smoothing, rows, &sharded);
+    if (sharded) { /* a data-parallel rank's parts: the counts summed over the ranks */
         if (rows && (rows->probs || rows->labels)) die("evaluation pass: a sharded loader gives no per-image rows");
         double sums[3] = {r.loss, r.correct, r.count};
         dist_allreduce_sum_f64(sums, 3);
@@ -83,16 +91,25 @@ TtaResult tta_pass_rows(const Evaluator *ev, Loader *plain, Loader *augmented, i
     Evaluator named = *ev;
     named.progress = ev->progress ? label : NULL;
     if (ev->progress) snprintf(label, sizeof label, "%s, TTA's plain pass", ev->progress);
-    /* The plain pass first: it finds any bad image, and every augmented pass must list the same images. */
-    t.plain = eval_pass(&named, plain, 0, 0.0f, &(EvalRows){plain_p, labels, cap});
+    /* The plain pass first: it finds any bad image, and every augmented pass must list the same images.
+     * Sharded (data-parallel), each rank combines its own images; the ranks decide together (every
+     * pass runs on every rank: the loaders agree on bad images at each epoch's start), and the sums
+     * are reduced at the end. */
+    int sharded, sh;
+    t.plain = pass_local(&named, plain, 0, 0.0f, &(EvalRows){plain_p, labels, cap}, &sharded);
+    if (sharded && (probs || plain_rows)) die("TTA pass: a sharded loader gives no per-image rows");
     t.interrupted = t.plain.interrupted;
     int count = t.plain.count;
-    for (int p = 0; p < n && count && !t.interrupted && t.bad_pass < 0; p++) {
+    double all = count;
+    if (sharded) dist_allreduce_sum_f64(&all, 1);
+    for (int p = 0; p < n && all > 0 && !t.interrupted && t.bad_pass < 0; p++) {
         if (ev->progress) snprintf(label, sizeof label, "%s, TTA pass %d/%d", ev->progress, p + 1, n);
-        EvalResult r = eval_pass(&named, augmented, first_epoch + p, 0.0f, &(EvalRows){pass, pass_labels, cap});
+        EvalResult r = pass_local(&named, augmented, first_epoch + p, 0.0f, &(EvalRows){pass, pass_labels, cap}, &sh);
         t.interrupted = r.interrupted;
         if (t.interrupted) break;
-        if (r.count != count || memcmp(pass_labels, labels, (size_t)count * sizeof(int32_t))) {
+        uint64_t bad = r.count != count || memcmp(pass_labels, labels, (size_t)count * sizeof(int32_t));
+        if (sharded) dist_allreduce_max_u64(&bad, 1);
+        if (bad) {
             t.bad_pass = p;
             t.bad_count = r.count;
             break;
@@ -103,6 +120,13 @@ TtaResult tta_pass_rows(const Evaluator *ev, Loader *plain, Loader *augmented, i
         t.correct = tta_combine(aug, plain_p, labels, count, C, beta, &t.loss);
         if (probs) memcpy(probs, aug, (size_t)count * C * sizeof(float));
     }
+    if (sharded) {
+        double sums[5] = {t.loss * count, t.correct, t.plain.loss, t.plain.correct, count};
+        dist_allreduce_sum_f64(sums, 5);
+        t.correct = (int)sums[1], t.plain.loss = sums[2], t.plain.correct = (int)sums[3], t.plain.count = (int)sums[4];
+        t.loss = sums[4] > 0 ? sums[0] / sums[4] : 0;
+    }
+    if (t.plain.count) t.plain.loss /= t.plain.count; /* pass_local gave the sum */
     if (own_probs) free(plain_p);
     if (own_labels) free(labels);
     free(aug);

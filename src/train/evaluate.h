@@ -56,7 +56,9 @@ typedef struct {
 /* fastai's tta(n, beta): the plain pass over `plain` (epoch 0), then n passes over `augmented`
  * (epochs first_epoch .. first_epoch + n - 1) whose softmax probabilities are averaged, then
  * lerp(mean_aug, plain, beta) (tta_combine). No augmented pass runs when the plain pass saw no
- * image. Both loaders hold at most cap images. */
+ * image. Both loaders hold at most cap images. Loaders sharded for data-parallel ranks (both alike)
+ * give each rank its part: it combines its own images, the ranks decide alike and the result is
+ * the sums over the ranks (then no per-image rows: probs and plain_rows must be NULL). */
 TtaResult tta_pass(const Evaluator *, Loader *plain, Loader *augmented, int first_epoch, int n, float beta, int cap);
 /* tta_pass that also gives each image's combined probabilities: probs (cap rows of the model's
  * classes, in the plain pass's order) when it combined (not interrupted, no bad pass); and, with

@@ -79,8 +79,9 @@ static int eval_sizes(Trainer *T, const StageConfig *st) {
  * then lerp(mean_aug, plain, beta) on the softmax probabilities. Returns 1 when interrupted. */
 static int tta(Trainer *T, const StageConfig *st) {
     int on_device = trainer_augment_on_device(T);
-    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, LOADER_VALID, on_device),
-           *A = trainer_make_loader(T, &st->train_tf, st->batch, LOADER_VALID, on_device);
+    /* data-parallel: each rank its part of the images, in both loaders alike (evaluate.h) */
+    Loader *L = trainer_make_loader(T, &st->valid_tf, st->batch, LOADER_VALID_SHARDED, on_device),
+           *A = trainer_make_loader(T, &st->train_tf, st->batch, LOADER_VALID_SHARDED, on_device);
     char label[100];
     snprintf(label, sizeof label, "stage %s", st->name);
     Evaluator ev = {T->model, &T->feed, trainer_eval_stop_flag(), label};
