@@ -127,26 +127,22 @@ void cpu_bn_forward_train(Backend *b, const Tensor *x, const float *gamma, const
     }
     reduce_partials(part, nt, C);
     float *scale = cpu_scratch(b, CPU_WS_CHAN, (size_t)C * sizeof(float));
+    /* part -> each channel's mean (part[c]) and sum of squared deviations (part[C + c]) over n rows:
+     * this process's, or with sync_bn the global batch's */
+    double n = (double)rows;
     if (b->sync_bn) {
-        double n = sync_stats(part, xd, rows, C);
+        n = sync_stats(part, xd, rows, C);
+    } else {
         for (int c = 0; c < C; c++) {
-            double mean = part[c], ss = part[C + c], var = ss / n;
-            double unbiased = n > 1 ? ss / (n - 1) : var, invstd = 1.0 / sqrt(var + (double)eps);
-            save_mean[c] = (float)mean;
-            save_invstd[c] = (float)invstd;
-            if (running_mean) running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mean);
-            if (running_var) running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * unbiased);
-            scale[c] = (float)(gamma[c] * invstd);
+            double dmean = part[c] / (double)rows;
+            double ss = part[C + c] - part[c] * dmean;
+            part[c] = (double)xd[c] + dmean;
+            part[C + c] = ss < 0 ? 0 : ss;
         }
-        affine(xd, save_mean, scale, beta, rows, C, y->data);
-        return;
     }
     for (int c = 0; c < C; c++) {
-        double dmean = part[c] / (double)rows;
-        double ss = part[C + c] - part[c] * dmean; /* sum of squared deviations */
-        if (ss < 0) ss = 0;
-        double mean = (double)xd[c] + dmean, var = ss / (double)rows;
-        double unbiased = rows > 1 ? ss / (double)(rows - 1) : var;
+        double mean = part[c], ss = part[C + c], var = ss / n;
+        double unbiased = n > 1 ? ss / (n - 1) : var;
         double invstd = 1.0 / sqrt(var + (double)eps);
         save_mean[c] = (float)mean;
         save_invstd[c] = (float)invstd;
