@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Data-parallel training on the CPU backend with 2 MPI ranks (issue 17; part of make test). Skipped,
 # saying so, where mpirun is absent or ./train was built without MPI. Checks:
-#  1. the process group's operations (tests/dist/dist_ops) with 2 and 3 ranks and as one process;
+#  1. the process group's operations (tests/dist/dist_ops) with 2 and 3 ranks and as one process; the
+#     same program built without MPI runs as one process and refuses to start as 2;
 #     dist_abort and die() in one rank stop every rank (bounded by timeout);
 #  2. with sync_bn = yes (and mixup, and dropout in fastai's head), 2 ranks with global batch 8 (4 each) end 2 epochs (20 steps) with
 #     the single process's weights within fp32 reduction-order tolerance, and its epoch table
@@ -48,6 +49,18 @@ for np in 2 3; do
 done
 out=$("$ops" 2>&1)
 [ $? -eq 0 ] && grep -q '^dist_ops: ok (rank 0 of 1)$' <<<"$out" && pass "dist_ops as one process" || fail "dist_ops as one process: $out"
+# the stand-ins of a build without MPI: one process works; launched as 2 it refuses, saying why
+nompi=$BUILD/tests/dist/dist_ops_nompi
+if [ -x "$nompi" ]; then
+    out=$("$nompi" 2>&1)
+    [ $? -eq 0 ] && grep -q '^dist_ops: ok (rank 0 of 1)$' <<<"$out" && pass "without MPI: one process" || fail "without MPI, one process: $out"
+    out=$(timeout 60 "${MPIRUN[@]}" -np 2 "$nompi" 2>&1)
+    rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q 'built without MPI' <<<"$out"; then pass "without MPI: 2 ranks refused"
+    else fail "without MPI under mpirun -np 2 (rc $rc): $out"; fi
+else
+    fail "$nompi not built (make $nompi)"
+fi
 for how in abort die; do
     start=$(date +%s)
     out=$(timeout 60 "${MPIRUN[@]}" -np 2 "$ops" $how 2>&1)
