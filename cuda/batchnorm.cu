@@ -36,6 +36,10 @@
  * model.c recognising the BN/ADD/RELU pattern (plus a CPU twin); bf16 would still need our own
  * kernels. */
 #include "cuda_backend.h"
+
+extern "C" {
+#include "dist/dist.h"
+}
 #include "dtype.h"
 #include "vec.h"
 
@@ -176,6 +180,47 @@ __global__ void __launch_bounds__(CUDA_BLOCK)
     save_invstd[ch] = rsqrtf(m2 / m + eps);
     running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * mean;
     running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (m2 / (m - 1.0f));
+}
+
+/* sync_bn, pass 1 finished on this rank: a warp per channel merges the slabs into the channel's
+ * mean (mine[ch]) and M2 (mine[c + ch]). */
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    bn_local_stats_kernel(const float *part_n, const float *part_mean, const float *part_m2, int slabs, int c,
+                          float *mine) {
+    int ch = blockIdx.x * BN_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (ch >= c) return; /* the whole warp */
+    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+    for (int s = lane; s < slabs; s += 32) {
+        size_t at = (size_t)s * c + ch;
+        chan_merge(n, mean, m2, part_n[at], part_mean[at], part_m2[at]);
+    }
+    for (int o = 16; o > 0; o /= 2) {
+        float nb = __shfl_down_sync(0xffffffffu, n, o), mb = __shfl_down_sync(0xffffffffu, mean, o),
+              m2b = __shfl_down_sync(0xffffffffu, m2, o);
+        chan_merge(n, mean, m2, nb, mb, m2b);
+    }
+    if (lane != 0) return;
+    mine[ch] = mean;
+    mine[c + ch] = m2;
+}
+
+/* sync_bn: the ranks' (count, mean, M2) merged in rank order (the same on every rank, as the cpu
+ * backend does) into the global batch's statistics, then as bn_stats_final_kernel. all: ranks rows
+ * of [mean c | M2 c]; counts: the ranks' rows. */
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    bn_sync_final_kernel(const float *all, const float *counts, int ranks, int c, float eps, float momentum,
+                         float *save_mean, float *save_invstd, float *running_mean, float *running_var) {
+    int ch = blockIdx.x * blockDim.x + threadIdx.x;
+    if (ch >= c) return;
+    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+    for (int r = 0; r < ranks; r++) {
+        const float *row = all + (size_t)r * 2 * c;
+        chan_merge(n, mean, m2, counts[r], row[ch], row[c + ch]);
+    }
+    save_mean[ch] = mean;
+    save_invstd[ch] = rsqrtf(m2 / n + eps);
+    running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * mean;
+    running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (m2 / (n - 1.0f));
 }
 
 /* Backward, pass 1: per (slab, channel) sum of dy and of dy*(x-mean). */
@@ -371,6 +416,43 @@ static void bn_stats(CudaCtx *ctx, const T *x, size_t rows, int c, float eps, fl
     });
 }
 
+/* sync_bn (Backend.sync_bn, data-parallel): the statistics of the global batch. This rank's
+ * per-channel mean and M2 (pass 1 as bn_stats), every rank's gathered through NCCL, merged in rank
+ * order with the ranks' row counts (gathered through MPI). */
+template <typename T>
+static void bn_stats_sync(CudaCtx *ctx, const T *x, size_t rows, int c, float eps, float momentum, float *save_mean,
+                          float *save_invstd, float *running_mean, float *running_var) {
+    int ranks = dist_size();
+    double mine_rows = (double)rows;
+    double *all_rows = (double *)xmalloc((size_t)ranks * sizeof(double));
+    dist_allgather(&mine_rows, all_rows, sizeof(double));
+    float *counts_h = (float *)xmalloc((size_t)ranks * sizeof(float));
+    for (int r = 0; r < ranks; r++) counts_h[r] = (float)all_rows[r];
+    lanes_dispatch<T>(channels_wide<T>(c, x), [&](auto lanes) {
+        constexpr int L = decltype(lanes)::value;
+        BnReduce r = bn_reduce_plan(ctx, rows, c, L);
+        size_t per = (size_t)r.grid.y * c;
+        /* after the partials in scratch: this rank's 2c, every rank's 2c each, the counts */
+        size_t floats = 3 * per + 2 * (size_t)c + 2 * (size_t)c * (ranks + 1) + (size_t)ranks;
+        float *s = (float *)cuda_buf_reserve(ctx->stream, &ctx->scratch, floats * sizeof(float));
+        float *part[3] = {s, s + per, s + 2 * per};
+        float *mine = s + 3 * per + 2 * (size_t)c, *all = mine + 2 * (size_t)c, *counts = all + 2 * (size_t)c * ranks;
+        bn_stats_kernel<T, L><<<r.grid, r.block, 0, ctx->stream>>>(x, rows, c, part[0], part[1], part[2]);
+        KERNEL_CHECK();
+        bn_local_stats_kernel<<<warp_blocks(c), CUDA_BLOCK, 0, ctx->stream>>>(part[0], part[1], part[2],
+                                                                              (int)r.grid.y, c, mine);
+        KERNEL_CHECK();
+        CUDA_CHECK(cudaMemcpyAsync(counts, counts_h, (size_t)ranks * sizeof(float), cudaMemcpyHostToDevice, ctx->stream));
+        cuda_sync_allgather(ctx, mine, all, 2 * (size_t)c);
+        bn_sync_final_kernel<<<(unsigned)((c + CUDA_BLOCK - 1) / CUDA_BLOCK), CUDA_BLOCK, 0, ctx->stream>>>(
+            all, counts, ranks, c, eps, momentum, save_mean, save_invstd, running_mean, running_var);
+        KERNEL_CHECK();
+        CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* counts_h is freed next */
+    });
+    free(counts_h);
+    free(all_rows);
+}
+
 /* sum(dy) and sum(dy*(x-mean)) per channel (in scratch: valid until the next op) and the parameter
  * gradients (NULL: not wanted); rstd as bn_grad_final_kernel takes it. */
 template <typename T>
@@ -414,6 +496,15 @@ void cuda_bn_forward_train(Backend *b, const Tensor *x, const float *gamma, cons
             x->h, x->w);
     cuda_set_shape(y, x->n, x->c, x->h, x->w);
     if (x->c == 0) return;
+    if (b->sync_bn) { /* the global batch's statistics: our kernels, reduced through NCCL */
+        cuda_dispatch(dt, "bn_forward_train", [&](auto tag) {
+            using T = decltype(tag);
+            const T *xd = (const T *)x->data;
+            bn_stats_sync<T>(ctx, xd, rows, x->c, eps, momentum, save_mean, save_invstd, running_mean, running_var);
+            bn_apply<T>(ctx, xd, gamma, beta, save_mean, save_invstd, NULL, eps, total, x->c, (T *)y->data);
+        });
+        return;
+    }
     if (use_cudnn(ctx, dt)) {
         BnDescs d = bn_descs(x, dt);
         const float one = 1.0f, zero = 0.0f;
@@ -469,7 +560,7 @@ void cuda_bn_backward(Backend *b, const Tensor *x, const Tensor *dy, const float
     size_t rows = (size_t)x->n * x->h * x->w, total = rows * x->c;
     int c = x->c;
     if (total == 0) return;
-    if (use_cudnn(ctx, dt)) {
+    if (use_cudnn(ctx, dt) && !b->sync_bn) {
         BnDescs d = bn_descs(x, dt);
         /* cuDNN always writes the parameter gradients: give it scratch when the caller wants none. */
         if (!dgamma || !dbeta) {
@@ -492,10 +583,15 @@ void cuda_bn_backward(Backend *b, const Tensor *x, const Tensor *dy, const float
         const T *xd = (const T *)x->data, *dyd = (const T *)dy->data;
         BnReduce r = bn_grad_sums<T>(ctx, xd, dyd, save_mean, rows, c, save_invstd, NULL, 0.0f, dgamma,
                                      dbeta);
+        double m = (double)rows;
+        if (b->sync_bn) { /* dx takes the global batch's sums (sum_b follows sum_a); dgamma, dbeta stay this rank's */
+            cuda_sync_allreduce(ctx, r.sum_a, 2 * (size_t)c);
+            dist_allreduce_sum_f64(&m, 1);
+        }
         lanes_dispatch<T>(channels_wide<T>(c, xd, dyd, dx->data), [&](auto lanes) {
             constexpr int L = decltype(lanes)::value;
             bn_dx_kernel<T, L><<<cuda_grid(total / L), CUDA_BLOCK, 0, ctx->stream>>>(
-                xd, dyd, gamma, save_mean, save_invstd, r.sum_a, r.sum_b, 1.0f / (float)rows, total, c, (T *)dx->data,
+                xd, dyd, gamma, save_mean, save_invstd, r.sum_a, r.sum_b, (float)(1.0 / m), total, c, (T *)dx->data,
                 accumulate);
             KERNEL_CHECK();
         });

@@ -168,6 +168,10 @@ void cuda_shrink_batch(Backend *, const Tensor *x, int d, int crop, int oy, int 
 void cu_grad_allreduce(Backend *b, float *x, size_t count, float weight);
 void cu_grad_allreduce_wait(Backend *b);
 void cuda_nccl_free(CudaCtx *ctx);
+/* Backend.sync_bn's reductions over the ranks, ordered on the compute stream (exit with a message
+ * without NCCL): every rank's count floats gathered in rank order; a sum in place. */
+void cuda_sync_allgather(CudaCtx *ctx, const float *mine, float *all, size_t count);
+void cuda_sync_allreduce(CudaCtx *ctx, float *x, size_t count);
 int cuda_device_for_rank(int device_count);
 
 #endif

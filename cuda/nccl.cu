@@ -73,6 +73,27 @@ void cu_grad_allreduce_wait(Backend *b) {
     c->pending = 0;
 }
 
+/* sync_bn's reductions: on the compute stream itself (the next kernel needs the result), after any
+ * gradient bucket still reducing on the NCCL stream (one communicator: calls in one order). */
+static CudaNccl *compute_stream_ready(CudaCtx *ctx) {
+    CudaNccl *c = nccl_get(ctx);
+    if (c->pending) {
+        CUDA_CHECK(cudaEventRecord(c->reduced, c->stream));
+        CUDA_CHECK(cudaStreamWaitEvent(ctx->stream, c->reduced, 0));
+    }
+    return c;
+}
+
+void cuda_sync_allgather(CudaCtx *ctx, const float *mine, float *all, size_t count) {
+    CudaNccl *c = compute_stream_ready(ctx);
+    NCCL_CHECK(ncclAllGather(mine, all, count, ncclFloat32, c->comm, ctx->stream));
+}
+
+void cuda_sync_allreduce(CudaCtx *ctx, float *x, size_t count) {
+    CudaNccl *c = compute_stream_ready(ctx);
+    NCCL_CHECK(ncclAllReduce(x, x, count, ncclFloat32, ncclSum, c->comm, ctx->stream));
+}
+
 void cuda_nccl_free(CudaCtx *ctx) {
     CudaNccl *c = ctx->nccl;
     if (!c) return;
@@ -86,6 +107,12 @@ void cuda_nccl_free(CudaCtx *ctx) {
 }
 #else
 void cuda_nccl_free(CudaCtx *ctx) { (void)ctx; }
+[[noreturn]] static void no_nccl(void) {
+    die("cuda: [run] sync_bn = yes reduces batch-norm statistics through NCCL, and this build has none (NCCL=0, or "
+        "nccl.h was not found): rebuild with NCCL, or use sync_bn = no");
+}
+void cuda_sync_allgather(CudaCtx *, const float *, float *, size_t) { no_nccl(); }
+void cuda_sync_allreduce(CudaCtx *, float *, size_t) { no_nccl(); }
 #endif
 
 int cuda_device_for_rank(int count) {

@@ -42,6 +42,9 @@ enum {
     OC_TIES = 1 << 4,      /* inputs of small integers: many ties (pools); gpu only */
     OC_UNALIGNED = 1 << 5, /* tensors one element past an aligned pointer (the 16-byte path's fallback) */
     OC_CHUNKED = 1 << 6,   /* conv: runs in several chunks of images; test_cpu_ops checks sampled outputs */
+    OC_SYNC = 1 << 7,      /* bn: with Backend.sync_bn (data-parallel statistics) on both backends: one rank, so
+                            * the global batch is this one (cpu through the MPI stand-ins, cuda through an NCCL
+                            * communicator of one GPU) and the results are those of plain batch norm */
 };
 
 typedef struct {
@@ -132,6 +135,8 @@ static const OpCase op_cases[] = {
     BN(BOTH, 2, 5, 3, 4, 0.5f, 2.0f),
     BN(BOTH, 4, 16, 24, 24, 0.5f, 2.0f), /* 36864 elements: the cpu's reductions split across threads */
     BN(BOTH, 3, 6, 5, 3, 0.5f, 2.0f),
+    BN(BOTH | OC_SYNC, 2, 32, 9, 9, 0.5f, 2.0f),
+    BN(OC_VALUES | OC_GPU | OC_SYNC, 4, 64, 28, 28, 100.0f, 1.0f),
 
     /* ---- ReLU, add, accumulate; sizes take the 16-byte path with a one-by-one tail ---- */
     ELEM(BOTHQ, 3, 65, 7, 7),

@@ -1022,8 +1022,10 @@ static void run_op_case(void **state) {
         }
         break;
     case OP_BN:
+        be->sync_bn = (oc->flags & OC_SYNC) != 0; /* one rank: the same results through sync_bn's path */
         bn_case(oc->n, oc->c, oc->h, oc->w, oc->bn.mean, oc->bn.std, 0, fd);
         bn_case(oc->n, oc->c, oc->h, oc->w, oc->bn.mean, oc->bn.std, 1, fd);
+        be->sync_bn = 0;
         break;
     case OP_ELEMENTWISE:
         relu_case(oc->n, oc->c, oc->h, oc->w, fd);

@@ -18,9 +18,10 @@ void trainer_dist_check(const Config *cfg, const Backend *be) {
     if (N < 2) return;
     /* rank 0 reports; the others' errors still reach stderr */
     if (!dist_is_root() && !freopen("/dev/null", "w", stdout)) die("cannot silence stdout");
-    if (cfg->sync_bn && strcmp(be->ops->name, "cpu"))
-        die("%s: [run] sync_bn = yes reduces batch-norm statistics on the cpu backend only so far; the %s backend "
-            "trains data-parallel with per-rank statistics (sync_bn = no)",
+    /* sync_bn: the cpu backend reduces through MPI, cuda through NCCL (its grad_allreduce says it has it) */
+    if (cfg->sync_bn && strcmp(be->ops->name, "cpu") && !be->ops->grad_allreduce)
+        die("%s: [run] sync_bn = yes reduces batch-norm statistics through NCCL on the %s backend, and this build has "
+            "none (NCCL=0, or nccl.h was not found): rebuild with NCCL, or train with per-rank statistics (sync_bn = no)",
             cfg->path, be->ops->name);
     for (int i = 0; i < cfg->nstages; i++) {
         const StageConfig *st = &cfg->stages[i];

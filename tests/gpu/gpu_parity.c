@@ -515,6 +515,9 @@ static void parity_bn(const OpCase *oc) {
         snprintf(tag, sizeof tag, "%dx%dx%dx%d mean=%g std=%g", n, c, h, w, oc->bn.mean, oc->bn.std);
     else
         snprintf(tag, sizeof tag, "%dx%dx%dx%d", n, c, h, w);
+    int sync = (oc->flags & OC_SYNC) != 0; /* sync_bn's path (one rank) on both backends */
+    cpu->sync_bn = gpu->sync_bn = sync;
+    if (sync) snprintf(tag + strlen(tag), sizeof tag - strlen(tag), " sync_bn");
     Pair x = pair_new(n, c, h, w), y = pair_new(n, c, h, w), dy = pair_new(n, c, h, w), dx = pair_new(n, c, h, w);
     Buf gamma = buf_new(c), beta = buf_new(c), rmean = buf_new(c), rvar = buf_new(c), smean = buf_new(c),
         sinv = buf_new(c), dgamma = buf_new(c), dbeta = buf_new(c);
@@ -582,6 +585,7 @@ static void parity_bn(const OpCase *oc) {
     pair_free(&dx);
     Buf *bufs[] = {&gamma, &beta, &rmean, &rvar, &smean, &sinv, &dgamma, &dbeta};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) buf_free(bufs[i]);
+    cpu->sync_bn = gpu->sync_bn = 0;
 }
 
 /* ---- ReLU, add, accumulate ---- */
