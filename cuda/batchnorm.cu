@@ -183,10 +183,11 @@ __global__ void __launch_bounds__(CUDA_BLOCK)
 }
 
 /* sync_bn, pass 1 finished on this rank: a warp per channel merges the slabs into the channel's
- * mean (mine[ch]) and M2 (mine[c + ch]). */
+ * mean (mine[1 + ch]) and M2 (mine[1 + c + ch]); mine[0] is the rank's row count (exact in float
+ * up to 2^24 rows). */
 __global__ void __launch_bounds__(CUDA_BLOCK)
     bn_local_stats_kernel(const float *part_n, const float *part_mean, const float *part_m2, int slabs, int c,
-                          float *mine) {
+                          float rows, float *mine) {
     int ch = blockIdx.x * BN_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (ch >= c) return; /* the whole warp */
     float n = 0.0f, mean = 0.0f, m2 = 0.0f;
@@ -200,22 +201,23 @@ __global__ void __launch_bounds__(CUDA_BLOCK)
         chan_merge(n, mean, m2, nb, mb, m2b);
     }
     if (lane != 0) return;
-    mine[ch] = mean;
-    mine[c + ch] = m2;
+    if (ch == 0) mine[0] = rows;
+    mine[1 + ch] = mean;
+    mine[1 + c + ch] = m2;
 }
 
 /* sync_bn: the ranks' (count, mean, M2) merged in rank order (the same on every rank, as the cpu
- * backend does) into the global batch's statistics, then as bn_stats_final_kernel. all: ranks rows
- * of [mean c | M2 c]; counts: the ranks' rows. */
+ * backend does) into the global batch's statistics, then as bn_stats_final_kernel. all: a row of
+ * [count | mean c | M2 c] per rank. */
 __global__ void __launch_bounds__(CUDA_BLOCK)
-    bn_sync_final_kernel(const float *all, const float *counts, int ranks, int c, float eps, float momentum,
-                         float *save_mean, float *save_invstd, float *running_mean, float *running_var) {
+    bn_sync_final_kernel(const float *all, int ranks, int c, float eps, float momentum, float *save_mean,
+                         float *save_invstd, float *running_mean, float *running_var) {
     int ch = blockIdx.x * blockDim.x + threadIdx.x;
     if (ch >= c) return;
     float n = 0.0f, mean = 0.0f, m2 = 0.0f;
     for (int r = 0; r < ranks; r++) {
-        const float *row = all + (size_t)r * 2 * c;
-        chan_merge(n, mean, m2, counts[r], row[ch], row[c + ch]);
+        const float *row = all + (size_t)r * (1 + 2 * (size_t)c);
+        chan_merge(n, mean, m2, row[0], row[1 + ch], row[1 + c + ch]);
     }
     save_mean[ch] = mean;
     save_invstd[ch] = rsqrtf(m2 / n + eps);
@@ -416,41 +418,31 @@ static void bn_stats(CudaCtx *ctx, const T *x, size_t rows, int c, float eps, fl
     });
 }
 
-/* sync_bn (Backend.sync_bn, data-parallel): the statistics of the global batch. This rank's
- * per-channel mean and M2 (pass 1 as bn_stats), every rank's gathered through NCCL, merged in rank
- * order with the ranks' row counts (gathered through MPI). */
+/* sync_bn (Backend.sync_bn, data-parallel): the statistics of the global batch. This rank's row
+ * count and per-channel mean and M2 (pass 1 as bn_stats), every rank's gathered through NCCL on the
+ * compute stream, merged in rank order: no wait for the host. */
 template <typename T>
 static void bn_stats_sync(CudaCtx *ctx, const T *x, size_t rows, int c, float eps, float momentum, float *save_mean,
                           float *save_invstd, float *running_mean, float *running_var) {
     int ranks = dist_size();
-    double mine_rows = (double)rows;
-    double *all_rows = (double *)xmalloc((size_t)ranks * sizeof(double));
-    dist_allgather(&mine_rows, all_rows, sizeof(double));
-    float *counts_h = (float *)xmalloc((size_t)ranks * sizeof(float));
-    for (int r = 0; r < ranks; r++) counts_h[r] = (float)all_rows[r];
+    size_t row = 1 + 2 * (size_t)c;
     lanes_dispatch<T>(channels_wide<T>(c, x), [&](auto lanes) {
         constexpr int L = decltype(lanes)::value;
         BnReduce r = bn_reduce_plan(ctx, rows, c, L);
         size_t per = (size_t)r.grid.y * c;
-        /* after the partials in scratch: this rank's 2c, every rank's 2c each, the counts */
-        size_t floats = 3 * per + 2 * (size_t)c + 2 * (size_t)c * (ranks + 1) + (size_t)ranks;
-        float *s = (float *)cuda_buf_reserve(ctx->stream, &ctx->scratch, floats * sizeof(float));
-        float *part[3] = {s, s + per, s + 2 * per};
-        float *mine = s + 3 * per + 2 * (size_t)c, *all = mine + 2 * (size_t)c, *counts = all + 2 * (size_t)c * ranks;
+        /* the partials, then this rank's row, then every rank's */
+        float *s = (float *)cuda_buf_reserve(ctx->stream, &ctx->scratch, (3 * per + row * (ranks + 1)) * sizeof(float));
+        float *part[3] = {s, s + per, s + 2 * per}, *mine = s + 3 * per, *all = mine + row;
         bn_stats_kernel<T, L><<<r.grid, r.block, 0, ctx->stream>>>(x, rows, c, part[0], part[1], part[2]);
         KERNEL_CHECK();
         bn_local_stats_kernel<<<warp_blocks(c), CUDA_BLOCK, 0, ctx->stream>>>(part[0], part[1], part[2],
-                                                                              (int)r.grid.y, c, mine);
+                                                                              (int)r.grid.y, c, (float)rows, mine);
         KERNEL_CHECK();
-        CUDA_CHECK(cudaMemcpyAsync(counts, counts_h, (size_t)ranks * sizeof(float), cudaMemcpyHostToDevice, ctx->stream));
-        cuda_sync_allgather(ctx, mine, all, 2 * (size_t)c);
+        cuda_sync_allgather(ctx, mine, all, row);
         bn_sync_final_kernel<<<(unsigned)((c + CUDA_BLOCK - 1) / CUDA_BLOCK), CUDA_BLOCK, 0, ctx->stream>>>(
-            all, counts, ranks, c, eps, momentum, save_mean, save_invstd, running_mean, running_var);
+            all, ranks, c, eps, momentum, save_mean, save_invstd, running_mean, running_var);
         KERNEL_CHECK();
-        CUDA_CHECK(cudaStreamSynchronize(ctx->stream)); /* counts_h is freed next */
     });
-    free(counts_h);
-    free(all_rows);
 }
 
 /* sum(dy) and sum(dy*(x-mean)) per channel (in scratch: valid until the next op) and the parameter
