@@ -157,15 +157,11 @@ __global__ void __launch_bounds__(CUDA_BLOCK) bn_stats_kernel(const T *__restric
     }
 }
 
-/* Training forward, pass 1 finished: a warp per channel merges the slabs into save_mean,
- * save_invstd (biased variance, m = rows) and the running statistics (unbiased variance). */
-__global__ void __launch_bounds__(CUDA_BLOCK)
-    bn_stats_final_kernel(const float *part_n, const float *part_mean, const float *part_m2, int slabs, int c,
-                          float m, float eps, float momentum, float *save_mean, float *save_invstd,
-                          float *running_mean, float *running_var) {
-    int ch = blockIdx.x * BN_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (ch >= c) return; /* the whole warp: ch is the same for its 32 lanes */
-    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+/* A warp per channel (lane 0..31 of channel ch) merges the slabs' partials: lane j takes slabs j,
+ * j+32, ... in order, then a shuffle tree; lane 0 ends with the channel's count, mean and M2. */
+__device__ static inline void merge_slabs(const float *part_n, const float *part_mean, const float *part_m2, int slabs,
+                                          int c, int ch, int lane, float &n, float &mean, float &m2) {
+    n = 0.0f, mean = 0.0f, m2 = 0.0f;
     for (int s = lane; s < slabs; s += 32) {
         size_t at = (size_t)s * c + ch;
         chan_merge(n, mean, m2, part_n[at], part_mean[at], part_m2[at]);
@@ -175,11 +171,31 @@ __global__ void __launch_bounds__(CUDA_BLOCK)
               m2b = __shfl_down_sync(0xffffffffu, m2, o);
         chan_merge(n, mean, m2, nb, mb, m2b);
     }
-    if (lane != 0) return;
+}
+
+/* A channel's statistics over m rows: save_mean, save_invstd (biased variance) and the running
+ * averages (unbiased variance). */
+__device__ static inline void finish_stats(int ch, float mean, float m2, float m, float eps, float momentum,
+                                           float *save_mean, float *save_invstd, float *running_mean,
+                                           float *running_var) {
     save_mean[ch] = mean;
     save_invstd[ch] = rsqrtf(m2 / m + eps);
     running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * mean;
     running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (m2 / (m - 1.0f));
+}
+
+/* Training forward, pass 1 finished: a warp per channel merges the slabs into save_mean,
+ * save_invstd (biased variance, m = rows) and the running statistics (unbiased variance). */
+__global__ void __launch_bounds__(CUDA_BLOCK)
+    bn_stats_final_kernel(const float *part_n, const float *part_mean, const float *part_m2, int slabs, int c,
+                          float m, float eps, float momentum, float *save_mean, float *save_invstd,
+                          float *running_mean, float *running_var) {
+    int ch = blockIdx.x * BN_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (ch >= c) return; /* the whole warp: ch is the same for its 32 lanes */
+    float n, mean, m2;
+    merge_slabs(part_n, part_mean, part_m2, slabs, c, ch, lane, n, mean, m2);
+    if (lane != 0) return;
+    finish_stats(ch, mean, m2, m, eps, momentum, save_mean, save_invstd, running_mean, running_var);
 }
 
 /* sync_bn, pass 1 finished on this rank: a warp per channel merges the slabs into the channel's
@@ -190,16 +206,8 @@ __global__ void __launch_bounds__(CUDA_BLOCK)
                           float rows, float *mine) {
     int ch = blockIdx.x * BN_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (ch >= c) return; /* the whole warp */
-    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
-    for (int s = lane; s < slabs; s += 32) {
-        size_t at = (size_t)s * c + ch;
-        chan_merge(n, mean, m2, part_n[at], part_mean[at], part_m2[at]);
-    }
-    for (int o = 16; o > 0; o /= 2) {
-        float nb = __shfl_down_sync(0xffffffffu, n, o), mb = __shfl_down_sync(0xffffffffu, mean, o),
-              m2b = __shfl_down_sync(0xffffffffu, m2, o);
-        chan_merge(n, mean, m2, nb, mb, m2b);
-    }
+    float n, mean, m2;
+    merge_slabs(part_n, part_mean, part_m2, slabs, c, ch, lane, n, mean, m2);
     if (lane != 0) return;
     if (ch == 0) mine[0] = rows;
     mine[1 + ch] = mean;
@@ -219,10 +227,7 @@ __global__ void __launch_bounds__(CUDA_BLOCK)
         const float *row = all + (size_t)r * (1 + 2 * (size_t)c);
         chan_merge(n, mean, m2, row[0], row[1 + ch], row[1 + c + ch]);
     }
-    save_mean[ch] = mean;
-    save_invstd[ch] = rsqrtf(m2 / n + eps);
-    running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * mean;
-    running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (m2 / (n - 1.0f));
+    finish_stats(ch, mean, m2, n, eps, momentum, save_mean, save_invstd, running_mean, running_var);
 }
 
 /* Backward, pass 1: per (slab, channel) sum of dy and of dy*(x-mean). */
