@@ -287,6 +287,12 @@ int stage_trains(StageType t) {
     return t == STAGE_FIT_ONE_CYCLE || t == STAGE_FINE_TUNE || t == STAGE_FIT || t == STAGE_PROGRESSIVE || t == STAGE_FIXRES;
 }
 
+const StageConfig *config_last_training(const Config *c, int end) {
+    for (int i = (end < c->nstages ? end : c->nstages) - 1; i >= 0; i--)
+        if (stage_trains(c->stages[i].type)) return &c->stages[i];
+    return NULL;
+}
+
 void config_free(Config *c) {
     free(c->stages);
     c->stages = NULL;

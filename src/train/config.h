@@ -102,6 +102,9 @@ void config_free(Config *);
 /* A stage that trains the weights (fit_one_cycle, fine_tune, fit, progressive, fixres), as opposed
  * to one that only looks at them (eval, tta, interpret, lr_find). */
 int stage_trains(StageType);
+/* The last stage among c's first `end` that trains the weights, or NULL: the stage whose size and
+ * transforms a model saved at that point was trained with. */
+const StageConfig *config_last_training(const Config *c, int end);
 /* The resolved configuration (every key, defaults filled in) as a valid INI file. */
 void config_write(const Config *, FILE *);
 /* Every section and key with type, range, default and help: `./train --help-config`. */

@@ -40,13 +40,11 @@ int run_view_read(const char *ck, const char *stage, RunView *v) {
         return 0;
     }
     /* the last training stage at or before the checkpoint's own; without it, the last of all */
-    const StageConfig *last = NULL, *upto = NULL;
-    for (int i = 0; i < cfg->nstages; i++) {
-        const StageConfig *s = &cfg->stages[i];
-        if (stage_trains(s->type)) last = s;
-        if (stage && *stage && !strcmp(s->name, stage) && last) upto = last;
-    }
-    const StageConfig *use = upto ? upto : last;
+    int own = cfg->nstages;
+    for (int i = 0; stage && i < cfg->nstages; i++)
+        if (!strcmp(cfg->stages[i].name, stage)) own = i;
+    const StageConfig *use = config_last_training(cfg, own + 1);
+    if (!use) use = config_last_training(cfg, cfg->nstages);
     if (!use) {
         fprintf(stderr, "cnntrain: %s: no training stage: not used\n", v->path);
         config_free(cfg);

@@ -33,10 +33,8 @@
 /* The side the model was last trained at before stage st: the last training stage before it (0
  * when none: a pretrained model evaluated as it came). */
 static int trained_size(const Trainer *T, const StageConfig *st) {
-    int side = 0;
-    for (const StageConfig *s = T->cfg->stages; s < st; s++)
-        if (stage_trains(s->type)) side = s->size;
-    return side;
+    const StageConfig *t = config_last_training(T->cfg, (int)(st - T->cfg->stages));
+    return t ? t->size : 0;
 }
 
 /* Multi-resolution evaluation: the valid transform at each size. Writes eval-<stage>.csv, with
