@@ -64,23 +64,24 @@ void cu_grad_allreduce(Backend *b, float *x, size_t count, float weight) {
     c->pending = 1;
 }
 
-void cu_grad_allreduce_wait(Backend *b) {
-    CudaCtx *ctx = cuda_ctx(b);
-    CudaNccl *c = ctx->nccl;
+/* The compute stream's later ops wait for every reduction issued so far. */
+static void wait_for_reductions(CudaCtx *ctx, CudaNccl *c) {
     if (!c || !c->pending) return;
     CUDA_CHECK(cudaEventRecord(c->reduced, c->stream));
     CUDA_CHECK(cudaStreamWaitEvent(ctx->stream, c->reduced, 0));
     c->pending = 0;
 }
 
+void cu_grad_allreduce_wait(Backend *b) {
+    CudaCtx *ctx = cuda_ctx(b);
+    wait_for_reductions(ctx, ctx->nccl);
+}
+
 /* sync_bn's reductions: on the compute stream itself (the next kernel needs the result), after any
  * gradient bucket still reducing on the NCCL stream (one communicator: calls in one order). */
 static CudaNccl *compute_stream_ready(CudaCtx *ctx) {
     CudaNccl *c = nccl_get(ctx);
-    if (c->pending) {
-        CUDA_CHECK(cudaEventRecord(c->reduced, c->stream));
-        CUDA_CHECK(cudaStreamWaitEvent(ctx->stream, c->reduced, 0));
-    }
+    wait_for_reductions(ctx, c);
     return c;
 }
 
